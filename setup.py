@@ -1,0 +1,39 @@
+"""Build the compiled core: Cython -> C in build/ (never in src/), then the extensions.
+
+Cython directives are set once here. FASTAPE_DEBUG=1 turns bounds checks,
+wraparound and -O0 -g back on for debugging.
+"""
+import os
+
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+DEBUG = os.environ.get("FASTAPE_DEBUG", "") not in ("", "0")
+
+directives = {
+    "language_level": 3,
+    "boundscheck": DEBUG,
+    "wraparound": DEBUG,
+    "initializedcheck": DEBUG,
+    "cdivision": True,
+    "embedsignature": True,
+}
+# -fno-math-errno lets the compiler drop libm calls whose results a sweep does not use;
+# it does not change any IEEE result.
+cflags = ["-O0", "-g"] if DEBUG else ["-O3", "-fno-math-errno"]
+
+MODULES = ["_ops", "_tape"]
+
+extensions = [
+    Extension(f"fastape.{name}", [f"src/fastape/{name}.pyx"], extra_compile_args=cflags)
+    for name in MODULES
+]
+
+setup(
+    ext_modules=cythonize(
+        extensions,
+        build_dir="build/cython",
+        compiler_directives=directives,
+        include_path=["src"],
+    ),
+)

@@ -1,0 +1,79 @@
+"""fastape: reverse-mode automatic differentiation on a compiled Wengert tape.
+
+Quick start::
+
+    import numpy as np, fastape as ft
+    f = lambda x: np.sum(np.sin(x) * x)
+    ft.grad(f)(np.linspace(0, 1, 5))
+
+Public API: :func:`grad`, :func:`value_and_grad`, :class:`Tape` (a context
+manager; ``tape.var``, ``tape.gradient``, ``tape.adjoint``), :class:`Var`, the
+numpy-style functions below, and the exceptions :class:`ShapeError`,
+:class:`TapeError`, :class:`BranchChanged`.
+"""
+
+from fastape._functions import (
+    abs,
+    absolute,
+    add,
+    arccos,
+    arcsin,
+    arctan,
+    arctan2,
+    concatenate,
+    cos,
+    cosh,
+    divide,
+    dot,
+    exp,
+    expm1,
+    floor,
+    log,
+    log1p,
+    logaddexp,
+    matmul,
+    max,
+    maximum,
+    mean,
+    min,
+    minimum,
+    multiply,
+    negative,
+    power,
+    prod,
+    reciprocal,
+    relu,
+    reshape,
+    round,
+    sigmoid,
+    sign,
+    sin,
+    sinh,
+    softplus,
+    sqrt,
+    square,
+    stack,
+    subtract,
+    sum,
+    tan,
+    tanh,
+    transpose,
+    where,
+)
+from fastape._ops import Op
+from fastape._tape import Tape, Var
+from fastape.api import grad, value_and_grad
+from fastape.errors import BranchChanged, FastapeError, ShapeError, TapeError
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Tape", "Var", "Op", "grad", "value_and_grad",
+    "ShapeError", "TapeError", "BranchChanged", "FastapeError",
+    "abs", "absolute", "add", "arccos", "arcsin", "arctan", "arctan2", "concatenate",
+    "cos", "cosh", "divide", "dot", "exp", "expm1", "floor", "log", "log1p", "logaddexp",
+    "matmul", "max", "maximum", "mean", "min", "minimum", "multiply", "negative", "power",
+    "prod", "reciprocal", "relu", "reshape", "round", "sigmoid", "sign", "sin", "sinh",
+    "softplus", "sqrt", "square", "stack", "subtract", "sum", "tan", "tanh", "transpose",
+    "where",
+]

@@ -1,0 +1,160 @@
+"""numpy's dispatch protocols for fastape values.
+
+``np.sin(x)``, ``x + ndarray``, ``np.sum(x)``, ``np.where(c, x, y)`` … on a
+fastape value arrive here through ``Var.__array_ufunc__`` and
+``Var.__array_function__`` and are recorded on the value's tape. Anything numpy
+would do that cannot be recorded raises a TypeError that says what to write
+instead; nothing silently drops the tape.
+"""
+
+import numpy as np
+
+from fastape import _functions as F
+from fastape import _tape
+from fastape._ops import Op
+from fastape._tape import Var
+
+UNARY = {
+    np.negative: Op.NEG, np.absolute: Op.ABS, np.fabs: Op.ABS, np.exp: Op.EXP,
+    np.log: Op.LOG, np.log1p: Op.LOG1P, np.expm1: Op.EXPM1, np.sqrt: Op.SQRT,
+    np.square: Op.SQUARE, np.reciprocal: Op.RECIPROCAL, np.sin: Op.SIN, np.cos: Op.COS,
+    np.tan: Op.TAN, np.arcsin: Op.ARCSIN, np.arccos: Op.ARCCOS, np.arctan: Op.ARCTAN,
+    np.sinh: Op.SINH, np.cosh: Op.COSH, np.tanh: Op.TANH, np.sign: Op.SIGN,
+    np.floor: Op.FLOOR, np.rint: Op.ROUND,
+}
+BINARY = {
+    np.add: Op.ADD, np.subtract: Op.SUB, np.multiply: Op.MUL, np.true_divide: Op.DIV,
+    np.power: Op.POW, np.float_power: Op.POW, np.arctan2: Op.ARCTAN2,
+    np.logaddexp: Op.LOGADDEXP, np.maximum: Op.MAXIMUM, np.minimum: Op.MINIMUM,
+}
+# ufuncs whose result is not differentiable: computed on the values
+COMPARE = {np.less: 0, np.less_equal: 1, np.greater: 2, np.greater_equal: 3,
+           np.equal: 4, np.not_equal: 5}
+SWAPPED = {0: 2, 1: 3, 2: 0, 3: 1, 4: 4, 5: 5}
+VALUE_ONLY = {np.isnan, np.isinf, np.isfinite, np.signbit}
+REDUCE = {np.add: F.sum, np.multiply: F.prod, np.maximum: F.max, np.minimum: F.min}
+
+
+def _value(v):
+    return v.value if type(v) is Var else v
+
+
+def array_ufunc(ufunc, method, inputs, kwargs):
+    name = f"numpy.{ufunc.__name__}"
+    if kwargs.get("out") is not None:
+        raise TypeError(f"{name}: out= cannot write into or from a fastape value; "
+                        "use the returned value")
+    if kwargs.get("where", True) is not True:
+        raise TypeError(f"{name}: where= is not supported on fastape values; "
+                        "use fastape.where(condition, x, y)")
+    dtype = kwargs.get("dtype")
+    if dtype is not None and np.dtype(dtype) != np.float64:
+        raise TypeError(f"{name}: fastape values are float64; dtype={dtype} is not supported")
+    if method == "__call__":
+        if ufunc in BINARY:
+            return _tape.binary(BINARY[ufunc], inputs[0], inputs[1])
+        if ufunc in UNARY:
+            return _tape.unary(UNARY[ufunc], inputs[0])
+        if ufunc is np.positive:
+            return inputs[0]
+        if ufunc in COMPARE:
+            x, y = inputs
+            if type(x) is Var:
+                return _tape.compare(x, y, COMPARE[ufunc])
+            return _tape.compare(y, x, SWAPPED[COMPARE[ufunc]])
+        if ufunc in VALUE_ONLY:
+            return ufunc(*[_value(v) for v in inputs])
+        if ufunc is np.matmul:
+            return F.matmul(inputs[0], inputs[1])
+    elif method == "reduce" and ufunc in REDUCE and len(inputs) == 1:
+        if kwargs.get("initial", np._NoValue) is not np._NoValue:
+            raise TypeError(f"{name}.reduce: initial= is not supported on fastape values")
+        return REDUCE[ufunc](inputs[0], axis=kwargs.get("axis", 0),
+                             keepdims=kwargs.get("keepdims", False))
+    raise TypeError(f"{name}{'' if method == '__call__' else '.' + method} is not supported "
+                    "on fastape values")
+
+
+def _no(kwargs, name, **allowed):
+    for k, v in kwargs.items():
+        if k in allowed:
+            continue
+        if k == "out" and v is None or k == "dtype" and v in (None, float, np.float64):
+            continue
+        if k == "where" and v is True or k == "initial" and v is np._NoValue:
+            continue
+        if k == "order" and v in ("C", "A", "K"):
+            continue
+        raise TypeError(f"numpy.{name}: argument {k}={v!r} is not supported on fastape values")
+
+
+def _reduction(fn, name):
+    def f(a, axis=None, *args, keepdims=False, **kwargs):
+        if args:
+            raise TypeError(f"numpy.{name}: pass dtype/out as keywords")
+        _no(kwargs, name)
+        return fn(a, axis=axis, keepdims=keepdims)
+    return f
+
+
+def _round(a, decimals=0, out=None):
+    if decimals != 0 or out is not None:
+        raise TypeError("numpy.round: only decimals=0 and out=None are supported on fastape values")
+    return F.round(a)
+
+
+def _reshape(a, *args, **kwargs):
+    shape = args[0] if args else kwargs.pop("shape", kwargs.pop("newshape", None))
+    _no(kwargs, "reshape")
+    return F.reshape(a, shape)
+
+
+def _concatenate(arrays, axis=0, **kwargs):
+    _no(kwargs, "concatenate", casting=True)
+    return F.concatenate(arrays, axis=axis)
+
+
+def _stack(arrays, axis=0, **kwargs):
+    _no(kwargs, "stack", casting=True)
+    return F.stack(arrays, axis=axis)
+
+
+def _dot(a, b, out=None):
+    if out is not None:
+        raise TypeError("numpy.dot: out= cannot write into a fastape value")
+    return F.dot(a, b)
+
+
+def _transpose(a, axes=None):
+    return F.transpose(a, axes)
+
+
+def _like(fill):
+    def f(a, dtype=None, *args, **kwargs):
+        return np.full(np.shape(a), fill, dtype=dtype or np.float64)
+    return f
+
+
+FUNCTIONS = {
+    np.sum: _reduction(F.sum, "sum"), np.mean: _reduction(F.mean, "mean"),
+    np.prod: _reduction(F.prod, "prod"), np.max: _reduction(F.max, "max"),
+    np.amax: _reduction(F.max, "amax"), np.min: _reduction(F.min, "min"),
+    np.amin: _reduction(F.min, "amin"), np.dot: _dot, np.where: F.where,
+    np.reshape: _reshape, np.ravel: lambda a, order="C": F.reshape(a, (-1,)),
+    np.transpose: _transpose, np.concatenate: _concatenate, np.stack: _stack,
+    np.round: _round, np.around: _round,
+    np.shape: lambda a: a.shape, np.ndim: lambda a: len(a.shape),
+    np.size: lambda a, axis=None: a.size if axis is None else a.shape[axis],
+    np.zeros_like: _like(0.0), np.ones_like: _like(1.0),
+}
+
+
+def array_function(func, args, kwargs):
+    impl = FUNCTIONS.get(func)
+    if impl is None:
+        raise TypeError(
+            f"numpy.{func.__name__} is not supported on fastape values. Supported: ufuncs "
+            "(np.sin, np.exp, np.maximum, …), "
+            + ", ".join(sorted({f"np.{f.__name__}" for f in FUNCTIONS}))
+            + "; or read numbers with x.value")
+    return impl(*args, **kwargs)

@@ -1,0 +1,1235 @@
+# cython: language_level=3
+"""The compiled Wengert tape: storage, recording primitives, the sweeps, and ``Var``.
+
+Storage is a struct of arrays (see ``_tape.pxd``); appending a node is amortised
+O(1) and creates no Python object. Node values are computed when the node is
+recorded, by the same ``forward_node`` the forward sweep runs, so recording and
+replay cannot disagree. The sweeps never touch a Python object and run without
+the GIL; all checks happen when a node is recorded.
+
+Two layouts share one tape. While every node is a scalar, node i's value is
+``val[i]`` and the sweeps run a specialised scalar loop. The first array or
+structural node switches the tape to the general layout (``off``/``meta``),
+where node i's value occupies ``val[off[i] : off[i] + size]``.
+"""
+cimport cython
+from cpython.mem cimport PyMem_Realloc, PyMem_Free
+from cpython.float cimport PyFloat_Check
+from cpython.long cimport PyLong_Check
+from libc.string cimport memcpy, memset
+from libc.math cimport NAN
+
+from fastape._ops cimport (
+    INPUT, CONSTANT, COPY, NEG, ABS, ROUND,
+    ADD_K, MUL_K, RSUB_K, DIV_K, RDIV_K, POW_K, RPOW_K,
+    ADD, SUB, MUL, DIV, POW,
+    GATHER1, GATHER, BROADCAST, SUM, PROD, AMAX, AMIN, DOT, WHERE, CONCAT,
+    value_and_partials, is_binary, has_k, is_elementwise,
+)
+
+import numpy as np
+from fastape._ops import Op as PyOp
+from fastape.errors import ShapeError, TapeError
+
+cdef tuple SCALAR = ()
+cdef i64 MAX_NODES = 2147483646
+
+
+# ---------------------------------------------------------------------------
+# growable buffers
+# ---------------------------------------------------------------------------
+
+cdef void* _resize(void* p, i64 count, size_t item) except? NULL:
+    cdef void* q = PyMem_Realloc(p, <size_t>(count if count > 0 else 1) * item)
+    if q == NULL:
+        raise MemoryError(f"fastape: cannot allocate {count * item} bytes for the tape")
+    return q
+
+
+cdef inline i64 _grown(i64 cap, i64 need):
+    cdef i64 c = cap if cap > 0 else 256
+    while c < need:
+        c *= 2
+    return c
+
+
+# ---------------------------------------------------------------------------
+# structural kernels (forward and reverse side by side)
+# ---------------------------------------------------------------------------
+
+cdef void _broadcast(const double* x, double* out, const i64* shape, const i64* stride,
+                     int nd, i64 size, bint reverse) noexcept nogil:
+    """forward: out[j] = x[src(j)];  reverse: x̄[src(j)] += out̄[j].
+    src(j) walks the output multi-index with the input's strides (0 on broadcast axes)."""
+    cdef i64 idx[64]
+    cdef i64 j, src = 0
+    cdef int d
+    memset(idx, 0, sizeof(idx))
+    for j in range(size):
+        if reverse:
+            (<double*>x)[src] += out[j]
+        else:
+            out[j] = x[src]
+        d = nd - 1
+        while d >= 0:
+            idx[d] += 1
+            src += stride[d]
+            if idx[d] < shape[d]:
+                break
+            src -= stride[d] * shape[d]
+            idx[d] = 0
+            d -= 1
+
+
+cdef void _reduce_fwd(int o, const double* x, double* out, i64 outer, i64 n,
+                      i64 inner) noexcept nogil:
+    """out[p, t] = ⊕_q x[p, q, t] for ⊕ in (sum, prod, max, min)."""
+    cdef i64 p, q, t, base
+    cdef double v
+    for p in range(outer):
+        for t in range(inner):
+            base = p * n * inner + t
+            if o == SUM or o == PROD:
+                v = 0.0 if o == SUM else 1.0
+                for q in range(n):
+                    if o == SUM:
+                        v += x[base + q * inner]
+                    else:
+                        v *= x[base + q * inner]
+                out[p * inner + t] = v
+            else:
+                out[p * inner + t] = x[base + _argbest(o, x + base, n, inner) * inner]
+
+
+cdef i64 _argbest(int o, const double* x, i64 n, i64 stride) noexcept nogil:
+    """First index of the max (AMAX) or min (AMIN) of x[0:n*stride:stride]; first NaN wins."""
+    cdef i64 q, arg = 0
+    cdef double v, best = x[0]
+    if best != best:
+        return 0
+    for q in range(1, n):
+        v = x[q * stride]
+        if v != v:
+            return q
+        if (o == AMAX and v > best) or (o == AMIN and v < best):
+            best = v
+            arg = q
+    return arg
+
+
+cdef void _reduce_rev(int o, const double* x, double* xbar, const double* out,
+                      const double* obar, i64 outer, i64 n, i64 inner) noexcept nogil:
+    """x̄[p, q, t] += ∂out[p, t]/∂x[p, q, t] · out̄[p, t]."""
+    cdef i64 p, q, t, base, zeros, zpos
+    cdef double w, nz
+    for p in range(outer):
+        for t in range(inner):
+            w = obar[p * inner + t]
+            if w == 0.0:
+                continue
+            base = p * n * inner + t
+            if o == SUM:
+                for q in range(n):
+                    xbar[base + q * inner] += w
+            elif o == PROD:
+                # ∂/∂x_l = Π_{m≠l} x_m, computed without dividing by a zero
+                zeros = 0
+                zpos = 0
+                nz = 1.0
+                for q in range(n):
+                    if x[base + q * inner] == 0.0:
+                        zeros += 1
+                        zpos = q
+                    else:
+                        nz *= x[base + q * inner]
+                if zeros == 0:
+                    for q in range(n):
+                        xbar[base + q * inner] += w * (nz / x[base + q * inner])
+                elif zeros == 1:
+                    xbar[base + zpos * inner] += w * nz
+            else:
+                xbar[base + _argbest(o, x + base, n, inner) * inner] += w
+
+
+# ---------------------------------------------------------------------------
+# the tape
+# ---------------------------------------------------------------------------
+
+@cython.final
+cdef class Tape:
+    """A Wengert tape. Use as a context manager; record inputs with :meth:`var`.
+
+    Every operation on a :class:`Var` of the tape appends one node. After the
+    ``with`` block the tape is finished: it can still be differentiated
+    (:meth:`gradient`, :meth:`adjoint`) but records nothing more.
+
+    >>> import fastape as ft
+    >>> with ft.Tape() as t:
+    ...     x = t.var(0.5)
+    ...     y = ft.sin(x) * x
+    >>> round(t.gradient(y, x), 6)   # cos(x)·x + sin(x)
+    0.918217
+    """
+
+    def __cinit__(self):
+        self.n = 0
+        self.cap = 0
+        self.nval = 0
+        self.val_cap = 0
+        self.adj_cap = 0
+        self.npool = 0
+        self.pool_cap = 0
+        self.nM = 0
+        self.M_cap = 0
+        self.seed = -1
+        self.guards = None
+        self._closed = False
+        self._freed = False
+
+    def __dealloc__(self):
+        self._free()
+
+    cdef void _free(self) noexcept:
+        PyMem_Free(self.op)
+        PyMem_Free(self.a)
+        PyMem_Free(self.b)
+        PyMem_Free(self.val)
+        PyMem_Free(self.adj)
+        PyMem_Free(self.pool)
+        PyMem_Free(self.off)
+        PyMem_Free(self.meta)
+        PyMem_Free(self.M)
+        self.op = NULL
+        self.a = NULL
+        self.b = NULL
+        self.val = NULL
+        self.adj = NULL
+        self.pool = NULL
+        self.off = NULL
+        self.meta = NULL
+        self.M = NULL
+        self.n = self.cap = self.nval = self.val_cap = self.adj_cap = 0
+        self.npool = self.pool_cap = self.nM = self.M_cap = 0
+
+    # -- context manager and life cycle ---------------------------------------
+
+    def __enter__(self):
+        self._check()
+        return self
+
+    def __exit__(self, *exc):
+        self._closed = True
+        if not self._freed:
+            self.shrink_to_fit()
+        return False
+
+    def release(self):
+        """Free the tape's memory. Any later use of it or its values raises TapeError."""
+        self._free()
+        self._closed = True
+        self._freed = True
+
+    cdef int _check(self) except -1:
+        if self._freed:
+            raise TapeError("this tape is finished: its memory was released "
+                            "(values of a grad() call cannot be used after it returns)")
+        return 0
+
+    def shrink_to_fit(self):
+        """Trim every buffer to its length (done automatically when the ``with`` block ends)."""
+        self._check()
+        cdef i64 n = self.n if self.n > 0 else 1
+        self.op = <uint8_t*>_resize(self.op, n, sizeof(uint8_t))
+        self.a = <i32*>_resize(self.a, n, sizeof(i32))
+        self.b = <i32*>_resize(self.b, n, sizeof(i32))
+        if self.off != NULL:
+            self.off = <i64*>_resize(self.off, n, sizeof(i64))
+            self.meta = <i64*>_resize(self.meta, n, sizeof(i64))
+            self.M = <i64*>_resize(self.M, self.nM, sizeof(i64))
+            self.M_cap = self.nM
+        self.cap = n
+        self.val = <double*>_resize(self.val, self.nval, sizeof(double))
+        self.val_cap = self.nval
+        self.pool = <double*>_resize(self.pool, self.npool, sizeof(double))
+        self.pool_cap = self.npool
+
+    @property
+    def nbytes(self):
+        """Bytes held by the tape's buffers (node records, values, multipliers, immediates)."""
+        cdef i64 per_node = sizeof(uint8_t) + 2 * sizeof(i32)
+        if self.off != NULL:
+            per_node += 2 * sizeof(i64)
+        return int(self.cap * per_node + (self.val_cap + self.adj_cap + self.pool_cap
+                                          + self.M_cap) * 8)
+
+    @property
+    def scalar_layout(self):
+        """True while every node is a scalar (the tape runs the specialised scalar loop)."""
+        return self.off == NULL
+
+    @property
+    def closed(self):
+        """True once the ``with`` block has ended (or the tape was released)."""
+        return self._closed
+
+    @property
+    def finished(self):
+        """True once the tape's memory was released."""
+        return self._freed
+
+    def __len__(self):
+        return int(self.n)
+
+    def opcodes(self):
+        """The opcode of every node, in tape order (a new uint8 array)."""
+        self._check()
+        out = np.empty(self.n, dtype=np.uint8)
+        cdef unsigned char[::1] dst = out
+        if self.n:
+            memcpy(&dst[0], self.op, self.n)
+        return out
+
+    # -- recording primitives --------------------------------------------------
+
+    cdef int _grow_nodes(self, i64 need) except -1:
+        cdef i64 c = _grown(self.cap, need)
+        if need > MAX_NODES:
+            raise MemoryError("fastape: a tape holds at most 2**31 - 2 nodes")
+        self.op = <uint8_t*>_resize(self.op, c, sizeof(uint8_t))
+        self.a = <i32*>_resize(self.a, c, sizeof(i32))
+        self.b = <i32*>_resize(self.b, c, sizeof(i32))
+        if self.off != NULL:
+            self.off = <i64*>_resize(self.off, c, sizeof(i64))
+            self.meta = <i64*>_resize(self.meta, c, sizeof(i64))
+        else:
+            self.val = <double*>_resize(self.val, c, sizeof(double))
+            self.val_cap = c
+        self.cap = c
+        return 0
+
+    cdef int _to_mixed(self) except -1:
+        """Switch to the general layout: node i keeps its value at val[off[i]] = val[i]."""
+        cdef i64 i
+        if self.off != NULL:
+            return 0
+        self.off = <i64*>_resize(NULL, self.cap, sizeof(i64))
+        self.meta = <i64*>_resize(NULL, self.cap, sizeof(i64))
+        for i in range(self.n):
+            self.off[i] = i
+            self.meta[i] = -1
+        return 0
+
+    cdef i64 _pool_add(self, double k) except -1:
+        if self.npool == self.pool_cap:
+            self.pool_cap = _grown(self.pool_cap, self.npool + 1)
+            self.pool = <double*>_resize(self.pool, self.pool_cap, sizeof(double))
+        self.pool[self.npool] = k
+        self.npool += 1
+        return self.npool - 1
+
+    cdef i64 _push(self, int o, i64 x, i64 y, i64 size, i64 nmeta) except -1:
+        """Append node (o, x, y) with `size` values and `nmeta` parameters (the first is
+        the size; the caller fills the rest, then calls forward_node). Returns its id."""
+        cdef i64 i = self.n, m
+        if self._closed:
+            self._check()
+            raise TapeError("this tape is finished (its with-block has ended): "
+                            "record operations inside the block")
+        if i == self.cap:
+            self._grow_nodes(i + 1)
+        if self.off == NULL and (size != 1 or nmeta > 0):
+            self._to_mixed()
+        self.op[i] = o
+        self.a[i] = <i32>x
+        self.b[i] = <i32>y
+        if self.off == NULL:
+            self.nval = i + 1
+        else:
+            if self.nval + size > self.val_cap:
+                self.val_cap = _grown(self.val_cap, self.nval + size)
+                self.val = <double*>_resize(self.val, self.val_cap, sizeof(double))
+            self.off[i] = self.nval
+            self.nval += size
+            if nmeta > 0:
+                if self.nM + nmeta > self.M_cap:
+                    self.M_cap = _grown(self.M_cap, self.nM + nmeta)
+                    self.M = <i64*>_resize(self.M, self.M_cap, sizeof(i64))
+                m = self.nM
+                self.meta[i] = m
+                self.M[m] = size
+                self.nM += nmeta
+            else:
+                self.meta[i] = -1
+        self.n = i + 1
+        return i
+
+    cdef i64 _rec1(self, int o, i64 x, double k) except -1:
+        """Record unary op o on node x (k: the immediate of a *_K op) and compute it."""
+        cdef i64 y = self._pool_add(k) if has_k(o) else x
+        cdef i64 i = self._push(o, x, y, 1, 0)
+        self.forward_node(i)
+        return i
+
+    cdef i64 _rec2(self, int o, i64 x, i64 y) except -1:
+        """Record binary op o on scalar nodes x, y and compute it."""
+        cdef i64 i = self._push(o, x, y, 1, 0)
+        self.forward_node(i)
+        return i
+
+    cdef i64 size_of(self, i64 i) noexcept nogil:
+        if self.off == NULL or self.meta[i] < 0:
+            return 1
+        return self.M[self.meta[i]]
+
+    cdef double* value_ptr(self, i64 i) noexcept nogil:
+        return self.val + (i if self.off == NULL else self.off[i])
+
+    # -- the sweeps ------------------------------------------------------------
+
+    cdef void forward_node(self, i64 i) noexcept nogil:
+        """Compute node i's value from its parents' values."""
+        cdef int o = self.op[i]
+        cdef i64 n, j, sx, sy, m, p, k, nparts, start, ln, outer, inner, T
+        cdef double d0, d1
+        cdef double* out
+        cdef const double* x
+        cdef const double* y
+        cdef const double* c
+        if o <= CONSTANT:
+            return
+        if self.off == NULL:        # scalar layout
+            self.val[i] = value_and_partials(
+                o, self.val[self.a[i]],
+                (self.pool if has_k(o) else self.val)[self.b[i]], &d0, &d1)
+            return
+        out = self.val + self.off[i]
+        n = self.size_of(i)
+        m = self.meta[i]
+        if is_elementwise(o):
+            x = self.val + self.off[self.a[i]]
+            sx = self.size_of(self.a[i]) != 1
+            if has_k(o):
+                y = self.pool + self.b[i]
+                sy = 0
+            else:
+                y = self.val + self.off[self.b[i]]
+                sy = self.size_of(self.b[i]) != 1
+            for j in range(n):
+                out[j] = value_and_partials(o, x[j * sx], y[j * sy], &d0, &d1)
+            return
+        x = self.val + self.off[self.a[i]]
+        if o == GATHER1:
+            out[0] = x[<i64>self.pool[self.b[i]]]
+        elif o == GATHER:
+            for j in range(n):
+                out[j] = x[self.M[m + 1 + j]]
+        elif o == BROADCAST:
+            k = self.M[m + 1]
+            _broadcast(x, out, self.M + m + 2, self.M + m + 2 + k, <int>k, n, False)
+        elif o == SUM or o == PROD or o == AMAX or o == AMIN:
+            _reduce_fwd(o, x, out, self.M[m + 1], self.M[m + 2], self.M[m + 3])
+        elif o == DOT:
+            y = self.val + self.off[self.b[i]]
+            d0 = 0.0
+            for j in range(self.M[m + 1]):
+                d0 += x[j] * y[j]
+            out[0] = d0
+        elif o == WHERE:
+            y = self.val + self.off[self.b[i]]
+            c = self.val + self.off[self.M[m + 1]]
+            sx = self.size_of(self.a[i]) != 1
+            sy = self.size_of(self.b[i]) != 1
+            for j in range(n):
+                out[j] = x[j * sx] if c[j] != 0.0 else y[j * sy]
+        elif o == CONCAT:
+            outer = self.M[m + 1]
+            inner = self.M[m + 2]
+            T = self.M[m + 3]
+            nparts = self.M[m + 4]
+            for p in range(nparts):
+                x = self.val + self.off[self.M[m + 5 + 3 * p]]
+                start = self.M[m + 6 + 3 * p]
+                ln = self.M[m + 7 + 3 * p]
+                for k in range(outer):
+                    memcpy(out + (k * T + start) * inner, x + k * ln * inner,
+                           ln * inner * sizeof(double))
+        else:
+            for j in range(n):
+                out[j] = NAN
+
+    cdef void reverse_node(self, i64 i) noexcept nogil:
+        """Add node i's multipliers, times its local partials, into its parents' multipliers."""
+        cdef int o = self.op[i]
+        cdef i64 n, j, sx, sy, m, p, k, nparts, start, ln, outer, inner, T
+        cdef double d0, d1, w
+        cdef const double* obar
+        cdef double* xbar
+        cdef double* ybar
+        cdef const double* x
+        cdef const double* y
+        cdef const double* c
+        if o <= CONSTANT:
+            return
+        obar = self.adj + self.off[i]
+        n = self.size_of(i)
+        m = self.meta[i]
+        xbar = self.adj + self.off[self.a[i]]
+        x = self.val + self.off[self.a[i]]
+        if is_elementwise(o):
+            sx = self.size_of(self.a[i]) != 1
+            if has_k(o):
+                y = self.pool + self.b[i]
+                sy = 0
+            else:
+                y = self.val + self.off[self.b[i]]
+                sy = self.size_of(self.b[i]) != 1
+            if is_binary(o):
+                ybar = self.adj + self.off[self.b[i]]
+                for j in range(n):
+                    w = obar[j]
+                    if w != 0.0:
+                        value_and_partials(o, x[j * sx], y[j * sy], &d0, &d1)
+                        xbar[j * sx] += d0 * w
+                        ybar[j * sy] += d1 * w
+            else:
+                for j in range(n):
+                    w = obar[j]
+                    if w != 0.0:
+                        value_and_partials(o, x[j * sx], y[j * sy], &d0, &d1)
+                        xbar[j * sx] += d0 * w
+            return
+        if o == GATHER1:
+            xbar[<i64>self.pool[self.b[i]]] += obar[0]
+        elif o == GATHER:
+            for j in range(n):
+                xbar[self.M[m + 1 + j]] += obar[j]
+        elif o == BROADCAST:
+            k = self.M[m + 1]
+            _broadcast(xbar, <double*>obar, self.M + m + 2, self.M + m + 2 + k, <int>k, n,
+                       True)
+        elif o == SUM or o == PROD or o == AMAX or o == AMIN:
+            _reduce_rev(o, x, xbar, self.val + self.off[i], obar,
+                        self.M[m + 1], self.M[m + 2], self.M[m + 3])
+        elif o == DOT:
+            w = obar[0]
+            if w != 0.0:
+                y = self.val + self.off[self.b[i]]
+                ybar = self.adj + self.off[self.b[i]]
+                for j in range(self.M[m + 1]):
+                    xbar[j] += w * y[j]
+                    ybar[j] += w * x[j]
+        elif o == WHERE:
+            ybar = self.adj + self.off[self.b[i]]
+            c = self.val + self.off[self.M[m + 1]]
+            sx = self.size_of(self.a[i]) != 1
+            sy = self.size_of(self.b[i]) != 1
+            for j in range(n):
+                if c[j] != 0.0:
+                    xbar[j * sx] += obar[j]
+                else:
+                    ybar[j * sy] += obar[j]
+        elif o == CONCAT:
+            outer = self.M[m + 1]
+            inner = self.M[m + 2]
+            T = self.M[m + 3]
+            nparts = self.M[m + 4]
+            for p in range(nparts):
+                xbar = self.adj + self.off[self.M[m + 5 + 3 * p]]
+                start = self.M[m + 6 + 3 * p]
+                ln = self.M[m + 7 + 3 * p]
+                for k in range(outer):
+                    for j in range(ln * inner):
+                        xbar[k * ln * inner + j] += obar[(k * T + start) * inner + j]
+
+    cdef void forward_sweep(self, i64 lo, i64 hi) noexcept nogil:
+        """Recompute the values of nodes lo..hi-1 in tape order."""
+        cdef i64 i
+        cdef int o
+        cdef double d0, d1
+        cdef double* v = self.val
+        if self.off == NULL:
+            for i in range(lo, hi):
+                o = self.op[i]
+                if o > CONSTANT:
+                    v[i] = value_and_partials(
+                        o, v[self.a[i]], (self.pool if has_k(o) else v)[self.b[i]], &d0, &d1)
+        else:
+            for i in range(lo, hi):
+                self.forward_node(i)
+
+    cdef void reverse_sweep(self, i64 top, i64 bottom) noexcept nogil:
+        """λ_j += Σ_children λ_i ∂f_i/∂z_j for i = top down to bottom (λ seeded by caller)."""
+        cdef i64 i
+        cdef int o
+        cdef double d0, d1, w
+        cdef double* v = self.val
+        cdef double* lam = self.adj
+        if self.off == NULL:
+            i = top
+            while i >= bottom:
+                w = lam[i]
+                o = self.op[i]
+                if w != 0.0 and o > CONSTANT:
+                    value_and_partials(o, v[self.a[i]],
+                                       (self.pool if has_k(o) else v)[self.b[i]], &d0, &d1)
+                    lam[self.a[i]] += d0 * w
+                    if is_binary(o):
+                        lam[self.b[i]] += d1 * w
+                i -= 1
+        else:
+            i = top
+            while i >= bottom:
+                self.reverse_node(i)
+                i -= 1
+
+    cdef int prepare_adjoints(self) except -1:
+        """Zeroed multiplier arena of the value arena's layout."""
+        if self.adj_cap < self.nval:
+            PyMem_Free(self.adj)
+            self.adj = NULL
+            self.adj = <double*>_resize(NULL, self.nval, sizeof(double))
+            self.adj_cap = self.nval
+        memset(self.adj, 0, self.nval * sizeof(double))
+        return 0
+
+    # -- Python-facing methods -------------------------------------------------
+
+    def var(self, value):
+        """Record an input: a real number or an array of them (copied, never aliased)."""
+        return _leaf(self, INPUT, value, "Tape.var", "value")
+
+    def constant(self, value):
+        """Record a constant (a leaf that receives no multiplier of interest)."""
+        return _leaf(self, CONSTANT, value, "Tape.constant", "value")
+
+    def gradient(self, output, inputs):
+        """∂output/∂inputs by one reverse sweep.
+
+        ``output`` must be a scalar value of this tape; ``inputs`` a value or a
+        (nested) list/tuple of them. Returns floats for scalar inputs and arrays
+        of the input's shape, in the structure of ``inputs``."""
+        self.backward(output)
+        return _map_structure(inputs, self._adjoint_of, "Tape.gradient")
+
+    def backward(self, output):
+        """Run the reverse sweep seeded with λ_output = 1; read multipliers with adjoint()."""
+        self._check()
+        cdef Var out = _own(self, output, "Tape.gradient", "output")
+        if out.size != 1:
+            raise ShapeError(f"Tape.gradient: the output must be a scalar, got shape {out.shape}"
+                             "; use fastape.vjp for a vector output or sum it first")
+        self.prepare_adjoints()
+        self.adj[self.off[out.node] if self.off != NULL else out.node] = 1.0
+        with nogil:
+            self.reverse_sweep(out.node, 0)
+        self.seed = out.node
+
+    def adjoint(self, v):
+        """The multiplier λ_v = ∂output/∂v of the last :meth:`gradient` call, for any
+        recorded value v (inputs and intermediates alike)."""
+        return self._adjoint_of(v)
+
+    def _adjoint_of(self, v):
+        self._check()
+        cdef Var x = _own(self, v, "Tape.adjoint", "v")
+        if self.seed < 0:
+            raise TapeError("Tape.adjoint: no gradient has been computed on this tape yet")
+        return _read(self, self.adj, x)
+
+    def forward(self):
+        """Recompute every value from the inputs (the forward sweep); for replay and timing."""
+        self._check()
+        with nogil:
+            self.forward_sweep(0, self.n)
+
+    def reverse(self, output):
+        """Alias of :meth:`backward`."""
+        self.backward(output)
+
+
+cdef object _read(Tape t, double* buf, Var x):
+    """Copy node x's slot of `buf` out as a float or an array of x's shape."""
+    cdef double* src = buf + (x.node if t.off == NULL else t.off[x.node])
+    if x.shape == SCALAR:
+        return src[0]
+    arr = np.empty(x.shape, dtype=np.float64)
+    cdef double[::1] dst = arr.reshape(-1)
+    if x.size:
+        memcpy(&dst[0], src, x.size * sizeof(double))
+    return arr
+
+
+def _map_structure(obj, fn, str where):
+    if isinstance(obj, Var):
+        return fn(obj)
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_map_structure(o, fn, where) for o in obj)
+    raise TypeError(f"{where}: expected a fastape value or a list/tuple of them, "
+                    f"got {type(obj).__name__}")
+
+
+# ---------------------------------------------------------------------------
+# Var: a node id on a tape, with numpy-style operators
+# ---------------------------------------------------------------------------
+
+cdef inline Var _new(Tape t, i64 node, tuple shape, i64 size):
+    cdef Var v = Var.__new__(Var)
+    v.tape = t
+    v.node = node
+    v.shape = shape
+    v.size = size
+    return v
+
+
+cdef inline Var _own(Tape t, object v, str op, str arg):
+    if type(v) is not Var:
+        raise TypeError(f"{op}: argument '{arg}' must be a fastape value, "
+                        f"got {type(v).__name__}")
+    if (<Var>v).tape is not t:
+        raise TapeError(f"{op}: argument '{arg}' belongs to another tape")
+    return <Var>v
+
+
+cdef object _as_array(object value, str op, str arg):
+    """value as a C-contiguous float64 array (a copy), or a clear TypeError."""
+    if isinstance(value, (str, bytes)) or value is None:
+        raise TypeError(f"{op}: argument '{arg}' must be a real number or an array of "
+                        f"them, got {type(value).__name__}")
+    try:
+        arr = np.asarray(value)
+    except TypeError:
+        raise
+    except Exception as e:
+        raise TypeError(f"{op}: argument '{arg}' is not numeric ({e})") from None
+    if arr.dtype.kind == "c":
+        raise TypeError(f"{op}: argument '{arg}' is complex; fastape differentiates real "
+                        "float64 functions")
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"{op}: argument '{arg}' must be a real number or an array of "
+                        f"them, got dtype {arr.dtype}")
+    return np.array(arr, dtype=np.float64, order="C", copy=True)
+
+
+cdef Var _leaf(Tape t, int o, object value, str op, str arg):
+    cdef double[::1] src
+    cdef i64 i
+    if type(value) is Var:
+        raise TypeError(f"{op}: argument '{arg}' is already a fastape value")
+    if type(value) is float or type(value) is int:
+        i = t._push(o, -1, -1, 1, 0)
+        t.val[i if t.off == NULL else t.off[i]] = <double>value
+        return _new(t, i, SCALAR, 1)
+    arr = _as_array(value, op, arg)
+    shape = arr.shape
+    if shape == SCALAR:
+        i = t._push(o, -1, -1, 1, 0)
+        t.val[i if t.off == NULL else t.off[i]] = <double>arr[()]
+        return _new(t, i, SCALAR, 1)
+    i = t._push(o, -1, -1, arr.size, 1)
+    src = arr.reshape(-1)
+    if arr.size:
+        memcpy(t.val + t.off[i], &src[0], arr.size * sizeof(double))
+    return _new(t, i, shape, arr.size)
+
+
+cdef Var _coerce(Tape t, object v, str op, str arg):
+    """A Var of tape t for v: v itself, or a constant node holding v."""
+    if type(v) is Var:
+        if (<Var>v).tape is not t:
+            raise TapeError(f"{op}: argument '{arg}' belongs to another tape than the "
+                            "other operand; values of two tapes cannot be mixed")
+        return <Var>v
+    return _leaf(t, CONSTANT, v, op, arg)
+
+
+cdef Var _tape_of(tuple args, str op):
+    for v in args:
+        if type(v) is Var:
+            return <Var>v
+    raise TypeError(f"{op}: no argument is a fastape value")
+
+
+cdef inline i64 _prod(tuple shape):
+    cdef i64 s = 1
+    for d in shape:
+        s *= <i64>d
+    return s
+
+
+cdef Var _broadcast_to(Var x, tuple shape, str op, str arg):
+    """x broadcast to `shape` (a BROADCAST node), numpy's rules, checked here."""
+    cdef Tape t = x.tape
+    cdef int nd = len(shape), lead, d
+    cdef i64 size = _prod(shape), i, m, stride
+    if x.shape == shape:
+        return x
+    lead = nd - len(x.shape)
+    if lead < 0:
+        raise ShapeError(f"{op}: cannot broadcast argument '{arg}' of shape {x.shape} "
+                         f"to shape {shape}")
+    for d in range(len(x.shape)):
+        if x.shape[d] != 1 and x.shape[d] != shape[lead + d]:
+            raise ShapeError(f"{op}: cannot broadcast argument '{arg}' of shape {x.shape} "
+                             f"to shape {shape}")
+    i = t._push(BROADCAST, x.node, -1, size, 2 + 2 * nd)
+    m = t.meta[i]
+    t.M[m + 1] = nd
+    stride = 1
+    for d in range(nd - 1, -1, -1):
+        t.M[m + 2 + d] = shape[d]
+        if d < lead or x.shape[d - lead] == 1:
+            t.M[m + 2 + nd + d] = 0
+        else:
+            t.M[m + 2 + nd + d] = stride
+            stride *= x.shape[d - lead]
+    t.forward_node(i)
+    return _new(t, i, shape, size)
+
+
+cdef dict OP_NAMES = {int(o): o.name.lower() for o in PyOp}
+
+
+cdef inline int _k_variant(int o, bint number_first) noexcept:
+    """The *_K op computing `x o k` (or `k o x` when the number comes first); -1: none.
+    x - k is recorded as x + (-k) by the caller."""
+    if o == ADD:
+        return ADD_K
+    if o == MUL:
+        return MUL_K
+    if o == SUB:
+        return RSUB_K if number_first else -1
+    if o == DIV:
+        return RDIV_K if number_first else DIV_K
+    if o == POW:
+        return RPOW_K if number_first else POW_K
+    return -1
+
+
+cpdef object binary(int o, object x, object y):
+    """Record the elementwise binary op ``o`` on x, y (numpy broadcasting)."""
+    cdef Var vx, vy
+    cdef Tape t
+    cdef i64 i, size
+    cdef int ko
+    cdef str name
+    # fast paths: scalar op scalar, and a value with a Python number (an immediate)
+    if type(x) is Var:
+        vx = <Var>x
+        if type(y) is Var:
+            vy = <Var>y
+            if vx.tape is vy.tape and vx.size == 1 and vy.size == 1 and \
+                    vx.shape == SCALAR and vy.shape == SCALAR:
+                return _new(vx.tape, vx.tape._rec2(o, vx.node, vy.node), SCALAR, 1)
+        elif PyFloat_Check(y) or PyLong_Check(y):
+            if o == SUB:
+                return _unary_k(vx, ADD_K, -<double>y)
+            ko = _k_variant(o, False)
+            if ko >= 0:
+                return _unary_k(vx, ko, <double>y)
+    elif type(y) is Var and (PyFloat_Check(x) or PyLong_Check(x)):
+        ko = _k_variant(o, True)
+        if ko >= 0:
+            return _unary_k(<Var>y, ko, <double>x)
+    # general path
+    name = OP_NAMES[o]
+    t = _tape_of((x, y), name).tape
+    vx = _coerce(t, x, name, "x1")
+    vy = _coerce(t, y, name, "x2")
+    if vx.shape == vy.shape:
+        shape = vx.shape
+    else:
+        try:
+            shape = tuple(np.broadcast_shapes(vx.shape, vy.shape))
+        except ValueError:
+            raise ShapeError(f"{name}: operands could not be broadcast together: "
+                             f"x1 has shape {vx.shape}, x2 has shape {vy.shape}") from None
+    size = _prod(shape)
+    if vx.size != size and vx.size != 1:
+        vx = _broadcast_to(vx, shape, name, "x1")
+    if vy.size != size and vy.size != 1:
+        vy = _broadcast_to(vy, shape, name, "x2")
+    i = t._push(o, vx.node, vy.node, size, 1 if shape != SCALAR else 0)
+    t.forward_node(i)
+    return _new(t, i, shape, size)
+
+
+cdef Var _unary_k(Var x, int o, double k):
+    cdef Tape t = x.tape
+    cdef i64 i
+    if x.shape == SCALAR:
+        return _new(t, t._rec1(o, x.node, k), SCALAR, 1)
+    i = t._push(o, x.node, t._pool_add(k), x.size, 1)
+    t.forward_node(i)
+    return _new(t, i, x.shape, x.size)
+
+
+cpdef object unary(int o, object x):
+    """Record the elementwise unary op ``o`` on x."""
+    cdef Var vx
+    cdef Tape t
+    cdef i64 i
+    if type(x) is not Var:
+        raise TypeError(f"{OP_NAMES[o]}: argument 'x' must be a fastape value, "
+                        f"got {type(x).__name__}")
+    vx = <Var>x
+    t = vx.tape
+    if vx.shape == SCALAR:
+        return _new(t, t._rec1(o, vx.node, 0.0), SCALAR, 1)
+    i = t._push(o, vx.node, vx.node, vx.size, 1)
+    t.forward_node(i)
+    return _new(t, i, vx.shape, vx.size)
+
+
+cpdef object unary_k(int o, object x, double k):
+    """Record the unary op ``o`` with immediate ``k`` on x (a *_K op)."""
+    if type(x) is not Var:
+        raise TypeError(f"{OP_NAMES[o]}: argument 'x' must be a fastape value")
+    return _unary_k(<Var>x, o, k)
+
+
+# -- structural ops ---------------------------------------------------------------
+
+def gather(Var x, idx, tuple shape):
+    """x.flat[idx] with result shape `shape` (idx: flat int64 indices, already checked)."""
+    cdef Tape t = x.tape
+    cdef i64 i, m, j, n
+    cdef const i64[::1] ix
+    if shape == SCALAR:
+        i = t._push(GATHER1, x.node, t._pool_add(<double>int(idx)), 1, 1)
+        t.forward_node(i)
+        return _new(t, i, SCALAR, 1)
+    ix = np.ascontiguousarray(idx, dtype=np.int64).reshape(-1)
+    n = ix.shape[0]
+    i = t._push(GATHER, x.node, -1, n, 1 + n)
+    m = t.meta[i]
+    for j in range(n):
+        t.M[m + 1 + j] = ix[j]
+    t.forward_node(i)
+    return _new(t, i, shape, n)
+
+
+def item(Var x, i64 flat):
+    """Scalar x.flat[flat] (bounds already checked)."""
+    cdef Tape t = x.tape
+    cdef i64 i = t._push(GATHER1, x.node, t._pool_add(<double>flat), 1, 1)
+    t.forward_node(i)
+    return _new(t, i, SCALAR, 1)
+
+
+def reduce(int o, Var x, i64 outer, i64 n, i64 inner, tuple shape):
+    """Reduce x viewed as (outer, n, inner) over its middle axis: SUM, PROD, AMAX, AMIN."""
+    cdef Tape t = x.tape
+    cdef i64 i = t._push(o, x.node, -1, outer * inner, 4), m = t.meta[i]
+    t.M[m + 1] = outer
+    t.M[m + 2] = n
+    t.M[m + 3] = inner
+    t.forward_node(i)
+    return _new(t, i, shape, outer * inner)
+
+
+def dot1(Var x, Var y):
+    """Σ_j x_j y_j of two vectors of equal length (checked by the caller)."""
+    cdef Tape t = x.tape
+    cdef i64 i = t._push(DOT, x.node, y.node, 1, 2)
+    t.M[t.meta[i] + 1] = x.size
+    t.forward_node(i)
+    return _new(t, i, SCALAR, 1)
+
+
+def where(Var cond, Var x, Var y, tuple shape):
+    """cond ? x : y elementwise; cond a constant node of `shape`, x and y of `shape` or
+    size 1."""
+    cdef Tape t = x.tape
+    cdef i64 size = _prod(shape)
+    cdef i64 i = t._push(WHERE, x.node, y.node, size, 2)
+    t.M[t.meta[i] + 1] = cond.node
+    t.forward_node(i)
+    return _new(t, i, shape, size)
+
+
+def concat(list parts, i64 outer, i64 inner, list lengths, tuple shape):
+    """Parts (each viewed as (outer, len_p, inner)) laid side by side along the middle axis."""
+    cdef Var first = parts[0]
+    cdef Tape t = first.tape
+    cdef i64 T = sum(lengths), size = _prod(shape), p, start = 0
+    cdef i64 nparts = len(parts)
+    cdef i64 i = t._push(CONCAT, first.node, -1, size, 5 + 3 * nparts), m = t.meta[i]
+    t.M[m + 1] = outer
+    t.M[m + 2] = inner
+    t.M[m + 3] = T
+    t.M[m + 4] = nparts
+    for p in range(nparts):
+        t.M[m + 5 + 3 * p] = (<Var>parts[p]).node
+        t.M[m + 6 + 3 * p] = start
+        t.M[m + 7 + 3 * p] = lengths[p]
+        start += lengths[p]
+    t.forward_node(i)
+    return _new(t, i, shape, size)
+
+
+def copy_as(Var x, tuple shape):
+    """A copy of x with another shape of the same size (reshape)."""
+    cdef Tape t = x.tape
+    cdef i64 i
+    if shape == SCALAR:
+        if x.shape == SCALAR:
+            return _new(t, t._rec1(COPY, x.node, 0.0), SCALAR, 1)
+        return item(x, 0)
+    i = t._push(COPY, x.node, x.node, x.size, 1)
+    t.forward_node(i)
+    return _new(t, i, shape, x.size)
+
+
+def constant_like(Var x, value):
+    """A constant node holding `value` on x's tape."""
+    return _leaf(x.tape, CONSTANT, value, "constant", "value")
+
+
+def broadcast_to(Var x, tuple shape, str op="broadcast_to", str arg="x"):
+    return _broadcast_to(x, shape, op, arg)
+
+
+# ---------------------------------------------------------------------------
+
+@cython.freelist(1024)
+@cython.final
+cdef class Var:
+    """A value recorded on a :class:`Tape`: the tape and a node id.
+
+    Arithmetic, numpy ufuncs and numpy functions applied to a Var record nodes on
+    its tape. ``v.value`` reads the current value (a float or a new array).
+    """
+    __array_priority__ = 1000
+
+    def __init__(self):
+        raise TypeError("Var cannot be created directly: use Tape.var(value)")
+
+    @property
+    def value(self):
+        """The current value: a float for a scalar, else a new float64 array."""
+        self.tape._check()
+        return _read(self.tape, self.tape.val, self)
+
+    @property
+    def ndim(self):
+        return len(self.shape)
+
+    @property
+    def dtype(self):
+        return np.dtype(np.float64)
+
+    def __repr__(self):
+        if self.tape._freed:
+            return f"Var(<finished tape>, node={self.node})"
+        return f"Var({self.value!r}, node={self.node})"
+
+    def __hash__(self):
+        return id(self) >> 4
+
+    # arithmetic
+    def __add__(self, other):
+        return binary(ADD, self, other)
+
+    def __radd__(self, other):
+        return binary(ADD, other, self)
+
+    def __sub__(self, other):
+        return binary(SUB, self, other)
+
+    def __rsub__(self, other):
+        return binary(SUB, other, self)
+
+    def __mul__(self, other):
+        return binary(MUL, self, other)
+
+    def __rmul__(self, other):
+        return binary(MUL, other, self)
+
+    def __truediv__(self, other):
+        return binary(DIV, self, other)
+
+    def __rtruediv__(self, other):
+        return binary(DIV, other, self)
+
+    def __pow__(self, other, mod):
+        if mod is not None:
+            raise TypeError("pow() with a modulus is not differentiable")
+        return binary(POW, self, other)
+
+    def __rpow__(self, other, mod):
+        if mod is not None:
+            raise TypeError("pow() with a modulus is not differentiable")
+        return binary(POW, other, self)
+
+    def __neg__(self):
+        return unary(NEG, self)
+
+    def __pos__(self):
+        return self
+
+    def __abs__(self):
+        return unary(ABS, self)
+
+    def __round__(self, ndigits=None):
+        if ndigits is not None:
+            raise TypeError("round(v, ndigits) is not supported; use round(v)")
+        return unary(ROUND, self)
+
+    # comparisons: plain booleans of the values (recorded as guards by compile())
+    def __lt__(self, other):
+        return _compare(self, other, 0)
+
+    def __le__(self, other):
+        return _compare(self, other, 1)
+
+    def __gt__(self, other):
+        return _compare(self, other, 2)
+
+    def __ge__(self, other):
+        return _compare(self, other, 3)
+
+    def __eq__(self, other):
+        return _compare(self, other, 4)
+
+    def __ne__(self, other):
+        return _compare(self, other, 5)
+
+    def __bool__(self):
+        if self.size != 1:
+            raise ValueError(f"the truth value of a fastape value of shape {self.shape} is "
+                             "ambiguous; use fastape.where for elementwise choices")
+        return _compare(self, 0.0, 5)
+
+    def __float__(self):
+        raise TypeError(
+            "float() of a fastape value would drop it from the tape (math.* functions "
+            "do this too); use numpy or fastape functions (np.sqrt(x), fastape.exp(x)), "
+            "or x.value to read the number")
+
+    def __int__(self):
+        raise TypeError("int() of a fastape value would drop it from the tape; "
+                        "use x.value to read the number")
+
+    def __index__(self):
+        raise TypeError("a fastape value cannot be used as an index")
+
+    def __array__(self, dtype=None, copy=None):
+        raise TypeError(
+            "a fastape value cannot be converted to a numpy array (np.asarray, "
+            "np.array, an ndarray slot): that would drop it from the tape. Use "
+            "fastape.stack(list_of_values) to build an array value, numpy functions on the "
+            "value itself (np.sum(x), np.exp(x)), or x.value to read the numbers")
+
+    # containers
+    def __len__(self):
+        if not self.shape:
+            raise TypeError("len() of a scalar fastape value")
+        return self.shape[0]
+
+    def __iter__(self):
+        if not self.shape:
+            raise TypeError("iteration over a scalar fastape value")
+        for j in range(self.shape[0]):
+            yield self[j]
+
+    def __getitem__(self, key):
+        cdef i64 j, n
+        if type(key) is int and len(self.shape) == 1:
+            j = key
+            n = self.shape[0]
+            if j < 0:
+                j += n
+            if j < 0 or j >= n:
+                raise IndexError(f"index {key} is out of bounds for axis 0 with size {n}")
+            return item(self, j)
+        from fastape import _functions
+        return _functions.getitem(self, key)
+
+    def __setitem__(self, key, value):
+        raise TypeError("fastape values are immutable; build a new value with "
+                        "fastape.where, fastape.concatenate or fastape.stack")
+
+    # numpy protocols
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        from fastape import _numpy
+        return _numpy.array_ufunc(ufunc, method, inputs, kwargs)
+
+    def __array_function__(self, func, types, args, kwargs):
+        from fastape import _numpy
+        return _numpy.array_function(func, args, kwargs)
+
+    # numpy-style methods
+    @property
+    def T(self):
+        from fastape import _functions
+        return _functions.transpose(self)
+
+    def transpose(self, *axes):
+        from fastape import _functions
+        if len(axes) == 1 and (axes[0] is None or isinstance(axes[0], (tuple, list))):
+            axes = axes[0]
+        return _functions.transpose(self, axes or None)
+
+    def reshape(self, *shape):
+        from fastape import _functions
+        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+            shape = shape[0]
+        return _functions.reshape(self, shape)
+
+    def ravel(self):
+        from fastape import _functions
+        return _functions.reshape(self, (-1,))
+
+    flatten = ravel
+
+    def sum(self, axis=None, keepdims=False):
+        from fastape import _functions
+        return _functions.sum(self, axis=axis, keepdims=keepdims)
+
+    def mean(self, axis=None, keepdims=False):
+        from fastape import _functions
+        return _functions.mean(self, axis=axis, keepdims=keepdims)
+
+    def prod(self, axis=None, keepdims=False):
+        from fastape import _functions
+        return _functions.prod(self, axis=axis, keepdims=keepdims)
+
+    def max(self, axis=None, keepdims=False):
+        from fastape import _functions
+        return _functions.max(self, axis=axis, keepdims=keepdims)
+
+    def min(self, axis=None, keepdims=False):
+        from fastape import _functions
+        return _functions.min(self, axis=axis, keepdims=keepdims)
+
+    def dot(self, other):
+        from fastape import _functions
+        return _functions.dot(self, other)
+
+
+cpdef object compare(Var x, object other, int how):
+    """x (<, <=, >, >=, ==, !=)[how] other, on values."""
+    return _compare(x, other, how)
+
+
+cdef object _compare(Var x, object other, int how):
+    """The comparison of values; recorded as a guard when the tape asks for guards."""
+    xv = x.value
+    ov = other.value if type(other) is Var else other
+    if how == 0:
+        r = xv < ov
+    elif how == 1:
+        r = xv <= ov
+    elif how == 2:
+        r = xv > ov
+    elif how == 3:
+        r = xv >= ov
+    elif how == 4:
+        r = xv == ov
+    else:
+        r = xv != ov
+    if type(r) is np.bool_:
+        r = bool(r)
+    if x.tape.guards is not None:
+        x.tape.guards.append((how, x, other, r))
+    return r

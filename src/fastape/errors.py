@@ -1,0 +1,18 @@
+"""The exception types of fastape. All are exported at the top level."""
+
+
+class FastapeError(Exception):
+    """Base class of fastape's own errors."""
+
+
+class ShapeError(FastapeError, ValueError):
+    """Operand shapes do not fit the op (the message names op, argument and shapes)."""
+
+
+class TapeError(FastapeError, RuntimeError):
+    """Values of two tapes were mixed, or a finished tape was used."""
+
+
+class BranchChanged(FastapeError, RuntimeError):
+    """A compiled function was called on inputs that take another branch than the
+    recorded one, and re-recording was not allowed (``retrace=False``)."""
