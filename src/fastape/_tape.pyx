@@ -23,7 +23,7 @@ from fastape._ops cimport (
     INPUT, CONSTANT, COPY, NEG, ABS, ROUND,
     ADD_K, MUL_K, RSUB_K, DIV_K, RDIV_K, POW_K, RPOW_K,
     ADD, SUB, MUL, DIV, POW,
-    GATHER1, GATHER, BROADCAST, SUM, PROD, AMAX, AMIN, DOT, WHERE, CONCAT,
+    GATHER1, GATHER, BROADCAST, SUM, PROD, AMAX, AMIN, DOT, WHERE, CONCAT, MATMUL,
     value_and_partials, is_binary, has_k, is_elementwise,
 )
 
@@ -149,6 +149,11 @@ cdef void _reduce_rev(int o, const double* x, double* xbar, const double* out,
                     xbar[base + zpos * inner] += w * nz
             else:
                 xbar[base + _argbest(o, x + base, n, inner) * inner] += w
+
+
+# dense linear algebra (MATMUL and later opcodes): BLAS/LAPACK kernels and their
+# recording functions, compiled into this module
+include "_linalg.pxi"
 
 
 # ---------------------------------------------------------------------------
@@ -279,6 +284,25 @@ cdef class Tape:
 
     def __len__(self):
         return int(self.n)
+
+    def export(self):
+        """Copies of the tape's arrays, for tools and benchmarks: a dict with ``op``
+        (uint8), ``a``, ``b`` (int32), ``val`` and ``pool`` (float64), and, for the
+        general layout, ``off`` and ``meta`` (int64) and ``M`` (int64)."""
+        self._check()
+        cdef i64 n = self.n
+        out = {"op": self.opcodes(),
+               "a": np.asarray(<i32[:n]>self.a).copy() if n else np.empty(0, np.int32),
+               "b": np.asarray(<i32[:n]>self.b).copy() if n else np.empty(0, np.int32),
+               "val": np.asarray(<double[:self.nval]>self.val).copy()
+               if self.nval else np.empty(0),
+               "pool": np.asarray(<double[:self.npool]>self.pool).copy()
+               if self.npool else np.empty(0)}
+        if self.off != NULL:
+            out["off"] = np.asarray(<i64[:n]>self.off).copy()
+            out["meta"] = np.asarray(<i64[:n]>self.meta).copy()
+            out["M"] = np.asarray(<i64[:self.nM]>self.M).copy() if self.nM else np.empty(0, np.int64)
+        return out
 
     def opcodes(self):
         """The opcode of every node, in tape order (a new uint8 array)."""
@@ -453,6 +477,8 @@ cdef class Tape:
                 for k in range(outer):
                     memcpy(out + (k * T + start) * inner, x + k * ln * inner,
                            ln * inner * sizeof(double))
+        elif o >= MATMUL:
+            linalg_forward(self, i)
         else:
             for j in range(n):
                 out[j] = NAN
@@ -540,6 +566,8 @@ cdef class Tape:
                 for k in range(outer):
                     for j in range(ln * inner):
                         xbar[k * ln * inner + j] += obar[(k * T + start) * inner + j]
+        elif o >= MATMUL:
+            linalg_reverse(self, i)
 
     cdef void forward_sweep(self, i64 lo, i64 hi) noexcept nogil:
         """Recompute the values of nodes lo..hi-1 in tape order."""
@@ -1061,6 +1089,14 @@ cdef class Var:
             raise TypeError("pow() with a modulus is not differentiable")
         return binary(POW, other, self)
 
+    def __matmul__(self, other):
+        from fastape import _functions
+        return _functions.matmul(self, other)
+
+    def __rmatmul__(self, other):
+        from fastape import _functions
+        return _functions.matmul(other, self)
+
     def __neg__(self):
         return unary(NEG, self)
 
@@ -1230,6 +1266,9 @@ cdef object _compare(Var x, object other, int how):
         r = xv != ov
     if type(r) is np.bool_:
         r = bool(r)
-    if x.tape.guards is not None:
-        x.tape.guards.append((how, x, other, r))
+    if x.tape.guards is not None and not x.tape._closed:
+        # a guard: (how, x node, other node, result); a replay re-checks it
+        if type(other) is not Var or (<Var>other).tape is not x.tape:
+            other = _leaf(x.tape, CONSTANT, ov, "comparison", "other")
+        x.tape.guards.append((how, x.node, (<Var>other).node, r))
     return r
