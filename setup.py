@@ -22,7 +22,7 @@ directives = {
 # it does not change any IEEE result.
 cflags = ["-O0", "-g"] if DEBUG else ["-O3", "-fno-math-errno"]
 
-MODULES = ["_ops", "_tape"]
+MODULES = ["_ops", "_tape", "_compiled"]
 
 extensions = [
     Extension(f"fastape.{name}", [f"src/fastape/{name}.pyx"], extra_compile_args=cflags)

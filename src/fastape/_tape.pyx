@@ -301,7 +301,8 @@ cdef class Tape:
         if self.off != NULL:
             out["off"] = np.asarray(<i64[:n]>self.off).copy()
             out["meta"] = np.asarray(<i64[:n]>self.meta).copy()
-            out["M"] = np.asarray(<i64[:self.nM]>self.M).copy() if self.nM else np.empty(0, np.int64)
+            out["M"] = (np.asarray(<i64[:self.nM]>self.M).copy() if self.nM
+                        else np.empty(0, np.int64))
         return out
 
     def opcodes(self):

@@ -5,6 +5,7 @@ import numbers
 
 import numpy as np
 
+from fastape._compiled import Function
 from fastape._tape import Tape, Var
 from fastape.errors import ShapeError, TapeError
 
@@ -103,3 +104,29 @@ def grad(fun, argnums=0):
         return vg(*args, **kwargs)[1]
 
     return grad_fun
+
+
+def compile(fun, *example_args, argnums=0, retrace=True, max_traces=8):  # noqa: A001
+    """Record ``fun`` once on ``example_args`` and return a :class:`Function` that
+    replays the tape on new arguments of the same shapes at C speed.
+
+    ``F(*args)`` is the value, ``F.grad(*args)`` / ``F.value_and_grad(*args)`` the
+    gradient with respect to ``args[argnums]``, ``F.vjp(args, cotangent)`` a
+    vector-Jacobian product, ``F.grad_batch(X)`` gradients at the rows of X on
+    several threads. All arguments are inputs of the tape (they may change from
+    call to call); close over anything that must stay fixed.
+
+    Control flow is frozen into the tape. Comparisons made on tape values while
+    recording (``if x > 0``, ``np.where(x > 0, …)``, ``max`` written with ``if``)
+    become guards: a call whose inputs would take another branch re-records
+    ``fun`` and keeps that trace beside the others (at most ``max_traces``), or,
+    with ``retrace=False``, raises :class:`fastape.BranchChanged`. Reading
+    ``x.value`` while recording escapes the guards: avoid branching on it.
+
+    >>> import fastape as ft, numpy as np
+    >>> F = ft.compile(lambda x: np.sum(x ** 2), np.zeros(3))
+    >>> F.value_and_grad(np.array([1.0, 2.0, 3.0]))
+    (14.0, array([2., 4., 6.]))
+    """
+    return Function(fun, example_args, argnums=argnums, retrace=retrace,
+                    max_traces=max_traces)

@@ -1,0 +1,599 @@
+# cython: language_level=3
+"""Compiled functions: a recorded tape replayed on new inputs.
+
+A trace is a tape pruned to the nodes that reach the output (plus the inputs and
+the operands of branch guards), with its input and output node ids. A call
+writes the new inputs into the value arena and runs the compiled sweeps; nothing
+is re-recorded and no user Python runs. Branch guards (comparisons made on tape
+values while recording) are re-checked after each forward sweep: a violated guard
+re-records the function on the new inputs (bounded) or raises BranchChanged.
+
+Concurrency: every trace keeps a pool of tape clones. A call takes a clone (or
+makes one), runs the sweeps on it without the GIL, and puts it back, so calls
+from several Python threads never share a value arena. Batched calls run one
+clone per worker thread.
+"""
+cimport cython
+from cpython.mem cimport PyMem_Malloc, PyMem_Free
+from cpython.float cimport PyFloat_Check, PyFloat_AS_DOUBLE
+from libc.string cimport memcpy, memset
+from libc.stdint cimport uint8_t
+
+from fastape._ops cimport CONSTANT, GATHER1, WHERE, CONCAT, has_k
+from fastape._tape cimport Tape, Var, i64, i32
+
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+from fastape.errors import BranchChanged, ShapeError, TapeError
+
+
+# ---------------------------------------------------------------------------
+# tape surgery: pruning and cloning
+# ---------------------------------------------------------------------------
+
+cdef inline bint _b_is_node(int o) noexcept nogil:
+    return not has_k(o) and o != GATHER1
+
+
+cdef i64 _meta_len(Tape t, i64 i):
+    """Number of M entries of node i (M is appended in node order)."""
+    cdef i64 j
+    for j in range(i + 1, t.n):
+        if t.meta[j] >= 0:
+            return t.meta[j] - t.meta[i]
+    return t.nM - t.meta[i]
+
+
+cdef Tape _prune(Tape src, list roots, i64[::1] remap):
+    """A new tape holding the nodes of `src` that reach `roots`, in tape order;
+    remap[i] is node i's id in it (-1 if dropped)."""
+    cdef i64 n = src.n, i, j, m, mm, ln, p
+    cdef int o
+    cdef uint8_t* live = <uint8_t*>PyMem_Malloc(n if n else 1)
+    cdef Tape dst = Tape()
+    if live == NULL:
+        raise MemoryError()
+    try:
+        memset(live, 0, n)
+        for r in roots:
+            live[<i64>r] = 1
+        for i in range(n - 1, -1, -1):
+            if not live[i]:
+                continue
+            o = src.op[i]
+            if o <= CONSTANT:
+                continue
+            live[src.a[i]] = 1
+            if _b_is_node(o) and src.b[i] >= 0:
+                live[src.b[i]] = 1
+            if src.off != NULL and src.meta[i] >= 0:
+                m = src.meta[i]
+                if o == WHERE:
+                    live[src.M[m + 1]] = 1
+                elif o == CONCAT:
+                    for p in range(src.M[m + 4]):
+                        live[src.M[m + 5 + 3 * p]] = 1
+        for j in range(src.npool):
+            dst._pool_add(src.pool[j])
+        for i in range(n):
+            if not live[i]:
+                remap[i] = -1
+                continue
+            o = src.op[i]
+            ln = _meta_len(src, i) if src.off != NULL and src.meta[i] >= 0 else 0
+            j = dst._push(o, remap[src.a[i]] if src.a[i] >= 0 else -1,
+                          (remap[src.b[i]] if src.b[i] >= 0 else -1) if _b_is_node(o)
+                          else src.b[i], src.size_of(i), ln)
+            remap[i] = j
+            if ln:
+                m = src.meta[i]
+                mm = dst.meta[j]
+                memcpy(dst.M + mm, src.M + m, ln * sizeof(i64))
+                if o == WHERE:
+                    dst.M[mm + 1] = remap[src.M[m + 1]]
+                elif o == CONCAT:
+                    for p in range(src.M[m + 4]):
+                        dst.M[mm + 5 + 3 * p] = remap[src.M[m + 5 + 3 * p]]
+            if o <= CONSTANT:
+                memcpy(dst.value_ptr(j), src.value_ptr(i), src.size_of(i) * sizeof(double))
+            else:
+                dst.forward_node(j)
+    finally:
+        PyMem_Free(live)
+    dst._closed = True
+    dst.shrink_to_fit()
+    return dst
+
+
+cdef void* _dup(void* p, i64 nbytes) except? NULL:
+    cdef void* q = PyMem_Malloc(nbytes if nbytes > 0 else 1)
+    if q == NULL:
+        raise MemoryError()
+    if nbytes > 0:
+        memcpy(q, p, nbytes)
+    return q
+
+
+cdef Tape _clone(Tape src):
+    """An independent copy of a finished tape (its own value and multiplier arenas)."""
+    cdef Tape t = Tape()
+    t.op = <uint8_t*>_dup(src.op, src.n)
+    t.a = <i32*>_dup(src.a, src.n * sizeof(i32))
+    t.b = <i32*>_dup(src.b, src.n * sizeof(i32))
+    t.n = t.cap = src.n
+    t.val = <double*>_dup(src.val, src.nval * sizeof(double))
+    t.nval = t.val_cap = src.nval
+    t.pool = <double*>_dup(src.pool, src.npool * sizeof(double))
+    t.npool = t.pool_cap = src.npool
+    if src.off != NULL:
+        t.off = <i64*>_dup(src.off, src.n * sizeof(i64))
+        t.meta = <i64*>_dup(src.meta, src.n * sizeof(i64))
+        t.M = <i64*>_dup(src.M, src.nM * sizeof(i64))
+        t.nM = t.M_cap = src.nM
+    t._closed = True
+    t.prepare_adjoints()
+    return t
+
+
+# ---------------------------------------------------------------------------
+# guards
+# ---------------------------------------------------------------------------
+
+cdef inline bint _cmp(int how, double x, double y) noexcept nogil:
+    if how == 0:
+        return x < y
+    if how == 1:
+        return x <= y
+    if how == 2:
+        return x > y
+    if how == 3:
+        return x >= y
+    if how == 4:
+        return x == y
+    return x != y
+
+
+@cython.final
+cdef class Trace:
+    """One recorded path through the function: a pruned tape and its guards."""
+    cdef readonly Tape tape
+    cdef readonly list inputs        # node ids of the input leaves, flattened
+    cdef readonly i64 output
+    cdef readonly tuple out_shape
+    cdef i64 out_size
+    cdef i64 nguards
+    cdef i64[::1] g_how, g_x, g_y, g_off, g_size
+    cdef double[::1] g_expect
+    cdef list pool                   # free working copies (the first is `tape` itself)
+    cdef readonly i64 nclones
+
+    cdef bint guards_hold(self, Tape t) noexcept nogil:
+        """Do all comparisons give, on t's values, the results they gave when recorded?"""
+        cdef i64 g, j, n, sx, sy
+        cdef double* x
+        cdef double* y
+        for g in range(self.nguards):
+            x = t.value_ptr(self.g_x[g])
+            y = t.value_ptr(self.g_y[g])
+            n = self.g_size[g]
+            sx = t.size_of(self.g_x[g]) != 1
+            sy = t.size_of(self.g_y[g]) != 1
+            for j in range(n):
+                if _cmp(<int>self.g_how[g], x[j * sx], y[j * sy]) != \
+                        (self.g_expect[self.g_off[g] + j] != 0.0):
+                    return False
+        return True
+
+    cdef Tape acquire(self):
+        try:
+            return self.pool.pop()
+        except IndexError:
+            self.nclones += 1
+            return _clone(self.tape)
+
+    cdef void release(self, Tape t):
+        self.pool.append(t)
+
+
+cdef Trace _make_trace(Tape rec, list input_nodes, Var out, list guards):
+    cdef Trace tr = Trace.__new__(Trace)
+    cdef i64[::1] remap = np.empty(max(rec.n, 1), dtype=np.int64)
+    roots = list(input_nodes) + [out.node]
+    for _how, xn, yn, _r in guards:
+        roots += [xn, yn]
+    tr.tape = _prune(rec, roots, remap)
+    tr.tape.prepare_adjoints()
+    tr.inputs = [remap[i] for i in input_nodes]
+    tr.output = remap[out.node]
+    tr.out_shape = out.shape
+    tr.out_size = out.size
+    ng = len(guards)
+    tr.nguards = ng
+    how = np.empty(ng, np.int64)
+    gx = np.empty(ng, np.int64)
+    gy = np.empty(ng, np.int64)
+    goff = np.empty(ng, np.int64)
+    gsize = np.empty(ng, np.int64)
+    expect = []
+    total = 0
+    for k, (h, xn, yn, r) in enumerate(guards):
+        r = np.asarray(r, dtype=np.float64).reshape(-1)
+        sx, sy = rec.size_of(xn), rec.size_of(yn)
+        if not (r.size == max(sx, sy) and sx in (1, r.size) and sy in (1, r.size)):
+            raise ShapeError(f"compile: a comparison of values of sizes {sx} and {sy} "
+                             "(broadcast on both sides) cannot be guarded; broadcast one "
+                             "operand explicitly before comparing")
+        how[k], gx[k], gy[k], goff[k], gsize[k] = h, remap[xn], remap[yn], total, r.size
+        expect.append(r)
+        total += r.size
+    tr.g_how, tr.g_x, tr.g_y, tr.g_off, tr.g_size = how, gx, gy, goff, gsize
+    tr.g_expect = np.concatenate(expect) if expect else np.zeros(1)
+    tr.pool = [tr.tape]
+    tr.nclones = 1
+    return tr
+
+
+cdef Tape _forward(Trace tr, list leaves):
+    """A working copy of tr with these inputs swept forward, or None (released) if a
+    guard fails."""
+    cdef Tape t = tr.acquire()
+    cdef i64 k
+    cdef bint ok
+    for k in range(len(leaves)):
+        _write(t, tr.inputs[k], leaves[k])
+    with nogil:
+        t.forward_sweep(0, t.n)
+        ok = tr.nguards == 0 or tr.guards_hold(t)
+    if ok:
+        return t
+    tr.release(t)
+    return None
+
+
+# ---------------------------------------------------------------------------
+# argument handling
+# ---------------------------------------------------------------------------
+
+def _flatten(arg, list leaves, str name):
+    """Append arg's leaves (as float64 arrays or floats) to `leaves`; return its spec."""
+    if isinstance(arg, (list, tuple)):
+        return (type(arg), tuple(_flatten(a, leaves, f"{name}[{i}]") for i, a in enumerate(arg)))
+    if PyFloat_Check(arg) or type(arg) is int:
+        leaves.append(float(arg))
+        return None
+    if isinstance(arg, (str, bytes)) or arg is None:
+        raise TypeError(f"compiled function: argument {name} must be a real number or an "
+                        f"array of them, got {type(arg).__name__}")
+    a = np.asarray(arg)
+    if a.dtype.kind not in "biuf":
+        raise TypeError(f"compiled function: argument {name} must be real, got dtype {a.dtype}")
+    leaves.append(a)
+    return a.shape
+
+
+def _unflatten(spec, it):
+    if spec is None or type(spec) is tuple and (not spec or type(spec[0]) is int):
+        return next(it)
+    kind, parts = spec
+    return kind(_unflatten(s, it) for s in parts)
+
+
+cdef inline int _write(Tape t, i64 node, object leaf) except -1:
+    cdef double[::1] src
+    cdef i64 n
+    if PyFloat_Check(leaf):
+        t.value_ptr(node)[0] = PyFloat_AS_DOUBLE(leaf)
+        return 0
+    arr = np.ascontiguousarray(leaf, dtype=np.float64).reshape(-1)
+    src = arr
+    n = src.shape[0]
+    if n:
+        memcpy(t.value_ptr(node), &src[0], n * sizeof(double))
+    return 0
+
+
+cdef object _read_node(Tape t, double* buf, i64 node, tuple shape):
+    cdef i64 n = 1
+    for d in shape:
+        n *= d
+    if shape == ():
+        return buf[node if t.off == NULL else t.off[node]]
+    out = np.empty(shape, dtype=np.float64)
+    cdef double[::1] dst = out.reshape(-1)
+    if n:
+        memcpy(&dst[0], buf + (node if t.off == NULL else t.off[node]), n * sizeof(double))
+    return out
+
+
+# ---------------------------------------------------------------------------
+# the compiled function
+# ---------------------------------------------------------------------------
+
+@cython.final
+cdef class Function:
+    """A function recorded once and replayed on new inputs by the compiled sweeps.
+
+    Made by :func:`fastape.compile`. ``F(*args)`` is the value; ``F.grad``,
+    ``F.value_and_grad`` the gradient with respect to ``args[argnums]``;
+    ``F.vjp(args, cotangent)`` a vector-Jacobian product for vector outputs;
+    ``F.grad_batch(X)`` / ``F.value_and_grad_batch(X)`` evaluate many input
+    points on several threads. Arguments must have the shapes of the example
+    arguments. Results never alias internal buffers.
+    """
+    cdef readonly object fun
+    cdef readonly object argnums
+    cdef bint single
+    cdef tuple nums
+    cdef list specs                  # per argument: None (number), shape, or (type, parts)
+    cdef list leaf_shapes            # per flattened leaf: () for numbers, else the shape
+    cdef list leaf_arg               # argument index of each leaf
+    cdef readonly list traces
+    cdef readonly bint retrace
+    cdef readonly int max_traces
+    cdef Trace last
+    cdef int nargs
+
+    def __init__(self, fun, example_args, argnums=0, retrace=True, max_traces=8):
+        self.fun = fun
+        self.argnums = argnums
+        self.single = isinstance(argnums, int)
+        self.nums = (argnums,) if self.single else tuple(argnums)
+        self.nargs = len(example_args)
+        for i in self.nums:
+            if not -self.nargs <= i < self.nargs:
+                raise ValueError(f"compile: argnums={argnums} but {self.nargs} example "
+                                 "argument(s) were given")
+        self.nums = tuple(i % self.nargs for i in self.nums)
+        self.retrace = retrace
+        self.max_traces = max_traces
+        self.traces = []
+        leaves = []
+        self.specs = []
+        self.leaf_arg = []
+        for i, a in enumerate(example_args):
+            before = len(leaves)
+            self.specs.append(_flatten(a, leaves, f"args[{i}]"))
+            self.leaf_arg += [i] * (len(leaves) - before)
+        self.leaf_shapes = [() if type(v) is float else v.shape for v in leaves]
+        self.last = self._trace(leaves)
+
+    @property
+    def nbytes(self):
+        """Bytes held by the traces' tapes and their working clones."""
+        return sum(tr.tape.nbytes * max(tr.nclones, 1) for tr in self.traces)
+
+    @property
+    def nodes(self):
+        """Number of nodes of the most recently used trace (after pruning)."""
+        return len(self.last.tape)
+
+    cdef Trace _trace(self, list leaves):
+        """Record the function on these leaves and add the trace to the cache."""
+        cdef Tape rec = Tape()
+        cdef Var v
+        rec.guards = []
+        with rec:
+            it = iter([rec.var(x) for x in leaves])
+            args = [_unflatten(s, it) for s in self.specs]
+            input_nodes = [(<Var>x).node for x in _leaves_of(args)]
+            out = self.fun(*args)
+            if type(out) is not Var:
+                out = rec.constant(out)
+            v = out
+            if v.tape is not rec:
+                raise TapeError("compile: the function returned a value of another tape")
+        tr = _make_trace(rec, input_nodes, v, rec.guards)
+        rec.release()
+        if len(self.traces) >= self.max_traces:
+            self.traces.pop(0)
+        self.traces.append(tr)
+        return tr
+
+    cdef list _leaves(self, tuple args):
+        cdef list leaves = []
+        if len(args) != self.nargs:
+            raise TypeError(f"compiled {getattr(self.fun, '__name__', 'function')}: expected "
+                            f"{self.nargs} argument(s), got {len(args)}")
+        for i, a in enumerate(args):
+            spec = _flatten(a, leaves, f"args[{i}]")
+            if spec != self.specs[i]:
+                raise ShapeError(
+                    f"compiled {getattr(self.fun, '__name__', 'function')}: argument {i} has "
+                    f"shape/structure {_describe(spec)}, but the function was compiled for "
+                    f"{_describe(self.specs[i])}")
+        return leaves
+
+    cdef tuple _run(self, list leaves):
+        """Write the inputs and run the forward sweep on a clone of a trace whose guards
+        hold, re-recording if none does. Returns (trace, clone); the caller releases it."""
+        cdef Trace tr = self.last
+        cdef Tape t = _forward(tr, leaves)
+        if t is not None:
+            return tr, t
+        for tr in reversed(self.traces):
+            if tr is not self.last:
+                t = _forward(tr, leaves)
+                if t is not None:
+                    self.last = tr
+                    return tr, t
+        if not self.retrace:
+            raise BranchChanged(
+                f"compiled {getattr(self.fun, '__name__', 'function')}: these inputs take "
+                "another branch than the recorded one(s); compile with retrace=True "
+                "(the default) to re-record, or remove the data-dependent control flow")
+        tr = self._trace(leaves)
+        t = _forward(tr, leaves)
+        if t is None:
+            raise BranchChanged("compiled function: a fresh recording does not reproduce its "
+                                "own branches (the function is not deterministic)")
+        self.last = tr
+        return tr, t
+
+    cdef object _grads(self, Trace tr, Tape t):
+        cdef list out = []
+        cdef i64 k = 0
+        per_arg = {i: [] for i in self.nums}
+        for k in range(len(tr.inputs)):
+            i = self.leaf_arg[k]
+            if i in per_arg:
+                per_arg[i].append(_read_node(t, t.adj, tr.inputs[k], self.leaf_shapes[k]))
+        for i in self.nums:
+            out.append(_unflatten(self.specs[i], iter(per_arg[i])))
+        return out[0] if self.single else tuple(out)
+
+    cdef object _reverse(self, Trace tr, Tape t, object cotangent):
+        cdef double[::1] ct
+        if cotangent is None:
+            if tr.out_size != 1:
+                raise ShapeError(f"compiled {getattr(self.fun, '__name__', 'function')}: the "
+                                 f"gradient needs a scalar output, got shape {tr.out_shape}; "
+                                 "use vjp(args, cotangent)")
+            memset(t.adj, 0, t.nval * sizeof(double))
+            t.adj[tr.output if t.off == NULL else t.off[tr.output]] = 1.0
+        else:
+            c = np.asarray(cotangent, dtype=np.float64)
+            if c.shape != tr.out_shape:
+                raise ShapeError(f"vjp: the cotangent has shape {c.shape}, the output has "
+                                 f"shape {tr.out_shape}")
+            memset(t.adj, 0, t.nval * sizeof(double))
+            ct = np.ascontiguousarray(c).reshape(-1)
+            if tr.out_size:
+                memcpy(t.adj + (tr.output if t.off == NULL else t.off[tr.output]), &ct[0],
+                       tr.out_size * sizeof(double))
+        with nogil:
+            t.reverse_sweep(tr.output, 0)
+        return self._grads(tr, t)
+
+    def __call__(self, *args):
+        cdef Trace tr
+        cdef Tape t
+        tr, t = self._run(self._leaves(args))
+        try:
+            return _read_node(t, t.val, tr.output, tr.out_shape)
+        finally:
+            tr.release(t)
+
+    def value_and_grad(self, *args):
+        """``(f(*args), ∂f/∂args[argnums])`` by one forward and one reverse sweep."""
+        cdef Trace tr
+        cdef Tape t
+        tr, t = self._run(self._leaves(args))
+        try:
+            g = self._reverse(tr, t, None)
+            return _read_node(t, t.val, tr.output, tr.out_shape), g
+        finally:
+            tr.release(t)
+
+    def grad(self, *args):
+        """∂f/∂args[argnums] (f must return a scalar)."""
+        return self.value_and_grad(*args)[1]
+
+    def vjp(self, args, cotangent):
+        """``(f(*args), cotangentᵀ ∂f/∂args[argnums])`` for an output of any shape."""
+        cdef Trace tr
+        cdef Tape t
+        if not isinstance(args, (tuple, list)):
+            args = (args,)
+        tr, t = self._run(self._leaves(tuple(args)))
+        try:
+            g = self._reverse(tr, t, cotangent)
+            return _read_node(t, t.val, tr.output, tr.out_shape), g
+        finally:
+            tr.release(t)
+
+    def value_and_grad_batch(self, X, threads=None):
+        """Values and gradients at many points: row r of X is the (single) argument.
+        Runs the compiled sweeps on `threads` threads (default: all cores), the GIL
+        released, one tape clone per thread. Returns ``(values, gradients)``."""
+        return self._batch(X, threads)
+
+    def grad_batch(self, X, threads=None):
+        """Gradients at many points (rows of X); see :meth:`value_and_grad_batch`."""
+        return self._batch(X, threads)[1]
+
+    def _batch(self, X, threads):
+        import os
+        cdef Trace tr = self.last
+        cdef i64 m, d, r
+        spec = self.specs[0]
+        if self.nargs != 1 or not (spec is None or type(spec) is tuple and
+                                   (not spec or type(spec[0]) is int)):
+            raise TypeError("grad_batch: the function must take a single number or array "
+                            "argument")
+        shape = tuple(self.leaf_shapes[0])
+        Xa = np.ascontiguousarray(X, dtype=np.float64)
+        if Xa.ndim < 1 or Xa.shape[1:] != shape:
+            raise ShapeError(f"grad_batch: X must have shape (m, *{shape}), got {Xa.shape}")
+        if tr.out_size != 1:
+            raise ShapeError(f"grad_batch: the output must be a scalar, got {tr.out_shape}")
+        m = Xa.shape[0]
+        d = 1
+        for s in shape:
+            d *= s
+        nthreads = int(threads or os.cpu_count() or 1)
+        nthreads = max(1, min(nthreads, m))
+        values = np.empty(m)
+        grads = np.empty((m,) + shape)
+        bad = np.zeros(m, dtype=np.uint8)
+        cdef double[:, ::1] Xv = Xa.reshape(m, d)
+        cdef double[:, ::1] Gv = grads.reshape(m, d)
+        cdef double[::1] Vv = values
+        cdef unsigned char[::1] Bv = bad
+        clones = [tr.acquire() for _ in range(nthreads)]
+        chunks = [(k * m // nthreads, (k + 1) * m // nthreads) for k in range(nthreads)]
+        try:
+            if nthreads == 1:
+                _batch_rows(tr, clones[0], Xv, Gv, Vv, Bv, 0, m)
+            else:
+                with ThreadPoolExecutor(nthreads) as ex:
+                    list(ex.map(lambda kc: _batch_rows(tr, clones[kc[0]], Xv, Gv, Vv, Bv,
+                                                       kc[1][0], kc[1][1]),
+                                enumerate(chunks)))
+        finally:
+            for c in clones:
+                tr.release(c)
+        for r in np.flatnonzero(bad):       # rows that take another branch
+            v, g = self.value_and_grad(Xa[r] if shape else float(Xa[r]))
+            values[r] = v
+            grads[r] = g
+        return values, grads
+
+
+def _batch_rows(Trace tr, Tape t, double[:, ::1] X, double[:, ::1] G, double[::1] V,
+                unsigned char[::1] bad, i64 r0, i64 r1):
+    """Rows r0..r1-1: write the input, forward sweep, guards, reverse sweep; no GIL."""
+    cdef i64 r, d = X.shape[1], inp = tr.inputs[0], out = tr.output
+    cdef double* xin = t.value_ptr(inp)
+    cdef double* gin
+    cdef i64 oo = out if t.off == NULL else t.off[out]
+    with nogil:
+        for r in range(r0, r1):
+            memcpy(xin, &X[r, 0], d * sizeof(double))
+            t.forward_sweep(0, t.n)
+            if tr.nguards and not tr.guards_hold(t):
+                bad[r] = 1
+                continue
+            V[r] = t.val[oo]
+            memset(t.adj, 0, t.nval * sizeof(double))
+            t.adj[oo] = 1.0
+            t.reverse_sweep(out, 0)
+            gin = t.adj + (inp if t.off == NULL else t.off[inp])
+            memcpy(&G[r, 0], gin, d * sizeof(double))
+
+
+def _leaves_of(args):
+    for a in args:
+        if isinstance(a, (list, tuple)):
+            yield from _leaves_of(a)
+        else:
+            yield a
+
+
+def _describe(spec):
+    if spec is None:
+        return "a number"
+    if type(spec) is tuple and (not spec or type(spec[0]) is int):
+        return f"an array of shape {spec}"
+    kind, parts = spec
+    return f"a {kind.__name__} of [{', '.join(_describe(p) for p in parts)}]"

@@ -1,0 +1,205 @@
+"""Compiled functions: replay against eager gradients, closed forms and finite differences."""
+
+import math
+import threading
+
+import numpy as np
+import pytest
+import scipy.optimize
+from helpers import central_diff
+
+import fastape as ft
+
+
+def seeds(x):
+    a = np.exp(x)
+    b = a + a ** 2
+    return np.exp(b) + np.sin(b)
+
+
+def rosenbrock(x):
+    s = 0.0
+    for i in range(len(x) - 1):
+        s = s + 100.0 * (x[i + 1] - x[i] ** 2) ** 2 + (1.0 - x[i]) ** 2
+    return s
+
+
+def rosenbrock_grad(x):
+    x = np.asarray(x)
+    g = np.zeros_like(x)
+    g[:-1] = -400 * x[:-1] * (x[1:] - x[:-1] ** 2) - 2 * (1 - x[:-1])
+    g[1:] += 200 * (x[1:] - x[:-1] ** 2)
+    return g
+
+
+def test_replay_seeds_closed_form():
+    F = ft.compile(seeds, 0.1)
+    for x in (-1.0, 0.0, 0.5, 0.8):
+        b = math.exp(x) + math.exp(2 * x)
+        v, g = F.value_and_grad(x)
+        assert v == pytest.approx(math.exp(b) + math.sin(b), rel=1e-14)
+        assert g == pytest.approx((math.exp(b) + math.cos(b)) *
+                                  (math.exp(x) + 2 * math.exp(2 * x)), rel=1e-13)
+        assert F(x) == v and F.grad(x) == g
+
+
+@pytest.mark.parametrize("kind", ["list", "array"])
+def test_replay_rosenbrock_on_new_inputs(kind, rng):
+    x0 = rng.normal(size=30)
+    F = ft.compile(rosenbrock, list(x0) if kind == "list" else x0)
+    for _ in range(3):
+        x = rng.normal(size=30)
+        v, g = F.value_and_grad(list(x) if kind == "list" else x)
+        assert v == pytest.approx(rosenbrock(x), rel=1e-13)
+        np.testing.assert_allclose(g, rosenbrock_grad(x), rtol=1e-12)
+
+
+def test_pruning_drops_nodes_that_do_not_reach_the_output():
+    def f(x):
+        unused = np.exp(x) * 3.0 + np.sin(x)     # never reaches the output
+        del unused
+        return x * x
+
+    F = ft.compile(f, 1.0)
+    assert F.nodes == 2                          # the input and x * x
+    assert F.grad(3.0) == 6.0
+
+
+def test_results_never_alias_internal_buffers():
+    F = ft.compile(lambda x: np.sum(x ** 2), np.ones(3))
+    g1 = F.grad(np.array([1.0, 2.0, 3.0]))
+    g1[:] = -1
+    g2 = F.grad(np.array([1.0, 2.0, 3.0]))
+    np.testing.assert_array_equal(g2, [2.0, 4.0, 6.0])
+    x = np.array([1.0, 2.0, 3.0])
+    F.grad(x)
+    np.testing.assert_array_equal(x, [1.0, 2.0, 3.0])
+
+
+def test_argnums_and_data_arguments(rng):
+    X = rng.normal(size=(40, 3))
+    y = (rng.uniform(size=40) < 0.5).astype(float)
+
+    def nll(w, X, y):
+        z = np.sum(X * w, axis=1)
+        return np.sum(np.logaddexp(0.0, z) - y * z)
+
+    F = ft.compile(nll, np.zeros(3), X, y)
+    w = rng.normal(size=3)
+    np.testing.assert_allclose(F.grad(w, X, y), central_diff(nll, [w, X, y], 0), rtol=1e-6)
+    X2 = rng.normal(size=(40, 3))                # new data, same shapes: no re-recording
+    np.testing.assert_allclose(F.grad(w, X2, y), central_diff(nll, [w, X2, y], 0), rtol=1e-6)
+    assert len(F.traces) == 1
+    gw, gX = ft.compile(nll, w, X, y, argnums=(0, 1)).grad(w, X, y)
+    np.testing.assert_allclose(gX, central_diff(nll, [w, X, y], 1), rtol=1e-5, atol=1e-8)
+
+
+def test_vjp_of_a_vector_output(rng):
+    A = rng.normal(size=(4, 3))
+
+    def f(x):
+        return np.tanh(np.sum(A * x, axis=1))
+
+    F = ft.compile(f, np.zeros(3))
+    x, c = rng.normal(size=3), rng.normal(size=4)
+    v, g = F.vjp((x,), c)
+    np.testing.assert_allclose(v, np.tanh(A @ x), rtol=1e-14)
+    np.testing.assert_allclose(g, A.T @ (c * (1 - np.tanh(A @ x) ** 2)), rtol=1e-12)
+    with pytest.raises(ft.ShapeError, match="scalar"):
+        F.grad(x)
+    with pytest.raises(ft.ShapeError, match="cotangent"):
+        F.vjp((x,), np.ones(3))
+
+
+def branchy(x):
+    return x ** 2 if x > 0 else -x ** 3
+
+
+def handmade_abs(x):
+    return x if x >= 0 else -x
+
+
+def test_guards_retrace_when_the_branch_flips():
+    F = ft.compile(branchy, 1.0)
+    assert F.grad(2.0) == 4.0
+    assert F.grad(-2.0) == pytest.approx(-12.0)      # another branch: re-recorded
+    assert len(F.traces) == 2
+    assert F.grad(3.0) == 6.0 and len(F.traces) == 2  # both traces are kept
+    A = ft.compile(handmade_abs, 1.0)
+    assert [A.grad(v) for v in (2.0, -2.0, 0.5)] == [1.0, -1.0, 1.0]
+    M = ft.compile(lambda a, b: max(a, b) * 2.0, 1.0, 2.0, argnums=(0, 1))
+    assert M.grad(1.0, 2.0) == (0.0, 2.0) and M.grad(3.0, 2.0) == (2.0, 0.0)
+
+
+def test_guards_raise_when_retrace_is_off():
+    F = ft.compile(branchy, 1.0, retrace=False)
+    assert F.grad(5.0) == 10.0
+    with pytest.raises(ft.BranchChanged):
+        F.grad(-1.0)
+
+
+def test_where_conditions_are_guarded():
+    F = ft.compile(lambda x: np.sum(np.where(x > 0, x ** 2, -x)), np.array([1.0, -1.0]))
+    np.testing.assert_array_equal(F.grad(np.array([-1.0, 1.0])), [-1.0, 2.0])
+    np.testing.assert_array_equal(F.grad(np.array([2.0, -3.0])), [4.0, -1.0])
+
+
+def test_traces_are_bounded():
+    F = ft.compile(lambda x: x * 1.0 if x > 0 else (x * 2.0 if x > -1 else x * 3.0), 1.0,
+                   max_traces=2)
+    assert [F.grad(v) for v in (1.0, -0.5, -5.0, 1.0)] == [1.0, 2.0, 3.0, 1.0]
+    assert len(F.traces) <= 2
+
+
+def test_bad_arguments():
+    F = ft.compile(lambda x, s: np.sum(x) * s, np.ones(3), 2.0)
+    with pytest.raises(ft.ShapeError, match=r"argument 0.*\(4,\).*\(3,\)"):
+        F(np.ones(4), 2.0)
+    with pytest.raises(ft.ShapeError, match="argument 1"):
+        F(np.ones(3), np.ones(2))
+    with pytest.raises(TypeError, match="expected 2"):
+        F(np.ones(3))
+    with pytest.raises(TypeError):
+        F(np.array(["a", "b", "c"]), 2.0)
+
+
+def test_batch_matches_single_calls(rng):
+    X = rng.normal(size=(50, 6))
+    F = ft.compile(rosenbrock, X[0])
+    for threads in (1, 2, 3):
+        values, G = F.value_and_grad_batch(X, threads=threads)
+        np.testing.assert_allclose(G, [rosenbrock_grad(x) for x in X], rtol=1e-12)
+        np.testing.assert_allclose(values, [rosenbrock(x) for x in X], rtol=1e-13)
+
+
+def test_batch_rows_that_take_another_branch():
+    F = ft.compile(lambda x: x[0] ** 2 if x[0] > 0 else -x[0] ** 3, np.array([1.0]))
+    G = F.grad_batch(np.array([[2.0], [-2.0], [1.0]]), threads=2)
+    np.testing.assert_allclose(G[:, 0], [4.0, -12.0, 2.0])
+
+
+def test_concurrent_calls_from_python_threads(rng):
+    F = ft.compile(rosenbrock, np.zeros(200))
+    xs = [rng.normal(size=200) for _ in range(8)]
+    want = [rosenbrock_grad(x) for x in xs]
+    errors = []
+
+    def work(k):
+        for _ in range(30):
+            if not np.allclose(F.grad(xs[k]), want[k], rtol=1e-12):
+                errors.append(k)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+
+
+def test_lbfgsb_converges_with_compiled_gradient():
+    x0 = np.tile([-1.2, 1.0], 10)
+    F = ft.compile(rosenbrock, x0)
+    res = scipy.optimize.minimize(F.value_and_grad, x0, jac=True, method="L-BFGS-B")
+    assert res.success
+    np.testing.assert_allclose(res.x, np.ones(20), atol=1e-4)
