@@ -19,3 +19,25 @@ def central_diff(f, args, argnum, h=1e-6):
         flat[j] = old
         gf[j] = (fp - fm) / (2 * step)
     return g if g.ndim else float(g)
+
+
+def ridders_diff(f, x, h=0.1, steps=10):
+    """Derivative of scalar f at float x by Ridders' extrapolation of central differences
+    (Numerical Recipes §5.7): returns (estimate, error estimate). Far more accurate than
+    one central difference where higher derivatives are large."""
+    a = [[0.0] * steps for _ in range(steps)]
+    a[0][0] = (f(x + h) - f(x - h)) / (2 * h)
+    best, err = a[0][0], float("inf")
+    for i in range(1, steps):
+        h /= 1.4
+        a[0][i] = (f(x + h) - f(x - h)) / (2 * h)
+        fac = 1.4 ** 2
+        for j in range(1, i + 1):
+            a[j][i] = (a[j - 1][i] * fac - a[j - 1][i - 1]) / (fac - 1)
+            fac *= 1.4 ** 2
+            e = max(abs(a[j][i] - a[j - 1][i]), abs(a[j][i] - a[j - 1][i - 1]))
+            if e <= err:
+                err, best = e, a[j][i]
+        if abs(a[i][i] - a[i - 1][i - 1]) >= 2 * err:
+            break
+    return best, err

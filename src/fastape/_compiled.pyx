@@ -19,7 +19,7 @@ from cpython.float cimport PyFloat_Check, PyFloat_AS_DOUBLE
 from libc.string cimport memcpy, memset
 from libc.stdint cimport uint8_t
 
-from fastape._ops cimport CONSTANT, GATHER1, WHERE, CONCAT, has_k
+from fastape._ops cimport INPUT, CONSTANT, GATHER1, WHERE, CONCAT, has_k
 from fastape._tape cimport Tape, Var, i64, i32
 
 from concurrent.futures import ThreadPoolExecutor
@@ -45,19 +45,30 @@ cdef i64 _meta_len(Tape t, i64 i):
     return t.nM - t.meta[i]
 
 
-cdef Tape _prune(Tape src, list roots, i64[::1] remap):
+cdef Tape _prune(Tape src, list roots, set inputs, i64[::1] remap):
     """A new tape holding the nodes of `src` that reach `roots`, in tape order;
-    remap[i] is node i's id in it (-1 if dropped)."""
-    cdef i64 n = src.n, i, j, m, mm, ln, p
+    remap[i] is node i's id in it (-1 if dropped).
+
+    An array input read only element by element (``x[i]``: GATHER1 nodes) becomes
+    consecutive scalar inputs and its GATHER1 nodes disappear, so a scalar loop
+    over an array replays on the scalar layout; its values stay contiguous, so
+    writing the input remains one copy."""
+    cdef i64 n = src.n, i, j, m, mm, ln, p, k, base
     cdef int o
     cdef uint8_t* live = <uint8_t*>PyMem_Malloc(n if n else 1)
+    cdef uint8_t* whole = <uint8_t*>PyMem_Malloc(n if n else 1)   # used as an array
     cdef Tape dst = Tape()
-    if live == NULL:
+    if live == NULL or whole == NULL:
+        PyMem_Free(live)
+        PyMem_Free(whole)
         raise MemoryError()
     try:
         memset(live, 0, n)
+        memset(whole, 0, n)
         for r in roots:
             live[<i64>r] = 1
+            if <i64>r not in inputs:
+                whole[<i64>r] = 1
         for i in range(n - 1, -1, -1):
             if not live[i]:
                 continue
@@ -65,15 +76,20 @@ cdef Tape _prune(Tape src, list roots, i64[::1] remap):
             if o <= CONSTANT:
                 continue
             live[src.a[i]] = 1
+            if o != GATHER1:
+                whole[src.a[i]] = 1
             if _b_is_node(o) and src.b[i] >= 0:
                 live[src.b[i]] = 1
+                whole[src.b[i]] = 1
             if src.off != NULL and src.meta[i] >= 0:
                 m = src.meta[i]
                 if o == WHERE:
                     live[src.M[m + 1]] = 1
+                    whole[src.M[m + 1]] = 1
                 elif o == CONCAT:
                     for p in range(src.M[m + 4]):
                         live[src.M[m + 5 + 3 * p]] = 1
+                        whole[src.M[m + 5 + 3 * p]] = 1
         for j in range(src.npool):
             dst._pool_add(src.pool[j])
         for i in range(n):
@@ -81,6 +97,18 @@ cdef Tape _prune(Tape src, list roots, i64[::1] remap):
                 remap[i] = -1
                 continue
             o = src.op[i]
+            if o == INPUT and not whole[i] and src.size_of(i) > 1:
+                # scalarise: one scalar input per element, consecutive
+                base = dst.n
+                for k in range(src.size_of(i)):
+                    j = dst._push(INPUT, -1, -1, 1, 0)
+                    dst.value_ptr(j)[0] = src.value_ptr(i)[k]
+                remap[i] = base
+                continue
+            if o == GATHER1 and src.op[src.a[i]] == INPUT and not whole[src.a[i]] and \
+                    src.size_of(src.a[i]) > 1:
+                remap[i] = remap[src.a[i]] + <i64>src.pool[src.b[i]]
+                continue
             ln = _meta_len(src, i) if src.off != NULL and src.meta[i] >= 0 else 0
             j = dst._push(o, remap[src.a[i]] if src.a[i] >= 0 else -1,
                           (remap[src.b[i]] if src.b[i] >= 0 else -1) if _b_is_node(o)
@@ -101,6 +129,7 @@ cdef Tape _prune(Tape src, list roots, i64[::1] remap):
                 dst.forward_node(j)
     finally:
         PyMem_Free(live)
+        PyMem_Free(whole)
     dst._closed = True
     dst.shrink_to_fit()
     return dst
@@ -202,7 +231,7 @@ cdef Trace _make_trace(Tape rec, list input_nodes, Var out, list guards):
     roots = list(input_nodes) + [out.node]
     for _how, xn, yn, _r in guards:
         roots += [xn, yn]
-    tr.tape = _prune(rec, roots, remap)
+    tr.tape = _prune(rec, roots, set(input_nodes), remap)
     tr.tape.prepare_adjoints()
     tr.inputs = [remap[i] for i in input_nodes]
     tr.output = remap[out.node]
