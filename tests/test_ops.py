@@ -174,6 +174,11 @@ STRUCTURAL_ROWS = [
     ("stack", lambda m, x: m.sum(m.stack([x[0], x[1] ** 2], axis=1) ** 3)),
     ("reshape", lambda m, x: m.sum(m.reshape(x, (3, 2))[0] ** 2)),
     ("transpose", lambda m, x: m.sum(m.transpose(x)[0] * x[0, :2])),
+    ("matmul", lambda m, x: m.sum(m.sin(m.matmul(x, x.T)))),
+    ("solve", lambda m, x: m.sum(m.linalg.solve(m.matmul(x, x.T) + 3 * np.eye(2), x) ** 2)),
+    ("det", lambda m, x: m.linalg.det(m.matmul(x, x.T) + np.eye(2))),
+    ("slogdet", lambda m, x: m.linalg.slogdet(m.matmul(x, x.T) + np.eye(2))[1]),
+    ("norm", lambda m, x: m.linalg.norm(x)),
 ]
 
 
@@ -196,7 +201,7 @@ def test_prod_with_zeros_closed_form():
 
 # -- completeness -----------------------------------------------------------------------
 
-UNRECORDED = {Op.INPUT, Op.CONSTANT, Op.MATMUL, Op.NUM_OPS}
+UNRECORDED = {Op.INPUT, Op.CONSTANT, Op.NUM_OPS}
 
 
 def _recorded_ops():

@@ -12,6 +12,7 @@ numpy-style functions below, and the exceptions :class:`ShapeError`,
 :class:`TapeError`, :class:`BranchChanged`.
 """
 
+from fastape import linalg
 from fastape._compiled import Function
 from fastape._functions import (
     abs,
@@ -69,7 +70,7 @@ from fastape.errors import BranchChanged, FastapeError, ShapeError, TapeError
 __version__ = "0.1.0"
 
 __all__ = [
-    "Tape", "Var", "Op", "Function", "compile", "grad", "value_and_grad",
+    "Tape", "Var", "Op", "Function", "compile", "grad", "value_and_grad", "linalg",
     "ShapeError", "TapeError", "BranchChanged", "FastapeError",
     "abs", "absolute", "add", "arccos", "arcsin", "arctan", "arctan2", "concatenate",
     "cos", "cosh", "divide", "dot", "exp", "expm1", "floor", "log", "log1p", "logaddexp",

@@ -284,12 +284,19 @@ def dot(a, b):
         if a.shape != b.shape:
             raise ShapeError(f"dot: shapes {a.shape} and {b.shape} not aligned")
         return _tape.dot1(a, b)
+    if b.ndim > 2:
+        # numpy.dot contracts a's last axis with b's second-to-last, unlike matmul
+        raise ShapeError(f"dot: a second argument of {b.ndim} dimensions (shape {b.shape}) "
+                         "is not supported; use matmul")
+    if a.shape[-1] != b.shape[0 if b.ndim == 1 else -2]:
+        raise ShapeError(f"dot: shapes {a.shape} and {b.shape} not aligned")
     return matmul(a, b)
 
 
 def matmul(a, b):
-    """Matrix product (placeholder until the BLAS-backed op lands)."""
-    raise NotImplementedError("matmul: matrix products are not implemented yet")
+    """Matrix product with numpy's rules (BLAS on the tape; see ``fastape.linalg``)."""
+    from fastape import linalg
+    return linalg.matmul(a, b)
 
 
 def where(condition, x=None, y=None):

@@ -11,6 +11,7 @@ import numpy as np
 
 from fastape import _functions as F
 from fastape import _tape
+from fastape import linalg as _linalg
 from fastape._ops import Op
 from fastape._tape import Var
 
@@ -147,6 +148,8 @@ FUNCTIONS = {
     np.size: lambda a, axis=None: a.size if axis is None else a.shape[axis],
     np.zeros_like: _like(0.0), np.ones_like: _like(1.0),
 }
+# np.matmul is a ufunc (array_ufunc above); np.inner, np.outer, np.trace, np.linalg.*
+FUNCTIONS.update(_linalg.NUMPY_FUNCTIONS)
 
 
 def array_function(func, args, kwargs):

@@ -91,7 +91,13 @@ cpdef enum Op:
     DOT          # Σ x_j y_j of two vectors
     WHERE        # cond ? x : y, cond a constant node
     CONCAT       # parts copied into place: concatenate, stack
-    MATMUL       # reserved for the BLAS issue
+    # dense linear algebra: kernels in _linalg.pxi (BLAS/LAPACK), parameters in M
+    MATMUL       # C = op(A) op(B) per batch (dgemm/dgemv); M: m, k, n, batch, sA, sB, flags
+    LU           # hidden: row-major A's LU factors and pivots; its multiplier slot holds Ā
+    SOLVE        # X = A⁻¹ B from an LU node (dtrsm); M: n, r
+    DET          # det A from an LU node
+    LOGDET       # log |det A| from an LU node (the differentiable half of slogdet)
+    NORM         # ‖x‖₂ of all elements (vector 2-norm, Frobenius norm; dnrm2)
     NUM_OPS
 
 

@@ -445,6 +445,10 @@ cdef class Tape:
             else:
                 y = self.val + self.off[self.b[i]]
                 sy = self.size_of(self.b[i]) != 1
+            if o == TANH and sx:
+                # the hot op of dense networks: a vectorised kernel (_linalg.pxi)
+                fastape_tanh_array(x, out, n)
+                return
             for j in range(n):
                 out[j] = value_and_partials(o, x[j * sx], y[j * sy], &d0, &d1)
             return
@@ -524,6 +528,12 @@ cdef class Tape:
                         value_and_partials(o, x[j * sx], y[j * sy], &d0, &d1)
                         xbar[j * sx] += d0 * w
                         ybar[j * sy] += d1 * w
+            elif o == TANH and sx:
+                # ∂tanh(x)/∂x = 1 - tanh(x)², from the node's own values: no tanh recomputed
+                c = self.val + self.off[i]
+                for j in range(n):
+                    w = obar[j]
+                    xbar[j] += (1.0 - c[j] * c[j]) * w if w != 0.0 else 0.0
             else:
                 for j in range(n):
                     w = obar[j]
