@@ -122,8 +122,23 @@ cdef inline double _sigmoid(double x) noexcept nogil:
     return e / (1.0 + e)
 
 
-cdef inline double value_and_partials(int o, double x, double y,
-                                      double* d0, double* d1) noexcept nogil:
+cdef extern from *:
+    """
+    /* The sweeps are only fast when the op table is inlined into their loops (the
+       call, spills and partials through memory cost ~2x otherwise); the function is
+       too large for GCC's inlining heuristics, so force it. */
+    #if defined(__GNUC__)
+    #define FASTAPE_ALWAYS_INLINE __attribute__((always_inline))
+    #else
+    #define FASTAPE_ALWAYS_INLINE
+    #endif
+    static inline double fastape_value_and_partials(int, double, double, double *,
+                                                    double *, const double *) FASTAPE_ALWAYS_INLINE;
+    """
+
+
+cdef inline double value_and_partials "fastape_value_and_partials"(
+        int o, double x, double y, double* d0, double* d1, const double* known) noexcept nogil:
     """value = f_o(x, y); d0, d1 = ∂f/∂x, ∂f/∂y (y is k for the *_K ops)."""
     cdef double v, r
     cdef double k = y
@@ -134,25 +149,25 @@ cdef inline double value_and_partials(int o, double x, double y,
     elif o == ABS:
         d0[0] = (x > 0) - (x < 0); return fabs(x)
     elif o == EXP:
-        v = exp(x); d0[0] = v; return v
+        v = known[0] if known != NULL else exp(x); d0[0] = v; return v
     elif o == LOG:
         d0[0] = 1.0 / x; return log(x)
     elif o == LOG1P:
         d0[0] = 1.0 / (1.0 + x); return log1p(x)
     elif o == EXPM1:
-        v = expm1(x); d0[0] = v + 1.0; return v
+        v = known[0] if known != NULL else expm1(x); d0[0] = v + 1.0; return v
     elif o == SQRT:
-        v = sqrt(x); d0[0] = 0.5 / v; return v
+        v = known[0] if known != NULL else sqrt(x); d0[0] = 0.5 / v; return v
     elif o == SQUARE:
         d0[0] = 2.0 * x; return x * x
     elif o == RECIPROCAL:
-        v = 1.0 / x; d0[0] = -v * v; return v
+        v = known[0] if known != NULL else 1.0 / x; d0[0] = -v * v; return v
     elif o == SIN:
         d0[0] = cos(x); return sin(x)
     elif o == COS:
         d0[0] = -sin(x); return cos(x)
     elif o == TAN:
-        v = tan(x); d0[0] = 1.0 + v * v; return v
+        v = known[0] if known != NULL else tan(x); d0[0] = 1.0 + v * v; return v
     elif o == ARCSIN:
         d0[0] = 1.0 / sqrt(1.0 - x * x); return asin(x)
     elif o == ARCCOS:
@@ -164,9 +179,9 @@ cdef inline double value_and_partials(int o, double x, double y,
     elif o == COSH:
         d0[0] = sinh(x); return cosh(x)
     elif o == TANH:
-        v = tanh(x); d0[0] = 1.0 - v * v; return v
+        v = known[0] if known != NULL else tanh(x); d0[0] = 1.0 - v * v; return v
     elif o == SIGMOID:
-        v = _sigmoid(x); d0[0] = v * (1.0 - v); return v
+        v = known[0] if known != NULL else _sigmoid(x); d0[0] = v * (1.0 - v); return v
     elif o == SOFTPLUS:
         # log(1 + e^x) without overflow
         d0[0] = _sigmoid(x); return (x if x > 0 else 0.0) + log1p(exp(-fabs(x)))
@@ -213,7 +228,7 @@ cdef inline double value_and_partials(int o, double x, double y,
     elif o == MUL:
         d0[0] = y; d1[0] = x; return x * y
     elif o == DIV:
-        v = x / y; d0[0] = 1.0 / y; d1[0] = -v / y; return v
+        v = known[0] if known != NULL else x / y; d0[0] = 1.0 / y; d1[0] = -v / y; return v
     elif o == POW:
         v = pow(x, y)
         d0[0] = 0.0 if y == 0.0 else y * pow(x, y - 1.0)

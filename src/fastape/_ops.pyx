@@ -17,5 +17,5 @@ def eval_op(int o, double x, double y=0.0):
     cdef double d0 = 0.0, d1 = 0.0
     if not is_elementwise(o):
         raise ValueError(f"eval_op: {Op(o).name} is not an elementwise op")
-    cdef double v = value_and_partials(o, x, y, &d0, &d1)
+    cdef double v = value_and_partials(o, x, y, &d0, &d1, NULL)
     return v, d0, d1

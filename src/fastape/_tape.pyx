@@ -431,7 +431,7 @@ cdef class Tape:
         if self.off == NULL:        # scalar layout
             self.val[i] = value_and_partials(
                 o, self.val[self.a[i]],
-                (self.pool if has_k(o) else self.val)[self.b[i]], &d0, &d1)
+                (self.pool if has_k(o) else self.val)[self.b[i]], &d0, &d1, NULL)
             return
         out = self.val + self.off[i]
         n = self.size_of(i)
@@ -450,7 +450,7 @@ cdef class Tape:
                 fastape_tanh_array(x, out, n)
                 return
             for j in range(n):
-                out[j] = value_and_partials(o, x[j * sx], y[j * sy], &d0, &d1)
+                out[j] = value_and_partials(o, x[j * sx], y[j * sy], &d0, &d1, NULL)
             return
         x = self.val + self.off[self.a[i]]
         if o == GATHER1:
@@ -508,6 +508,7 @@ cdef class Tape:
         if o <= CONSTANT:
             return
         obar = self.adj + self.off[i]
+        c = self.val + self.off[i]          # the node's own values: partials of exp, tanh…
         n = self.size_of(i)
         m = self.meta[i]
         xbar = self.adj + self.off[self.a[i]]
@@ -525,7 +526,7 @@ cdef class Tape:
                 for j in range(n):
                     w = obar[j]
                     if w != 0.0:
-                        value_and_partials(o, x[j * sx], y[j * sy], &d0, &d1)
+                        value_and_partials(o, x[j * sx], y[j * sy], &d0, &d1, c + j)
                         xbar[j * sx] += d0 * w
                         ybar[j * sy] += d1 * w
             elif o == TANH and sx:
@@ -538,7 +539,7 @@ cdef class Tape:
                 for j in range(n):
                     w = obar[j]
                     if w != 0.0:
-                        value_and_partials(o, x[j * sx], y[j * sy], &d0, &d1)
+                        value_and_partials(o, x[j * sx], y[j * sy], &d0, &d1, c + j)
                         xbar[j * sx] += d0 * w
             return
         if o == GATHER1:
@@ -593,19 +594,24 @@ cdef class Tape:
         cdef double d0, d1
         cdef double* v = self.val
         cdef double* part = self.part
+        # locals, not self->…: a libm call in another branch could otherwise make the
+        # compiler reload them for every node
+        cdef const uint8_t* op = self.op
+        cdef const i32* pa = self.a
+        cdef const i32* pb = self.b
+        cdef const double* pool = self.pool
         if self.off == NULL and part != NULL:
             for i in range(lo, hi):
-                o = self.op[i]
+                o = op[i]
                 if o > CONSTANT:
-                    v[i] = value_and_partials(
-                        o, v[self.a[i]], (self.pool if has_k(o) else v)[self.b[i]],
-                        &part[2 * i], &part[2 * i + 1])
+                    v[i] = value_and_partials(o, v[pa[i]], (pool if has_k(o) else v)[pb[i]],
+                                              &part[2 * i], &part[2 * i + 1], NULL)
         elif self.off == NULL:
             for i in range(lo, hi):
-                o = self.op[i]
+                o = op[i]
                 if o > CONSTANT:
-                    v[i] = value_and_partials(
-                        o, v[self.a[i]], (self.pool if has_k(o) else v)[self.b[i]], &d0, &d1)
+                    v[i] = value_and_partials(o, v[pa[i]], (pool if has_k(o) else v)[pb[i]],
+                                              &d0, &d1, NULL)
         else:
             for i in range(lo, hi):
                 self.forward_node(i)
@@ -619,27 +625,31 @@ cdef class Tape:
         cdef double* lam = self.adj
         cdef const double* part = self.part
         cdef const i32* rb = self.rb
+        cdef const uint8_t* op = self.op
+        cdef const i32* pa = self.a
+        cdef const i32* pb = self.b
+        cdef const double* pool = self.pool
         if self.off == NULL and part != NULL:
             # op-agnostic: the forward sweep stored the partials; rb sends a unary op's
             # second (zero) partial to a sink slot past the last node
             i = top
             while i >= bottom:
                 w = lam[i]
-                if w != 0.0 and self.op[i] > CONSTANT:
-                    lam[self.a[i]] += part[2 * i] * w
+                if w != 0.0 and op[i] > CONSTANT:
+                    lam[pa[i]] += part[2 * i] * w
                     lam[rb[i]] += part[2 * i + 1] * w
                 i -= 1
         elif self.off == NULL:
             i = top
             while i >= bottom:
                 w = lam[i]
-                o = self.op[i]
+                o = op[i]
                 if w != 0.0 and o > CONSTANT:
-                    value_and_partials(o, v[self.a[i]],
-                                       (self.pool if has_k(o) else v)[self.b[i]], &d0, &d1)
-                    lam[self.a[i]] += d0 * w
+                    value_and_partials(o, v[pa[i]], (pool if has_k(o) else v)[pb[i]],
+                                       &d0, &d1, v + i)
+                    lam[pa[i]] += d0 * w
                     if is_binary(o):
-                        lam[self.b[i]] += d1 * w
+                        lam[pb[i]] += d1 * w
                 i -= 1
         else:
             i = top
@@ -775,7 +785,8 @@ cdef inline Var _own(Tape t, object v, str op, str arg):
 
 
 cdef object _as_array(object value, str op, str arg):
-    """value as a C-contiguous float64 array (a copy), or a clear TypeError."""
+    """value as a C-contiguous float64 array, or a clear TypeError. Not a copy when
+    value already is one: the caller copies it into the value arena."""
     if isinstance(value, (str, bytes)) or value is None:
         raise TypeError(f"{op}: argument '{arg}' must be a real number or an array of "
                         f"them, got {type(value).__name__}")
@@ -791,7 +802,7 @@ cdef object _as_array(object value, str op, str arg):
     if arr.dtype.kind not in "biuf":
         raise TypeError(f"{op}: argument '{arg}' must be a real number or an array of "
                         f"them, got dtype {arr.dtype}")
-    return np.array(arr, dtype=np.float64, order="C", copy=True)
+    return np.asarray(arr, dtype=np.float64, order="C")
 
 
 cdef Var _leaf(Tape t, int o, object value, str op, str arg):
