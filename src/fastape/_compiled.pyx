@@ -162,8 +162,6 @@ cdef Tape _clone(Tape src):
         t.nM = t.M_cap = src.nM
     t._closed = True
     t.prepare_adjoints()
-    if src.part != NULL:
-        t.store_partials()
     return t
 
 
@@ -235,7 +233,6 @@ cdef Trace _make_trace(Tape rec, list input_nodes, Var out, list guards):
         roots += [xn, yn]
     tr.tape = _prune(rec, roots, set(input_nodes), remap)
     tr.tape.prepare_adjoints()
-    tr.tape.store_partials()
     tr.inputs = [remap[i] for i in input_nodes]
     tr.output = remap[out.node]
     tr.out_shape = out.shape

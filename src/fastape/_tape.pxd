@@ -25,10 +25,6 @@ cdef class Tape:
     cdef i64* meta            # node i's parameters start at M[meta[i]] (-1: scalar)
     cdef i64* M               # parameter arena: M[meta[i]] is always the size
     cdef i64 nM, M_cap
-    # replayed scalar tapes only: the partials of node i at part[2i], part[2i+1], and
-    # its second reverse target rb[i] (b for binary ops, else the sink slot n)
-    cdef double* part
-    cdef i32* rb
     # state
     cdef bint _closed, _freed
     cdef public i64 seed      # output node of the last reverse sweep (-1: none)
@@ -49,7 +45,6 @@ cdef class Tape:
     cdef void forward_sweep(self, i64 lo, i64 hi) noexcept nogil
     cdef void reverse_sweep(self, i64 top, i64 bottom) noexcept nogil
     cdef int prepare_adjoints(self) except -1
-    cdef int store_partials(self) except -1
 
 
 cdef class Var:

@@ -204,10 +204,6 @@ cdef class Tape:
         PyMem_Free(self.off)
         PyMem_Free(self.meta)
         PyMem_Free(self.M)
-        PyMem_Free(self.part)
-        PyMem_Free(self.rb)
-        self.part = NULL
-        self.rb = NULL
         self.op = NULL
         self.a = NULL
         self.b = NULL
@@ -268,8 +264,6 @@ cdef class Tape:
         cdef i64 per_node = sizeof(uint8_t) + 2 * sizeof(i32)
         if self.off != NULL:
             per_node += 2 * sizeof(i64)
-        if self.part != NULL:
-            per_node += 2 * sizeof(double) + sizeof(i32)
         return int(self.cap * per_node + (self.val_cap + self.adj_cap + self.pool_cap
                                           + self.M_cap) * 8)
 
@@ -593,20 +587,13 @@ cdef class Tape:
         cdef int o
         cdef double d0, d1
         cdef double* v = self.val
-        cdef double* part = self.part
         # locals, not self->…: a libm call in another branch could otherwise make the
         # compiler reload them for every node
         cdef const uint8_t* op = self.op
         cdef const i32* pa = self.a
         cdef const i32* pb = self.b
         cdef const double* pool = self.pool
-        if self.off == NULL and part != NULL:
-            for i in range(lo, hi):
-                o = op[i]
-                if o > CONSTANT:
-                    v[i] = value_and_partials(o, v[pa[i]], (pool if has_k(o) else v)[pb[i]],
-                                              &part[2 * i], &part[2 * i + 1], NULL)
-        elif self.off == NULL:
+        if self.off == NULL:
             for i in range(lo, hi):
                 o = op[i]
                 if o > CONSTANT:
@@ -623,23 +610,14 @@ cdef class Tape:
         cdef double d0, d1, w
         cdef double* v = self.val
         cdef double* lam = self.adj
-        cdef const double* part = self.part
-        cdef const i32* rb = self.rb
         cdef const uint8_t* op = self.op
         cdef const i32* pa = self.a
         cdef const i32* pb = self.b
         cdef const double* pool = self.pool
-        if self.off == NULL and part != NULL:
-            # op-agnostic: the forward sweep stored the partials; rb sends a unary op's
-            # second (zero) partial to a sink slot past the last node
-            i = top
-            while i >= bottom:
-                w = lam[i]
-                if w != 0.0 and op[i] > CONSTANT:
-                    lam[pa[i]] += part[2 * i] * w
-                    lam[rb[i]] += part[2 * i + 1] * w
-                i -= 1
-        elif self.off == NULL:
+        if self.off == NULL:
+            # the partials are recomputed from the values (the op table is inlined):
+            # measured as fast as storing them in the forward sweep, at 20 fewer bytes
+            # a node
             i = top
             while i >= bottom:
                 w = lam[i]
@@ -658,32 +636,13 @@ cdef class Tape:
                 i -= 1
 
     cdef int prepare_adjoints(self) except -1:
-        """Zeroed multiplier arena of the value arena's layout (plus one sink slot)."""
-        if self.adj_cap < self.nval + 1:
+        """Zeroed multiplier arena of the value arena's layout."""
+        if self.adj_cap < self.nval:
             PyMem_Free(self.adj)
             self.adj = NULL
-            self.adj = <double*>_resize(NULL, self.nval + 1, sizeof(double))
-            self.adj_cap = self.nval + 1
-        memset(self.adj, 0, (self.nval + 1) * sizeof(double))
-        return 0
-
-    cdef int store_partials(self) except -1:
-        """From now on the forward sweep of a scalar-layout tape stores every node's two
-        partials (16 bytes a node, plus 4 for rb) and the reverse sweep only multiplies
-        and adds: no op dispatch. For replayed tapes, whose sweeps run many times."""
-        cdef i64 i
-        cdef int o
-        if self.off != NULL or self.part != NULL:
-            return 0
-        self.part = <double*>_resize(NULL, 2 * self.n, sizeof(double))
-        self.rb = <i32*>_resize(NULL, self.n, sizeof(i32))
-        for i in range(self.n):
-            o = self.op[i]
-            self.rb[i] = self.b[i] if is_binary(o) else <i32>self.n
-        memset(self.part, 0, 2 * self.n * sizeof(double))
-        self.prepare_adjoints()
-        with nogil:
-            self.forward_sweep(0, self.n)
+            self.adj = <double*>_resize(NULL, self.nval, sizeof(double))
+            self.adj_cap = self.nval
+        memset(self.adj, 0, self.nval * sizeof(double))
         return 0
 
     # -- Python-facing methods -------------------------------------------------
