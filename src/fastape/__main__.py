@@ -1,6 +1,7 @@
 """``python -m fastape``: a demonstration of the seeds' example.
 
     python -m fastape          the demonstration (also: python -m fastape demo)
+    python -m fastape bench [--full] [--plot]   the benchmark suite (fastape.bench)
 """
 
 import math
@@ -54,6 +55,9 @@ def main(argv=None):
     if cmd == "demo":
         demo()
         return 0
+    if cmd == "bench":
+        from fastape import bench
+        return bench.main(argv[1:])
     print(__doc__)
     return 2
 
