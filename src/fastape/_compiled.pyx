@@ -575,10 +575,10 @@ cdef class Function:
             if nthreads == 1:
                 _batch_rows(tr, clones[0], Xv, Gv, Vv, Bv, 0, m)
             else:
-                with ThreadPoolExecutor(nthreads) as ex:
-                    list(ex.map(lambda kc: _batch_rows(tr, clones[kc[0]], Xv, Gv, Vv, Bv,
-                                                       kc[1][0], kc[1][1]),
-                                enumerate(chunks)))
+                list(_executor(nthreads).map(
+                    lambda kc: _batch_rows(tr, clones[kc[0]], Xv, Gv, Vv, Bv,
+                                           kc[1][0], kc[1][1]),
+                    enumerate(chunks)))
         finally:
             for c in clones:
                 tr.release(c)
@@ -587,6 +587,19 @@ cdef class Function:
             values[r] = v
             grads[r] = g
         return values, grads
+
+
+_EXECUTORS = {}
+
+
+def _executor(int nthreads):
+    """A thread pool kept for the process: starting threads per call cost more than
+    a small batch itself."""
+    ex = _EXECUTORS.get(nthreads)
+    if ex is None:
+        ex = _EXECUTORS.setdefault(nthreads, ThreadPoolExecutor(
+            nthreads, thread_name_prefix="fastape-batch"))
+    return ex
 
 
 def _batch_rows(Trace tr, Tape t, double[:, ::1] X, double[:, ::1] G, double[::1] V,
