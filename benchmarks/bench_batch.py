@@ -10,32 +10,19 @@ seeds' function beside a hand-written Python formula.
 
 import argparse
 import json
-import math
 import os
 import time
 
 import numpy as np
 
 import fastape as ft
-
-
-def rosenbrock(x):
-    s = 0.0
-    for i in range(len(x) - 1):
-        s = s + 100.0 * (x[i + 1] - x[i] ** 2) ** 2 + (1.0 - x[i]) ** 2
-    return s
+from fastape.bench import rosen_loop as rosenbrock
+from fastape.bench import seeds_f
+from fastape.bench import seeds_hand as seeds_by_hand
 
 
 def seeds(x):
-    a = np.exp(x)
-    b = a + a ** 2
-    return np.exp(b) + np.sin(b)
-
-
-def seeds_by_hand(x):
-    a = math.exp(x)
-    b = a + a * a
-    return math.exp(b) + math.sin(b), (math.exp(b) + math.cos(b)) * (a + 2 * a * a)
+    return seeds_f(x, np.exp, np.sin)
 
 
 def timeit(fn, number):
@@ -79,6 +66,8 @@ def main():
         "grad_batch_2_threads_s": float(np.median(t2s)),
         "speedup_2_over_1": {"median": med, "min": min(speedups), "max": max(speedups)},
         "bytes_per_node": F.nbytes / F.nodes,
+        "bytes_per_node_per_copy": F.traces[-1].tape.nbytes / F.nodes,
+        "working_copies": F.traces[-1].nclones,
         "seeds_value_and_grad_us": float(np.median(lat)) * 1e6,
         "seeds_by_hand_us": float(np.median(lat_py)) * 1e6,
     }
@@ -86,7 +75,9 @@ def main():
     print(f"  1 thread  {res['grad_batch_1_thread_s']:.4f} s   2 threads "
           f"{res['grad_batch_2_threads_s']:.4f} s   speed-up median {med:.2f} "
           f"(min {min(speedups):.2f}, max {max(speedups):.2f})")
-    print(f"  compiled function: {res['bytes_per_node']:.1f} bytes per node")
+    print(f"  compiled function: {res['bytes_per_node']:.1f} bytes per node in all, "
+          f"{res['bytes_per_node_per_copy']:.1f} in each of its {res['working_copies']} "
+          "working copies (one per thread that used it)")
     print(f"seeds' function, value and gradient per call: fastape compiled "
           f"{res['seeds_value_and_grad_us']:.2f} us, hand-written Python "
           f"{res['seeds_by_hand_us']:.2f} us")

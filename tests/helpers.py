@@ -41,3 +41,20 @@ def ridders_diff(f, x, h=0.1, steps=10):
         if abs(a[i][i] - a[i - 1][i - 1]) >= 2 * err:
             break
     return best, err
+
+
+def rosenbrock(x):
+    """The chained Rosenbrock function as a Python loop of scalar operations."""
+    s = 0.0
+    for i in range(len(x) - 1):
+        s = s + 100.0 * (x[i + 1] - x[i] ** 2) ** 2 + (1.0 - x[i]) ** 2
+    return s
+
+
+def rosenbrock_grad(x):
+    """Its gradient, derived by hand."""
+    x = np.asarray(x)
+    g = np.zeros_like(x)
+    g[:-1] = -400 * x[:-1] * (x[1:] - x[:-1] ** 2) - 2 * (1 - x[:-1])
+    g[1:] += 200 * (x[1:] - x[:-1] ** 2)
+    return g

@@ -4,7 +4,7 @@ import math
 
 import numpy as np
 import pytest
-from helpers import central_diff
+from helpers import central_diff, rosenbrock, rosenbrock_grad
 
 import fastape as ft
 from fastape import reference as R
@@ -69,21 +69,6 @@ def test_plain_numpy_function_unchanged(rng):
     g = ft.grad(plain_numpy_model)(w, X, y)
     fd = central_diff(plain_numpy_model, [w, X, y], 0)
     np.testing.assert_allclose(g, fd, rtol=1e-6, atol=1e-8)
-
-
-def rosenbrock(x):
-    s = 0.0
-    for i in range(len(x) - 1):
-        s = s + 100.0 * (x[i + 1] - x[i] ** 2) ** 2 + (1.0 - x[i]) ** 2
-    return s
-
-
-def rosenbrock_grad(x):
-    x = np.asarray(x)
-    g = np.zeros_like(x)
-    g[:-1] = -400 * x[:-1] * (x[1:] - x[:-1] ** 2) - 2 * (1 - x[:-1])
-    g[1:] += 200 * (x[1:] - x[:-1] ** 2)
-    return g
 
 
 @pytest.mark.parametrize("kind", ["list", "array"])

@@ -6,7 +6,7 @@ import threading
 import numpy as np
 import pytest
 import scipy.optimize
-from helpers import central_diff
+from helpers import central_diff, rosenbrock, rosenbrock_grad
 
 import fastape as ft
 
@@ -15,21 +15,6 @@ def seeds(x):
     a = np.exp(x)
     b = a + a ** 2
     return np.exp(b) + np.sin(b)
-
-
-def rosenbrock(x):
-    s = 0.0
-    for i in range(len(x) - 1):
-        s = s + 100.0 * (x[i + 1] - x[i] ** 2) ** 2 + (1.0 - x[i]) ** 2
-    return s
-
-
-def rosenbrock_grad(x):
-    x = np.asarray(x)
-    g = np.zeros_like(x)
-    g[:-1] = -400 * x[:-1] * (x[1:] - x[:-1] ** 2) - 2 * (1 - x[:-1])
-    g[1:] += 200 * (x[1:] - x[:-1] ** 2)
-    return g
 
 
 def test_replay_seeds_closed_form():
