@@ -523,12 +523,6 @@ cdef class Tape:
                         value_and_partials(o, x[j * sx], y[j * sy], &d0, &d1, c + j)
                         xbar[j * sx] += d0 * w
                         ybar[j * sy] += d1 * w
-            elif o == TANH and sx:
-                # ∂tanh(x)/∂x = 1 - tanh(x)², from the node's own values: no tanh recomputed
-                c = self.val + self.off[i]
-                for j in range(n):
-                    w = obar[j]
-                    xbar[j] += (1.0 - c[j] * c[j]) * w if w != 0.0 else 0.0
             else:
                 for j in range(n):
                     w = obar[j]
