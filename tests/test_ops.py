@@ -155,6 +155,7 @@ X23 = np.array([[0.3, -1.2, 2.0], [1.5, 0.7, -0.4]])
 STRUCTURAL_ROWS = [
     ("item", lambda m, x: x[1, 2] * x[0, 0]),
     ("slice", lambda m, x: m.sum(x[:, ::-2] ** 2)),
+    ("strided", lambda m, x: m.sum(x[1] * x[0, ::-1]) + m.sum(x.reshape(-1)[4:0:-3] ** 2)),
     ("fancy_index_repeats", lambda m, x: m.sum(x[np.array([1, 1, 0]), 1:] ** 2)),
     ("bool_index", lambda m, x: m.sum(x[x > 0.5] ** 3)),
     ("broadcast", lambda m, x: m.sum((x[:, :1] + x[0]) ** 2)),

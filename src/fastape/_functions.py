@@ -182,6 +182,10 @@ def getitem(x, key):
     if builtins.any(type(k) is Var for k in keys):
         raise TypeError("indexing with a fastape value is not differentiable; "
                         "index with k.value (a plain number or array) instead")
+    if type(key) is slice and len(x.shape) == 1:
+        start, _, step = key.indices(x.shape[0])
+        n = len(range(*key.indices(x.shape[0])))
+        return _tape.strided(x, start, step, (n,))
     if len(keys) == len(x.shape) and builtins.all(type(k) is int for k in keys):
         flat = 0
         for k, n in zip(keys, x.shape):

@@ -83,6 +83,7 @@ cpdef enum Op:
     # structural ops: kernels in _tape.pyx
     GATHER1      # scalar x.flat[k]
     GATHER       # x.flat[idx] for an index array: indexing, transpose
+    STRIDED      # x.flat[start + j*step]: indexing whose positions form a progression
     BROADCAST    # np.broadcast_to(x, shape)
     SUM          # reductions over (outer, n, inner) blocks
     PROD

@@ -23,7 +23,8 @@ from fastape._ops cimport (
     INPUT, CONSTANT, COPY, NEG, ABS, ROUND,
     ADD_K, MUL_K, RSUB_K, DIV_K, RDIV_K, POW_K, RPOW_K,
     ADD, SUB, MUL, DIV, POW,
-    GATHER1, GATHER, BROADCAST, SUM, PROD, AMAX, AMIN, DOT, WHERE, CONCAT, MATMUL,
+    NEG, ABS, SQUARE, RELU, MAXIMUM, MINIMUM,
+    GATHER1, GATHER, STRIDED, BROADCAST, SUM, PROD, AMAX, AMIN, DOT, WHERE, CONCAT, MATMUL,
     value_and_partials, is_binary, has_k, is_elementwise,
 )
 
@@ -51,6 +52,131 @@ cdef inline i64 _grown(i64 cap, i64 need):
     while c < need:
         c *= 2
     return c
+
+
+# ---------------------------------------------------------------------------
+# elementwise kernels over arrays (forward and reverse side by side)
+# ---------------------------------------------------------------------------
+
+cdef extern from *:
+    """
+    /* Forced inline, so that a call with a constant opcode and constant strides
+       folds the op table's branch away and the loop vectorises. */
+    #if defined(__GNUC__)
+    #define FASTAPE_KERNEL_INLINE __attribute__((always_inline))
+    #else
+    #define FASTAPE_KERNEL_INLINE
+    #endif
+    static inline void fastape_ew_loop(int, const double *, int64_t, const double *,
+        int64_t, double *, int64_t) FASTAPE_KERNEL_INLINE;
+    static inline void fastape_ew_loop_rev(int, const double *, int64_t, const double *,
+        int64_t, const double *, const double *, double *, double *,
+        int64_t) FASTAPE_KERNEL_INLINE;
+    static inline void fastape_ew_ops(int, const double *, int64_t, const double *,
+        int64_t, double *, int64_t) FASTAPE_KERNEL_INLINE;
+    static inline void fastape_ew_ops_rev(int, const double *, int64_t, const double *,
+        int64_t, const double *, const double *, double *, double *,
+        int64_t) FASTAPE_KERNEL_INLINE;
+    """
+
+
+cdef inline void _ew_loop "fastape_ew_loop"(
+        int o, const double* x, i64 sx, const double* y, i64 sy, double* out,
+        i64 n) noexcept nogil:
+    """out[j] = f_o(x[j·sx], y[j·sy])."""
+    cdef i64 j
+    cdef double d0, d1
+    for j in range(n):
+        out[j] = value_and_partials(o, x[j * sx], y[j * sy], &d0, &d1, NULL)
+
+
+cdef inline void _ew_loop_rev "fastape_ew_loop_rev"(
+        int o, const double* x, i64 sx, const double* y, i64 sy, const double* c,
+        const double* obar, double* xbar, double* ybar, i64 n) noexcept nogil:
+    """x̄[j·sx] += ∂f/∂x λ[j];  ȳ[j·sy] += ∂f/∂y λ[j] (ybar NULL: unary op).
+    A zero λ[j] contributes nothing, whatever the partial (a select, not a branch,
+    so the loop still vectorises)."""
+    cdef i64 j
+    cdef double d0, d1, w
+    for j in range(n):
+        w = obar[j]
+        value_and_partials(o, x[j * sx], y[j * sy], &d0, &d1, c + j)
+        xbar[j * sx] += d0 * w if w != 0.0 else 0.0
+        if ybar != NULL:
+            ybar[j * sy] += d1 * w if w != 0.0 else 0.0
+
+
+cdef inline void _ew_ops "fastape_ew_ops"(
+        int o, const double* x, i64 sx, const double* y, i64 sy, double* out,
+        i64 n) noexcept nogil:
+    # the cheap ops, each instantiated with a constant opcode: memory-bound loops
+    # that vectorise once the op table's branch is folded away; the rest share one
+    if o == ADD: _ew_loop(ADD, x, sx, y, sy, out, n)
+    elif o == SUB: _ew_loop(SUB, x, sx, y, sy, out, n)
+    elif o == MUL: _ew_loop(MUL, x, sx, y, sy, out, n)
+    elif o == DIV: _ew_loop(DIV, x, sx, y, sy, out, n)
+    elif o == ADD_K: _ew_loop(ADD_K, x, sx, y, sy, out, n)
+    elif o == MUL_K: _ew_loop(MUL_K, x, sx, y, sy, out, n)
+    elif o == RSUB_K: _ew_loop(RSUB_K, x, sx, y, sy, out, n)
+    elif o == DIV_K: _ew_loop(DIV_K, x, sx, y, sy, out, n)
+    elif o == POW_K: _ew_loop(POW_K, x, sx, y, sy, out, n)
+    elif o == SQUARE: _ew_loop(SQUARE, x, sx, y, sy, out, n)
+    elif o == NEG: _ew_loop(NEG, x, sx, y, sy, out, n)
+    elif o == ABS: _ew_loop(ABS, x, sx, y, sy, out, n)
+    elif o == RELU: _ew_loop(RELU, x, sx, y, sy, out, n)
+    elif o == COPY: _ew_loop(COPY, x, sx, y, sy, out, n)
+    elif o == MAXIMUM: _ew_loop(MAXIMUM, x, sx, y, sy, out, n)
+    elif o == MINIMUM: _ew_loop(MINIMUM, x, sx, y, sy, out, n)
+    else: _ew_loop(o, x, sx, y, sy, out, n)
+
+
+cdef inline void _ew_ops_rev "fastape_ew_ops_rev"(
+        int o, const double* x, i64 sx, const double* y, i64 sy, const double* c,
+        const double* obar, double* xbar, double* ybar, i64 n) noexcept nogil:
+    if o == ADD: _ew_loop_rev(ADD, x, sx, y, sy, c, obar, xbar, ybar, n)
+    elif o == SUB: _ew_loop_rev(SUB, x, sx, y, sy, c, obar, xbar, ybar, n)
+    elif o == MUL: _ew_loop_rev(MUL, x, sx, y, sy, c, obar, xbar, ybar, n)
+    elif o == DIV: _ew_loop_rev(DIV, x, sx, y, sy, c, obar, xbar, ybar, n)
+    elif o == ADD_K: _ew_loop_rev(ADD_K, x, sx, y, sy, c, obar, xbar, ybar, n)
+    elif o == MUL_K: _ew_loop_rev(MUL_K, x, sx, y, sy, c, obar, xbar, ybar, n)
+    elif o == RSUB_K: _ew_loop_rev(RSUB_K, x, sx, y, sy, c, obar, xbar, ybar, n)
+    elif o == DIV_K: _ew_loop_rev(DIV_K, x, sx, y, sy, c, obar, xbar, ybar, n)
+    elif o == POW_K: _ew_loop_rev(POW_K, x, sx, y, sy, c, obar, xbar, ybar, n)
+    elif o == SQUARE: _ew_loop_rev(SQUARE, x, sx, y, sy, c, obar, xbar, ybar, n)
+    elif o == NEG: _ew_loop_rev(NEG, x, sx, y, sy, c, obar, xbar, ybar, n)
+    elif o == ABS: _ew_loop_rev(ABS, x, sx, y, sy, c, obar, xbar, ybar, n)
+    elif o == RELU: _ew_loop_rev(RELU, x, sx, y, sy, c, obar, xbar, ybar, n)
+    elif o == COPY: _ew_loop_rev(COPY, x, sx, y, sy, c, obar, xbar, ybar, n)
+    elif o == MAXIMUM: _ew_loop_rev(MAXIMUM, x, sx, y, sy, c, obar, xbar, ybar, n)
+    elif o == MINIMUM: _ew_loop_rev(MINIMUM, x, sx, y, sy, c, obar, xbar, ybar, n)
+    else: _ew_loop_rev(o, x, sx, y, sy, c, obar, xbar, ybar, n)
+
+
+cdef void elementwise_forward(int o, const double* x, i64 sx, const double* y, i64 sy,
+                              double* out, i64 n) noexcept nogil:
+    """out[j] = f_o(x[j·sx], y[j·sy]), strides 0 (a broadcast scalar) or 1."""
+    if sx and sy:
+        _ew_ops(o, x, 1, y, 1, out, n)
+    elif sx:
+        _ew_ops(o, x, 1, y, 0, out, n)
+    elif sy:
+        _ew_ops(o, x, 0, y, 1, out, n)
+    else:
+        _ew_ops(o, x, 0, y, 0, out, n)
+
+
+cdef void elementwise_reverse(int o, const double* x, i64 sx, const double* y, i64 sy,
+                              const double* c, const double* obar, double* xbar,
+                              double* ybar, i64 n) noexcept nogil:
+    """x̄, ȳ += the partials of f_o times λ (see _ew_loop_rev); c: the node's values."""
+    if sx and sy:
+        _ew_ops_rev(o, x, 1, y, 1, c, obar, xbar, ybar, n)
+    elif sx:
+        _ew_ops_rev(o, x, 1, y, 0, c, obar, xbar, ybar, n)
+    elif sy:
+        _ew_ops_rev(o, x, 0, y, 1, c, obar, xbar, ybar, n)
+    else:
+        _ew_ops_rev(o, x, 0, y, 0, c, obar, xbar, ybar, n)
 
 
 # ---------------------------------------------------------------------------
@@ -443,8 +569,7 @@ cdef class Tape:
                 # the hot op of dense networks: a vectorised kernel (_linalg.pxi)
                 fastape_tanh_array(x, out, n)
                 return
-            for j in range(n):
-                out[j] = value_and_partials(o, x[j * sx], y[j * sy], &d0, &d1, NULL)
+            elementwise_forward(o, x, sx, y, sy, out, n)
             return
         x = self.val + self.off[self.a[i]]
         if o == GATHER1:
@@ -452,6 +577,11 @@ cdef class Tape:
         elif o == GATHER:
             for j in range(n):
                 out[j] = x[self.M[m + 1 + j]]
+        elif o == STRIDED:
+            x += self.M[m + 1]
+            k = self.M[m + 2]
+            for j in range(n):
+                out[j] = x[j * k]
         elif o == BROADCAST:
             k = self.M[m + 1]
             _broadcast(x, out, self.M + m + 2, self.M + m + 2 + k, <int>k, n, False)
@@ -492,7 +622,7 @@ cdef class Tape:
         """Add node i's multipliers, times its local partials, into its parents' multipliers."""
         cdef int o = self.op[i]
         cdef i64 n, j, sx, sy, m, p, k, nparts, start, ln, outer, inner, T
-        cdef double d0, d1, w
+        cdef double w
         cdef const double* obar
         cdef double* xbar
         cdef double* ybar
@@ -515,26 +645,19 @@ cdef class Tape:
             else:
                 y = self.val + self.off[self.b[i]]
                 sy = self.size_of(self.b[i]) != 1
-            if is_binary(o):
-                ybar = self.adj + self.off[self.b[i]]
-                for j in range(n):
-                    w = obar[j]
-                    if w != 0.0:
-                        value_and_partials(o, x[j * sx], y[j * sy], &d0, &d1, c + j)
-                        xbar[j * sx] += d0 * w
-                        ybar[j * sy] += d1 * w
-            else:
-                for j in range(n):
-                    w = obar[j]
-                    if w != 0.0:
-                        value_and_partials(o, x[j * sx], y[j * sy], &d0, &d1, c + j)
-                        xbar[j * sx] += d0 * w
+            elementwise_reverse(o, x, sx, y, sy, c, obar, xbar,
+                                self.adj + self.off[self.b[i]] if is_binary(o) else NULL, n)
             return
         if o == GATHER1:
             xbar[<i64>self.pool[self.b[i]]] += obar[0]
         elif o == GATHER:
             for j in range(n):
                 xbar[self.M[m + 1 + j]] += obar[j]
+        elif o == STRIDED:
+            xbar += self.M[m + 1]
+            k = self.M[m + 2]
+            for j in range(n):
+                xbar[j * k] += obar[j]
         elif o == BROADCAST:
             k = self.M[m + 1]
             _broadcast(xbar, <double*>obar, self.M + m + 2, self.M + m + 2 + k, <int>k, n,
@@ -938,9 +1061,10 @@ cpdef object unary_k(int o, object x, double k):
 # -- structural ops ---------------------------------------------------------------
 
 def gather(Var x, idx, tuple shape):
-    """x.flat[idx] with result shape `shape` (idx: flat int64 indices, already checked)."""
+    """x.flat[idx] with result shape `shape` (idx: flat int64 indices, already checked);
+    recorded as STRIDED when the indices form an arithmetic progression."""
     cdef Tape t = x.tape
-    cdef i64 i, m, j, n
+    cdef i64 i, m, j, n, step
     cdef const i64[::1] ix
     if shape == SCALAR:
         i = t._push(GATHER1, x.node, t._pool_add(<double>int(idx)), 1, 1)
@@ -948,10 +1072,29 @@ def gather(Var x, idx, tuple shape):
         return _new(t, i, SCALAR, 1)
     ix = np.ascontiguousarray(idx, dtype=np.int64).reshape(-1)
     n = ix.shape[0]
+    if n == 0:
+        return strided(x, 0, 0, shape)
+    step = ix[1] - ix[0] if n > 1 else 0
+    for j in range(2, n):
+        if ix[j] - ix[j - 1] != step:
+            break
+    else:
+        return strided(x, ix[0], step, shape)      # no index list needed
     i = t._push(GATHER, x.node, -1, n, 1 + n)
     m = t.meta[i]
     for j in range(n):
         t.M[m + 1 + j] = ix[j]
+    t.forward_node(i)
+    return _new(t, i, shape, n)
+
+
+def strided(Var x, i64 start, i64 step, tuple shape):
+    """x.flat[start + j*step] for j < size(shape) (positions already checked)."""
+    cdef Tape t = x.tape
+    cdef i64 n = _prod(shape)
+    cdef i64 i = t._push(STRIDED, x.node, -1, n, 3), m = t.meta[i]
+    t.M[m + 1] = start
+    t.M[m + 2] = step
     t.forward_node(i)
     return _new(t, i, shape, n)
 
