@@ -23,7 +23,7 @@ from fastape._ops cimport (
     INPUT, CONSTANT, COPY, NEG, ABS, ROUND,
     ADD_K, MUL_K, RSUB_K, DIV_K, RDIV_K, POW_K, RPOW_K,
     ADD, SUB, MUL, DIV, POW,
-    NEG, ABS, SQUARE, RELU, MAXIMUM, MINIMUM,
+    NEG, ABS, SQUARE, RELU, MAXIMUM, MINIMUM, TANH, EXP, SIGMOID, SQRT,
     GATHER1, GATHER, STRIDED, BROADCAST, SUM, PROD, AMAX, AMIN, DOT, WHERE, CONCAT, MATMUL,
     value_and_partials, is_binary, has_k, is_elementwise,
 )
@@ -110,7 +110,9 @@ cdef inline void _ew_ops "fastape_ew_ops"(
         int o, const double* x, i64 sx, const double* y, i64 sy, double* out,
         i64 n) noexcept nogil:
     # the cheap ops, each instantiated with a constant opcode: memory-bound loops
-    # that vectorise once the op table's branch is folded away; the rest share one
+    # that vectorise once the op table's branch is folded away (the reverse loops of
+    # tanh, exp, sigmoid and sqrt too: their partials come from the node's value);
+    # the rest share one
     if o == ADD: _ew_loop(ADD, x, sx, y, sy, out, n)
     elif o == SUB: _ew_loop(SUB, x, sx, y, sy, out, n)
     elif o == MUL: _ew_loop(MUL, x, sx, y, sy, out, n)
@@ -127,6 +129,10 @@ cdef inline void _ew_ops "fastape_ew_ops"(
     elif o == COPY: _ew_loop(COPY, x, sx, y, sy, out, n)
     elif o == MAXIMUM: _ew_loop(MAXIMUM, x, sx, y, sy, out, n)
     elif o == MINIMUM: _ew_loop(MINIMUM, x, sx, y, sy, out, n)
+    elif o == TANH: _ew_loop(TANH, x, sx, y, sy, out, n)
+    elif o == EXP: _ew_loop(EXP, x, sx, y, sy, out, n)
+    elif o == SIGMOID: _ew_loop(SIGMOID, x, sx, y, sy, out, n)
+    elif o == SQRT: _ew_loop(SQRT, x, sx, y, sy, out, n)
     else: _ew_loop(o, x, sx, y, sy, out, n)
 
 
@@ -149,6 +155,11 @@ cdef inline void _ew_ops_rev "fastape_ew_ops_rev"(
     elif o == COPY: _ew_loop_rev(COPY, x, sx, y, sy, c, obar, xbar, ybar, n)
     elif o == MAXIMUM: _ew_loop_rev(MAXIMUM, x, sx, y, sy, c, obar, xbar, ybar, n)
     elif o == MINIMUM: _ew_loop_rev(MINIMUM, x, sx, y, sy, c, obar, xbar, ybar, n)
+    # partials from the node's own value (1 - v², v, v(1 - v), 0.5/v): no libm call
+    elif o == TANH: _ew_loop_rev(TANH, x, sx, y, sy, c, obar, xbar, ybar, n)
+    elif o == EXP: _ew_loop_rev(EXP, x, sx, y, sy, c, obar, xbar, ybar, n)
+    elif o == SIGMOID: _ew_loop_rev(SIGMOID, x, sx, y, sy, c, obar, xbar, ybar, n)
+    elif o == SQRT: _ew_loop_rev(SQRT, x, sx, y, sy, c, obar, xbar, ybar, n)
     else: _ew_loop_rev(o, x, sx, y, sy, c, obar, xbar, ybar, n)
 
 
