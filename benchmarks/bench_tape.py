@@ -49,21 +49,7 @@ import c_interp  # noqa: E402
 
 import fastape as ft  # noqa: E402
 from fastape import reference as R  # noqa: E402
-
-
-def rosen_loop(x, s=0.0):
-    for i in range(len(x) - 1):
-        s = s + 100.0 * (x[i + 1] - x[i] ** 2) ** 2 + (1.0 - x[i]) ** 2
-    return s
-
-
-def rosen_grad(x):
-    """Closed-form gradient of the extended Rosenbrock function (numpy)."""
-    g = np.zeros_like(x)
-    r = x[1:] - x[:-1] ** 2
-    g[:-1] = -400.0 * x[:-1] * r - 2.0 * (1.0 - x[:-1])
-    g[1:] += 200.0 * r
-    return g
+from fastape.bench import rosen_hand, rosen_loop  # noqa: E402
 
 
 def start(n):
@@ -155,7 +141,7 @@ def main(argv=None):
     wall = time.perf_counter()
 
     x0 = start(args.n)
-    g_exact = rosen_grad(x0)
+    g_exact = rosen_hand(x0)[1]
 
     # correctness first: fastape, reference and the closed form agree; the C
     # interpreter reproduces fastape's values and gradient bit for bit

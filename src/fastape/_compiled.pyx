@@ -20,7 +20,7 @@ from libc.string cimport memcpy, memset
 from libc.stdint cimport uint8_t
 
 from fastape._ops cimport INPUT, CONSTANT, GATHER1, WHERE, CONCAT, has_k
-from fastape._tape cimport Tape, Var, i64, i32
+from fastape._tape cimport Tape, Var, i64, i32, read_slot
 
 from concurrent.futures import ThreadPoolExecutor
 
@@ -322,19 +322,6 @@ cdef inline int _write(Tape t, i64 node, object leaf) except -1:
     return 0
 
 
-cdef object _read_node(Tape t, double* buf, i64 node, tuple shape):
-    cdef i64 n = 1
-    for d in shape:
-        n *= d
-    if shape == ():
-        return buf[node if t.off == NULL else t.off[node]]
-    out = np.empty(shape, dtype=np.float64)
-    cdef double[::1] dst = out.reshape(-1)
-    if n:
-        memcpy(&dst[0], buf + (node if t.off == NULL else t.off[node]), n * sizeof(double))
-    return out
-
-
 # ---------------------------------------------------------------------------
 # the compiled function
 # ---------------------------------------------------------------------------
@@ -466,7 +453,7 @@ cdef class Function:
         for k in range(len(tr.inputs)):
             i = self.leaf_arg[k]
             if i in per_arg:
-                per_arg[i].append(_read_node(t, t.adj, tr.inputs[k], self.leaf_shapes[k]))
+                per_arg[i].append(read_slot(t, t.adj, tr.inputs[k], self.leaf_shapes[k]))
         for i in self.nums:
             out.append(_unflatten(self.specs[i], iter(per_arg[i])))
         return out[0] if self.single else tuple(out)
@@ -499,7 +486,7 @@ cdef class Function:
         cdef Tape t
         tr, t = self._run(self._leaves(args))
         try:
-            return _read_node(t, t.val, tr.output, tr.out_shape)
+            return read_slot(t, t.val, tr.output, tr.out_shape)
         finally:
             tr.release(t)
 
@@ -510,7 +497,7 @@ cdef class Function:
         tr, t = self._run(self._leaves(args))
         try:
             g = self._reverse(tr, t, None)
-            return _read_node(t, t.val, tr.output, tr.out_shape), g
+            return read_slot(t, t.val, tr.output, tr.out_shape), g
         finally:
             tr.release(t)
 
@@ -527,7 +514,7 @@ cdef class Function:
         tr, t = self._run(self._leaves(tuple(args)))
         try:
             g = self._reverse(tr, t, cotangent)
-            return _read_node(t, t.val, tr.output, tr.out_shape), g
+            return read_slot(t, t.val, tr.output, tr.out_shape), g
         finally:
             tr.release(t)
 

@@ -183,9 +183,8 @@ def getitem(x, key):
         raise TypeError("indexing with a fastape value is not differentiable; "
                         "index with k.value (a plain number or array) instead")
     if type(key) is slice and len(x.shape) == 1:
-        start, _, step = key.indices(x.shape[0])
-        n = len(range(*key.indices(x.shape[0])))
-        return _tape.strided(x, start, step, (n,))
+        start, stop, step = key.indices(x.shape[0])
+        return _tape.strided(x, start, step, (len(range(start, stop, step)),))
     if len(keys) == len(x.shape) and builtins.all(type(k) is int for k in keys):
         flat = 0
         for k, n in zip(keys, x.shape):

@@ -28,59 +28,11 @@
 
 from libc.stdlib cimport malloc, free
 from libc.math cimport exp, log, fabs
-from fastape._ops cimport TANH, LU, SOLVE, DET, LOGDET, NORM
+from fastape._ops cimport LU, SOLVE, DET, LOGDET, NORM
 from scipy.linalg.cython_blas cimport dgemm, dgemv, dger, dtrsm, dnrm2, daxpy
 from scipy.linalg.cython_lapack cimport dgetrf
 
 import numpy.linalg as _nplinalg
-
-# tanh of an array, for the TANH loop of the elementwise sweeps. Branch-free so the
-# compiler vectorises it (glibc's scalar tanh costs ~20 ns an element, numpy's SIMD
-# one ~2 ns); target_clones picks the widest instruction set at load time.
-#   |x| < 0.625: Cephes' rational x + x z P(z)/Q(z), z = x² (relative error < 3e-16);
-#   otherwise:   1 - 2/(e^{2|x|} + 1), e^y = 2^k p(r), y = k ln2 + r, |r| ≤ ln2/2, p the
-#                degree-13 Taylor polynomial (truncation < 1e-17); |x| is capped at 40,
-#                where tanh is 1 in double precision. Within 1 ulp of tanhl.
-cdef extern from *:
-    """
-    #include <stdint.h>
-    #include <string.h>
-    #include <math.h>
-    #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-    __attribute__((target_clones("avx512f", "avx2", "default")))
-    #endif
-    static void fastape_tanh_array(const double* restrict x, double* restrict out, int64_t n)
-    {
-        const double P0 = -9.64399179425052238628E-1, P1 = -9.92877231001918586564E1,
-                     P2 = -1.61468768441708447952E3;
-        const double Q1 = 1.12811678491632931402E2, Q2 = 2.23548839060100448583E3,
-                     Q3 = 4.84406305325125486048E3;
-        const double LN2_HI = 6.93147180369123816490e-01, LN2_LO = 1.90821492927058770002e-10;
-        const double INV_LN2 = 1.44269504088896338700e+00, SHIFT = 6755399441055744.0;
-        for (int64_t j = 0; j < n; j++) {
-            double v = x[j], a = fabs(v), z = v * v;
-            double small = v + v * z * (((P0 * z + P1) * z + P2) /
-                                        (((z + Q1) * z + Q2) * z + Q3));
-            double y = 2.0 * (a > 40.0 ? 40.0 : a);      /* NaN stays NaN */
-            double t = y * INV_LN2 + SHIFT;               /* k in t's low mantissa bits */
-            double kn = t - SHIFT;
-            double r = (y - kn * LN2_HI) - kn * LN2_LO;
-            double p = 1.0 + r * (1.0 + r * (1.0/2 + r * (1.0/6 + r * (1.0/24
-                       + r * (1.0/120 + r * (1.0/720 + r * (1.0/5040 + r * (1.0/40320
-                       + r * (1.0/362880 + r * (1.0/3628800 + r * (1.0/39916800
-                       + r * (1.0/479001600 + r * (1.0/6227020800.0)))))))))))));
-            int64_t bits;
-            double scale;
-            memcpy(&bits, &t, 8);
-            bits = (int64_t)((uint64_t)bits << 52) + ((int64_t)1023 << 52);   /* 2^k */
-            memcpy(&scale, &bits, 8);
-            double big = 1.0 - 2.0 / (p * scale + 1.0);
-            out[j] = copysign(a < 0.625 ? small : big, v);
-        }
-    }
-    """
-    void fastape_tanh_array(const double* x, double* out, i64 n) noexcept nogil
-
 
 cdef char* _N = b"N"
 cdef char* _T = b"T"

@@ -52,3 +52,6 @@ cdef class Var:
     cdef readonly i64 node
     cdef readonly tuple shape
     cdef readonly i64 size
+
+
+cdef object read_slot(Tape t, double* buf, i64 node, tuple shape)
