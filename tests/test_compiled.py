@@ -157,6 +157,35 @@ def test_batch_matches_single_calls(rng):
         np.testing.assert_allclose(values, [rosenbrock(x) for x in X], rtol=1e-13)
 
 
+def test_batch_every_row_once_with_uneven_chunks(rng):
+    # 1001 rows on 2 and 3 threads: chunks of 62 and 41 rows that do not divide m;
+    # a row skipped or done twice would show in the gradients (output is np.empty).
+    X = rng.normal(size=(1001, 4))
+    F = ft.compile(rosenbrock, X[0])
+    want = np.array([rosenbrock_grad(x) for x in X])
+    for threads in (2, 3):
+        np.testing.assert_allclose(F.grad_batch(X, threads=threads), want, rtol=1e-12)
+    np.testing.assert_allclose(F.grad_batch(X[:1], threads=4), want[:1], rtol=1e-12)
+
+
+def test_batch_from_several_python_threads(rng):
+    X = rng.normal(size=(300, 5))
+    F = ft.compile(rosenbrock, X[0])
+    want = np.array([rosenbrock_grad(x) for x in X])
+    results = [None] * 4
+
+    def work(k):
+        results[k] = F.grad_batch(X, threads=2)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for G in results:
+        np.testing.assert_allclose(G, want, rtol=1e-12)
+
+
 def test_batch_rows_that_take_another_branch():
     F = ft.compile(lambda x: x[0] ** 2 if x[0] > 0 else -x[0] ** 3, np.array([1.0]))
     G = F.grad_batch(np.array([[2.0], [-2.0], [1.0]]), threads=2)

@@ -557,15 +557,22 @@ cdef class Function:
         cdef double[::1] Vv = values
         cdef unsigned char[::1] Bv = bad
         clones = [tr.acquire() for _ in range(nthreads)]
-        chunks = [(k * m // nthreads, (k + 1) * m // nthreads) for k in range(nthreads)]
+        # Rows are handed out in small chunks from a shared counter rather than in
+        # one fixed share per thread, so a thread that starts late or runs on a
+        # slower (shared) core takes fewer rows instead of holding up the batch.
+        # The calling thread is one of the workers.
+        counter = np.zeros(8, dtype=np.int64)       # one cache line of its own
+        cdef i64[::1] cv = counter
+        cdef i64 chunk = max(1, min(64, m // (8 * nthreads)))
         try:
-            if nthreads == 1:
-                _batch_rows(tr, clones[0], Xv, Gv, Vv, Bv, 0, m)
-            else:
-                list(_executor(nthreads).map(
-                    lambda kc: _batch_rows(tr, clones[kc[0]], Xv, Gv, Vv, Bv,
-                                           kc[1][0], kc[1][1]),
-                    enumerate(chunks)))
+            futures = [_executor(nthreads - 1).submit(
+                _batch_rows, tr, clones[k], Xv, Gv, Vv, Bv, cv, chunk)
+                for k in range(1, nthreads)]
+            try:
+                _batch_rows(tr, clones[0], Xv, Gv, Vv, Bv, cv, chunk)
+            finally:
+                for fut in futures:
+                    fut.result()
         finally:
             for c in clones:
                 tr.release(c)
@@ -580,8 +587,8 @@ _EXECUTORS = {}
 
 
 def _executor(int nthreads):
-    """A thread pool kept for the process: starting threads per call cost more than
-    a small batch itself."""
+    """A pool of `nthreads` helper threads kept for the process (the calling thread
+    is the other worker): starting threads per call cost more than a small batch."""
     ex = _EXECUTORS.get(nthreads)
     if ex is None:
         ex = _EXECUTORS.setdefault(nthreads, ThreadPoolExecutor(
@@ -589,26 +596,47 @@ def _executor(int nthreads):
     return ex
 
 
+cdef extern from *:
+    """
+    static inline long long fastape_next_chunk(long long *counter, long long k) {
+    #if defined(_MSC_VER)
+        return _InterlockedExchangeAdd64(counter, k);
+    #else
+        return __atomic_fetch_add(counter, k, __ATOMIC_RELAXED);
+    #endif
+    }
+    """
+    long long fastape_next_chunk(long long* counter, long long k) noexcept nogil
+
+
 def _batch_rows(Trace tr, Tape t, double[:, ::1] X, double[:, ::1] G, double[::1] V,
-                unsigned char[::1] bad, i64 r0, i64 r1):
-    """Rows r0..r1-1: write the input, forward sweep, guards, reverse sweep; no GIL."""
-    cdef i64 r, d = X.shape[1], inp = tr.inputs[0], out = tr.output
+                unsigned char[::1] bad, i64[::1] counter, i64 chunk):
+    """Take chunks of `chunk` rows from the shared counter until none are left; for
+    each row write the input, forward sweep, check guards, reverse sweep. No GIL."""
+    cdef i64 r, r0, r1, m = X.shape[0], d = X.shape[1], inp = tr.inputs[0]
+    cdef i64 out = tr.output
     cdef double* xin = t.value_ptr(inp)
     cdef double* gin
     cdef i64 oo = out if t.off == NULL else t.off[out]
+    cdef long long* next_row = <long long*> &counter[0]
     with nogil:
-        for r in range(r0, r1):
-            memcpy(xin, &X[r, 0], d * sizeof(double))
-            t.forward_sweep(0, t.n)
-            if tr.nguards and not tr.guards_hold(t):
-                bad[r] = 1
-                continue
-            V[r] = t.val[oo]
-            memset(t.adj, 0, t.nval * sizeof(double))
-            t.adj[oo] = 1.0
-            t.reverse_sweep(out, 0)
-            gin = t.adj + (inp if t.off == NULL else t.off[inp])
-            memcpy(&G[r, 0], gin, d * sizeof(double))
+        while True:
+            r0 = fastape_next_chunk(next_row, chunk)
+            if r0 >= m:
+                break
+            r1 = min(r0 + chunk, m)
+            for r in range(r0, r1):
+                memcpy(xin, &X[r, 0], d * sizeof(double))
+                t.forward_sweep(0, t.n)
+                if tr.nguards and not tr.guards_hold(t):
+                    bad[r] = 1
+                    continue
+                V[r] = t.val[oo]
+                memset(t.adj, 0, t.nval * sizeof(double))
+                t.adj[oo] = 1.0
+                t.reverse_sweep(out, 0)
+                gin = t.adj + (inp if t.off == NULL else t.off[inp])
+                memcpy(&G[r, 0], gin, d * sizeof(double))
 
 
 def _leaves_of(args):
