@@ -217,3 +217,92 @@ def test_lbfgsb_converges_with_compiled_gradient():
     res = scipy.optimize.minimize(F.value_and_grad, x0, jac=True, method="L-BFGS-B")
     assert res.success
     np.testing.assert_allclose(res.x, np.ones(20), atol=1e-4)
+
+
+# -- grouping: scalar tapes reordered into runs of one opcode -------------------
+
+def _chain(step, length):
+    def f(x):
+        s = x[0]
+        for i in range(1, length):
+            s = step(s, x[i])
+        return s
+    return f
+
+
+@pytest.mark.parametrize("step", [
+    lambda s, x: s + x,                     # ADD run, first parent the node before
+    lambda s, x: x - s,                     # SUB run, second parent the node before
+    lambda s, x: s * 1.01,                  # a *_K run: the immediate, not a node
+    lambda s, x: np.sin(s),                 # a unary run (partials of the node's parent)
+    lambda s, x: x * s,                     # MUL: the partial needs the chained value
+], ids=["add", "rsub", "mul_k", "sin", "mul"])
+def test_grouped_chains_match_eager_and_differences(step, rng):
+    f = _chain(step, 40)
+    x = rng.uniform(0.5, 1.0, size=40)
+    F = ft.compile(f, x)
+    assert F.traces[-1].tape.run_count > 0          # the chain is one long run
+    y = rng.uniform(0.5, 1.0, size=40)
+    v, g = F.value_and_grad(y)
+    ve, ge = ft.value_and_grad(f)(y)
+    assert v == ve                                   # every node computes the same
+    np.testing.assert_allclose(g, ge, rtol=1e-13, atol=1e-300)
+    np.testing.assert_allclose(g, central_diff(f, (y,), 0), rtol=1e-6, atol=1e-9)
+
+
+def test_grouped_parallel_chains_and_self_products(rng):
+    # 32 chains of s = s·s + x side by side: depth sorting puts the k-th square of
+    # every chain in one MUL run whose nodes have both parents equal
+    def f(x):
+        s = [x[j] for j in range(32)]
+        for _ in range(5):
+            s = [sj * sj + 0.5 * x[j] for j, sj in enumerate(s)]
+        return sum(s[j] * (j + 1) for j in range(32))
+    x = rng.uniform(0.1, 0.6, size=32)
+    F = ft.compile(f, x)
+    assert F.traces[-1].tape.run_count > 0
+    v, g = F.value_and_grad(x)
+    assert v == ft.value_and_grad(f)(x)[0]
+    np.testing.assert_allclose(g, ft.grad(f)(x), rtol=1e-13)
+    np.testing.assert_allclose(g, central_diff(f, (x,), 0), rtol=1e-6)
+
+
+def test_grouping_keeps_interleaved_short_tapes_as_recorded(rng):
+    # one chain of different ops: runs would stay of length 1, so no grouping
+    def f(x):
+        s = x[0]
+        for i in range(1, len(x)):
+            s = np.exp(-s * x[i]) + 1.0
+        return s
+    x = rng.uniform(0.1, 1.0, size=50)
+    F = ft.compile(f, x)
+    assert F.traces[-1].tape.run_count == 0
+    np.testing.assert_allclose(F.grad(x), ft.grad(f)(x), rtol=1e-14)
+
+
+def test_grouped_tape_with_guards_retraces(rng):
+    def f(x):
+        s = rosenbrock(x)
+        return s if x[0] > 0 else -2.0 * s
+    x = rng.normal(size=30)
+    x[0] = 1.0
+    F = ft.compile(f, x)
+    assert F.traces[-1].tape.run_count > 0
+    for sign in (1.0, -1.0, 1.0):
+        x[0] = sign
+        want = rosenbrock_grad(x) * (1.0 if sign > 0 else -2.0)
+        np.testing.assert_allclose(F.grad(x), want, rtol=1e-12)
+        np.testing.assert_allclose(F.grad_batch(x[None, :], threads=1)[0], want, rtol=1e-12)
+
+
+def test_grouped_rosenbrock_against_closed_form(rng):
+    x = rng.normal(size=500)
+    F = ft.compile(rosenbrock, x)
+    tape = F.traces[-1].tape
+    assert 0 < tape.run_count <= 12                 # 8 ops a term become ~8 runs
+    for _ in range(3):
+        y = rng.normal(size=500)
+        v, g = F.value_and_grad(y)
+        assert v == rosenbrock(y) or v == pytest.approx(rosenbrock(y), rel=1e-14)
+        np.testing.assert_allclose(g, rosenbrock_grad(y), rtol=1e-12)
+        np.testing.assert_allclose(F.vjp((y,), 2.0)[1], 2 * rosenbrock_grad(y), rtol=1e-12)

@@ -4,7 +4,9 @@
 A trace is a tape pruned to the nodes that reach the output (plus the inputs and
 the operands of branch guards), with its input and output node ids. A call
 writes the new inputs into the value arena and runs the compiled sweeps; nothing
-is re-recorded and no user Python runs. Branch guards (comparisons made on tape
+is re-recorded and no user Python runs. A tape of scalars whose nodes can be
+reordered into long runs of one opcode is grouped (see _grouped) so that the
+sweeps dispatch once per run rather than once per node. Branch guards (comparisons made on tape
 values while recording) are re-checked after each forward sweep: a violated guard
 re-records the function on the new inputs (bounded) or raises BranchChanged.
 
@@ -135,6 +137,59 @@ cdef Tape _prune(Tape src, list roots, set inputs, i64[::1] remap):
     return dst
 
 
+# Grouping: a scalar tape recorded from a loop interleaves its ops (square, sub,
+# square, mul, add, ... once per iteration), so the sweep dispatches on every node.
+# Nodes at the same depth never depend on each other, so ordering the nodes by
+# (depth, opcode) is still a valid tape order, and it gathers each iteration's k-th
+# op into one long run that the sweeps take through that op's own loop. Every node
+# computes exactly what it did; only the order in which the reverse sweep adds a
+# node's contributions into its parents' multipliers changes (rounding only).
+cdef i64 MIN_MEAN_RUN = 8       # group only when runs average at least this many nodes
+
+
+cdef Tape _grouped(Tape src, i64[::1] newid):
+    """src (closed, scalar layout) reordered by (depth, opcode, position) with its run
+    table built, newid[i] the new id of node i; or None when the runs would stay short."""
+    cdef i64 n = src.n, i, j, lv, runs = 0
+    cdef int o
+    if src.off != NULL or n == 0:
+        return None
+    depth = np.zeros(n, dtype=np.int64)
+    cdef i64[::1] dv = depth
+    for i in range(n):
+        o = src.op[i]
+        if o > CONSTANT:
+            lv = dv[src.a[i]]
+            if _b_is_node(o) and dv[src.b[i]] > lv:
+                lv = dv[src.b[i]]
+            dv[i] = lv + 1
+    key = depth * 256 + np.frombuffer(<uint8_t[:n]>src.op, dtype=np.uint8)
+    order = np.argsort(key, kind="stable")
+    cdef i64[::1] ov = order
+    for j in range(n):
+        runs += j == 0 or src.op[ov[j]] != src.op[ov[j - 1]]
+    if runs * MIN_MEAN_RUN > n:
+        return None
+    for j in range(n):
+        newid[ov[j]] = j
+    cdef Tape dst = Tape()
+    for j in range(src.npool):
+        dst._pool_add(src.pool[j])
+    for j in range(n):
+        i = ov[j]
+        o = src.op[i]
+        if o <= CONSTANT:
+            dst._push(o, -1, -1, 1, 0)
+        else:
+            dst._push(o, newid[src.a[i]], newid[src.b[i]] if _b_is_node(o) else src.b[i],
+                      1, 0)
+        dst.val[j] = src.val[i]
+    dst._closed = True
+    dst.shrink_to_fit()
+    dst.set_runs()
+    return dst
+
+
 cdef void* _dup(void* p, i64 nbytes) except? NULL:
     cdef void* q = PyMem_Malloc(nbytes if nbytes > 0 else 1)
     if q == NULL:
@@ -160,6 +215,9 @@ cdef Tape _clone(Tape src):
         t.meta = <i64*>_dup(src.meta, src.n * sizeof(i64))
         t.M = <i64*>_dup(src.M, src.nM * sizeof(i64))
         t.nM = t.M_cap = src.nM
+    if src.runs != NULL:
+        t.runs = <i32*>_dup(src.runs, (src.nruns + 1) * sizeof(i32))
+        t.nruns = src.nruns
     t._closed = True
     t.prepare_adjoints()
     return t
@@ -227,11 +285,19 @@ cdef class Trace:
 
 cdef Trace _make_trace(Tape rec, list input_nodes, Var out, list guards):
     cdef Trace tr = Trace.__new__(Trace)
+    cdef i64 i
     cdef i64[::1] remap = np.empty(max(rec.n, 1), dtype=np.int64)
     roots = list(input_nodes) + [out.node]
     for _how, xn, yn, _r in guards:
         roots += [xn, yn]
     tr.tape = _prune(rec, roots, set(input_nodes), remap)
+    cdef i64[::1] newid = np.empty(max(tr.tape.n, 1), dtype=np.int64)
+    grouped = _grouped(tr.tape, newid)
+    if grouped is not None:
+        tr.tape = grouped
+        for i in range(rec.n):
+            if remap[i] >= 0:
+                remap[i] = newid[remap[i]]
     tr.tape.prepare_adjoints()
     tr.inputs = [remap[i] for i in input_nodes]
     tr.output = remap[out.node]

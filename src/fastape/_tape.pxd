@@ -25,6 +25,10 @@ cdef class Tape:
     cdef i64* meta            # node i's parameters start at M[meta[i]] (-1: scalar)
     cdef i64* M               # parameter arena: M[meta[i]] is always the size
     cdef i64 nM, M_cap
+    # run table of a grouped tape (scalar layout, closed): nodes runs[r]..runs[r+1]-1
+    # share one opcode and the sweeps run each run through that op's own loop
+    cdef i32* runs
+    cdef i64 nruns
     # state
     cdef bint _closed, _freed
     cdef public i64 seed      # output node of the last reverse sweep (-1: none)
@@ -45,6 +49,7 @@ cdef class Tape:
     cdef void forward_sweep(self, i64 lo, i64 hi) noexcept nogil
     cdef void reverse_sweep(self, i64 top, i64 bottom) noexcept nogil
     cdef int prepare_adjoints(self) except -1
+    cdef int set_runs(self) except -1
 
 
 cdef class Var:

@@ -119,12 +119,38 @@ cdef extern from *:
     static inline void fastape_ew_loop_rev(int, const double *, int64_t, const double *,
         int64_t, const double *, const double *, double *, double *,
         int64_t) FASTAPE_KERNEL_INLINE;
+    typedef struct {
+        const double *x; int64_t sx; const double *y; int64_t sy; const double *c;
+        const double *obar; double *xbar; double *ybar; double *out; int64_t n;
+        int64_t lo; const int32_t *pa; const int32_t *pb;
+    } fastape_kargs;
+    static inline void fastape_kernel(int, int, fastape_kargs *) FASTAPE_KERNEL_INLINE;
+    static inline void fastape_hot(int, int, fastape_kargs *) FASTAPE_KERNEL_INLINE;
     static inline void fastape_ew_ops(int, const double *, int64_t, const double *,
         int64_t, double *, int64_t) FASTAPE_KERNEL_INLINE;
     static inline void fastape_ew_ops_rev(int, const double *, int64_t, const double *,
         int64_t, const double *, const double *, double *, double *,
         int64_t) FASTAPE_KERNEL_INLINE;
+    static inline void fastape_run_loop(int, double *, const double *, const int32_t *,
+        const int32_t *, int64_t, int64_t) FASTAPE_KERNEL_INLINE;
+    static inline void fastape_run_loop_rev(int, const double *, double *, const double *,
+        const int32_t *, const int32_t *, int64_t, int64_t) FASTAPE_KERNEL_INLINE;
     """
+    # the kernels' arguments (see _hot)
+    ctypedef struct _KArgs "fastape_kargs":
+        const double* x          # EW: first operand; RUN: the value arena
+        i64 sx
+        const double* y          # EW: second operand; RUN: the pool of immediates
+        i64 sy
+        const double* c          # EW_REV: the node's values
+        const double* obar       # EW_REV: the node's multipliers
+        double* xbar             # EW_REV: x's multipliers; RUN_REV: the multiplier arena
+        double* ybar             # EW_REV: y's multipliers (NULL: unary op)
+        double* out              # EW_FWD: the node's values; RUN_FWD: the value arena
+        i64 n                    # EW: elements; RUN: one past the run's last node
+        i64 lo                   # RUN: the run's first node
+        const i32* pa            # RUN: parents
+        const i32* pb
 
 
 cdef inline void _ew_loop "fastape_ew_loop"(
@@ -153,62 +179,146 @@ cdef inline void _ew_loop_rev "fastape_ew_loop_rev"(
             ybar[j * sy] += d1 * w if w != 0.0 else 0.0
 
 
+cdef inline void _run_loop "fastape_run_loop"(
+        int o, double* v, const double* pool, const i32* pa, const i32* pb, i64 lo,
+        i64 hi) noexcept nogil:
+    """Scalar layout, a run of nodes lo..hi-1 that all have opcode o, in tape order:
+    v[i] = f_o(v[a[i]], v[b[i]]), or f_o(v[a[i]], k) with k = pool[b[i]].
+
+    A node's parent may be the node just before it (a chain s = s + t): that value
+    is taken from a register, not reloaded from the arena, so the chain costs the
+    op's latency rather than a store-to-load round trip per node."""
+    cdef i64 i
+    cdef double d0, d1, x, y
+    cdef double last = v[lo - 1] if lo > 0 else 0.0
+    cdef const double* src = pool if has_k(o) else v
+    for i in range(lo, hi):
+        if pa[i] == i - 1:
+            x = last
+        else:
+            x = v[pa[i]]
+        if not has_k(o) and pb[i] == i - 1:
+            y = last
+        else:
+            y = src[pb[i]]
+        last = value_and_partials(o, x, y, &d0, &d1, NULL)
+        v[i] = last
+
+
+cdef inline void _run_loop_rev "fastape_run_loop_rev"(
+        int o, const double* v, double* lam, const double* pool, const i32* pa,
+        const i32* pb, i64 lo, i64 hi) noexcept nogil:
+    """λ[a[i]] += ∂f/∂x λ[i], λ[b[i]] += ∂f/∂y λ[i] for i = hi-1 down to lo (a run of
+    opcode o, scalar layout). A zero λ[i] contributes nothing (a select).
+
+    What a node sends to the node just before it (a chain) is carried in a register
+    and added when that node is reached, instead of a read-modify-write of the arena
+    that the next iteration would have to wait for."""
+    cdef i64 i = hi - 1
+    cdef double d0, d1, w, gx, gy
+    cdef double carry = 0.0        # owed to λ[i] by node i + 1
+    cdef const double* src = pool if has_k(o) else v
+    while i >= lo:
+        w = lam[i] + carry
+        lam[i] = w
+        carry = 0.0
+        value_and_partials(o, v[pa[i]], src[pb[i]], &d0, &d1, v + i)
+        gx = d0 * w if w != 0.0 else 0.0
+        if pa[i] == i - 1:
+            carry = gx
+        else:
+            lam[pa[i]] += gx
+        if is_binary(o):
+            gy = d1 * w if w != 0.0 else 0.0
+            if pb[i] == i - 1:
+                carry += gy
+            else:
+                lam[pb[i]] += gy
+        i -= 1
+    if carry != 0.0:
+        lam[lo - 1] += carry
+
+
+# The loops above, each instantiated with a constant opcode for the ops listed in
+# _hot: once the op table's branch is folded away the array loops vectorise and the
+# run loops lose their dispatch. `kind` picks the loop; the arguments travel in a
+# struct that the forced inlining dissolves.
+cdef enum:
+    EW_FWD, EW_REV, RUN_FWD, RUN_REV
+
+
+cdef inline void _kernel "fastape_kernel"(int kind, int o, _KArgs* k) noexcept nogil:
+    if kind == EW_FWD:
+        if o == TANH and k.sx == 1:
+            fastape_tanh_array(k.x, k.out, k.n)    # x, out never alias
+        else:
+            _ew_loop(o, k.x, k.sx, k.y, k.sy, k.out, k.n)
+    elif kind == EW_REV:
+        _ew_loop_rev(o, k.x, k.sx, k.y, k.sy, k.c, k.obar, k.xbar, k.ybar, k.n)
+    elif kind == RUN_FWD:
+        _run_loop(o, k.out, k.y, k.pa, k.pb, k.lo, k.n)
+    else:
+        _run_loop_rev(o, k.x, k.xbar, k.y, k.pa, k.pb, k.lo, k.n)
+
+
+cdef inline void _hot "fastape_hot"(int kind, int o, _KArgs* k) noexcept nogil:
+    # the cheap ops, memory- or dispatch-bound; tanh, exp, sigmoid and sqrt too (their
+    # reverse partials come from the node's value: 1 - v², v, v(1 - v), 0.5/v); the
+    # rest share one loop
+    if o == ADD: _kernel(kind, ADD, k)
+    elif o == SUB: _kernel(kind, SUB, k)
+    elif o == MUL: _kernel(kind, MUL, k)
+    elif o == DIV: _kernel(kind, DIV, k)
+    elif o == ADD_K: _kernel(kind, ADD_K, k)
+    elif o == MUL_K: _kernel(kind, MUL_K, k)
+    elif o == RSUB_K: _kernel(kind, RSUB_K, k)
+    elif o == DIV_K: _kernel(kind, DIV_K, k)
+    elif o == POW_K: _kernel(kind, POW_K, k)
+    elif o == SQUARE: _kernel(kind, SQUARE, k)
+    elif o == NEG: _kernel(kind, NEG, k)
+    elif o == ABS: _kernel(kind, ABS, k)
+    elif o == RELU: _kernel(kind, RELU, k)
+    elif o == COPY: _kernel(kind, COPY, k)
+    elif o == MAXIMUM: _kernel(kind, MAXIMUM, k)
+    elif o == MINIMUM: _kernel(kind, MINIMUM, k)
+    elif o == TANH: _kernel(kind, TANH, k)
+    elif o == EXP: _kernel(kind, EXP, k)
+    elif o == SIGMOID: _kernel(kind, SIGMOID, k)
+    elif o == SQRT: _kernel(kind, SQRT, k)
+    else: _kernel(kind, o, k)
+
+
 cdef inline void _ew_ops "fastape_ew_ops"(
         int o, const double* x, i64 sx, const double* y, i64 sy, double* out,
         i64 n) noexcept nogil:
-    # the cheap ops, each instantiated with a constant opcode: memory-bound loops
-    # that vectorise once the op table's branch is folded away (the reverse loops of
-    # tanh, exp, sigmoid and sqrt too: their partials come from the node's value);
-    # the rest share one
-    if o == ADD: _ew_loop(ADD, x, sx, y, sy, out, n)
-    elif o == SUB: _ew_loop(SUB, x, sx, y, sy, out, n)
-    elif o == MUL: _ew_loop(MUL, x, sx, y, sy, out, n)
-    elif o == DIV: _ew_loop(DIV, x, sx, y, sy, out, n)
-    elif o == ADD_K: _ew_loop(ADD_K, x, sx, y, sy, out, n)
-    elif o == MUL_K: _ew_loop(MUL_K, x, sx, y, sy, out, n)
-    elif o == RSUB_K: _ew_loop(RSUB_K, x, sx, y, sy, out, n)
-    elif o == DIV_K: _ew_loop(DIV_K, x, sx, y, sy, out, n)
-    elif o == POW_K: _ew_loop(POW_K, x, sx, y, sy, out, n)
-    elif o == SQUARE: _ew_loop(SQUARE, x, sx, y, sy, out, n)
-    elif o == NEG: _ew_loop(NEG, x, sx, y, sy, out, n)
-    elif o == ABS: _ew_loop(ABS, x, sx, y, sy, out, n)
-    elif o == RELU: _ew_loop(RELU, x, sx, y, sy, out, n)
-    elif o == COPY: _ew_loop(COPY, x, sx, y, sy, out, n)
-    elif o == MAXIMUM: _ew_loop(MAXIMUM, x, sx, y, sy, out, n)
-    elif o == MINIMUM: _ew_loop(MINIMUM, x, sx, y, sy, out, n)
-    elif o == TANH and sx == 1: fastape_tanh_array(x, out, n)    # x, out never alias
-    elif o == TANH: _ew_loop(TANH, x, sx, y, sy, out, n)
-    elif o == EXP: _ew_loop(EXP, x, sx, y, sy, out, n)
-    elif o == SIGMOID: _ew_loop(SIGMOID, x, sx, y, sy, out, n)
-    elif o == SQRT: _ew_loop(SQRT, x, sx, y, sy, out, n)
-    else: _ew_loop(o, x, sx, y, sy, out, n)
+    cdef _KArgs k
+    k.x = x; k.sx = sx; k.y = y; k.sy = sy; k.out = out; k.n = n
+    _hot(EW_FWD, o, &k)
 
 
 cdef inline void _ew_ops_rev "fastape_ew_ops_rev"(
         int o, const double* x, i64 sx, const double* y, i64 sy, const double* c,
         const double* obar, double* xbar, double* ybar, i64 n) noexcept nogil:
-    if o == ADD: _ew_loop_rev(ADD, x, sx, y, sy, c, obar, xbar, ybar, n)
-    elif o == SUB: _ew_loop_rev(SUB, x, sx, y, sy, c, obar, xbar, ybar, n)
-    elif o == MUL: _ew_loop_rev(MUL, x, sx, y, sy, c, obar, xbar, ybar, n)
-    elif o == DIV: _ew_loop_rev(DIV, x, sx, y, sy, c, obar, xbar, ybar, n)
-    elif o == ADD_K: _ew_loop_rev(ADD_K, x, sx, y, sy, c, obar, xbar, ybar, n)
-    elif o == MUL_K: _ew_loop_rev(MUL_K, x, sx, y, sy, c, obar, xbar, ybar, n)
-    elif o == RSUB_K: _ew_loop_rev(RSUB_K, x, sx, y, sy, c, obar, xbar, ybar, n)
-    elif o == DIV_K: _ew_loop_rev(DIV_K, x, sx, y, sy, c, obar, xbar, ybar, n)
-    elif o == POW_K: _ew_loop_rev(POW_K, x, sx, y, sy, c, obar, xbar, ybar, n)
-    elif o == SQUARE: _ew_loop_rev(SQUARE, x, sx, y, sy, c, obar, xbar, ybar, n)
-    elif o == NEG: _ew_loop_rev(NEG, x, sx, y, sy, c, obar, xbar, ybar, n)
-    elif o == ABS: _ew_loop_rev(ABS, x, sx, y, sy, c, obar, xbar, ybar, n)
-    elif o == RELU: _ew_loop_rev(RELU, x, sx, y, sy, c, obar, xbar, ybar, n)
-    elif o == COPY: _ew_loop_rev(COPY, x, sx, y, sy, c, obar, xbar, ybar, n)
-    elif o == MAXIMUM: _ew_loop_rev(MAXIMUM, x, sx, y, sy, c, obar, xbar, ybar, n)
-    elif o == MINIMUM: _ew_loop_rev(MINIMUM, x, sx, y, sy, c, obar, xbar, ybar, n)
-    # partials from the node's own value (1 - v², v, v(1 - v), 0.5/v): no libm call
-    elif o == TANH: _ew_loop_rev(TANH, x, sx, y, sy, c, obar, xbar, ybar, n)
-    elif o == EXP: _ew_loop_rev(EXP, x, sx, y, sy, c, obar, xbar, ybar, n)
-    elif o == SIGMOID: _ew_loop_rev(SIGMOID, x, sx, y, sy, c, obar, xbar, ybar, n)
-    elif o == SQRT: _ew_loop_rev(SQRT, x, sx, y, sy, c, obar, xbar, ybar, n)
-    else: _ew_loop_rev(o, x, sx, y, sy, c, obar, xbar, ybar, n)
+    cdef _KArgs k
+    k.x = x; k.sx = sx; k.y = y; k.sy = sy; k.c = c; k.obar = obar; k.xbar = xbar
+    k.ybar = ybar; k.n = n
+    _hot(EW_REV, o, &k)
+
+
+cdef void run_forward(int o, double* v, const double* pool, const i32* pa, const i32* pb,
+                      i64 lo, i64 hi) noexcept nogil:
+    """The forward sweep over a run of nodes lo..hi-1 of opcode o (scalar layout)."""
+    cdef _KArgs k
+    k.out = v; k.y = pool; k.pa = pa; k.pb = pb; k.lo = lo; k.n = hi
+    _hot(RUN_FWD, o, &k)
+
+
+cdef void run_reverse(int o, const double* v, double* lam, const double* pool,
+                      const i32* pa, const i32* pb, i64 lo, i64 hi) noexcept nogil:
+    """The reverse sweep over a run of nodes hi-1 down to lo of opcode o (scalar layout)."""
+    cdef _KArgs k
+    k.x = v; k.xbar = lam; k.y = pool; k.pa = pa; k.pb = pb; k.lo = lo; k.n = hi
+    _hot(RUN_REV, o, &k)
 
 
 cdef void elementwise_forward(int o, const double* x, i64 sx, const double* y, i64 sy,
@@ -389,6 +499,9 @@ cdef class Tape:
         PyMem_Free(self.off)
         PyMem_Free(self.meta)
         PyMem_Free(self.M)
+        PyMem_Free(self.runs)
+        self.runs = NULL
+        self.nruns = 0
         self.op = NULL
         self.a = NULL
         self.b = NULL
@@ -450,12 +563,18 @@ cdef class Tape:
         if self.off != NULL:
             per_node += 2 * sizeof(i64)
         return int(self.cap * per_node + (self.val_cap + self.adj_cap + self.pool_cap
-                                          + self.M_cap) * 8)
+                                          + self.M_cap) * 8
+                   + (self.nruns + 1 if self.runs != NULL else 0) * sizeof(i32))
 
     @property
     def scalar_layout(self):
         """True while every node is a scalar (the tape runs the specialised scalar loop)."""
         return self.off == NULL
+
+    @property
+    def run_count(self):
+        """Number of runs of a grouped tape (see ``fastape.compile``); 0 if not grouped."""
+        return int(self.nruns) if self.runs != NULL else 0
 
     @property
     def closed(self):
@@ -755,7 +874,7 @@ cdef class Tape:
 
     cdef void forward_sweep(self, i64 lo, i64 hi) noexcept nogil:
         """Recompute the values of nodes lo..hi-1 in tape order."""
-        cdef i64 i
+        cdef i64 i, j, k, r
         cdef int o
         cdef double d0, d1
         cdef double* v = self.val
@@ -765,7 +884,15 @@ cdef class Tape:
         cdef const i32* pa = self.a
         cdef const i32* pb = self.b
         cdef const double* pool = self.pool
-        if self.off == NULL:
+        if self.off == NULL and self.runs != NULL:
+            # grouped tape: each run of nodes with one opcode goes to that op's own
+            # loop, its branch taken once
+            for r in range(self.nruns):
+                j = max(self.runs[r], lo)
+                k = min(self.runs[r + 1], hi)
+                if j < k and op[j] > CONSTANT:
+                    run_forward(op[j], v, pool, pa, pb, j, k)
+        elif self.off == NULL:
             for i in range(lo, hi):
                 o = op[i]
                 if o > CONSTANT:
@@ -777,7 +904,7 @@ cdef class Tape:
 
     cdef void reverse_sweep(self, i64 top, i64 bottom) noexcept nogil:
         """λ_j += Σ_children λ_i ∂f_i/∂z_j for i = top down to bottom (λ seeded by caller)."""
-        cdef i64 i
+        cdef i64 i, j, k, r
         cdef int o
         cdef double d0, d1, w
         cdef double* v = self.val
@@ -786,7 +913,15 @@ cdef class Tape:
         cdef const i32* pa = self.a
         cdef const i32* pb = self.b
         cdef const double* pool = self.pool
-        if self.off == NULL:
+        if self.off == NULL and self.runs != NULL:
+            r = self.nruns - 1                       # grouped tape, as in forward_sweep
+            while r >= 0:
+                j = max(self.runs[r], bottom)
+                k = min(self.runs[r + 1] - 1, top)
+                if j <= k and op[j] > CONSTANT:
+                    run_reverse(op[j], v, lam, pool, pa, pb, j, k + 1)
+                r -= 1
+        elif self.off == NULL:
             # the partials are recomputed from the values (the op table is inlined):
             # measured as fast as storing them in the forward sweep, at 20 fewer bytes
             # a node
@@ -806,6 +941,28 @@ cdef class Tape:
             while i >= bottom:
                 self.reverse_node(i)
                 i -= 1
+
+    cdef int set_runs(self) except -1:
+        """Build the run table of a closed scalar-layout tape: the sweeps then take
+        each maximal run of consecutive nodes with one opcode through that op's own
+        loop (worth it when runs are long: see the compiler's grouping pass)."""
+        cdef i64 i, r = 0
+        if self.off != NULL or not self._closed:
+            raise TapeError("set_runs: only a closed tape of scalars can be grouped")
+        PyMem_Free(self.runs)
+        self.runs = NULL
+        self.nruns = 0
+        for i in range(self.n):
+            r += i == 0 or self.op[i] != self.op[i - 1]
+        self.runs = <i32*>_resize(NULL, r + 1, sizeof(i32))
+        r = 0
+        for i in range(self.n):
+            if i == 0 or self.op[i] != self.op[i - 1]:
+                self.runs[r] = <i32>i
+                r += 1
+        self.runs[r] = <i32>self.n
+        self.nruns = r
+        return 0
 
     cdef int prepare_adjoints(self) except -1:
         """Zeroed multiplier arena of the value arena's layout."""

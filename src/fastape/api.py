@@ -116,6 +116,11 @@ def compile(fun, *example_args, argnums=0, retrace=True, max_traces=8):  # noqa:
     several threads. All arguments are inputs of the tape (they may change from
     call to call); close over anything that must stay fixed.
 
+    The tape is pruned to the nodes that reach the output; an array read only as
+    ``x[i]`` becomes scalar inputs, and a tape of scalars recorded from a loop is
+    grouped into runs of one opcode (nodes ordered by depth, then opcode) that the
+    sweeps run through each op's own loop.
+
     Control flow is frozen into the tape. Comparisons made on tape values while
     recording (``if x > 0``, ``np.where(x > 0, …)``, ``max`` written with ``if``)
     become guards: a call whose inputs would take another branch re-records
