@@ -4,11 +4,12 @@
 A trace is a tape pruned to the nodes that reach the output (plus the inputs and
 the operands of branch guards), with its input and output node ids. A call
 writes the new inputs into the value arena and runs the compiled sweeps; nothing
-is re-recorded and no user Python runs. A tape of scalars whose nodes can be
-reordered into long runs of one opcode is grouped (see _grouped) so that the
-sweeps dispatch once per run rather than once per node. Branch guards (comparisons made on tape
+is re-recorded and no user Python runs. Branch guards (comparisons made on tape
 values while recording) are re-checked after each forward sweep: a violated guard
 re-records the function on the new inputs (bounded) or raises BranchChanged.
+
+A tape of scalars whose nodes can be reordered into long runs of one opcode is
+grouped (see _grouped), so that the sweeps dispatch once per run, not per node.
 
 Concurrency: every trace keeps a pool of tape clones. A call takes a clone (or
 makes one), runs the sweeps on it without the GIL, and puts it back, so calls
