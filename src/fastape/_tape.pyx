@@ -209,7 +209,7 @@ cdef inline void _run_loop_rev "fastape_run_loop_rev"(
         int o, const double* v, double* lam, const double* pool, const i32* pa,
         const i32* pb, i64 lo, i64 hi) noexcept nogil:
     """λ[a[i]] += ∂f/∂x λ[i], λ[b[i]] += ∂f/∂y λ[i] for i = hi-1 down to lo (a run of
-    opcode o, scalar layout). A zero λ[i] contributes nothing (a select).
+    opcode o, scalar layout). A zero λ[i] contributes nothing.
 
     What a node sends to the node just before it (a chain) is carried in a register
     and added when that node is reached, instead of a read-modify-write of the arena
@@ -222,18 +222,20 @@ cdef inline void _run_loop_rev "fastape_run_loop_rev"(
         w = lam[i] + carry
         lam[i] = w
         carry = 0.0
-        value_and_partials(o, v[pa[i]], src[pb[i]], &d0, &d1, v + i)
-        gx = d0 * w if w != 0.0 else 0.0
-        if pa[i] == i - 1:
-            carry = gx
-        else:
-            lam[pa[i]] += gx
-        if is_binary(o):
-            gy = d1 * w if w != 0.0 else 0.0
-            if pb[i] == i - 1:
-                carry += gy
+        if w != 0.0:        # a branch, not a select: a select puts a compare and
+            # moves through integer registers on the chain's critical path
+            value_and_partials(o, v[pa[i]], src[pb[i]], &d0, &d1, v + i)
+            gx = d0 * w
+            if pa[i] == i - 1:
+                carry = gx
             else:
-                lam[pb[i]] += gy
+                lam[pa[i]] += gx
+            if is_binary(o):
+                gy = d1 * w
+                if pb[i] == i - 1:
+                    carry += gy
+                else:
+                    lam[pb[i]] += gy
         i -= 1
     if carry != 0.0:
         lam[lo - 1] += carry
@@ -1244,6 +1246,9 @@ cpdef object binary(int o, object x, object y):
 cdef Var _unary_k(Var x, int o, double k):
     cdef Tape t = x.tape
     cdef i64 i
+    if o == POW_K and k == 2.0:
+        # x ** 2 is SQUARE (the same x·x): no immediate to load and test per node
+        return unary(SQUARE, x)
     if x.shape == SCALAR:
         return _new(t, t._rec1(o, x.node, k), SCALAR, 1)
     i = t._push(o, x.node, t._pool_add(k), x.size, 1)
