@@ -159,3 +159,22 @@ void ci_reverse(int64_t n, int64_t out, const uint8_t *restrict op,
         }
     }
 }
+
+/* Batched replay baseline: for rows r0..r1-1 of X (rows of d values), write the
+   row into the d consecutive input nodes in0..in0+d-1, run both sweeps and copy
+   the inputs' multipliers into the same row of G. Two threads running it on two
+   halves of X, each with its own val and adj, show what the machine gives a
+   2-thread batch of hand-written C. */
+void ci_batch(int64_t n, int64_t out, const uint8_t *restrict op,
+              const int32_t *restrict a, const int32_t *restrict b,
+              double *restrict val, const double *restrict pool,
+              double *restrict adj, int64_t in0, int64_t d,
+              const double *restrict X, double *restrict G, int64_t r0, int64_t r1)
+{
+    for (int64_t r = r0; r < r1; r++) {
+        memcpy(val + in0, X + r * d, (size_t)d * sizeof(double));
+        ci_forward(n, op, a, b, val, pool);
+        ci_reverse(n, out, op, a, b, val, pool, adj);
+        memcpy(G + r * d, adj + in0, (size_t)d * sizeof(double));
+    }
+}

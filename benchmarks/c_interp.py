@@ -93,6 +93,8 @@ def load() -> ctypes.CDLL:
         lib.ci_forward.restype = None
         lib.ci_reverse.argtypes = [i64, i64, p, p, p, p, p, p]
         lib.ci_reverse.restype = None
+        lib.ci_batch.argtypes = [i64, i64, p, p, p, p, p, p, i64, i64, p, p, i64, i64]
+        lib.ci_batch.restype = None
         _lib = lib
     return _lib
 
@@ -131,6 +133,19 @@ class Interp:
     def reverse(self) -> None:
         self.lib.ci_reverse(self.n, self.out, *self._args, self.val.ctypes.data,
                             self.pool.ctypes.data, self.adj.ctypes.data)
+
+    def batch(self, in0: int, X: np.ndarray, G: np.ndarray, r0: int, r1: int) -> None:
+        """Rows r0..r1-1 of X through both sweeps, gradients into G (see ci_batch in
+        c_interp.c). ctypes releases the GIL for the call, so threads run in parallel;
+        each thread needs its own Interp (its own val and adj)."""
+        if X.dtype != np.float64 or not X.flags.c_contiguous or G.shape != X.shape \
+                or G.dtype != np.float64 or not G.flags.c_contiguous:
+            raise ValueError("X and G must be C-contiguous float64 arrays of one shape")
+        if not (0 <= r0 <= r1 <= X.shape[0] and 0 <= in0 <= self.n - X.shape[1]):
+            raise ValueError("rows or input nodes out of range")
+        self.lib.ci_batch(self.n, self.out, *self._args, self.val.ctypes.data,
+                          self.pool.ctypes.data, self.adj.ctypes.data, in0, X.shape[1],
+                          X.ctypes.data, G.ctypes.data, r0, r1)
 
 
 def verify(interp: Interp, tape, output, inputs) -> None:
