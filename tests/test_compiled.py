@@ -306,3 +306,30 @@ def test_grouped_rosenbrock_against_closed_form(rng):
         assert v == rosenbrock(y) or v == pytest.approx(rosenbrock(y), rel=1e-14)
         np.testing.assert_allclose(g, rosenbrock_grad(y), rtol=1e-12)
         np.testing.assert_allclose(F.vjp((y,), 2.0)[1], 2 * rosenbrock_grad(y), rtol=1e-12)
+
+
+def test_grouped_runs_taken_as_array_ops(rng):
+    # each iteration's ops read x[i] (contiguous inputs), one shared node c, an
+    # immediate shared by value, or an immediate that changes per iteration: the
+    # runs are array ops on arena slices (strides 1 and 0), x*x with both operands
+    # in one slice; tanh keeps libm's bits
+    def f(x, c):
+        s = 0.0
+        for i in range(len(x)):
+            s = s + (c * x[i] + x[i] * x[i] + 3.0 * np.tanh(x[i]) + x[i] * (i + 1.0)
+                     + (2.0 - x[i]) ** 3)
+        return s
+    x = rng.normal(size=60)
+    c = 0.7
+    F = ft.compile(f, x, 1.5, argnums=(0, 1))
+    tape = F.traces[-1].tape
+    assert tape.run_count > 0 and tape.array_run_count >= 6
+    for _ in range(3):
+        x = rng.normal(size=60)
+        v, (gx, gc) = F.value_and_grad(x, c)
+        ve, (gxe, gce) = ft.value_and_grad(f, argnums=(0, 1))(x, c)
+        assert v == ve
+        want = c + 2 * x + 3.0 / np.cosh(x) ** 2 + np.arange(1.0, 61.0) - 3 * (2.0 - x) ** 2
+        np.testing.assert_allclose(gx, want, rtol=1e-12)
+        np.testing.assert_allclose(gx, gxe, rtol=1e-13)
+        assert gc == pytest.approx(np.sum(x), rel=1e-12, abs=1e-12)

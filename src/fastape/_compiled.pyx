@@ -159,6 +159,8 @@ cdef Tape _grouped(Tape src, i64[::1] newid):
     cdef i64[::1] dv = depth
     for i in range(n):
         o = src.op[i]
+        if o == GATHER1:
+            return None
         if o > CONSTANT:
             lv = dv[src.a[i]]
             if _b_is_node(o) and dv[src.b[i]] > lv:
@@ -173,17 +175,25 @@ cdef Tape _grouped(Tape src, i64[::1] newid):
         return None
     for j in range(n):
         newid[ov[j]] = j
+    # immediates are shared by value (bit for bit), so that a run of `100 * t` reads
+    # one k: with contiguous parents the run is then an array op (see Tape._run_kind)
     cdef Tape dst = Tape()
-    for j in range(src.npool):
-        dst._pool_add(src.pool[j])
+    cdef dict slot = {}
+    cdef double k
     for j in range(n):
         i = ov[j]
         o = src.op[i]
         if o <= CONSTANT:
             dst._push(o, -1, -1, 1, 0)
+        elif has_k(o):
+            k = src.pool[src.b[i]]
+            key = np.float64(k).tobytes()
+            p = slot.get(key)
+            if p is None:
+                p = slot[key] = dst._pool_add(k)
+            dst._push(o, newid[src.a[i]], p, 1, 0)
         else:
-            dst._push(o, newid[src.a[i]], newid[src.b[i]] if _b_is_node(o) else src.b[i],
-                      1, 0)
+            dst._push(o, newid[src.a[i]], newid[src.b[i]], 1, 0)
         dst.val[j] = src.val[i]
     dst._closed = True
     dst.shrink_to_fit()
@@ -218,6 +228,7 @@ cdef Tape _clone(Tape src):
         t.nM = t.M_cap = src.nM
     if src.runs != NULL:
         t.runs = <i32*>_dup(src.runs, (src.nruns + 1) * sizeof(i32))
+        t.run_kind = <uint8_t*>_dup(src.run_kind, src.nruns)
         t.nruns = src.nruns
     t._closed = True
     t.prepare_adjoints()

@@ -26,8 +26,11 @@ cdef class Tape:
     cdef i64* M               # parameter arena: M[meta[i]] is always the size
     cdef i64 nM, M_cap
     # run table of a grouped tape (scalar layout, closed): nodes runs[r]..runs[r+1]-1
-    # share one opcode and the sweeps run each run through that op's own loop
+    # share one opcode and the sweeps run each run through that op's own loop;
+    # run_kind[r]: RUN_AFFINE when its parents are contiguous (or one node) and lie
+    # before the run, so that it is an elementwise array op in disguise
     cdef i32* runs
+    cdef uint8_t* run_kind
     cdef i64 nruns
     # state
     cdef bint _closed, _freed
@@ -50,6 +53,7 @@ cdef class Tape:
     cdef void reverse_sweep(self, i64 top, i64 bottom) noexcept nogil
     cdef int prepare_adjoints(self) except -1
     cdef int set_runs(self) except -1
+    cdef uint8_t _run_kind(self, i64 lo, i64 hi) noexcept
 
 
 cdef class Var:

@@ -350,6 +350,23 @@ cdef void elementwise_reverse(int o, const double* x, i64 sx, const double* y, i
         _ew_ops_rev(o, x, 0, y, 0, c, obar, xbar, ybar, n)
 
 
+cdef enum:
+    RUN_AFFINE = 1
+    RUN_SX = 2
+    RUN_SY = 4
+
+
+cdef i64 _stride(const i32* p, i64 lo, i64 hi) noexcept:
+    """s in {0, 1} if p[i] = p[lo] + s·(i - lo) for i in lo..hi-1, else -1."""
+    cdef i64 i, s = 1 if hi - lo < 2 else p[lo + 1] - p[lo]
+    if s != 0 and s != 1:
+        return -1
+    for i in range(lo + 1, hi):
+        if p[i] != p[lo] + s * (i - lo):
+            return -1
+    return s
+
+
 # ---------------------------------------------------------------------------
 # structural kernels (forward and reverse side by side)
 # ---------------------------------------------------------------------------
@@ -502,7 +519,9 @@ cdef class Tape:
         PyMem_Free(self.meta)
         PyMem_Free(self.M)
         PyMem_Free(self.runs)
+        PyMem_Free(self.run_kind)
         self.runs = NULL
+        self.run_kind = NULL
         self.nruns = 0
         self.op = NULL
         self.a = NULL
@@ -566,7 +585,7 @@ cdef class Tape:
             per_node += 2 * sizeof(i64)
         return int(self.cap * per_node + (self.val_cap + self.adj_cap + self.pool_cap
                                           + self.M_cap) * 8
-                   + (self.nruns + 1 if self.runs != NULL else 0) * sizeof(i32))
+                   + (self.nruns * 5 + 4 if self.runs != NULL else 0))
 
     @property
     def scalar_layout(self):
@@ -577,6 +596,16 @@ cdef class Tape:
     def run_count(self):
         """Number of runs of a grouped tape (see ``fastape.compile``); 0 if not grouped."""
         return int(self.nruns) if self.runs != NULL else 0
+
+    @property
+    def array_run_count(self):
+        """How many of those runs the sweeps take as elementwise array ops (their
+        parents are contiguous slices of the arena, or one node)."""
+        cdef i64 r, c = 0
+        if self.runs != NULL:
+            for r in range(self.nruns):
+                c += self.run_kind[r] & RUN_AFFINE != 0
+        return int(c)
 
     @property
     def closed(self):
@@ -892,8 +921,17 @@ cdef class Tape:
             for r in range(self.nruns):
                 j = max(self.runs[r], lo)
                 k = min(self.runs[r + 1], hi)
-                if j < k and op[j] > CONSTANT:
-                    run_forward(op[j], v, pool, pa, pb, j, k)
+                o = op[j] if j < k else INPUT
+                if o <= CONSTANT:
+                    continue
+                if self.run_kind[r] & RUN_AFFINE and j == self.runs[r] and \
+                        k == self.runs[r + 1] and o != TANH:
+                    # (TANH's array loop is not libm's tanh: keep the recorded bits)
+                    elementwise_forward(o, v + pa[j], self.run_kind[r] & RUN_SX != 0,
+                                        (pool if has_k(o) else v) + pb[j],
+                                        self.run_kind[r] & RUN_SY != 0, v + j, k - j)
+                else:
+                    run_forward(o, v, pool, pa, pb, j, k)
         elif self.off == NULL:
             for i in range(lo, hi):
                 o = op[i]
@@ -920,8 +958,17 @@ cdef class Tape:
             while r >= 0:
                 j = max(self.runs[r], bottom)
                 k = min(self.runs[r + 1] - 1, top)
-                if j <= k and op[j] > CONSTANT:
-                    run_reverse(op[j], v, lam, pool, pa, pb, j, k + 1)
+                o = op[j] if j <= k else INPUT
+                if o > CONSTANT:
+                    if self.run_kind[r] & RUN_AFFINE and j == self.runs[r] and \
+                            k + 1 == self.runs[r + 1]:
+                        elementwise_reverse(o, v + pa[j], self.run_kind[r] & RUN_SX != 0,
+                                            (pool if has_k(o) else v) + pb[j],
+                                            self.run_kind[r] & RUN_SY != 0, v + j, lam + j,
+                                            lam + pa[j],
+                                            lam + pb[j] if is_binary(o) else NULL, k + 1 - j)
+                    else:
+                        run_reverse(o, v, lam, pool, pa, pb, j, k + 1)
                 r -= 1
         elif self.off == NULL:
             # the partials are recomputed from the values (the op table is inlined):
@@ -964,7 +1011,25 @@ cdef class Tape:
                 r += 1
         self.runs[r] = <i32>self.n
         self.nruns = r
+        self.run_kind = <uint8_t*>_resize(NULL, r if r else 1, sizeof(uint8_t))
+        for r in range(self.nruns):
+            self.run_kind[r] = self._run_kind(self.runs[r], self.runs[r + 1])
         return 0
+
+    cdef uint8_t _run_kind(self, i64 lo, i64 hi) noexcept:
+        """RUN_AFFINE (with RUN_SX, RUN_SY for strides 1) when the run lo..hi-1 reads
+        its parents at a[i] = a[lo] + sx·(i - lo), b[i] = b[lo] + sy·(i - lo) with
+        strides 0 or 1, and every node parent lies before the run: then it is the
+        elementwise op on two arena slices, run by the vectorised array loops."""
+        cdef int o = self.op[lo]
+        cdef i64 sx = _stride(self.a, lo, hi), sy = _stride(self.b, lo, hi)
+        if o <= CONSTANT or sx < 0 or sy < 0:
+            return 0
+        if self.a[lo] + sx * (hi - 1 - lo) >= lo:
+            return 0
+        if not has_k(o) and self.b[lo] + sy * (hi - 1 - lo) >= lo:
+            return 0
+        return RUN_AFFINE | (RUN_SX if sx else 0) | (RUN_SY if sy else 0)
 
     cdef int prepare_adjoints(self) except -1:
         """Zeroed multiplier arena of the value arena's layout."""

@@ -253,8 +253,11 @@ def _autograd(f, x):
     return Case(lambda: vg(x))
 
 
-def _casadi_sx(build, x, n):
-    """An SX Function returning (value, gradient); ``build(symbol)`` writes f."""
+def _casadi_sx(build, x, n, dm_out=False):
+    """An SX Function returning (value, gradient); ``build(symbol)`` writes f.
+    Timed as a user gets it, the gradient converted to numpy; with ``dm_out`` the
+    call alone, its results left as CasADi DM matrices (checked, not timed, after
+    conversion)."""
     ca = _peer("casadi")
     t0 = time.perf_counter()
     s = ca.SX.sym("x", n)
@@ -266,6 +269,9 @@ def _casadi_sx(build, x, n):
     def run():
         v, g = F(x)
         return float(v), (float(g) if scalar else np.asarray(g).ravel())
+    if dm_out:
+        return Case(lambda: F(x), grad=lambda: run()[1],
+                    note="F(x0) alone: DM results, no conversion to numpy")
     return Case(run, note=f"SX Function (build {build_s:.2f} s, not timed)",
                 info={"build_s": build_s})
 
@@ -409,6 +415,8 @@ def w_rosen_replay(n, full):
         yield "C interpreter", lambda: _c_interp(record, x0)
         yield "CasADi SX", lambda: _casadi_sx(
             lambda s: rosen_loop([s[i] for i in range(n)]), x0, n)
+        yield "CasADi SX, DM out", lambda: _casadi_sx(
+            lambda s: rosen_loop([s[i] for i in range(n)]), x0, n, dm_out=True)
     return Workload(f"rosen_loop_replay_{n}",
                     f"Rosenbrock, Python loop of scalar ops, n = {n:,}: replay of a recorded "
                     "function", rosen_hand(x0)[1], list(tools()), ops=8 * (n - 1))
