@@ -119,7 +119,8 @@ def compile(fun, *example_args, argnums=0, retrace=True, max_traces=8):  # noqa:
     The tape is pruned to the nodes that reach the output; an array read only as
     ``x[i]`` becomes scalar inputs, and a tape of scalars recorded from a loop is
     grouped into runs of one opcode (nodes ordered by depth, then opcode) that the
-    sweeps run through each op's own loop.
+    sweeps run through each op's own loop, as array ops where the operands are
+    contiguous.
 
     Control flow is frozen into the tape. Comparisons made on tape values while
     recording (``if x > 0``, ``np.where(x > 0, …)``, ``max`` written with ``if``)
