@@ -19,8 +19,11 @@ directives = {
     "embedsignature": True,
 }
 # -fno-math-errno lets the compiler drop libm calls whose results a sweep does not use;
-# it does not change any IEEE result.
-cflags = ["-O0", "-g"] if DEBUG else ["-O3", "-fno-math-errno"]
+# -fno-trapping-math lets it evaluate both arms of a select (λ = 0 ? 0 : ∂f·λ), so
+# the reverse array loops vectorise (41 of them instead of 3). Neither changes any
+# IEEE result: no reassociation, no contraction; only the floating-point exception
+# flags, which fastape never reads, may differ.
+cflags = ["-O0", "-g"] if DEBUG else ["-O3", "-fno-math-errno", "-fno-trapping-math"]
 
 MODULES = ["_ops", "_tape", "_compiled"]
 

@@ -2,7 +2,8 @@
 
 The interpreter is the "practical limit" baseline for fastape's scalar sweeps:
 a switch in a loop over the same tape layout ``Tape.export()`` returns, compiled
-with ``gcc -O3`` (plus ``-fno-math-errno``, the flag fastape's own build uses).
+with ``gcc -O3`` (plus ``-fno-math-errno -fno-trapping-math``, the flags fastape's
+own build uses).
 
 The opcode numbers come from ``fastape._ops.Op`` at run time: this module writes
 ``benchmarks/_cbuild/fastape_ops.h`` from the enum and compiles against it, so
@@ -37,7 +38,8 @@ HERE = Path(__file__).resolve().parent
 SRC = HERE / "c_interp.c"
 BUILD = HERE / "_cbuild"
 CC = os.environ.get("CC", "gcc")
-CFLAGS = ["-O3", "-fno-math-errno", "-std=c11", "-fPIC", "-shared", "-Wall", "-Wextra"]
+CFLAGS = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-std=c11", "-fPIC", "-shared",
+          "-Wall", "-Wextra"]
 
 _lib = None
 

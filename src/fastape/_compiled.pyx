@@ -230,6 +230,7 @@ cdef Tape _clone(Tape src):
         t.runs = <i32*>_dup(src.runs, (src.nruns + 1) * sizeof(i32))
         t.run_kind = <uint8_t*>_dup(src.run_kind, src.nruns)
         t.nruns = src.nruns
+        t.nleaf = src.nleaf
     t._closed = True
     t.prepare_adjoints()
     return t
@@ -543,14 +544,14 @@ cdef class Function:
                 raise ShapeError(f"compiled {getattr(self.fun, '__name__', 'function')}: the "
                                  f"gradient needs a scalar output, got shape {tr.out_shape}; "
                                  "use vjp(args, cotangent)")
-            memset(t.adj, 0, t.nval * sizeof(double))
+            t.clear_adjoints()
             t.adj[tr.output if t.off == NULL else t.off[tr.output]] = 1.0
         else:
             c = np.asarray(cotangent, dtype=np.float64)
             if c.shape != tr.out_shape:
                 raise ShapeError(f"vjp: the cotangent has shape {c.shape}, the output has "
                                  f"shape {tr.out_shape}")
-            memset(t.adj, 0, t.nval * sizeof(double))
+            t.clear_adjoints()
             ct = np.ascontiguousarray(c).reshape(-1)
             if tr.out_size:
                 memcpy(t.adj + (tr.output if t.off == NULL else t.off[tr.output]), &ct[0],
@@ -710,7 +711,7 @@ def _batch_rows(Trace tr, Tape t, double[:, ::1] X, double[:, ::1] G, double[::1
                     bad[r] = 1
                     continue
                 V[r] = t.val[oo]
-                memset(t.adj, 0, t.nval * sizeof(double))
+                t.clear_adjoints()
                 t.adj[oo] = 1.0
                 t.reverse_sweep(out, 0)
                 gin = t.adj + (inp if t.off == NULL else t.off[inp])

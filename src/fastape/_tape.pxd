@@ -32,6 +32,10 @@ cdef class Tape:
     cdef i32* runs
     cdef uint8_t* run_kind
     cdef i64 nruns
+    # a grouped tape's reverse sweep zeroes each multiplier it consumes, so after a
+    # sweep down to node 0 only the leaves' (nodes 0..nleaf-1) can be nonzero
+    cdef i64 nleaf
+    cdef bint adj_clean
     # state
     cdef bint _closed, _freed
     cdef public i64 seed      # output node of the last reverse sweep (-1: none)
@@ -52,6 +56,7 @@ cdef class Tape:
     cdef void forward_sweep(self, i64 lo, i64 hi) noexcept nogil
     cdef void reverse_sweep(self, i64 top, i64 bottom) noexcept nogil
     cdef int prepare_adjoints(self) except -1
+    cdef void clear_adjoints(self) noexcept nogil
     cdef int set_runs(self) except -1
     cdef uint8_t _run_kind(self, i64 lo, i64 hi) noexcept
 

@@ -209,7 +209,7 @@ cdef inline void _run_loop_rev "fastape_run_loop_rev"(
         int o, const double* v, double* lam, const double* pool, const i32* pa,
         const i32* pb, i64 lo, i64 hi) noexcept nogil:
     """λ[a[i]] += ∂f/∂x λ[i], λ[b[i]] += ∂f/∂y λ[i] for i = hi-1 down to lo (a run of
-    opcode o, scalar layout). A zero λ[i] contributes nothing.
+    opcode o, scalar layout), then λ[i] = 0. A zero λ[i] contributes nothing.
 
     What a node sends to the node just before it (a chain) is carried in a register
     and added when that node is reached, instead of a read-modify-write of the arena
@@ -220,7 +220,7 @@ cdef inline void _run_loop_rev "fastape_run_loop_rev"(
     cdef const double* src = pool if has_k(o) else v
     while i >= lo:
         w = lam[i] + carry
-        lam[i] = w
+        lam[i] = 0.0        # consumed: the arena is left zeroed for the next sweep
         carry = 0.0
         if w != 0.0:        # a branch, not a select: a select puts a compare and
             # moves through integer registers on the chain's critical path
@@ -943,7 +943,9 @@ cdef class Tape:
                 self.forward_node(i)
 
     cdef void reverse_sweep(self, i64 top, i64 bottom) noexcept nogil:
-        """λ_j += Σ_children λ_i ∂f_i/∂z_j for i = top down to bottom (λ seeded by caller)."""
+        """λ_j += Σ_children λ_i ∂f_i/∂z_j for i = top down to bottom (λ seeded by caller).
+        A grouped tape (compiled functions only) zeroes each non-leaf λ_i once it has
+        been passed on: only the leaves' multipliers are read afterwards."""
         cdef i64 i, j, k, r
         cdef int o
         cdef double d0, d1, w
@@ -967,9 +969,12 @@ cdef class Tape:
                                             self.run_kind[r] & RUN_SY != 0, v + j, lam + j,
                                             lam + pa[j],
                                             lam + pb[j] if is_binary(o) else NULL, k + 1 - j)
+                        memset(lam + j, 0, (k + 1 - j) * sizeof(double))   # consumed
                     else:
                         run_reverse(o, v, lam, pool, pa, pb, j, k + 1)
                 r -= 1
+            if bottom != 0:
+                self.adj_clean = False
         elif self.off == NULL:
             # the partials are recomputed from the values (the op table is inlined):
             # measured as fast as storing them in the forward sweep, at 20 fewer bytes
@@ -1014,6 +1019,11 @@ cdef class Tape:
         self.run_kind = <uint8_t*>_resize(NULL, r if r else 1, sizeof(uint8_t))
         for r in range(self.nruns):
             self.run_kind[r] = self._run_kind(self.runs[r], self.runs[r + 1])
+        self.nleaf = 0
+        for i in range(self.n):
+            if self.op[i] <= CONSTANT:
+                self.nleaf = i + 1
+        self.adj_clean = False
         return 0
 
     cdef uint8_t _run_kind(self, i64 lo, i64 hi) noexcept:
@@ -1039,7 +1049,17 @@ cdef class Tape:
             self.adj = <double*>_resize(NULL, self.nval, sizeof(double))
             self.adj_cap = self.nval
         memset(self.adj, 0, self.nval * sizeof(double))
+        self.adj_clean = True
         return 0
+
+    cdef void clear_adjoints(self) noexcept nogil:
+        """Zero the multiplier arena (allocated) before seeding a reverse sweep. On a
+        grouped tape whose last sweep went down to node 0, only the leaves' need it."""
+        if self.runs != NULL and self.adj_clean:
+            memset(self.adj, 0, self.nleaf * sizeof(double))
+        else:
+            memset(self.adj, 0, self.nval * sizeof(double))
+        self.adj_clean = True
 
     # -- Python-facing methods -------------------------------------------------
 
