@@ -278,6 +278,7 @@ def test_grouping_keeps_interleaved_short_tapes_as_recorded(rng):
     F = ft.compile(f, x)
     assert F.traces[-1].tape.run_count == 0
     np.testing.assert_allclose(F.grad(x), ft.grad(f)(x), rtol=1e-14)
+    np.testing.assert_allclose(F.grad(x), central_diff(f, (x,), 0), rtol=1e-6, atol=1e-10)
 
 
 def test_grouped_tape_with_guards_retraces(rng):
@@ -323,7 +324,9 @@ def test_grouped_runs_taken_as_array_ops(rng):
     c = 0.7
     F = ft.compile(f, x, 1.5, argnums=(0, 1))
     tape = F.traces[-1].tape
-    assert tape.run_count > 0 and tape.array_run_count >= 6
+    # array runs: x*(i+1) (stride-1 immediates), 2-x, 3*tanh(..), (..)**3 and the lone
+    # first ADD_K; tanh's own run gathers, and c*x with x*x share one gather MUL run
+    assert tape.run_count > 0 and tape.array_run_count >= 5
     for _ in range(3):
         x = rng.normal(size=60)
         v, (gx, gc) = F.value_and_grad(x, c)

@@ -187,10 +187,10 @@ cdef Tape _grouped(Tape src, i64[::1] newid):
             dst._push(o, -1, -1, 1, 0)
         elif has_k(o):
             k = src.pool[src.b[i]]
-            key = np.float64(k).tobytes()
-            p = slot.get(key)
+            bits = np.float64(k).tobytes()
+            p = slot.get(bits)
             if p is None:
-                p = slot[key] = dst._pool_add(k)
+                p = slot[bits] = dst._pool_add(k)
             dst._push(o, newid[src.a[i]], p, 1, 0)
         else:
             dst._push(o, newid[src.a[i]], newid[src.b[i]], 1, 0)

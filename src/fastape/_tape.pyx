@@ -585,7 +585,8 @@ cdef class Tape:
             per_node += 2 * sizeof(i64)
         return int(self.cap * per_node + (self.val_cap + self.adj_cap + self.pool_cap
                                           + self.M_cap) * 8
-                   + (self.nruns * 5 + 4 if self.runs != NULL else 0))
+                   + ((self.nruns + 1) * sizeof(i32) + self.nruns * sizeof(uint8_t)
+                      if self.runs != NULL else 0))
 
     @property
     def scalar_layout(self):
@@ -925,8 +926,7 @@ cdef class Tape:
                 if o <= CONSTANT:
                     continue
                 if self.run_kind[r] & RUN_AFFINE and j == self.runs[r] and \
-                        k == self.runs[r + 1] and o != TANH:
-                    # (TANH's array loop is not libm's tanh: keep the recorded bits)
+                        k == self.runs[r + 1]:
                     elementwise_forward(o, v + pa[j], self.run_kind[r] & RUN_SX != 0,
                                         (pool if has_k(o) else v) + pb[j],
                                         self.run_kind[r] & RUN_SY != 0, v + j, k - j)
@@ -1033,7 +1033,9 @@ cdef class Tape:
         elementwise op on two arena slices, run by the vectorised array loops."""
         cdef int o = self.op[lo]
         cdef i64 sx = _stride(self.a, lo, hi), sy = _stride(self.b, lo, hi)
-        if o <= CONSTANT or sx < 0 or sy < 0:
+        # TANH stays a gather run: its array loop is not libm's tanh, and a grouped
+        # tape must reproduce the recorded values bit for bit
+        if o <= CONSTANT or o == TANH or sx < 0 or sy < 0:
             return 0
         if self.a[lo] + sx * (hi - 1 - lo) >= lo:
             return 0
