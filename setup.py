@@ -3,6 +3,7 @@
 Cython directives are set once here. FASTAPE_DEBUG=1 turns bounds checks,
 wraparound and -O0 -g back on for debugging.
 """
+import importlib.util
 import os
 
 from Cython.Build import cythonize
@@ -27,6 +28,14 @@ cflags = ["-O0", "-g"] if DEBUG else ["-O3", "-fno-math-errno", "-fno-trapping-m
 
 MODULES = ["_ops", "_tape", "_compiled"]
 
+# The op table and the structural dispatch are generated from the op registry
+# (src/fastape/registry.py) into build/gen on every build, so they cannot go stale;
+# the generator imports nothing but the standard library.
+_spec = importlib.util.spec_from_file_location("_fastape_codegen", "src/fastape/_codegen.py")
+_codegen = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_codegen)
+GENERATED = str(_codegen.write_build("build/gen"))
+
 extensions = [
     Extension(f"fastape.{name}", [f"src/fastape/{name}.pyx"], extra_compile_args=cflags)
     for name in MODULES
@@ -37,6 +46,6 @@ setup(
         extensions,
         build_dir="build/cython",
         compiler_directives=directives,
-        include_path=["src"],
+        include_path=["src", GENERATED, "src/fastape"],
     ),
 )

@@ -241,7 +241,7 @@ def test_grouped_chains_match_eager_and_differences(step, rng):
     f = _chain(step, 40)
     x = rng.uniform(0.5, 1.0, size=40)
     F = ft.compile(f, x)
-    assert F.traces[-1].tape.run_count > 0          # the chain is one long run
+    assert F.traces[-1].run_count > 0          # the chain is one long run
     y = rng.uniform(0.5, 1.0, size=40)
     v, g = F.value_and_grad(y)
     ve, ge = ft.value_and_grad(f)(y)
@@ -260,7 +260,7 @@ def test_grouped_parallel_chains_and_self_products(rng):
         return sum(s[j] * (j + 1) for j in range(32))
     x = rng.uniform(0.1, 0.6, size=32)
     F = ft.compile(f, x)
-    assert F.traces[-1].tape.run_count > 0
+    assert F.traces[-1].run_count > 0
     v, g = F.value_and_grad(x)
     assert v == ft.value_and_grad(f)(x)[0]
     np.testing.assert_allclose(g, ft.grad(f)(x), rtol=1e-13)
@@ -276,7 +276,7 @@ def test_grouping_keeps_interleaved_short_tapes_as_recorded(rng):
         return s
     x = rng.uniform(0.1, 1.0, size=50)
     F = ft.compile(f, x)
-    assert F.traces[-1].tape.run_count == 0
+    assert F.traces[-1].run_count == 0
     np.testing.assert_allclose(F.grad(x), ft.grad(f)(x), rtol=1e-14)
     np.testing.assert_allclose(F.grad(x), central_diff(f, (x,), 0), rtol=1e-6, atol=1e-10)
 
@@ -288,7 +288,7 @@ def test_grouped_tape_with_guards_retraces(rng):
     x = rng.normal(size=30)
     x[0] = 1.0
     F = ft.compile(f, x)
-    assert F.traces[-1].tape.run_count > 0
+    assert F.traces[-1].run_count > 0
     for sign in (1.0, -1.0, 1.0):
         x[0] = sign
         want = rosenbrock_grad(x) * (1.0 if sign > 0 else -2.0)
@@ -299,8 +299,7 @@ def test_grouped_tape_with_guards_retraces(rng):
 def test_grouped_rosenbrock_against_closed_form(rng):
     x = rng.normal(size=500)
     F = ft.compile(rosenbrock, x)
-    tape = F.traces[-1].tape
-    assert 0 < tape.run_count <= 12                 # 8 ops a term become ~8 runs
+    assert 0 < F.traces[-1].run_count <= 12                 # 8 ops a term become ~8 runs
     for _ in range(3):
         y = rng.normal(size=500)
         v, g = F.value_and_grad(y)
@@ -323,10 +322,10 @@ def test_grouped_runs_taken_as_array_ops(rng):
     x = rng.normal(size=60)
     c = 0.7
     F = ft.compile(f, x, 1.5, argnums=(0, 1))
-    tape = F.traces[-1].tape
+    trace = F.traces[-1]
     # array runs: x*(i+1) (stride-1 immediates), 2-x, 3*tanh(..), (..)**3 and the lone
     # first ADD_K; tanh's own run gathers, and c*x with x*x share one gather MUL run
-    assert tape.run_count > 0 and tape.array_run_count >= 5
+    assert trace.run_count > 0 and trace.array_run_count >= 5
     for _ in range(3):
         x = rng.normal(size=60)
         v, (gx, gc) = F.value_and_grad(x, c)

@@ -14,55 +14,9 @@ numpy-style functions below, and the exceptions :class:`ShapeError`,
 
 from fastape import linalg
 from fastape._compiled import Function
-from fastape._functions import (
-    abs,
-    absolute,
-    add,
-    arccos,
-    arcsin,
-    arctan,
-    arctan2,
-    concatenate,
-    cos,
-    cosh,
-    divide,
-    dot,
-    exp,
-    expm1,
-    floor,
-    log,
-    log1p,
-    logaddexp,
-    matmul,
-    max,
-    maximum,
-    mean,
-    min,
-    minimum,
-    multiply,
-    negative,
-    power,
-    prod,
-    reciprocal,
-    relu,
-    reshape,
-    round,
-    sigmoid,
-    sign,
-    sin,
-    sinh,
-    softplus,
-    sqrt,
-    square,
-    stack,
-    subtract,
-    sum,
-    tan,
-    tanh,
-    transpose,
-    where,
-)
-from fastape._ops import Op
+from fastape._functions import *  # noqa: F403 - the numpy-style functions, __all__ below
+from fastape._functions import __all__ as _FUNCTIONS
+from fastape._ops import Cmp, Op
 from fastape._tape import Tape, Var
 from fastape.api import compile, grad, value_and_grad
 from fastape.errors import BranchChanged, FastapeError, ShapeError, TapeError
@@ -70,12 +24,7 @@ from fastape.errors import BranchChanged, FastapeError, ShapeError, TapeError
 __version__ = "0.1.0"
 
 __all__ = [
-    "Tape", "Var", "Op", "Function", "compile", "grad", "value_and_grad", "linalg",
+    "Tape", "Var", "Op", "Cmp", "Function", "compile", "grad", "value_and_grad", "linalg",
     "ShapeError", "TapeError", "BranchChanged", "FastapeError",
-    "abs", "absolute", "add", "arccos", "arcsin", "arctan", "arctan2", "concatenate",
-    "cos", "cosh", "divide", "dot", "exp", "expm1", "floor", "log", "log1p", "logaddexp",
-    "matmul", "max", "maximum", "mean", "min", "minimum", "multiply", "negative", "power",
-    "prod", "reciprocal", "relu", "reshape", "round", "sigmoid", "sign", "sin", "sinh",
-    "softplus", "sqrt", "square", "stack", "subtract", "sum", "tan", "tanh", "transpose",
-    "where",
+    *_FUNCTIONS,
 ]

@@ -22,8 +22,11 @@ from cpython.float cimport PyFloat_Check, PyFloat_AS_DOUBLE
 from libc.string cimport memcpy, memset
 from libc.stdint cimport uint8_t
 
-from fastape._ops cimport INPUT, CONSTANT, GATHER1, WHERE, CONCAT, has_k
-from fastape._tape cimport Tape, Var, i64, i32, read_slot
+from fastape._ops cimport (INPUT, CONSTANT, GATHER1, TANH, LT, LE, GT, GE, EQ, has_k,
+                           is_binary, is_leaf, b_kind, B_NODE, node_param_count,
+                           node_param_pos)
+from fastape._tape cimport (Tape, Var, i64, i32, read_slot, elementwise_forward,
+                            elementwise_reverse, run_forward, run_reverse)
 
 from concurrent.futures import ThreadPoolExecutor
 
@@ -32,21 +35,8 @@ from fastape.errors import BranchChanged, ShapeError, TapeError
 
 
 # ---------------------------------------------------------------------------
-# tape surgery: pruning and cloning
+# pruning: the nodes that reach the output
 # ---------------------------------------------------------------------------
-
-cdef inline bint _b_is_node(int o) noexcept nogil:
-    return not has_k(o) and o != GATHER1
-
-
-cdef i64 _meta_len(Tape t, i64 i):
-    """Number of M entries of node i (M is appended in node order)."""
-    cdef i64 j
-    for j in range(i + 1, t.n):
-        if t.meta[j] >= 0:
-            return t.meta[j] - t.meta[i]
-    return t.nM - t.meta[i]
-
 
 cdef Tape _prune(Tape src, list roots, set inputs, i64[::1] remap):
     """A new tape holding the nodes of `src` that reach `roots`, in tape order;
@@ -56,8 +46,9 @@ cdef Tape _prune(Tape src, list roots, set inputs, i64[::1] remap):
     consecutive scalar inputs and its GATHER1 nodes disappear, so a scalar loop
     over an array replays on the scalar layout; its values stay contiguous, so
     writing the input remains one copy."""
-    cdef i64 n = src.n, i, j, m, mm, ln, p, k, base
+    cdef i64 n = src.n, i, j, k, q, base, parent
     cdef int o
+    cdef i64* P
     cdef uint8_t* live = <uint8_t*>PyMem_Malloc(n if n else 1)
     cdef uint8_t* whole = <uint8_t*>PyMem_Malloc(n if n else 1)   # used as an array
     cdef Tape dst = Tape()
@@ -72,29 +63,25 @@ cdef Tape _prune(Tape src, list roots, set inputs, i64[::1] remap):
             live[<i64>r] = 1
             if <i64>r not in inputs:
                 whole[<i64>r] = 1
+        # every node id a node holds, generically: a, b when it is a node, and the
+        # node-id fields of its parameters (registry.py declares them)
         for i in range(n - 1, -1, -1):
-            if not live[i]:
-                continue
             o = src.op[i]
-            if o <= CONSTANT:
+            if not live[i] or is_leaf(o):
                 continue
             live[src.a[i]] = 1
             if o != GATHER1:
                 whole[src.a[i]] = 1
-            if _b_is_node(o) and src.b[i] >= 0:
+            if b_kind(o) == B_NODE and src.b[i] >= 0:
                 live[src.b[i]] = 1
                 whole[src.b[i]] = 1
-            if src.off != NULL and src.meta[i] >= 0:
-                m = src.meta[i]
-                if o == WHERE:
-                    live[src.M[m + 1]] = 1
-                    whole[src.M[m + 1]] = 1
-                elif o == CONCAT:
-                    for p in range(src.M[m + 4]):
-                        live[src.M[m + 5 + 3 * p]] = 1
-                        whole[src.M[m + 5 + 3 * p]] = 1
-        for j in range(src.npool):
-            dst._pool_add(src.pool[j])
+            if src.nparams_of(i):
+                P = src.params(i)
+                for q in range(node_param_count(o, P)):
+                    parent = P[node_param_pos(o, P, q)]
+                    live[parent] = 1
+                    whole[parent] = 1
+        dst.need_work(src.work_len)
         for i in range(n):
             if not live[i]:
                 remap[i] = -1
@@ -104,39 +91,24 @@ cdef Tape _prune(Tape src, list roots, set inputs, i64[::1] remap):
                 # scalarise: one scalar input per element, consecutive
                 base = dst.n
                 for k in range(src.size_of(i)):
-                    j = dst._push(INPUT, -1, -1, 1, 0)
+                    j = dst.push(INPUT, -1, -1, 1, 0)
                     dst.value_ptr(j)[0] = src.value_ptr(i)[k]
                 remap[i] = base
-                continue
-            if o == GATHER1 and src.op[src.a[i]] == INPUT and not whole[src.a[i]] and \
+            elif o == GATHER1 and src.op[src.a[i]] == INPUT and not whole[src.a[i]] and \
                     src.size_of(src.a[i]) > 1:
                 remap[i] = remap[src.a[i]] + <i64>src.pool[src.b[i]]
-                continue
-            ln = _meta_len(src, i) if src.off != NULL and src.meta[i] >= 0 else 0
-            j = dst._push(o, remap[src.a[i]] if src.a[i] >= 0 else -1,
-                          (remap[src.b[i]] if src.b[i] >= 0 else -1) if _b_is_node(o)
-                          else src.b[i], src.size_of(i), ln)
-            remap[i] = j
-            if ln:
-                m = src.meta[i]
-                mm = dst.meta[j]
-                memcpy(dst.M + mm, src.M + m, ln * sizeof(i64))
-                if o == WHERE:
-                    dst.M[mm + 1] = remap[src.M[m + 1]]
-                elif o == CONCAT:
-                    for p in range(src.M[m + 4]):
-                        dst.M[mm + 5 + 3 * p] = remap[src.M[m + 5 + 3 * p]]
-            if o <= CONSTANT:
-                memcpy(dst.value_ptr(j), src.value_ptr(i), src.size_of(i) * sizeof(double))
             else:
-                dst.forward_node(j)
+                remap[i] = dst.copy_node(src, i, &remap[0])
     finally:
         PyMem_Free(live)
         PyMem_Free(whole)
-    dst._closed = True
-    dst.shrink_to_fit()
+    dst.close()
     return dst
 
+
+# ---------------------------------------------------------------------------
+# the schedule of a grouped tape: runs of one opcode
+# ---------------------------------------------------------------------------
 
 # Grouping: a scalar tape recorded from a loop interleaves its ops (square, sub,
 # square, mul, add, ... once per iteration), so the sweep dispatches on every node.
@@ -144,16 +116,141 @@ cdef Tape _prune(Tape src, list roots, set inputs, i64[::1] remap):
 # (depth, opcode) is still a valid tape order, and it gathers each iteration's k-th
 # op into one long run that the sweeps take through that op's own loop. Every node
 # computes exactly what it did; only the order in which the reverse sweep adds a
-# node's contributions into its parents' multipliers changes (rounding only).
+# node's contributions into its parents' adjoints changes (rounding only).
 cdef i64 MIN_MEAN_RUN = 8       # group only when runs average at least this many nodes
+
+cdef enum:
+    RUN_AFFINE = 1
+    RUN_SX = 2
+    RUN_SY = 4
+
+
+cdef i64 _stride(const i32* p, i64 lo, i64 hi) noexcept:
+    """s in {0, 1} if p[i] = p[lo] + s·(i - lo) for i in lo..hi-1, else -1."""
+    cdef i64 i, s = 1 if hi - lo < 2 else p[lo + 1] - p[lo]
+    if s != 0 and s != 1:
+        return -1
+    for i in range(lo + 1, hi):
+        if p[i] != p[lo] + s * (i - lo):
+            return -1
+    return s
+
+
+@cython.final
+cdef class Schedule:
+    """The run table of a grouped tape (closed, scalar layout): nodes
+    runs[r]..runs[r+1]-1 share one opcode and the sweeps take each run through that
+    op's own loop. kind[r] is RUN_AFFINE when the run's parents are contiguous (or
+    one node) and lie before the run: an elementwise array op in disguise.
+
+    The grouped reverse sweep zeroes each adjoint it consumes, so after a sweep only
+    the leaves' (nodes 0..nleaf-1) can be nonzero: that is all a clear needs."""
+    cdef i32* runs
+    cdef uint8_t* kind
+    cdef i64 nruns
+    cdef i64 nleaf
+
+    def __dealloc__(self):
+        PyMem_Free(self.runs)
+        PyMem_Free(self.kind)
+
+    cdef uint8_t _run_kind(self, Tape t, i64 lo, i64 hi) noexcept:
+        """RUN_AFFINE (with RUN_SX, RUN_SY for strides 1) when the run lo..hi-1 reads
+        its parents at a[i] = a[lo] + sx·(i - lo), b[i] = b[lo] + sy·(i - lo) with
+        strides 0 or 1, and every node parent lies before the run: then it is the
+        elementwise op on two arena slices, run by the vectorised array loops."""
+        cdef int o = t.op[lo]
+        cdef i64 sx = _stride(t.a, lo, hi), sy = _stride(t.b, lo, hi)
+        # TANH stays a gather run: its array loop is not libm's tanh, and a grouped
+        # tape must reproduce the recorded values bit for bit
+        if is_leaf(o) or o == TANH or sx < 0 or sy < 0:
+            return 0
+        if t.a[lo] + sx * (hi - 1 - lo) >= lo:
+            return 0
+        if not has_k(o) and t.b[lo] + sy * (hi - 1 - lo) >= lo:
+            return 0
+        return RUN_AFFINE | (RUN_SX if sx else 0) | (RUN_SY if sy else 0)
+
+    cdef void forward(self, Tape t) noexcept nogil:
+        """The forward sweep, run by run."""
+        cdef i64 r, lo, hi
+        cdef int o
+        cdef uint8_t kd
+        for r in range(self.nruns):
+            lo = self.runs[r]
+            hi = self.runs[r + 1]
+            o = t.op[lo]
+            if is_leaf(o):
+                continue
+            kd = self.kind[r]
+            if kd & RUN_AFFINE:
+                elementwise_forward(o, t.val + t.a[lo], kd & RUN_SX != 0,
+                                    (t.pool if has_k(o) else t.val) + t.b[lo],
+                                    kd & RUN_SY != 0, t.val + lo, hi - lo)
+            else:
+                run_forward(o, t.val, t.pool, t.a, t.b, lo, hi)
+
+    cdef void reverse(self, Tape t, i64 top) noexcept nogil:
+        """The reverse sweep from node `top` down to node 0, run by run; each non-leaf
+        adjoint is zeroed once it has been passed on."""
+        cdef i64 r = self.nruns - 1, lo, hi
+        cdef int o
+        cdef uint8_t kd
+        while r >= 0:
+            lo = self.runs[r]
+            hi = min(self.runs[r + 1], top + 1)
+            o = t.op[lo]
+            r -= 1
+            if lo >= hi or is_leaf(o):
+                continue
+            kd = self.kind[r + 1]
+            if kd & RUN_AFFINE and hi == self.runs[r + 2]:
+                elementwise_reverse(o, t.val + t.a[lo], kd & RUN_SX != 0,
+                                    (t.pool if has_k(o) else t.val) + t.b[lo],
+                                    kd & RUN_SY != 0, t.val + lo, t.adj + lo,
+                                    t.adj + t.a[lo],
+                                    t.adj + t.b[lo] if is_binary(o) else NULL, hi - lo)
+                memset(t.adj + lo, 0, (hi - lo) * sizeof(double))   # consumed
+            else:
+                run_reverse(o, t.val, t.adj, t.pool, t.a, t.b, lo, hi)
+
+    cdef void clear(self, Tape t) noexcept nogil:
+        memset(t.adj, 0, self.nleaf * sizeof(double))
+
+
+cdef Schedule _schedule(Tape t):
+    """The run table of closed scalar-layout tape t: each maximal run of consecutive
+    nodes with one opcode."""
+    cdef Schedule s = Schedule.__new__(Schedule)
+    cdef i64 i, r = 0, n = t.n
+    for i in range(n):
+        r += i == 0 or t.op[i] != t.op[i - 1]
+    s.runs = <i32*>PyMem_Malloc((r + 1) * sizeof(i32))
+    s.kind = <uint8_t*>PyMem_Malloc(r if r else 1)
+    if s.runs == NULL or s.kind == NULL:
+        raise MemoryError()
+    r = 0
+    for i in range(n):
+        if i == 0 or t.op[i] != t.op[i - 1]:
+            s.runs[r] = <i32>i
+            r += 1
+    s.runs[r] = <i32>n
+    s.nruns = r
+    for r in range(s.nruns):
+        s.kind[r] = s._run_kind(t, s.runs[r], s.runs[r + 1])
+    s.nleaf = 0
+    for i in range(n):
+        if is_leaf(t.op[i]):
+            s.nleaf = i + 1
+    return s
 
 
 cdef Tape _grouped(Tape src, i64[::1] newid):
-    """src (closed, scalar layout) reordered by (depth, opcode, position) with its run
-    table built, newid[i] the new id of node i; or None when the runs would stay short."""
+    """src (closed, scalar layout) reordered by (depth, opcode, position), newid[i]
+    the new id of node i; or None when the runs would stay short."""
     cdef i64 n = src.n, i, j, lv, runs = 0
     cdef int o
-    if src.off != NULL or n == 0:
+    if not src.scalar_layout or n == 0:
         return None
     depth = np.zeros(n, dtype=np.int64)
     cdef i64[::1] dv = depth
@@ -161,9 +258,9 @@ cdef Tape _grouped(Tape src, i64[::1] newid):
         o = src.op[i]
         if o == GATHER1:
             return None
-        if o > CONSTANT:
+        if not is_leaf(o):
             lv = dv[src.a[i]]
-            if _b_is_node(o) and dv[src.b[i]] > lv:
+            if b_kind(o) == B_NODE and dv[src.b[i]] > lv:
                 lv = dv[src.b[i]]
             dv[i] = lv + 1
     key = depth * 256 + np.frombuffer(<uint8_t[:n]>src.op, dtype=np.uint8)
@@ -176,64 +273,27 @@ cdef Tape _grouped(Tape src, i64[::1] newid):
     for j in range(n):
         newid[ov[j]] = j
     # immediates are shared by value (bit for bit), so that a run of `100 * t` reads
-    # one k: with contiguous parents the run is then an array op (see Tape._run_kind)
+    # one k: with contiguous parents the run is then an array op (see _run_kind)
     cdef Tape dst = Tape()
     cdef dict slot = {}
     cdef double k
     for j in range(n):
         i = ov[j]
         o = src.op[i]
-        if o <= CONSTANT:
-            dst._push(o, -1, -1, 1, 0)
+        if is_leaf(o):
+            dst.push(o, -1, -1, 1, 0)
         elif has_k(o):
             k = src.pool[src.b[i]]
             bits = np.float64(k).tobytes()
             p = slot.get(bits)
             if p is None:
-                p = slot[bits] = dst._pool_add(k)
-            dst._push(o, newid[src.a[i]], p, 1, 0)
+                p = slot[bits] = dst.pool_add(k)
+            dst.push(o, newid[src.a[i]], p, 1, 0)
         else:
-            dst._push(o, newid[src.a[i]], newid[src.b[i]], 1, 0)
-        dst.val[j] = src.val[i]
-    dst._closed = True
-    dst.shrink_to_fit()
-    dst.set_runs()
+            dst.push(o, newid[src.a[i]], newid[src.b[i]], 1, 0)
+        dst.value_ptr(j)[0] = src.value_ptr(i)[0]
+    dst.close()
     return dst
-
-
-cdef void* _dup(void* p, i64 nbytes) except? NULL:
-    cdef void* q = PyMem_Malloc(nbytes if nbytes > 0 else 1)
-    if q == NULL:
-        raise MemoryError()
-    if nbytes > 0:
-        memcpy(q, p, nbytes)
-    return q
-
-
-cdef Tape _clone(Tape src):
-    """An independent copy of a finished tape (its own value and multiplier arenas)."""
-    cdef Tape t = Tape()
-    t.op = <uint8_t*>_dup(src.op, src.n)
-    t.a = <i32*>_dup(src.a, src.n * sizeof(i32))
-    t.b = <i32*>_dup(src.b, src.n * sizeof(i32))
-    t.n = t.cap = src.n
-    t.val = <double*>_dup(src.val, src.nval * sizeof(double))
-    t.nval = t.val_cap = src.nval
-    t.pool = <double*>_dup(src.pool, src.npool * sizeof(double))
-    t.npool = t.pool_cap = src.npool
-    if src.off != NULL:
-        t.off = <i64*>_dup(src.off, src.n * sizeof(i64))
-        t.meta = <i64*>_dup(src.meta, src.n * sizeof(i64))
-        t.M = <i64*>_dup(src.M, src.nM * sizeof(i64))
-        t.nM = t.M_cap = src.nM
-    if src.runs != NULL:
-        t.runs = <i32*>_dup(src.runs, (src.nruns + 1) * sizeof(i32))
-        t.run_kind = <uint8_t*>_dup(src.run_kind, src.nruns)
-        t.nruns = src.nruns
-        t.nleaf = src.nleaf
-    t._closed = True
-    t.prepare_adjoints()
-    return t
 
 
 # ---------------------------------------------------------------------------
@@ -241,32 +301,66 @@ cdef Tape _clone(Tape src):
 # ---------------------------------------------------------------------------
 
 cdef inline bint _cmp(int how, double x, double y) noexcept nogil:
-    if how == 0:
+    if how == LT:
         return x < y
-    if how == 1:
+    if how == LE:
         return x <= y
-    if how == 2:
+    if how == GT:
         return x > y
-    if how == 3:
+    if how == GE:
         return x >= y
-    if how == 4:
+    if how == EQ:
         return x == y
     return x != y
 
 
 @cython.final
 cdef class Trace:
-    """One recorded path through the function: a pruned tape and its guards."""
+    """One recorded path through the function: a pruned tape, its schedule (None:
+    not grouped) and the guards its inputs must satisfy."""
     cdef readonly Tape tape
+    cdef readonly Schedule schedule
     cdef readonly list inputs        # node ids of the input leaves, flattened
     cdef readonly i64 output
     cdef readonly tuple out_shape
     cdef i64 out_size
     cdef i64 nguards
-    cdef i64[::1] g_how, g_x, g_y, g_off, g_size
+    cdef i64[::1] g_how, g_x, g_y, g_off, g_size    # g_how: a Cmp
     cdef double[::1] g_expect
-    cdef list pool                   # free working copies (the first is `tape` itself)
+    cdef list spares                 # free working copies (the first is `tape` itself)
     cdef readonly i64 nclones
+
+    @property
+    def run_count(self):
+        """Number of runs of the grouped tape (0: not grouped)."""
+        return 0 if self.schedule is None else int(self.schedule.nruns)
+
+    @property
+    def array_run_count(self):
+        """How many of those runs the sweeps take as elementwise array ops."""
+        cdef i64 r, c = 0
+        if self.schedule is not None:
+            for r in range(self.schedule.nruns):
+                c += self.schedule.kind[r] & RUN_AFFINE != 0
+        return int(c)
+
+    cdef void forward(self, Tape t) noexcept nogil:
+        if self.schedule is not None:
+            self.schedule.forward(t)
+        else:
+            t.forward_sweep(0, t.n)
+
+    cdef void clear_adjoints(self, Tape t) noexcept nogil:
+        if self.schedule is not None:
+            self.schedule.clear(t)
+        else:
+            t.clear_adjoints()
+
+    cdef void reverse(self, Tape t) noexcept nogil:
+        if self.schedule is not None:
+            self.schedule.reverse(t, self.output)
+        else:
+            t.reverse_sweep(self.output)
 
     cdef bint guards_hold(self, Tape t) noexcept nogil:
         """Do all comparisons give, on t's values, the results they gave when recorded?"""
@@ -287,13 +381,13 @@ cdef class Trace:
 
     cdef Tape acquire(self):
         try:
-            return self.pool.pop()
+            return self.spares.pop()
         except IndexError:
             self.nclones += 1
-            return _clone(self.tape)
+            return self.tape.clone()
 
     cdef void release(self, Tape t):
-        self.pool.append(t)
+        self.spares.append(t)
 
 
 cdef Trace _make_trace(Tape rec, list input_nodes, Var out, list guards):
@@ -304,10 +398,12 @@ cdef Trace _make_trace(Tape rec, list input_nodes, Var out, list guards):
     for _how, xn, yn, _r in guards:
         roots += [xn, yn]
     tr.tape = _prune(rec, roots, set(input_nodes), remap)
+    tr.schedule = None
     cdef i64[::1] newid = np.empty(max(tr.tape.n, 1), dtype=np.int64)
     grouped = _grouped(tr.tape, newid)
     if grouped is not None:
         tr.tape = grouped
+        tr.schedule = _schedule(grouped)
         for i in range(rec.n):
             if remap[i] >= 0:
                 remap[i] = newid[remap[i]]
@@ -337,7 +433,7 @@ cdef Trace _make_trace(Tape rec, list input_nodes, Var out, list guards):
         total += r.size
     tr.g_how, tr.g_x, tr.g_y, tr.g_off, tr.g_size = how, gx, gy, goff, gsize
     tr.g_expect = np.concatenate(expect) if expect else np.zeros(1)
-    tr.pool = [tr.tape]
+    tr.spares = [tr.tape]
     tr.nclones = 1
     return tr
 
@@ -351,7 +447,7 @@ cdef Tape _forward(Trace tr, list leaves):
     for k in range(len(leaves)):
         _write(t, tr.inputs[k], leaves[k])
     with nogil:
-        t.forward_sweep(0, t.n)
+        tr.forward(t)
         ok = tr.nguards == 0 or tr.guards_hold(t)
     if ok:
         return t
@@ -467,7 +563,8 @@ cdef class Function:
         """Record the function on these leaves and add the trace to the cache."""
         cdef Tape rec = Tape()
         cdef Var v
-        rec.guards = []
+        guards = []
+        rec.on_compare = lambda how, x, y, r: guards.append((how, x, y, r))
         with rec:
             it = iter([rec.var(x) for x in leaves])
             args = [_unflatten(s, it) for s in self.specs]
@@ -478,7 +575,7 @@ cdef class Function:
             v = out
             if v.tape is not rec:
                 raise TapeError("compile: the function returned a value of another tape")
-        tr = _make_trace(rec, input_nodes, v, rec.guards)
+        tr = _make_trace(rec, input_nodes, v, guards)
         rec.release()
         if len(self.traces) >= self.max_traces:
             self.traces.pop(0)
@@ -544,20 +641,19 @@ cdef class Function:
                 raise ShapeError(f"compiled {getattr(self.fun, '__name__', 'function')}: the "
                                  f"gradient needs a scalar output, got shape {tr.out_shape}; "
                                  "use vjp(args, cotangent)")
-            t.clear_adjoints()
-            t.adj[tr.output if t.off == NULL else t.off[tr.output]] = 1.0
+            tr.clear_adjoints(t)
+            t.adjoint_ptr(tr.output)[0] = 1.0
         else:
             c = np.asarray(cotangent, dtype=np.float64)
             if c.shape != tr.out_shape:
                 raise ShapeError(f"vjp: the cotangent has shape {c.shape}, the output has "
                                  f"shape {tr.out_shape}")
-            t.clear_adjoints()
+            tr.clear_adjoints(t)
             ct = np.ascontiguousarray(c).reshape(-1)
             if tr.out_size:
-                memcpy(t.adj + (tr.output if t.off == NULL else t.off[tr.output]), &ct[0],
-                       tr.out_size * sizeof(double))
+                memcpy(t.adjoint_ptr(tr.output), &ct[0], tr.out_size * sizeof(double))
         with nogil:
-            t.reverse_sweep(tr.output, 0)
+            tr.reverse(t)
         return self._grads(tr, t)
 
     def __call__(self, *args):
@@ -696,7 +792,6 @@ def _batch_rows(Trace tr, Tape t, double[:, ::1] X, double[:, ::1] G, double[::1
     cdef i64 out = tr.output
     cdef double* xin = t.value_ptr(inp)
     cdef double* gin
-    cdef i64 oo = out if t.off == NULL else t.off[out]
     cdef long long* next_row = <long long*> &counter[0]
     with nogil:
         while True:
@@ -706,15 +801,15 @@ def _batch_rows(Trace tr, Tape t, double[:, ::1] X, double[:, ::1] G, double[::1
             r1 = min(r0 + chunk, m)
             for r in range(r0, r1):
                 memcpy(xin, &X[r, 0], d * sizeof(double))
-                t.forward_sweep(0, t.n)
+                tr.forward(t)
                 if tr.nguards and not tr.guards_hold(t):
                     bad[r] = 1
                     continue
-                V[r] = t.val[oo]
-                t.clear_adjoints()
-                t.adj[oo] = 1.0
-                t.reverse_sweep(out, 0)
-                gin = t.adj + (inp if t.off == NULL else t.off[inp])
+                V[r] = t.value_ptr(out)[0]
+                tr.clear_adjoints(t)
+                t.adjoint_ptr(out)[0] = 1.0
+                tr.reverse(t)
+                gin = t.adjoint_ptr(inp)
                 memcpy(&G[r, 0], gin, d * sizeof(double))
 
 

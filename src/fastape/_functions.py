@@ -13,18 +13,16 @@ from math import prod as _prod
 
 import numpy as np
 
-from fastape import _tape
+from fastape import _tape, registry
 from fastape._ops import Op
 from fastape._tape import Var
 from fastape.errors import ShapeError, TapeError
 
-__all__ = [
-    "negative", "absolute", "abs", "exp", "log", "log1p", "expm1", "sqrt", "square",
-    "reciprocal", "sin", "cos", "tan", "arcsin", "arccos", "arctan", "sinh", "cosh",
-    "tanh", "sigmoid", "softplus", "relu", "sign", "floor", "round",
-    "add", "subtract", "multiply", "divide", "power", "arctan2", "logaddexp",
-    "maximum", "minimum",
-    "sum", "mean", "prod", "max", "min", "dot", "where", "reshape", "transpose",
+ELEMENTWISE_NAMES = [e.public for e in registry.ELEMENTWISE if e.public]
+
+__all__ = [  # noqa: F822 - the elementwise functions come from the registry
+    *ELEMENTWISE_NAMES, "abs",
+    "sum", "mean", "prod", "max", "min", "dot", "matmul", "where", "reshape", "transpose",
     "concatenate", "stack",
 ]
 
@@ -60,46 +58,19 @@ def _make_binary(op, name, doc):
     return f
 
 
-negative = _make_unary(Op.NEG, "negative", "-x")
-absolute = _make_unary(Op.ABS, "absolute", "|x| (partial sign(x), 0 at 0)")
-exp = _make_unary(Op.EXP, "exp", "e**x")
-log = _make_unary(Op.LOG, "log", "natural logarithm")
-log1p = _make_unary(Op.LOG1P, "log1p", "log(1 + x), accurate near 0")
-expm1 = _make_unary(Op.EXPM1, "expm1", "e**x - 1, accurate near 0")
-sqrt = _make_unary(Op.SQRT, "sqrt", "square root")
-square = _make_unary(Op.SQUARE, "square", "x**2")
-reciprocal = _make_unary(Op.RECIPROCAL, "reciprocal", "1/x")
-sin = _make_unary(Op.SIN, "sin", "sine")
-cos = _make_unary(Op.COS, "cos", "cosine")
-tan = _make_unary(Op.TAN, "tan", "tangent")
-arcsin = _make_unary(Op.ARCSIN, "arcsin", "inverse sine")
-arccos = _make_unary(Op.ARCCOS, "arccos", "inverse cosine")
-arctan = _make_unary(Op.ARCTAN, "arctan", "inverse tangent")
-sinh = _make_unary(Op.SINH, "sinh", "hyperbolic sine")
-cosh = _make_unary(Op.COSH, "cosh", "hyperbolic cosine")
-tanh = _make_unary(Op.TANH, "tanh", "hyperbolic tangent")
-sigmoid = _make_unary(
-    Op.SIGMOID, "sigmoid", "logistic function 1/(1 + e**-x), computed without overflow")
-softplus = _make_unary(
-    Op.SOFTPLUS, "softplus", "log(1 + e**x), computed without overflow")
-relu = _make_unary(Op.RELU, "relu", "max(x, 0) (partial 0 at 0)")
-sign = _make_unary(Op.SIGN, "sign", "sign of x (partial 0)")
-floor = _make_unary(Op.FLOOR, "floor", "floor (partial 0)")
-round = _make_unary(Op.ROUND, "round", "round half to even, as numpy.round (partial 0)")
+def _public_functions():
+    """One function per public elementwise op of the registry, by its public name."""
+    out = {}
+    for e in registry.ELEMENTWISE:
+        if e.public:
+            make = _make_unary if e.arity == 1 else _make_binary
+            out[e.public] = make(int(getattr(Op, e.name)), e.public, e.doc)
+    return out
 
-add = _make_binary(Op.ADD, "add", "x1 + x2")
-subtract = _make_binary(Op.SUB, "subtract", "x1 - x2")
-multiply = _make_binary(Op.MUL, "multiply", "x1 * x2")
-divide = _make_binary(Op.DIV, "divide", "x1 / x2")
-power = _make_binary(Op.POW, "power", "x1 ** x2")
-arctan2 = _make_binary(Op.ARCTAN2, "arctan2", "angle of the point (x2, x1)")
-logaddexp = _make_binary(
-    Op.LOGADDEXP, "logaddexp", "log(e**x1 + e**x2), computed without overflow")
-maximum = _make_binary(
-    Op.MAXIMUM, "maximum", "elementwise maximum (a tie splits the multiplier)")
-minimum = _make_binary(
-    Op.MINIMUM, "minimum", "elementwise minimum (a tie splits the multiplier)")
-abs = absolute  # noqa: A001
+
+ELEMENTWISE = _public_functions()
+globals().update(ELEMENTWISE)
+abs = ELEMENTWISE["absolute"]  # noqa: A001
 
 
 # -- shapes and axes -----------------------------------------------------------

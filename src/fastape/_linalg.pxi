@@ -1,6 +1,6 @@
-# Dense linear algebra on the tape (included into _tape.pyx): the kernels of MATMUL,
-# LU, SOLVE, DET, LOGDET and NORM, forward and reverse side by side, and their
-# recording functions. BLAS and LAPACK are called straight from nogil code through
+# Dense linear algebra on the tape (included into _tape.pyx): MATMUL, LU, SOLVE,
+# DET, LOGDET and NORM, one block each (parameter struct, forward kernel, reverse
+# kernel, recorder), after the BLAS/LAPACK helpers they share. BLAS and LAPACK are called straight from nogil code through
 # scipy.linalg.cython_blas / cython_lapack, as scikit-learn's _cython_blas does.
 #
 # Layout. Values are row-major; BLAS is column-major. A row-major M×N matrix with
@@ -16,8 +16,16 @@
 # n·n factors followed by n pivots (stored as doubles); its multiplier slot is
 # *defined* as Ā (the first n·n entries; the pivot part stays unused): the ops
 # reading the factors (SOLVE, DET, LOGDET) add their ∂/∂A there, and the LU
-# node's reverse step passes it on to A. Node ids never go into M, so a pruner
-# that remaps a/b keeps these ops valid.
+# node's reverse step passes it on to A.
+#
+# Zero multipliers. A product's adjoint Ā += Λ Bᵀ must give 0, not NaN, for the
+# entries of Λ that are 0 even where B holds an inf or a NaN (the convention of
+# every op). BLAS cannot skip terms, so the adjoint products go through
+# _adjoint_gemm, which uses BLAS when the partial operand is finite (then 0·b = 0
+# exactly) and a loop that skips zero multipliers otherwise.
+#
+# Scratch memory (pivots, the adjoint solves' right-hand sides) is the tape's work
+# buffer, sized by the recorders: no sweep allocates.
 #
 #   X = A⁻¹ B      ⇔  Xᵀ = Bᵀ U⁻¹ L⁻¹ Pᵀ            (right-side dtrsm on Xᵀ, the
 #   Z = A⁻ᵀ X̄      ⇔  Zᵀ = X̄ᵀ P L⁻ᵀ U⁻ᵀ              column-major view of X)
@@ -26,9 +34,7 @@
 # A singular A raises numpy.linalg.LinAlgError when SOLVE is recorded; a replay
 # cannot raise, so it writes NaN.
 
-from libc.stdlib cimport malloc, free
 from libc.math cimport exp, log, fabs
-from fastape._ops cimport LU, SOLVE, DET, LOGDET, NORM
 from scipy.linalg.cython_blas cimport dgemm, dgemv, dger, dtrsm, dnrm2, daxpy
 from scipy.linalg.cython_lapack cimport dgetrf
 
@@ -87,14 +93,6 @@ cdef void _gemm(bint ta, bint tb, i64 M, i64 N, i64 K, double alpha,
           <double*>A, &ia, &beta, C, &ic)
 
 
-cdef bint _all_zero(const double* x, i64 n) noexcept nogil:
-    cdef i64 j
-    for j in range(n):
-        if x[j] != 0.0:
-            return False
-    return True
-
-
 # ---------------------------------------------------------------------------
 # LU factors of a row-major A (its Aᵀ = P L U to LAPACK) and the two solves
 # ---------------------------------------------------------------------------
@@ -146,23 +144,17 @@ cdef void _lu_solve(const double* lu, i64 n, i64 r, double* W, bint transposed) 
         dtrsm(_R, _U, _T, _N, &m, &nn, &one, <double*>lu, &nn, W, &ld)
 
 
-cdef void _lu_factor(const double* A, double* out, i64 n) noexcept nogil:
-    """out = the LU factors of A (n·n) followed by its pivots as doubles."""
+cdef void _lu_factor(const double* A, double* out, i64 n, int* ipiv) noexcept nogil:
+    """out = the LU factors of A (n·n) followed by its pivots as doubles.
+    # IN: A  # OUT: out  # SCRATCH: ipiv (n ints)"""
     cdef int nn = <int>n, info = 0
-    cdef int* ipiv
     cdef i64 j
     memcpy(out, A, n * n * sizeof(double))
     if n == 0:
         return
-    ipiv = <int*>malloc(n * sizeof(int))
-    if ipiv == NULL:
-        for j in range(n * n + n):
-            out[j] = NAN
-        return
     dgetrf(&nn, &nn, out, &nn, ipiv, &info)
     for j in range(n):
         out[n * n + j] = ipiv[j]
-    free(ipiv)
 
 
 cdef double _lu_logdet(const double* lu, i64 n, double* sign) noexcept nogil:
@@ -183,15 +175,12 @@ cdef double _lu_logdet(const double* lu, i64 n, double* sign) noexcept nogil:
 
 
 cdef void _add_inverse_transpose(const double* lu, i64 n, double scale,
-                                 double* abar) noexcept nogil:
-    """abar += scale A⁻ᵀ (row-major), from the factors of an LU node."""
-    cdef double* W
+                                 double* abar, double* W) noexcept nogil:
+    """abar += scale A⁻ᵀ (row-major), from the factors of an LU node.
+    # SCRATCH: W (n·n doubles)"""
     cdef i64 j
     cdef int nn2 = <int>(n * n), one = 1
     if n == 0 or scale == 0.0:
-        return
-    W = <double*>malloc(n * n * sizeof(double))
-    if W == NULL:
         return
     memset(W, 0, n * n * sizeof(double))
     for j in range(n):
@@ -199,145 +188,97 @@ cdef void _add_inverse_transpose(const double* lu, i64 n, double scale,
     # the solve turns the column-major Iᵀ into A⁻¹ column-major, i.e. A⁻ᵀ row-major
     _lu_solve(lu, n, n, W, True)
     daxpy(&nn2, &scale, W, &one, abar, &one)
-    free(W)
 
 
-# ---------------------------------------------------------------------------
-# the sweeps' entry points
-# ---------------------------------------------------------------------------
-
-cdef void linalg_forward(Tape t, i64 i) noexcept nogil:
-    """Compute node i's value (a linear-algebra op)."""
-    cdef int o = t.op[i]
-    cdef i64 m = t.meta[i], rows, k, cols, batch, sA, sB, flags, bt, n, r, j
-    cdef double* out = t.val + t.off[i]
-    cdef const double* A = t.val + t.off[t.a[i]]
-    cdef const double* B
-    cdef double s
-    cdef int cnt, one = 1
-    if o == MATMUL:
-        rows = t.M[m + 1]
-        k = t.M[m + 2]
-        cols = t.M[m + 3]
-        batch = t.M[m + 4]
-        sA = t.M[m + 5]
-        sB = t.M[m + 6]
-        flags = t.M[m + 7]
-        B = t.val + t.off[t.b[i]]
-        for bt in range(batch):
-            _gemm(flags & 1, flags & 2, rows, cols, k, 1.0,
-                  A + bt * sA, rows if flags & 1 else k,
-                  B + bt * sB, k if flags & 2 else cols,
-                  0.0, out + bt * rows * cols, cols)
-    elif o == LU:
-        _lu_factor(A, out, t.M[m + 1])
-    elif o == SOLVE:
-        n = t.M[m + 1]
-        r = t.M[m + 2]
-        if _lu_singular(A, n):
-            for j in range(n * r):
-                out[j] = NAN
-            return
-        memcpy(out, t.val + t.off[t.b[i]], n * r * sizeof(double))
-        _lu_solve(A, n, r, out, False)
-    elif o == DET or o == LOGDET:
-        s = 0.0
-        out[0] = _lu_logdet(A, t.M[m + 1], &s)
-        if o == DET:
-            out[0] = 0.0 if s == 0.0 else s * exp(out[0])
-    elif o == NORM:
-        cnt = <int>t.M[m + 1]
-        out[0] = dnrm2(&cnt, <double*>A, &one) if cnt > 0 else 0.0
+cdef bint _all_finite(const double* x, i64 rows, i64 cols, i64 ld) noexcept nogil:
+    cdef i64 r, c
+    cdef double s = 0.0
+    for r in range(rows):
+        for c in range(cols):
+            s += x[r * ld + c] * 0.0      # NaN iff some entry is inf or NaN
+    return s == 0.0
 
 
-cdef void linalg_reverse(Tape t, i64 i) noexcept nogil:
-    """Add node i's multipliers through its local partials into its parents'."""
-    cdef int o = t.op[i]
-    cdef i64 m = t.meta[i], rows, k, cols, batch, sA, sB, flags, bt, n, r, j
-    cdef const double* lam = t.adj + t.off[i]
-    cdef i64 pa = t.a[i], pb = t.b[i]
-    cdef const double* A = t.val + t.off[pa]
-    cdef double* abar = t.adj + t.off[pa]
-    cdef const double* B
-    cdef double* bbar
-    cdef const double* lamb
-    cdef double* Z
-    cdef double w
-    cdef bint ta, tb
-    if o == LU:
-        # the slot holds Ā (see the top of this file)
-        if t.op[pa] != CONSTANT:
-            n = t.M[m + 1]
-            for j in range(n * n):
-                abar[j] += lam[j]
+cdef void _adjoint_gemm(bint ta, bint tb, i64 M, i64 N, i64 K, double alpha,
+                        const double* A, i64 lda, const double* B, i64 ldb,
+                        double* C, i64 ldc, bint a_is_lam) noexcept nogil:
+    """C += alpha op(A) op(B) where one operand is a node's adjoints (A when
+    `a_is_lam`, else B) and the other a partial: a zero adjoint contributes nothing,
+    even where the partial is inf or NaN. # IN: A, B  # IN/OUT: C"""
+    cdef const double* part = B if a_is_lam else A
+    cdef i64 pr = (N if tb else K) if a_is_lam else (K if ta else M)
+    cdef i64 pc = (K if tb else N) if a_is_lam else (M if ta else K)
+    cdef i64 r, c, q
+    cdef double w, acc, a, b
+    if _all_finite(part, pr, pc, ldb if a_is_lam else lda):
+        _gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, 1.0, C, ldc)
         return
-    if _all_zero(lam, t.size_of(i)):
-        return          # a zero multiplier contributes nothing, even through inf/NaN
-    if o == MATMUL:
-        rows = t.M[m + 1]
-        k = t.M[m + 2]
-        cols = t.M[m + 3]
-        batch = t.M[m + 4]
-        sA = t.M[m + 5]
-        sB = t.M[m + 6]
-        flags = t.M[m + 7]
-        ta = flags & 1
-        tb = flags & 2
-        B = t.val + t.off[pb]
-        bbar = t.adj + t.off[pb]
-        for bt in range(batch):
-            lamb = lam + bt * rows * cols
-            if t.op[pa] != CONSTANT:
-                if not ta:      # Ā (rows×k) += Λ op(B)ᵀ
-                    _gemm(False, not tb, rows, k, cols, 1.0, lamb, cols,
-                          B + bt * sB, k if tb else cols, 1.0, abar + bt * sA, k)
-                else:           # stored A is k×rows: Ā += op(B) Λᵀ
-                    _gemm(tb, True, k, rows, cols, 1.0, B + bt * sB, k if tb else cols,
-                          lamb, cols, 1.0, abar + bt * sA, rows)
-            if t.op[pb] != CONSTANT:
-                if not tb:      # B̄ (k×cols) += op(A)ᵀ Λ
-                    _gemm(not ta, False, k, cols, rows, 1.0, A + bt * sA,
-                          rows if ta else k, lamb, cols, 1.0, bbar + bt * sB, cols)
-                else:           # stored B is cols×k: B̄ += Λᵀ op(A)
-                    _gemm(True, ta, cols, k, rows, 1.0, lamb, cols, A + bt * sA,
-                          rows if ta else k, 1.0, bbar + bt * sB, k)
-    elif o == SOLVE:
-        n = t.M[m + 1]
-        r = t.M[m + 2]
-        Z = <double*>malloc((n * r if n * r > 0 else 1) * sizeof(double))
-        if Z == NULL:
-            return
-        memcpy(Z, lam, n * r * sizeof(double))
-        _lu_solve(A, n, r, Z, True)                       # Z = A⁻ᵀ X̄
+    # a non-finite partial: sum the terms one by one, skipping zero adjoints
+    for r in range(M):
+        for c in range(N):
+            acc = 0.0
+            for q in range(K):
+                a = A[q * lda + r] if ta else A[r * lda + q]
+                b = B[c * ldb + q] if tb else B[q * ldb + c]
+                w = a if a_is_lam else b
+                if w != 0.0:
+                    acc += a * b
+            C[r * ldc + c] += alpha * acc
+
+
+# ---------------------------------------------------------------------------
+# MATMUL: C[bt] = op(A[bt]) op(B[bt])
+# ---------------------------------------------------------------------------
+
+ctypedef struct MatmulP:
+    i64 size            # batch · rows · cols
+    i64 rows            # op(A) is rows × k, op(B) is k × cols
+    i64 k
+    i64 cols
+    i64 batch
+    i64 sA              # A[bt] starts at bt·sA (0: one A for the whole batch)
+    i64 sB
+    i64 flags           # 1: A stored transposed, 2: B stored transposed
+
+
+cdef void matmul_forward(Tape t, i64 i) noexcept nogil:
+    cdef const MatmulP* p = <const MatmulP*>t.params(i)
+    cdef const double* A = t.val + t.off[t.a[i]]
+    cdef const double* B = t.val + t.off[t.b[i]]
+    cdef double* out = t.val + t.off[i]
+    cdef i64 bt
+    cdef bint ta = p.flags & 1, tb = p.flags & 2
+    for bt in range(p.batch):
+        _gemm(ta, tb, p.rows, p.cols, p.k, 1.0, A + bt * p.sA, p.rows if ta else p.k,
+              B + bt * p.sB, p.k if tb else p.cols, 0.0, out + bt * p.rows * p.cols, p.cols)
+
+
+cdef void matmul_reverse(Tape t, i64 i) noexcept nogil:
+    """Ā += Λ op(B)ᵀ, B̄ += op(A)ᵀ Λ (in the stored orientation of A and B)."""
+    cdef const MatmulP* p = <const MatmulP*>t.params(i)
+    cdef i64 pa = t.a[i], pb = t.b[i], bt, rows = p.rows, k = p.k, cols = p.cols
+    cdef const double* A = t.val + t.off[pa]
+    cdef const double* B = t.val + t.off[pb]
+    cdef double* abar = t.adj + t.off[pa]
+    cdef double* bbar = t.adj + t.off[pb]
+    cdef const double* lam
+    cdef bint ta = p.flags & 1, tb = p.flags & 2
+    for bt in range(p.batch):
+        lam = t.adj + t.off[i] + bt * rows * cols
+        if t.op[pa] != CONSTANT:
+            if not ta:      # Ā (rows×k) += Λ op(B)ᵀ
+                _adjoint_gemm(False, not tb, rows, k, cols, 1.0, lam, cols,
+                              B + bt * p.sB, k if tb else cols, abar + bt * p.sA, k, True)
+            else:           # stored A is k×rows: Ā += op(B) Λᵀ
+                _adjoint_gemm(tb, True, k, rows, cols, 1.0, B + bt * p.sB,
+                              k if tb else cols, lam, cols, abar + bt * p.sA, rows, False)
         if t.op[pb] != CONSTANT:
-            bbar = t.adj + t.off[pb]
-            for j in range(n * r):
-                bbar[j] += Z[j]
-        if t.op[t.a[pa]] != CONSTANT:                     # Ā -= Z Xᵀ, into the LU slot
-            _gemm(False, True, n, n, r, -1.0, Z, r, t.val + t.off[i], r, 1.0, abar, n)
-        free(Z)
-    elif o == DET or o == LOGDET:
-        if t.op[t.a[pa]] != CONSTANT:
-            w = lam[0]
-            if o == DET:
-                w *= t.val[t.off[i]]
-            _add_inverse_transpose(A, t.M[m + 1], w, abar)
-    elif o == NORM:
-        w = t.val[t.off[i]]
-        if w > 0.0:        # the subgradient 0 at x = 0
-            w = lam[0] / w
-            for j in range(t.M[m + 1]):
-                abar[j] += w * A[j]
-
-
-# ---------------------------------------------------------------------------
-# recording (shapes are checked by fastape.linalg before these are called)
-# ---------------------------------------------------------------------------
-
-def _check_dims(str op, *dims):
-    for d in dims:
-        if d > INT_MAX_DIM:
-            raise ShapeError(f"{op}: dimension {d} exceeds BLAS's 32-bit limit")
+            if not tb:      # B̄ (k×cols) += op(A)ᵀ Λ
+                _adjoint_gemm(not ta, False, k, cols, rows, 1.0, A + bt * p.sA,
+                              rows if ta else k, lam, cols, bbar + bt * p.sB, cols, False)
+            else:           # stored B is cols×k: B̄ += Λᵀ op(A)
+                _adjoint_gemm(True, ta, cols, k, rows, 1.0, lam, cols, A + bt * p.sA,
+                              rows if ta else k, bbar + bt * p.sB, k, True)
 
 
 def matmul_node(Var a, Var b, i64 rows, i64 k, i64 cols, i64 batch, i64 sA, i64 sB,
@@ -345,19 +286,44 @@ def matmul_node(Var a, Var b, i64 rows, i64 k, i64 cols, i64 batch, i64 sA, i64 
     """C[bt] = op(A[bt]) op(B[bt]) for bt < batch; A[bt] starts at bt·sA (sA = 0: one
     A for all), op(A) is rows×k (transposed storage when ta), op(B) is k×cols."""
     cdef Tape t = a.tape
-    cdef i64 size = batch * rows * cols, i, m
+    cdef i64 size = batch * rows * cols, i
+    cdef MatmulP* p
     _check_dims("matmul", rows, k, cols, rows * k, k * cols, rows * cols)
-    i = t._push(MATMUL, a.node, b.node, size, 8)
-    m = t.meta[i]
-    t.M[m + 1] = rows
-    t.M[m + 2] = k
-    t.M[m + 3] = cols
-    t.M[m + 4] = batch
-    t.M[m + 5] = sA
-    t.M[m + 6] = sB
-    t.M[m + 7] = (1 if ta else 0) | (2 if tb else 0)
-    t.forward_node(i)
-    return _new(t, i, shape, size)
+    i = t.push(MATMUL, a.node, b.node, size, 8)
+    p = <MatmulP*>t.params(i)
+    p.rows = rows
+    p.k = k
+    p.cols = cols
+    p.batch = batch
+    p.sA = sA
+    p.sB = sB
+    p.flags = (1 if ta else 0) | (2 if tb else 0)
+    return _recorded(t, i, shape, size)
+
+
+# ---------------------------------------------------------------------------
+# LU: the factors and pivots of a square A; its adjoint slot holds Ā
+# ---------------------------------------------------------------------------
+
+ctypedef struct SquareP:
+    i64 size
+    i64 n               # A is n × n
+
+
+cdef void lu_forward(Tape t, i64 i) noexcept nogil:
+    cdef const SquareP* p = <const SquareP*>t.params(i)
+    _lu_factor(t.val + t.off[t.a[i]], t.val + t.off[i], p.n, <int*>t.work)
+
+
+cdef void lu_reverse(Tape t, i64 i) noexcept nogil:
+    """Ā += the slot's first n·n entries (what SOLVE, DET and LOGDET added there)."""
+    cdef const SquareP* p = <const SquareP*>t.params(i)
+    cdef const double* lam = t.adj + t.off[i]
+    cdef double* abar = t.adj + t.off[t.a[i]]
+    cdef i64 j
+    if t.op[t.a[i]] != CONSTANT:
+        for j in range(p.n * p.n):
+            abar[j] += lam[j]
 
 
 def lu_node(Var a, i64 n):
@@ -365,31 +331,129 @@ def lu_node(Var a, i64 n):
     cdef Tape t = a.tape
     cdef i64 i
     _check_dims("lu", n, n * n)
-    i = t._push(LU, a.node, -1, n * n + n, 2)
-    t.M[t.meta[i] + 1] = n
-    t.forward_node(i)
-    return _new(t, i, (n * n + n,), n * n + n), _lu_singular(t.val + t.off[i], n)
+    t.need_work(n)                  # the pivots (ints)
+    i = t.push(LU, a.node, -1, n * n + n, 2)
+    (<SquareP*>t.params(i)).n = n
+    v = _recorded(t, i, (n * n + n,), n * n + n)
+    return v, _lu_singular(t.val + t.off[i], n)
+
+
+# ---------------------------------------------------------------------------
+# SOLVE: X = A⁻¹ B from the LU node of A
+# ---------------------------------------------------------------------------
+
+ctypedef struct SolveP:
+    i64 size            # n · r
+    i64 n
+    i64 r               # B is n × r
+
+
+cdef void solve_forward(Tape t, i64 i) noexcept nogil:
+    cdef const SolveP* p = <const SolveP*>t.params(i)
+    cdef const double* lu = t.val + t.off[t.a[i]]
+    cdef double* out = t.val + t.off[i]
+    cdef i64 j
+    if _lu_singular(lu, p.n):
+        for j in range(p.n * p.r):
+            out[j] = NAN
+        return
+    memcpy(out, t.val + t.off[t.b[i]], p.n * p.r * sizeof(double))
+    _lu_solve(lu, p.n, p.r, out, False)
+
+
+cdef void solve_reverse(Tape t, i64 i) noexcept nogil:
+    """Z = A⁻ᵀ X̄;  B̄ += Z;  Ā -= Z Xᵀ (into the LU node's slot)."""
+    cdef const SolveP* p = <const SolveP*>t.params(i)
+    cdef i64 pa = t.a[i], pb = t.b[i], j, n = p.n, r = p.r
+    cdef double* Z = t.work
+    cdef double* bbar
+    memcpy(Z, t.adj + t.off[i], n * r * sizeof(double))
+    _lu_solve(t.val + t.off[pa], n, r, Z, True)
+    if t.op[pb] != CONSTANT:
+        bbar = t.adj + t.off[pb]
+        for j in range(n * r):
+            bbar[j] += Z[j]
+    if t.op[t.a[pa]] != CONSTANT:
+        _adjoint_gemm(False, True, n, n, r, -1.0, Z, r, t.val + t.off[i], r,
+                      t.adj + t.off[pa], n, True)
 
 
 def solve_node(Var lu, Var b, i64 n, i64 r, tuple shape):
     """X = A⁻¹ B (B n×r, row-major) from the LU node of A."""
     cdef Tape t = lu.tape
-    cdef i64 i = t._push(SOLVE, lu.node, b.node, n * r, 3), m = t.meta[i]
-    t.M[m + 1] = n
-    t.M[m + 2] = r
-    t.forward_node(i)
-    return _new(t, i, shape, n * r)
+    cdef i64 i
+    cdef SolveP* p
+    t.need_work(n * r)
+    i = t.push(SOLVE, lu.node, b.node, n * r, 3)
+    p = <SolveP*>t.params(i)
+    p.n = n
+    p.r = r
+    return _recorded(t, i, shape, n * r)
+
+
+# ---------------------------------------------------------------------------
+# DET, LOGDET: det A and log |det A| from the LU node of A
+# ---------------------------------------------------------------------------
+
+cdef void det_forward(Tape t, i64 i) noexcept nogil:
+    cdef const SquareP* p = <const SquareP*>t.params(i)
+    cdef double s = 0.0
+    cdef double* out = t.val + t.off[i]
+    out[0] = _lu_logdet(t.val + t.off[t.a[i]], p.n, &s)
+    if t.op[i] == DET:
+        out[0] = 0.0 if s == 0.0 else s * exp(out[0])
+
+
+cdef void det_reverse(Tape t, i64 i) noexcept nogil:
+    """log|det A|: Ā += λ A⁻ᵀ;  det A: Ā += λ det(A) A⁻ᵀ (into the LU node's slot)."""
+    cdef const SquareP* p = <const SquareP*>t.params(i)
+    cdef i64 pa = t.a[i]
+    cdef double w = t.adj[t.off[i]]
+    if t.op[t.a[pa]] != CONSTANT:
+        if t.op[i] == DET:
+            w *= t.val[t.off[i]]
+        _add_inverse_transpose(t.val + t.off[pa], p.n, w, t.adj + t.off[pa], t.work)
 
 
 def det_node(Var lu, i64 n, bint log_abs):
     """det A (or log |det A|) from the LU node of A; returns (value, sign of det A)."""
     cdef Tape t = lu.tape
     cdef double s = 0.0
-    cdef i64 i = t._push(LOGDET if log_abs else DET, lu.node, -1, 1, 2)
-    t.M[t.meta[i] + 1] = n
-    t.forward_node(i)
+    cdef i64 i
+    t.need_work(n * n)
+    i = t.push(LOGDET if log_abs else DET, lu.node, -1, 1, 2)
+    (<SquareP*>t.params(i)).n = n
+    v = _recorded(t, i, SCALAR, 1)
     _lu_logdet(t.val + t.off[lu.node], n, &s)
-    return _new(t, i, SCALAR, 1), s
+    return v, s
+
+
+# ---------------------------------------------------------------------------
+# NORM: ‖x‖₂ over all elements
+# ---------------------------------------------------------------------------
+
+ctypedef struct NormP:
+    i64 size            # 1
+    i64 n               # x's size
+
+
+cdef void norm_forward(Tape t, i64 i) noexcept nogil:
+    cdef const NormP* p = <const NormP*>t.params(i)
+    cdef int cnt = <int>p.n, one = 1
+    t.val[t.off[i]] = dnrm2(&cnt, <double*>(t.val + t.off[t.a[i]]), &one) if cnt > 0 else 0.0
+
+
+cdef void norm_reverse(Tape t, i64 i) noexcept nogil:
+    """x̄ += λ x / ‖x‖ (the subgradient 0 at x = 0)."""
+    cdef const NormP* p = <const NormP*>t.params(i)
+    cdef const double* x = t.val + t.off[t.a[i]]
+    cdef double* x_bar = t.adj + t.off[t.a[i]]
+    cdef double w = t.val[t.off[i]]
+    cdef i64 j
+    if w > 0.0:
+        w = t.adj[t.off[i]] / w
+        for j in range(p.n):
+            x_bar[j] += w * x[j]
 
 
 def norm_node(Var x):
@@ -397,10 +461,15 @@ def norm_node(Var x):
     cdef Tape t = x.tape
     cdef i64 i
     _check_dims("norm", x.size)
-    i = t._push(NORM, x.node, -1, 1, 2)
-    t.M[t.meta[i] + 1] = x.size
-    t.forward_node(i)
-    return _new(t, i, SCALAR, 1)
+    i = t.push(NORM, x.node, -1, 1, 2)
+    (<NormP*>t.params(i)).n = x.size
+    return _recorded(t, i, SCALAR, 1)
+
+
+def _check_dims(str op, *dims):
+    for d in dims:
+        if d > INT_MAX_DIM:
+            raise ShapeError(f"{op}: dimension {d} exceeds BLAS's 32-bit limit")
 
 
 def singular_error(str op):

@@ -7,31 +7,70 @@ would do that cannot be recorded raises a TypeError that says what to write
 instead; nothing silently drops the tape.
 """
 
+import importlib
+import sys
+
 import numpy as np
 
 from fastape import _functions as F
-from fastape import _tape
+from fastape import _tape, registry
 from fastape import linalg as _linalg
-from fastape._ops import Op
+from fastape._ops import Cmp, Op
 from fastape._tape import Var
 
-UNARY = {
-    np.negative: Op.NEG, np.absolute: Op.ABS, np.fabs: Op.ABS, np.exp: Op.EXP,
-    np.log: Op.LOG, np.log1p: Op.LOG1P, np.expm1: Op.EXPM1, np.sqrt: Op.SQRT,
-    np.square: Op.SQUARE, np.reciprocal: Op.RECIPROCAL, np.sin: Op.SIN, np.cos: Op.COS,
-    np.tan: Op.TAN, np.arcsin: Op.ARCSIN, np.arccos: Op.ARCCOS, np.arctan: Op.ARCTAN,
-    np.sinh: Op.SINH, np.cosh: Op.COSH, np.tanh: Op.TANH, np.sign: Op.SIGN,
-    np.floor: Op.FLOOR, np.rint: Op.ROUND,
-}
-BINARY = {
-    np.add: Op.ADD, np.subtract: Op.SUB, np.multiply: Op.MUL, np.true_divide: Op.DIV,
-    np.power: Op.POW, np.float_power: Op.POW, np.arctan2: Op.ARCTAN2,
-    np.logaddexp: Op.LOGADDEXP, np.maximum: Op.MAXIMUM, np.minimum: Op.MINIMUM,
-}
+OPCODE = {name: int(getattr(Op, name)) for name in registry.opcodes()}
+
+
+def _resolve(dotted):
+    """The object a dotted name such as ``numpy.sin`` or ``scipy.special.erf`` names."""
+    module, _, name = dotted.rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
+#: ufunc -> registry block, for every numpy callable the registry names. scipy's
+#: ufuncs join the table the first time a scipy ufunc reaches a fastape value
+#: (importing scipy.special on every fastape import would cost ~0.1 s).
+UFUNCS = {}
+NAMES = {}          # callable -> its dotted name, for error messages
+_SCIPY_PENDING = []
+for _e in registry.ELEMENTWISE:
+    for _dotted in _e.numpy:
+        if _dotted.startswith("numpy."):
+            UFUNCS[_resolve(_dotted)] = _e
+            NAMES[_resolve(_dotted)] = _dotted
+        else:
+            _SCIPY_PENDING.append((_dotted, _e))
+
+
+def _lookup(ufunc):
+    e = UFUNCS.get(ufunc)
+    if e is None and _SCIPY_PENDING and "scipy.special" in sys.modules:
+        for dotted, block in _SCIPY_PENDING:
+            UFUNCS[_resolve(dotted)] = block
+            NAMES[_resolve(dotted)] = dotted
+        _SCIPY_PENDING.clear()
+        e = UFUNCS.get(ufunc)
+    return e
+
+
+def display_name(func):
+    """``numpy.linalg.svd``, ``scipy.special.gammaln``: the module path and the name."""
+    name = NAMES.get(func)
+    if name is not None:
+        return name
+    module = getattr(func, "__module__", None)
+    fname = getattr(func, "__name__", repr(func))
+    if module is None and isinstance(func, np.ufunc):
+        special = sys.modules.get("scipy.special")
+        module = "scipy.special" if getattr(special, fname, None) is func else "numpy"
+    return f"{module}.{fname}" if module else fname
+
+
 # ufuncs whose result is not differentiable: computed on the values
-COMPARE = {np.less: 0, np.less_equal: 1, np.greater: 2, np.greater_equal: 3,
-           np.equal: 4, np.not_equal: 5}
-SWAPPED = {0: 2, 1: 3, 2: 0, 3: 1, 4: 4, 5: 5}
+COMPARE = {np.less: Cmp.LT, np.less_equal: Cmp.LE, np.greater: Cmp.GT,
+           np.greater_equal: Cmp.GE, np.equal: Cmp.EQ, np.not_equal: Cmp.NE}
+SWAPPED = {Cmp.LT: Cmp.GT, Cmp.LE: Cmp.GE, Cmp.GT: Cmp.LT, Cmp.GE: Cmp.LE,
+           Cmp.EQ: Cmp.EQ, Cmp.NE: Cmp.NE}
 VALUE_ONLY = {np.isnan, np.isinf, np.isfinite, np.signbit}
 REDUCE = {np.add: F.sum, np.multiply: F.prod, np.maximum: F.max, np.minimum: F.min}
 
@@ -41,7 +80,7 @@ def _value(v):
 
 
 def array_ufunc(ufunc, method, inputs, kwargs):
-    name = f"numpy.{ufunc.__name__}"
+    name = display_name(ufunc)
     if kwargs.get("out") is not None:
         raise TypeError(f"{name}: out= cannot write into or from a fastape value; "
                         "use the returned value")
@@ -52,10 +91,12 @@ def array_ufunc(ufunc, method, inputs, kwargs):
     if dtype is not None and np.dtype(dtype) != np.float64:
         raise TypeError(f"{name}: fastape values are float64; dtype={dtype} is not supported")
     if method == "__call__":
-        if ufunc in BINARY:
-            return _tape.binary(BINARY[ufunc], inputs[0], inputs[1])
-        if ufunc in UNARY:
-            return _tape.unary(UNARY[ufunc], inputs[0])
+        e = _lookup(ufunc)
+        if e is not None:
+            code = OPCODE[e.name]
+            if e.arity == 2:
+                return _tape.binary(code, inputs[0], inputs[1])
+            return _tape.unary(code, inputs[0])
         if ufunc is np.positive:
             return inputs[0]
         if ufunc in COMPARE:
@@ -156,7 +197,7 @@ def array_function(func, args, kwargs):
     impl = FUNCTIONS.get(func)
     if impl is None:
         raise TypeError(
-            f"numpy.{func.__name__} is not supported on fastape values. Supported: ufuncs "
+            f"{display_name(func)} is not supported on fastape values. Supported: ufuncs "
             "(np.sin, np.exp, np.maximum, …), "
             + ", ".join(sorted({f"np.{f.__name__}" for f in FUNCTIONS}))
             + "; or read numbers with x.value")

@@ -10,55 +10,55 @@ cdef class Tape:
     cdef i64 n, cap
     cdef uint8_t* op          # opcode of node i
     cdef i32* a               # first parent (-1: none)
-    cdef i32* b               # second parent, or pool index of the immediate k
-    # value arena; while every node is a scalar, node i's value is val[i]
+    cdef i32* b               # second parent, or pool index of an immediate (b_kind)
+    # value arena; in the scalar layout node i's value is val[i]
     cdef double* val
     cdef i64 nval, val_cap
-    # multipliers λ, same layout as val (allocated by the first reverse sweep)
+    # adjoints λ (the Lagrange multipliers), same layout as val (allocated by the
+    # first reverse sweep)
     cdef double* adj
     cdef i64 adj_cap
     # immediates of the *_K ops and GATHER1 indices
     cdef double* pool
     cdef i64 npool, pool_cap
-    # array layout, NULL until the first array or structural node is recorded
+    # general layout, NULL until the first array or structural node is recorded
     cdef i64* off             # node i's value starts at val[off[i]]
-    cdef i64* meta            # node i's parameters start at M[meta[i]] (-1: scalar)
-    cdef i64* M               # parameter arena: M[meta[i]] is always the size
-    cdef i64 nM, M_cap
-    # run table of a grouped tape (scalar layout, closed): nodes runs[r]..runs[r+1]-1
-    # share one opcode and the sweeps run each run through that op's own loop;
-    # run_kind[r]: RUN_AFFINE when its parents are contiguous (or one node) and lie
-    # before the run, so that it is an elementwise array op in disguise
-    cdef i32* runs
-    cdef uint8_t* run_kind
-    cdef i64 nruns
-    # a grouped tape's reverse sweep zeroes each multiplier it consumes, so after a
-    # sweep down to node 0 only the leaves' (nodes 0..nleaf-1) can be nonzero
-    cdef i64 nleaf
-    cdef bint adj_clean
-    # state
-    cdef bint _closed, _freed
+    cdef i64* poff            # node i's parameter struct starts at P[poff[i]] (-1: none)
+    cdef i64* P               # parameter arena: the first field of a struct is the size
+    cdef i64 nP, P_cap
+    # scratch memory of the sweeps (LU pivots, adjoint solves), sized when nodes are
+    # recorded so that no sweep allocates
+    cdef double* work
+    cdef i64 work_len
+    # state: closed once the with-block ends (records nothing more); released once
+    # its memory is freed (unusable)
+    cdef bint _closed, _released
     cdef public i64 seed      # output node of the last reverse sweep (-1: none)
-    cdef public object guards  # None, or a list that comparisons append guards to
+    cdef public object on_compare  # None, or called with (Cmp, x node, y node, result)
 
     cdef void _free(self) noexcept
     cdef int _grow_nodes(self, i64 need) except -1
     cdef i64 _rec1(self, int o, i64 x, double k) except -1
     cdef i64 _rec2(self, int o, i64 x, i64 y) except -1
-    cdef i64 _push(self, int o, i64 x, i64 y, i64 size, i64 nmeta) except -1
-    cdef i64 _pool_add(self, double k) except -1
-    cdef int _to_mixed(self) except -1
+    cdef i64 push(self, int o, i64 x, i64 y, i64 size, i64 nparams) except -1
+    cdef i64 pool_add(self, double k) except -1
+    cdef int need_work(self, i64 ndoubles) except -1
+    cdef int _to_general_layout(self) except -1
     cdef int _check(self) except -1
+    cdef int close(self) except -1
+    cdef Tape clone(self)
+    cdef i64 copy_node(self, Tape src, i64 i, const i64* remap) except -1
+    cdef i64 nparams_of(self, i64 i) noexcept nogil
     cdef i64 size_of(self, i64 i) noexcept nogil
     cdef double* value_ptr(self, i64 i) noexcept nogil
+    cdef double* adjoint_ptr(self, i64 i) noexcept nogil
+    cdef i64* params(self, i64 i) noexcept nogil
     cdef void forward_node(self, i64 i) noexcept nogil
     cdef void reverse_node(self, i64 i) noexcept nogil
     cdef void forward_sweep(self, i64 lo, i64 hi) noexcept nogil
-    cdef void reverse_sweep(self, i64 top, i64 bottom) noexcept nogil
+    cdef void reverse_sweep(self, i64 top) noexcept nogil
     cdef int prepare_adjoints(self) except -1
     cdef void clear_adjoints(self) noexcept nogil
-    cdef int set_runs(self) except -1
-    cdef uint8_t _run_kind(self, i64 lo, i64 hi) noexcept
 
 
 cdef class Var:
@@ -69,3 +69,12 @@ cdef class Var:
 
 
 cdef object read_slot(Tape t, double* buf, i64 node, tuple shape)
+cdef void run_forward(int o, double* val, const double* pool, const i32* pa,
+                      const i32* pb, i64 lo, i64 hi) noexcept nogil
+cdef void run_reverse(int o, double* val, double* adj, const double* pool,
+                      const i32* pa, const i32* pb, i64 lo, i64 hi) noexcept nogil
+cdef void elementwise_forward(int o, const double* x, i64 sx, const double* y, i64 sy,
+                              double* out, i64 n) noexcept nogil
+cdef void elementwise_reverse(int o, const double* x, i64 sx, const double* y, i64 sy,
+                              const double* z, const double* lam, double* x_bar,
+                              double* y_bar, i64 n) noexcept nogil

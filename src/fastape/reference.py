@@ -7,9 +7,10 @@ a reverse sweep that accumulates adjoints ("multipliers") in reverse tape order.
 It is the oracle of the test suite and the "pure Python" baseline of the
 benchmarks, so it favours plain, readable code over cleverness.
 
-The op table ``OPS`` mirrors ``fastape/_ops.pxd`` op for op: every elementwise
-op there (``NEG`` … ``MINIMUM``) has one entry here with the same value formula
-and the same local partials, including the conventions of that file:
+The op table ``OPS`` holds, keyed by name, one formula for every elementwise op
+of fastape's op registry (``fastape/registry.py``), written independently of the
+registry's formulas with the same value and local partials and the same
+conventions:
 
 * ties of ``maximum``/``minimum`` split the multiplier 0.5/0.5;
 * ``abs``, ``sign`` and ``relu`` have partial 0 at 0; ``sign``, ``floor`` and
@@ -55,11 +56,12 @@ try:
 except ImportError:  # pragma: no cover - numpy is a dependency of fastape
     _np = None
 
-__all__ = [
+__all__ = [  # noqa: F822 - the elementwise functions are made from the registry
     "OPS", "OP_NAMES", "OPCODES", "Tape", "Var", "TapeError", "grad", "value_and_grad",
+    "abs_", "copy",
     "exp", "log", "log1p", "expm1", "sqrt", "square", "reciprocal", "sin", "cos", "tan",
     "arcsin", "arccos", "arctan", "sinh", "cosh", "tanh", "sigmoid", "softplus", "relu",
-    "sign", "floor", "round", "absolute", "abs_", "negative", "copy", "arctan2",
+    "sign", "floor", "round", "absolute", "negative", "arctan2",
     "logaddexp", "maximum", "minimum", "power", "add", "subtract", "multiply", "divide",
 ]
 
@@ -339,8 +341,6 @@ def _op_rdiv_k(x, y, k):
 
 
 def _op_pow_k(x, y, k):
-    if k == 2.0:
-        return x * x, 2.0 * x, 0.0
     return (_pow(x, k),
             0.0 if k == 0.0 else k * _pow(x, k - 1.0), 0.0)
 
@@ -454,17 +454,37 @@ OPS = {
     "MINIMUM": _op_minimum,
 }
 
-#: opcodes, numbered as the ``Op`` enum of _ops.pxd (leaves, then elementwise ops)
-OP_NAMES = ("INPUT", "CONSTANT", *OPS)
-OPCODES = {name: i for i, name in enumerate(OP_NAMES)}
-_FUNCS = (None, None, *OPS.values())  # opcode -> op function (None for leaves)
 
-# opcode constants, in OP_NAMES order (tests check they agree with OPCODES)
-(INPUT, CONSTANT,
- NEG, ABS, EXP, LOG, LOG1P, EXPM1, SQRT, SQUARE, RECIPROCAL, SIN, COS, TAN, ARCSIN, ARCCOS,
- ARCTAN, SINH, COSH, TANH, SIGMOID, SOFTPLUS, RELU, SIGN, FLOOR, ROUND, COPY,
- ADD_K, MUL_K, RSUB_K, DIV_K, RDIV_K, POW_K, RPOW_K,
- ADD, SUB, MUL, DIV, POW, ARCTAN2, LOGADDEXP, MAXIMUM, MINIMUM) = range(len(OP_NAMES))
+def _load_registry():
+    """fastape's op registry (pure Python), also when this file is loaded standalone."""
+    try:
+        from fastape import registry
+        return registry
+    except ImportError:  # pragma: no cover - depends on how this file is loaded
+        import importlib.util
+        import pathlib
+        path = pathlib.Path(__file__).with_name("registry.py")
+        spec = importlib.util.spec_from_file_location("_fastape_registry", path)
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        return mod
+
+
+_REGISTRY = _load_registry()
+#: op name -> opcode, the compiled core's numbering, taken from the registry by name
+OPCODES = {name: code for name, code in _REGISTRY.opcodes().items()
+           if name in OPS or name in _REGISTRY.LEAVES}
+OP_NAMES = tuple(sorted(OPCODES, key=OPCODES.get))
+_FUNCS = [None] * (max(OPCODES.values()) + 1)   # opcode -> op function (None: leaves)
+for _name, _f in OPS.items():
+    _FUNCS[OPCODES[_name]] = _f
+
+# the opcodes this module records by name
+INPUT, CONSTANT = OPCODES["INPUT"], OPCODES["CONSTANT"]
+NEG, ABS, SQUARE = OPCODES["NEG"], OPCODES["ABS"], OPCODES["SQUARE"]
+ADD_K, MUL_K, RSUB_K, DIV_K = (OPCODES[n] for n in ("ADD_K", "MUL_K", "RSUB_K", "DIV_K"))
+RDIV_K, POW_K, RPOW_K = OPCODES["RDIV_K"], OPCODES["POW_K"], OPCODES["RPOW_K"]
+ADD, SUB, MUL, DIV, POW = (OPCODES[n] for n in ("ADD", "SUB", "MUL", "DIV", "POW"))
 
 
 # --------------------------------------------------------------------------
@@ -703,6 +723,8 @@ class Var:
         if isinstance(other, Var):
             return self._binary(POW, other)
         if isinstance(other, numbers.Real):
+            if other == 2:      # as the compiled core: x ** 2 is SQUARE (x · x)
+                return self.tape._record(SQUARE, self.id)
             return self._imm(POW_K, other)
         return NotImplemented
 
@@ -771,177 +793,29 @@ def _binary(o, x, y):
     return _FUNCS[o](float(x), float(y), 0.0)[0]
 
 
-def negative(x):
-    """-x"""
-    return _unary(NEG, x)
+def _make(e):
+    o = OPCODES[e.name]
+    if e.arity == 1:
+        def f(x):
+            return _unary(o, x)
+    else:
+        def f(x, y):
+            return _binary(o, x, y)
+    f.__name__ = f.__qualname__ = e.public
+    f.__doc__ = e.doc
+    return f
 
 
-def absolute(x):
-    """|x| (partial 0 at 0)"""
-    return _unary(ABS, x)
-
-
-abs_ = absolute
-
-
-def exp(x):
-    """e^x"""
-    return _unary(EXP, x)
-
-
-def log(x):
-    """natural logarithm"""
-    return _unary(LOG, x)
-
-
-def log1p(x):
-    """log(1 + x)"""
-    return _unary(LOG1P, x)
-
-
-def expm1(x):
-    """e^x - 1"""
-    return _unary(EXPM1, x)
-
-
-def sqrt(x):
-    """square root"""
-    return _unary(SQRT, x)
-
-
-def square(x):
-    """x * x"""
-    return _unary(SQUARE, x)
-
-
-def reciprocal(x):
-    """1 / x"""
-    return _unary(RECIPROCAL, x)
-
-
-def sin(x):
-    """sine"""
-    return _unary(SIN, x)
-
-
-def cos(x):
-    """cosine"""
-    return _unary(COS, x)
-
-
-def tan(x):
-    """tangent"""
-    return _unary(TAN, x)
-
-
-def arcsin(x):
-    """inverse sine"""
-    return _unary(ARCSIN, x)
-
-
-def arccos(x):
-    """inverse cosine"""
-    return _unary(ARCCOS, x)
-
-
-def arctan(x):
-    """inverse tangent"""
-    return _unary(ARCTAN, x)
-
-
-def sinh(x):
-    """hyperbolic sine"""
-    return _unary(SINH, x)
-
-
-def cosh(x):
-    """hyperbolic cosine"""
-    return _unary(COSH, x)
-
-
-def tanh(x):
-    """hyperbolic tangent"""
-    return _unary(TANH, x)
-
-
-def sigmoid(x):
-    """1 / (1 + e^-x), computed without overflow"""
-    return _unary(SIGMOID, x)
-
-
-def softplus(x):
-    """log(1 + e^x), computed without overflow"""
-    return _unary(SOFTPLUS, x)
-
-
-def relu(x):
-    """max(x, 0) (partial 0 at 0)"""
-    return _unary(RELU, x)
-
-
-def sign(x):
-    """-1, 0 or 1 (nan for nan); partial 0"""
-    return _unary(SIGN, x)
-
-
-def floor(x):
-    """largest integer <= x; partial 0"""
-    return _unary(FLOOR, x)
-
-
-def round(x):
-    """nearest integer, ties to even (as ``np.round``); partial 0"""
-    return _unary(ROUND, x)
+# one function per public elementwise op of the registry (fastape.<name> has the same)
+for _e in _REGISTRY.ELEMENTWISE:
+    if _e.public and _e.name in OPS:
+        globals()[_e.public] = _make(_e)
+abs_ = absolute  # noqa: F821 - made by the loop above
 
 
 def copy(x):
     """identity (a new node with the value of x)"""
-    return _unary(COPY, x)
-
-
-def add(x, y):
-    """x + y"""
-    return _binary(ADD, x, y)
-
-
-def subtract(x, y):
-    """x - y"""
-    return _binary(SUB, x, y)
-
-
-def multiply(x, y):
-    """x * y"""
-    return _binary(MUL, x, y)
-
-
-def divide(x, y):
-    """x / y"""
-    return _binary(DIV, x, y)
-
-
-def power(x, y):
-    """x ** y"""
-    return _binary(POW, x, y)
-
-
-def arctan2(x, y):
-    """angle of the point (y, x), as ``np.arctan2(x, y)``"""
-    return _binary(ARCTAN2, x, y)
-
-
-def logaddexp(x, y):
-    """log(e^x + e^y), computed without overflow"""
-    return _binary(LOGADDEXP, x, y)
-
-
-def maximum(x, y):
-    """larger of x and y (ties split the multiplier 0.5/0.5)"""
-    return _binary(MAXIMUM, x, y)
-
-
-def minimum(x, y):
-    """smaller of x and y (ties split the multiplier 0.5/0.5)"""
-    return _binary(MINIMUM, x, y)
+    return _unary(OPCODES["COPY"], x)
 
 
 # --------------------------------------------------------------------------

@@ -1,0 +1,312 @@
+# Elementwise kernels (included into _tape.pyx): the op table applied over arrays
+# and over runs of scalar nodes, forward and reverse side by side. Every loop calls
+# value_and_partials (the generated op table, _ops.pxd) with the opcode; the
+# instantiation list in _hot turns that into one specialised loop per cheap op.
+#
+# Names: x, y the operands' values; z the node's own values; lam the node's
+# adjoints (λ); x_bar, y_bar the parents' adjoints, accumulated into.
+
+# tanh of a contiguous array: TANH's forward loop in the elementwise kernels below.
+# Branch-free so the compiler vectorises it (glibc's scalar tanh costs ~20 ns an
+# element, numpy's SIMD one ~2 ns); target_clones picks the widest instruction set at load time.
+#   |x| < 0.625: Cephes' rational x + x z P(z)/Q(z), z = x² (relative error < 3e-16);
+#   otherwise:   1 - 2/(e^{2|x|} + 1), e^y = 2^k p(r), y = k ln2 + r, |r| ≤ ln2/2, p the
+#                degree-13 Taylor polynomial (truncation < 1e-17); |x| is capped at 40,
+#                where tanh is 1 in double precision. Within 1 ulp of tanhl.
+cdef extern from *:
+    """
+    #include <stdint.h>
+    #include <string.h>
+    #include <math.h>
+    #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+    __attribute__((target_clones("avx512f", "avx2", "default")))
+    #endif
+    static void fastape_tanh_array(const double* restrict x, double* restrict out, int64_t n)
+    {
+        const double P0 = -9.64399179425052238628E-1, P1 = -9.92877231001918586564E1,
+                     P2 = -1.61468768441708447952E3;
+        const double Q1 = 1.12811678491632931402E2, Q2 = 2.23548839060100448583E3,
+                     Q3 = 4.84406305325125486048E3;
+        const double LN2_HI = 6.93147180369123816490e-01, LN2_LO = 1.90821492927058770002e-10;
+        const double INV_LN2 = 1.44269504088896338700e+00, SHIFT = 6755399441055744.0;
+        for (int64_t j = 0; j < n; j++) {
+            double v = x[j], a = fabs(v), z = v * v;
+            double small = v + v * z * (((P0 * z + P1) * z + P2) /
+                                        (((z + Q1) * z + Q2) * z + Q3));
+            double y = 2.0 * (a > 40.0 ? 40.0 : a);      /* NaN stays NaN */
+            double t = y * INV_LN2 + SHIFT;               /* k in t's low mantissa bits */
+            double kn = t - SHIFT;
+            double r = (y - kn * LN2_HI) - kn * LN2_LO;
+            double p = 1.0 + r * (1.0 + r * (1.0/2 + r * (1.0/6 + r * (1.0/24
+                       + r * (1.0/120 + r * (1.0/720 + r * (1.0/5040 + r * (1.0/40320
+                       + r * (1.0/362880 + r * (1.0/3628800 + r * (1.0/39916800
+                       + r * (1.0/479001600 + r * (1.0/6227020800.0)))))))))))));
+            int64_t bits;
+            double scale;
+            memcpy(&bits, &t, 8);
+            bits = (int64_t)((uint64_t)bits << 52) + ((int64_t)1023 << 52);   /* 2^k */
+            memcpy(&scale, &bits, 8);
+            double big = 1.0 - 2.0 / (p * scale + 1.0);
+            out[j] = copysign(a < 0.625 ? small : big, v);
+        }
+    }
+    """
+    void fastape_tanh_array(const double* x, double* out, i64 n) noexcept nogil
+
+
+cdef extern from *:
+    """
+    /* Forced inline, so that a call with a constant opcode and constant strides
+       folds the op table's branch away and the loop vectorises. */
+    #if defined(__GNUC__)
+    #define FASTAPE_KERNEL_INLINE __attribute__((always_inline))
+    #else
+    #define FASTAPE_KERNEL_INLINE
+    #endif
+    static inline void fastape_ew_loop(int, const double *, int64_t, const double *,
+        int64_t, double *, int64_t) FASTAPE_KERNEL_INLINE;
+    static inline void fastape_ew_loop_rev(int, const double *, int64_t, const double *,
+        int64_t, const double *, const double *, double *, double *,
+        int64_t) FASTAPE_KERNEL_INLINE;
+    typedef struct {
+        const double *x; int64_t sx; const double *y; int64_t sy; const double *z;
+        const double *lam; double *x_bar; double *y_bar; double *out; int64_t n;
+    } fastape_ew_args;
+    typedef struct {
+        double *val; double *adj; const double *pool; const int32_t *pa;
+        const int32_t *pb; int64_t lo; int64_t hi;
+    } fastape_run_args;
+    static inline void fastape_kernel(int, int, fastape_ew_args *, fastape_run_args *)
+        FASTAPE_KERNEL_INLINE;
+    static inline void fastape_hot(int, int, fastape_ew_args *, fastape_run_args *)
+        FASTAPE_KERNEL_INLINE;
+    static inline void fastape_ew_ops(int, const double *, int64_t, const double *,
+        int64_t, double *, int64_t) FASTAPE_KERNEL_INLINE;
+    static inline void fastape_ew_ops_rev(int, const double *, int64_t, const double *,
+        int64_t, const double *, const double *, double *, double *,
+        int64_t) FASTAPE_KERNEL_INLINE;
+    static inline void fastape_run_loop(int, double *, const double *, const int32_t *,
+        const int32_t *, int64_t, int64_t) FASTAPE_KERNEL_INLINE;
+    static inline void fastape_run_loop_rev(int, const double *, double *, const double *,
+        const int32_t *, const int32_t *, int64_t, int64_t) FASTAPE_KERNEL_INLINE;
+    """
+    # the arguments of an array loop (EW_*) and of a run loop (RUN_*): see _hot
+    ctypedef struct _EwArgs "fastape_ew_args":
+        const double* x          # first operand, stride sx (0: a broadcast scalar)
+        i64 sx
+        const double* y          # second operand (or the immediate), stride sy
+        i64 sy
+        const double* z          # EW_REV: the node's values
+        const double* lam        # EW_REV: the node's adjoints
+        double* x_bar            # EW_REV: x's adjoints
+        double* y_bar            # EW_REV: y's adjoints (NULL: unary op)
+        double* out              # EW_FWD: the node's values
+        i64 n                    # elements
+    ctypedef struct _RunArgs "fastape_run_args":
+        double* val              # the value arena (scalar layout)
+        double* adj              # RUN_REV: the adjoint arena
+        const double* pool       # the immediates
+        const i32* pa            # parents
+        const i32* pb
+        i64 lo                   # the run: nodes lo..hi-1
+        i64 hi
+
+
+cdef inline void _ew_loop "fastape_ew_loop"(
+        int o, const double* x, i64 sx, const double* y, i64 sy, double* out,
+        i64 n) noexcept nogil:
+    """out[j] = f_o(x[j·sx], y[j·sy])."""
+    cdef i64 j
+    cdef double d0, d1
+    for j in range(n):
+        out[j] = value_and_partials(o, x[j * sx], y[j * sy], &d0, &d1, NULL)
+
+
+cdef inline void _ew_loop_rev "fastape_ew_loop_rev"(
+        int o, const double* x, i64 sx, const double* y, i64 sy, const double* z,
+        const double* lam, double* x_bar, double* y_bar, i64 n) noexcept nogil:
+    """x̄[j·sx] += ∂f/∂x λ[j];  ȳ[j·sy] += ∂f/∂y λ[j] (y_bar NULL: unary op).
+    A zero λ[j] contributes nothing, whatever the partial (a select, not a branch,
+    so the loop still vectorises)."""
+    cdef i64 j
+    cdef double d0, d1, w
+    for j in range(n):
+        w = lam[j]
+        value_and_partials(o, x[j * sx], y[j * sy], &d0, &d1, z + j)
+        x_bar[j * sx] += d0 * w if w != 0.0 else 0.0
+        if y_bar != NULL:
+            y_bar[j * sy] += d1 * w if w != 0.0 else 0.0
+
+
+cdef inline void _run_loop "fastape_run_loop"(
+        int o, double* v, const double* pool, const i32* pa, const i32* pb, i64 lo,
+        i64 hi) noexcept nogil:
+    """Scalar layout, a run of nodes lo..hi-1 that all have opcode o, in tape order:
+    v[i] = f_o(v[a[i]], v[b[i]]), or f_o(v[a[i]], k) with k = pool[b[i]].
+
+    A node's parent may be the node just before it (a chain s = s + t): that value
+    is taken from a register, not reloaded from the arena, so the chain costs the
+    op's latency rather than a store-to-load round trip per node."""
+    cdef i64 i
+    cdef double d0, d1, x, y
+    cdef double last = v[lo - 1] if lo > 0 else 0.0
+    cdef const double* src = pool if has_k(o) else v
+    for i in range(lo, hi):
+        if pa[i] == i - 1:
+            x = last
+        else:
+            x = v[pa[i]]
+        if not has_k(o) and pb[i] == i - 1:
+            y = last
+        else:
+            y = src[pb[i]]
+        last = value_and_partials(o, x, y, &d0, &d1, NULL)
+        v[i] = last
+
+
+cdef inline void _run_loop_rev "fastape_run_loop_rev"(
+        int o, const double* v, double* lam, const double* pool, const i32* pa,
+        const i32* pb, i64 lo, i64 hi) noexcept nogil:
+    """lam is the adjoint arena: λ[a[i]] += ∂f/∂x λ[i], λ[b[i]] += ∂f/∂y λ[i] for i = hi-1 down to lo (a run of
+    opcode o, scalar layout), then λ[i] = 0. A zero λ[i] contributes nothing.
+
+    What a node sends to the node just before it (a chain) is carried in a register
+    and added when that node is reached, instead of a read-modify-write of the arena
+    that the next iteration would have to wait for."""
+    cdef i64 i = hi - 1
+    cdef double d0, d1, w, gx, gy
+    cdef double carry = 0.0        # owed to λ[i] by node i + 1
+    cdef const double* src = pool if has_k(o) else v
+    while i >= lo:
+        w = lam[i] + carry
+        lam[i] = 0.0        # consumed: the arena is left zeroed for the next sweep
+        carry = 0.0
+        if w != 0.0:        # a branch, not a select: a select puts a compare and
+            # moves through integer registers on the chain's critical path
+            value_and_partials(o, v[pa[i]], src[pb[i]], &d0, &d1, v + i)
+            gx = d0 * w
+            if pa[i] == i - 1:
+                carry = gx
+            else:
+                lam[pa[i]] += gx
+            if is_binary(o):
+                gy = d1 * w
+                if pb[i] == i - 1:
+                    carry += gy
+                else:
+                    lam[pb[i]] += gy
+        i -= 1
+    if carry != 0.0:
+        lam[lo - 1] += carry
+
+
+# The loops above, each instantiated with a constant opcode for the ops listed in
+# _hot: once the op table's branch is folded away the array loops vectorise and the
+# run loops lose their dispatch. `kind` picks the loop; the arguments travel in a
+# struct that the forced inlining dissolves.
+cdef enum:
+    EW_FWD, EW_REV, RUN_FWD, RUN_REV
+
+
+cdef inline void _kernel "fastape_kernel"(int kind, int o, _EwArgs* e,
+                                          _RunArgs* r) noexcept nogil:
+    if kind == EW_FWD:
+        if o == TANH and e.sx == 1:
+            fastape_tanh_array(e.x, e.out, e.n)    # x, out never alias
+        else:
+            _ew_loop(o, e.x, e.sx, e.y, e.sy, e.out, e.n)
+    elif kind == EW_REV:
+        _ew_loop_rev(o, e.x, e.sx, e.y, e.sy, e.z, e.lam, e.x_bar, e.y_bar, e.n)
+    elif kind == RUN_FWD:
+        _run_loop(o, r.val, r.pool, r.pa, r.pb, r.lo, r.hi)
+    else:
+        _run_loop_rev(o, r.val, r.adj, r.pool, r.pa, r.pb, r.lo, r.hi)
+
+
+cdef inline void _hot "fastape_hot"(int kind, int o, _EwArgs* e,
+                                    _RunArgs* r) noexcept nogil:
+    # the cheap ops, memory- or dispatch-bound; tanh, exp, sigmoid and sqrt too (their
+    # reverse partials come from the node's value: 1 - v², v, v(1 - v), 0.5/v); the
+    # rest share one loop
+    if o == ADD: _kernel(kind, ADD, e, r)
+    elif o == SUB: _kernel(kind, SUB, e, r)
+    elif o == MUL: _kernel(kind, MUL, e, r)
+    elif o == DIV: _kernel(kind, DIV, e, r)
+    elif o == ADD_K: _kernel(kind, ADD_K, e, r)
+    elif o == MUL_K: _kernel(kind, MUL_K, e, r)
+    elif o == RSUB_K: _kernel(kind, RSUB_K, e, r)
+    elif o == DIV_K: _kernel(kind, DIV_K, e, r)
+    elif o == POW_K: _kernel(kind, POW_K, e, r)
+    elif o == SQUARE: _kernel(kind, SQUARE, e, r)
+    elif o == NEG: _kernel(kind, NEG, e, r)
+    elif o == ABS: _kernel(kind, ABS, e, r)
+    elif o == RELU: _kernel(kind, RELU, e, r)
+    elif o == COPY: _kernel(kind, COPY, e, r)
+    elif o == MAXIMUM: _kernel(kind, MAXIMUM, e, r)
+    elif o == MINIMUM: _kernel(kind, MINIMUM, e, r)
+    elif o == TANH: _kernel(kind, TANH, e, r)
+    elif o == EXP: _kernel(kind, EXP, e, r)
+    elif o == SIGMOID: _kernel(kind, SIGMOID, e, r)
+    elif o == SQRT: _kernel(kind, SQRT, e, r)
+    else: _kernel(kind, o, e, r)
+
+
+cdef inline void _ew_ops "fastape_ew_ops"(
+        int o, const double* x, i64 sx, const double* y, i64 sy, double* out,
+        i64 n) noexcept nogil:
+    cdef _EwArgs e
+    e.x = x; e.sx = sx; e.y = y; e.sy = sy; e.out = out; e.n = n
+    _hot(EW_FWD, o, &e, NULL)
+
+
+cdef inline void _ew_ops_rev "fastape_ew_ops_rev"(
+        int o, const double* x, i64 sx, const double* y, i64 sy, const double* z,
+        const double* lam, double* x_bar, double* y_bar, i64 n) noexcept nogil:
+    cdef _EwArgs e
+    e.x = x; e.sx = sx; e.y = y; e.sy = sy; e.z = z; e.lam = lam; e.x_bar = x_bar
+    e.y_bar = y_bar; e.n = n
+    _hot(EW_REV, o, &e, NULL)
+
+
+cdef void run_forward(int o, double* val, const double* pool, const i32* pa,
+                      const i32* pb, i64 lo, i64 hi) noexcept nogil:
+    """The forward sweep over a run of nodes lo..hi-1 of opcode o (scalar layout)."""
+    cdef _RunArgs r
+    r.val = val; r.pool = pool; r.pa = pa; r.pb = pb; r.lo = lo; r.hi = hi
+    _hot(RUN_FWD, o, NULL, &r)
+
+
+cdef void run_reverse(int o, double* val, double* adj, const double* pool,
+                      const i32* pa, const i32* pb, i64 lo, i64 hi) noexcept nogil:
+    """The reverse sweep over a run of nodes hi-1 down to lo of opcode o (scalar
+    layout); each node's adjoint is zeroed once passed on."""
+    cdef _RunArgs r
+    r.val = val; r.adj = adj; r.pool = pool; r.pa = pa; r.pb = pb; r.lo = lo; r.hi = hi
+    _hot(RUN_REV, o, NULL, &r)
+
+
+cdef void elementwise_forward(int o, const double* x, i64 sx, const double* y, i64 sy,
+                              double* out, i64 n) noexcept nogil:
+    """out[j] = f_o(x[j·sx], y[j·sy]), strides 0 (a broadcast scalar) or 1."""
+    if sx and sy:
+        _ew_ops(o, x, 1, y, 1, out, n)
+    elif sx:
+        _ew_ops(o, x, 1, y, 0, out, n)
+    elif sy:
+        _ew_ops(o, x, 0, y, 1, out, n)
+    else:
+        _ew_ops(o, x, 0, y, 0, out, n)
+
+
+cdef void elementwise_reverse(int o, const double* x, i64 sx, const double* y, i64 sy,
+                              const double* z, const double* lam, double* x_bar,
+                              double* y_bar, i64 n) noexcept nogil:
+    """x̄, ȳ += the partials of f_o times λ (see _ew_loop_rev); z: the node's values."""
+    if sx and sy:
+        _ew_ops_rev(o, x, 1, y, 1, z, lam, x_bar, y_bar, n)
+    elif sx:
+        _ew_ops_rev(o, x, 1, y, 0, z, lam, x_bar, y_bar, n)
+    elif sy:
+        _ew_ops_rev(o, x, 0, y, 1, z, lam, x_bar, y_bar, n)
+    else:
+        _ew_ops_rev(o, x, 0, y, 0, z, lam, x_bar, y_bar, n)

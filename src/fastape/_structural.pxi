@@ -1,0 +1,454 @@
+# Structural ops (included into _tape.pyx): ops that move, select or combine the
+# elements of arrays. Each op is one block: its parameter struct (a view of the
+# node's slice of the parameter arena P; the first field is always the size), its
+# forward kernel, its reverse kernel and its recorder. The registry line of each op
+# (registry.py) names the kernels and says which fields are node ids; the generated
+# _dispatch.pxi sends nodes here.
+#
+# The reverse kernels may assume the node's adjoints are not all zero: the sweep
+# skips such nodes (a zero multiplier contributes nothing, for every op).
+#
+# Names: x the first parent's values, z the node's values, lam the node's adjoints,
+# x_bar (y_bar) the first (second) parent's adjoints.
+
+
+cdef inline const double* _x(Tape t, i64 i) noexcept nogil:
+    return t.val + t.off[t.a[i]]
+
+
+cdef inline double* _x_bar(Tape t, i64 i) noexcept nogil:
+    return t.adj + t.off[t.a[i]]
+
+
+cdef inline Var _recorded(Tape t, i64 i, tuple shape, i64 size):
+    """Compute node i (just pushed, parameters filled) and return its Var."""
+    t.forward_node(i)
+    return _new(t, i, shape, size)
+
+
+# -- GATHER1: z = x.flat[k], k an immediate (pool[b]) ----------------------------
+
+cdef void gather1_forward(Tape t, i64 i) noexcept nogil:
+    t.val[t.off[i]] = _x(t, i)[<i64>t.pool[t.b[i]]]
+
+
+cdef void gather1_reverse(Tape t, i64 i) noexcept nogil:
+    _x_bar(t, i)[<i64>t.pool[t.b[i]]] += t.adj[t.off[i]]
+
+
+def item(Var x, i64 flat):
+    """Scalar x.flat[flat] (bounds already checked)."""
+    cdef Tape t = x.tape
+    cdef i64 i = t.push(GATHER1, x.node, t.pool_add(<double>flat), 1, 1)
+    return _recorded(t, i, SCALAR, 1)
+
+
+# -- GATHER: z[j] = x.flat[idx[j]] ------------------------------------------------
+
+ctypedef struct GatherP:
+    i64 size
+    i64 idx[1]          # size entries
+
+
+cdef void gather_forward(Tape t, i64 i) noexcept nogil:
+    cdef const GatherP* p = <const GatherP*>t.params(i)
+    cdef const double* x = _x(t, i)
+    cdef double* z = t.val + t.off[i]
+    cdef i64 j
+    for j in range(p.size):
+        z[j] = x[p.idx[j]]
+
+
+cdef void gather_reverse(Tape t, i64 i) noexcept nogil:
+    """x̄[idx[j]] += λ[j] (repeated indices accumulate)."""
+    cdef const GatherP* p = <const GatherP*>t.params(i)
+    cdef double* x_bar = _x_bar(t, i)
+    cdef const double* lam = t.adj + t.off[i]
+    cdef i64 j
+    for j in range(p.size):
+        x_bar[p.idx[j]] += lam[j]
+
+
+def gather(Var x, idx, tuple shape):
+    """x.flat[idx] with result shape `shape` (idx: flat int64 indices, already checked);
+    recorded as STRIDED when the indices form an arithmetic progression."""
+    cdef Tape t = x.tape
+    cdef i64 i, j, n, step
+    cdef const i64[::1] ix
+    cdef GatherP* p
+    if shape == SCALAR:
+        return item(x, int(idx))
+    ix = np.ascontiguousarray(idx, dtype=np.int64).reshape(-1)
+    n = ix.shape[0]
+    if n == 0:
+        return strided(x, 0, 0, shape)
+    step = ix[1] - ix[0] if n > 1 else 0
+    for j in range(2, n):
+        if ix[j] - ix[j - 1] != step:
+            break
+    else:
+        return strided(x, ix[0], step, shape)      # no index list needed
+    i = t.push(GATHER, x.node, -1, n, 1 + n)
+    p = <GatherP*>t.params(i)
+    for j in range(n):
+        p.idx[j] = ix[j]
+    return _recorded(t, i, shape, n)
+
+
+# -- STRIDED: z[j] = x.flat[start + j·step] ---------------------------------------
+
+ctypedef struct StridedP:
+    i64 size
+    i64 start
+    i64 step
+
+
+cdef void strided_forward(Tape t, i64 i) noexcept nogil:
+    cdef const StridedP* p = <const StridedP*>t.params(i)
+    cdef const double* x = _x(t, i) + p.start
+    cdef double* z = t.val + t.off[i]
+    cdef i64 j
+    for j in range(p.size):
+        z[j] = x[j * p.step]
+
+
+cdef void strided_reverse(Tape t, i64 i) noexcept nogil:
+    cdef const StridedP* p = <const StridedP*>t.params(i)
+    cdef double* x_bar = _x_bar(t, i) + p.start
+    cdef const double* lam = t.adj + t.off[i]
+    cdef i64 j
+    for j in range(p.size):
+        x_bar[j * p.step] += lam[j]
+
+
+def strided(Var x, i64 start, i64 step, tuple shape):
+    """x.flat[start + j*step] for j < size(shape) (positions already checked)."""
+    cdef Tape t = x.tape
+    cdef i64 n = _prod(shape)
+    cdef i64 i = t.push(STRIDED, x.node, -1, n, 3)
+    cdef StridedP* p = <StridedP*>t.params(i)
+    p.start = start
+    p.step = step
+    return _recorded(t, i, shape, n)
+
+
+# -- BROADCAST: z = numpy.broadcast_to(x, shape) ----------------------------------
+
+ctypedef struct BroadcastP:
+    i64 size
+    i64 nd
+    i64 dims[1]         # nd output dimensions, then nd input strides (0: broadcast)
+
+
+cdef void _broadcast(const double* x, double* out, const i64* shape, const i64* stride,
+                     int nd, i64 size, bint reverse) noexcept nogil:
+    """forward: out[j] = x[src(j)];  reverse: x̄[src(j)] += out̄[j].
+    src(j) walks the output multi-index with the input's strides (0 on broadcast axes)."""
+    cdef i64 idx[64]
+    cdef i64 j, src = 0
+    cdef int d
+    memset(idx, 0, sizeof(idx))
+    for j in range(size):
+        if reverse:
+            (<double*>x)[src] += out[j]
+        else:
+            out[j] = x[src]
+        d = nd - 1
+        while d >= 0:
+            idx[d] += 1
+            src += stride[d]
+            if idx[d] < shape[d]:
+                break
+            src -= stride[d] * shape[d]
+            idx[d] = 0
+            d -= 1
+
+
+cdef void broadcast_forward(Tape t, i64 i) noexcept nogil:
+    cdef const BroadcastP* p = <const BroadcastP*>t.params(i)
+    _broadcast(_x(t, i), t.val + t.off[i], p.dims, p.dims + p.nd, <int>p.nd, p.size,
+               False)
+
+
+cdef void broadcast_reverse(Tape t, i64 i) noexcept nogil:
+    """x̄[src(j)] += λ[j]: the broadcast axes sum back."""
+    cdef const BroadcastP* p = <const BroadcastP*>t.params(i)
+    _broadcast(_x_bar(t, i), t.adj + t.off[i], p.dims, p.dims + p.nd, <int>p.nd,
+               p.size, True)
+
+
+cdef Var _broadcast_to(Var x, tuple shape, str op, str arg):
+    """x broadcast to `shape` (a BROADCAST node), numpy's rules, checked here."""
+    cdef Tape t = x.tape
+    cdef int nd = len(shape), lead, d
+    cdef i64 size = _prod(shape), i, stride
+    cdef BroadcastP* p
+    if x.shape == shape:
+        return x
+    lead = nd - len(x.shape)
+    if lead < 0 or nd > 64:
+        raise ShapeError(f"{op}: cannot broadcast argument '{arg}' of shape {x.shape} "
+                         f"to shape {shape}")
+    for d in range(len(x.shape)):
+        if x.shape[d] != 1 and x.shape[d] != shape[lead + d]:
+            raise ShapeError(f"{op}: cannot broadcast argument '{arg}' of shape {x.shape} "
+                             f"to shape {shape}")
+    i = t.push(BROADCAST, x.node, -1, size, 2 + 2 * nd)
+    p = <BroadcastP*>t.params(i)
+    p.nd = nd
+    stride = 1
+    for d in range(nd - 1, -1, -1):
+        p.dims[d] = shape[d]
+        if d < lead or x.shape[d - lead] == 1:
+            p.dims[nd + d] = 0
+        else:
+            p.dims[nd + d] = stride
+            stride *= x.shape[d - lead]
+    return _recorded(t, i, shape, size)
+
+
+def broadcast_to(Var x, tuple shape, str op="broadcast_to", str arg="x"):
+    return _broadcast_to(x, shape, op, arg)
+
+
+# -- SUM, PROD, AMAX, AMIN: z[p, t] = ⊕_q x[p, q, t] ------------------------------
+
+ctypedef struct ReduceP:
+    i64 size            # outer · inner
+    i64 outer
+    i64 n               # the reduced axis
+    i64 inner
+
+
+cdef i64 _argbest(int o, const double* x, i64 n, i64 stride) noexcept nogil:
+    """First index of the max (AMAX) or min (AMIN) of x[0:n*stride:stride]; first NaN wins."""
+    cdef i64 q, arg = 0
+    cdef double v, best = x[0]
+    if best != best:
+        return 0
+    for q in range(1, n):
+        v = x[q * stride]
+        if v != v:
+            return q
+        if (o == AMAX and v > best) or (o == AMIN and v < best):
+            best = v
+            arg = q
+    return arg
+
+
+cdef void reduce_forward(Tape t, i64 i) noexcept nogil:
+    """z[p, t] = ⊕_q x[p, q, t] for ⊕ in (sum, prod, max, min)."""
+    cdef int o = t.op[i]
+    cdef const ReduceP* P = <const ReduceP*>t.params(i)
+    cdef const double* x = _x(t, i)
+    cdef double* z = t.val + t.off[i]
+    cdef i64 p, q, s, base, n = P.n, inner = P.inner
+    cdef double v
+    for p in range(P.outer):
+        for s in range(inner):
+            base = p * n * inner + s
+            if o == SUM or o == PROD:
+                v = 0.0 if o == SUM else 1.0
+                for q in range(n):
+                    if o == SUM:
+                        v += x[base + q * inner]
+                    else:
+                        v *= x[base + q * inner]
+                z[p * inner + s] = v
+            else:
+                z[p * inner + s] = x[base + _argbest(o, x + base, n, inner) * inner]
+
+
+cdef void reduce_reverse(Tape t, i64 i) noexcept nogil:
+    """x̄[p, q, t] += ∂z[p, t]/∂x[p, q, t] · λ[p, t]."""
+    cdef int o = t.op[i]
+    cdef const ReduceP* P = <const ReduceP*>t.params(i)
+    cdef const double* x = _x(t, i)
+    cdef double* x_bar = _x_bar(t, i)
+    cdef const double* lam = t.adj + t.off[i]
+    cdef i64 p, q, s, base, zeros, zpos, n = P.n, inner = P.inner
+    cdef double w, nz
+    for p in range(P.outer):
+        for s in range(inner):
+            w = lam[p * inner + s]
+            if w == 0.0:
+                continue
+            base = p * n * inner + s
+            if o == SUM:
+                for q in range(n):
+                    x_bar[base + q * inner] += w
+            elif o == PROD:
+                # ∂/∂x_l = Π_{m≠l} x_m, computed without dividing by a zero
+                zeros = 0
+                zpos = 0
+                nz = 1.0
+                for q in range(n):
+                    if x[base + q * inner] == 0.0:
+                        zeros += 1
+                        zpos = q
+                    else:
+                        nz *= x[base + q * inner]
+                if zeros == 0:
+                    for q in range(n):
+                        x_bar[base + q * inner] += w * (nz / x[base + q * inner])
+                elif zeros == 1:
+                    x_bar[base + zpos * inner] += w * nz
+            else:
+                x_bar[base + _argbest(o, x + base, n, inner) * inner] += w
+
+
+def reduce(int o, Var x, i64 outer, i64 n, i64 inner, tuple shape):
+    """Reduce x viewed as (outer, n, inner) over its middle axis: SUM, PROD, AMAX, AMIN."""
+    cdef Tape t = x.tape
+    cdef i64 i = t.push(o, x.node, -1, outer * inner, 4)
+    cdef ReduceP* p = <ReduceP*>t.params(i)
+    p.outer = outer
+    p.n = n
+    p.inner = inner
+    return _recorded(t, i, shape, outer * inner)
+
+
+# -- DOT: z = Σ_j x_j y_j ---------------------------------------------------------
+
+ctypedef struct DotP:
+    i64 size            # 1
+    i64 n               # the vectors' length
+
+
+cdef void dot_forward(Tape t, i64 i) noexcept nogil:
+    cdef const DotP* p = <const DotP*>t.params(i)
+    cdef const double* x = _x(t, i)
+    cdef const double* y = t.val + t.off[t.b[i]]
+    cdef double s = 0.0
+    cdef i64 j
+    for j in range(p.n):
+        s += x[j] * y[j]
+    t.val[t.off[i]] = s
+
+
+cdef void dot_reverse(Tape t, i64 i) noexcept nogil:
+    """x̄ += λ y,  ȳ += λ x."""
+    cdef const DotP* p = <const DotP*>t.params(i)
+    cdef const double* x = _x(t, i)
+    cdef const double* y = t.val + t.off[t.b[i]]
+    cdef double* x_bar = _x_bar(t, i)
+    cdef double* y_bar = t.adj + t.off[t.b[i]]
+    cdef double w = t.adj[t.off[i]]
+    cdef i64 j
+    for j in range(p.n):
+        x_bar[j] += w * y[j]
+        y_bar[j] += w * x[j]
+
+
+def dot1(Var x, Var y):
+    """Σ_j x_j y_j of two vectors of equal length (checked by the caller)."""
+    cdef Tape t = x.tape
+    cdef i64 i = t.push(DOT, x.node, y.node, 1, 2)
+    (<DotP*>t.params(i)).n = x.size
+    return _recorded(t, i, SCALAR, 1)
+
+
+# -- WHERE: z[j] = cond[j] ? x[j] : y[j] ------------------------------------------
+
+ctypedef struct WhereP:
+    i64 size
+    i64 cond            # node id of the condition (a constant of the node's shape)
+
+
+cdef void where_forward(Tape t, i64 i) noexcept nogil:
+    cdef const WhereP* p = <const WhereP*>t.params(i)
+    cdef const double* x = _x(t, i)
+    cdef const double* y = t.val + t.off[t.b[i]]
+    cdef const double* cond = t.val + t.off[p.cond]
+    cdef double* z = t.val + t.off[i]
+    cdef i64 j, sx = t.size_of(t.a[i]) != 1, sy = t.size_of(t.b[i]) != 1
+    for j in range(p.size):
+        z[j] = x[j * sx] if cond[j] != 0.0 else y[j * sy]
+
+
+cdef void where_reverse(Tape t, i64 i) noexcept nogil:
+    """λ reaches only the branch that was selected."""
+    cdef const WhereP* p = <const WhereP*>t.params(i)
+    cdef double* x_bar = _x_bar(t, i)
+    cdef double* y_bar = t.adj + t.off[t.b[i]]
+    cdef const double* cond = t.val + t.off[p.cond]
+    cdef const double* lam = t.adj + t.off[i]
+    cdef i64 j, sx = t.size_of(t.a[i]) != 1, sy = t.size_of(t.b[i]) != 1
+    for j in range(p.size):
+        if cond[j] != 0.0:
+            x_bar[j * sx] += lam[j]
+        else:
+            y_bar[j * sy] += lam[j]
+
+
+def where(Var cond, Var x, Var y, tuple shape):
+    """cond ? x : y elementwise; cond a constant node of `shape`, x and y of `shape` or
+    size 1."""
+    cdef Tape t = x.tape
+    cdef i64 size = _prod(shape)
+    cdef i64 i = t.push(WHERE, x.node, y.node, size, 2)
+    (<WhereP*>t.params(i)).cond = cond.node
+    return _recorded(t, i, shape, size)
+
+
+# -- CONCAT: parts (each (outer, len_p, inner)) side by side along the middle axis -
+
+ctypedef struct ConcatPart:
+    i64 node            # node id of the part
+    i64 start           # its first position on the joined axis
+    i64 length          # its length on the joined axis
+
+ctypedef struct ConcatP:
+    i64 size
+    i64 outer
+    i64 inner
+    i64 total           # the joined axis' length
+    i64 nparts
+    ConcatPart parts[1]     # nparts entries
+
+
+cdef void concat_forward(Tape t, i64 i) noexcept nogil:
+    cdef const ConcatP* p = <const ConcatP*>t.params(i)
+    cdef double* z = t.val + t.off[i]
+    cdef const double* x
+    cdef i64 q, s, ln, inner = p.inner
+    for q in range(p.nparts):
+        x = t.val + t.off[p.parts[q].node]
+        ln = p.parts[q].length
+        for s in range(p.outer):
+            memcpy(z + (s * p.total + p.parts[q].start) * inner, x + s * ln * inner,
+                   ln * inner * sizeof(double))
+
+
+cdef void concat_reverse(Tape t, i64 i) noexcept nogil:
+    """Each part's adjoint += its slice of λ."""
+    cdef const ConcatP* p = <const ConcatP*>t.params(i)
+    cdef const double* lam = t.adj + t.off[i]
+    cdef double* x_bar
+    cdef i64 q, s, j, ln, inner = p.inner
+    for q in range(p.nparts):
+        x_bar = t.adj + t.off[p.parts[q].node]
+        ln = p.parts[q].length
+        for s in range(p.outer):
+            for j in range(ln * inner):
+                x_bar[s * ln * inner + j] += lam[(s * p.total + p.parts[q].start) * inner + j]
+
+
+def concat(list parts, i64 outer, i64 inner, list lengths, tuple shape):
+    """Parts (each viewed as (outer, len_p, inner)) laid side by side along the middle axis."""
+    cdef Var first = parts[0]
+    cdef Tape t = first.tape
+    cdef i64 size = _prod(shape), q, start = 0
+    cdef i64 nparts = len(parts)
+    cdef i64 i = t.push(CONCAT, first.node, -1, size, 5 + 3 * nparts)
+    cdef ConcatP* p = <ConcatP*>t.params(i)
+    p.outer = outer
+    p.inner = inner
+    p.total = sum(lengths)
+    p.nparts = nparts
+    for q in range(nparts):
+        p.parts[q].node = (<Var>parts[q]).node
+        p.parts[q].start = start
+        p.parts[q].length = lengths[q]
+        start += lengths[q]
+    return _recorded(t, i, shape, size)

@@ -1,0 +1,501 @@
+# Var and recording (included into _tape.pyx): a Var is a tape and a node id; its
+# operators and the functions below append nodes. Elementwise ops record through
+# unary/binary/unary_k (numbers become immediates: no constant node); the
+# structural recorders sit with their kernels in _structural.pxi and _linalg.pxi.
+
+
+cdef object read_slot(Tape t, double* buf, i64 node, tuple shape):
+    """Copy node's slot of `buf` (values or multipliers) out as a float, or as a new
+    array of `shape`."""
+    cdef double* src = buf + (node if t.off == NULL else t.off[node])
+    if shape == SCALAR:
+        return src[0]
+    arr = np.empty(shape, dtype=np.float64)
+    cdef double[::1] dst = arr.reshape(-1)
+    if dst.shape[0]:
+        memcpy(&dst[0], src, dst.shape[0] * sizeof(double))
+    return arr
+
+
+cdef inline object _read(Tape t, double* buf, Var x):
+    return read_slot(t, buf, x.node, x.shape)
+
+
+def _map_structure(obj, fn, str where):
+    if isinstance(obj, Var):
+        return fn(obj)
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_map_structure(o, fn, where) for o in obj)
+    raise TypeError(f"{where}: expected a fastape value or a list/tuple of them, "
+                    f"got {type(obj).__name__}")
+
+
+# ---------------------------------------------------------------------------
+# Var: a node id on a tape, with numpy-style operators
+# ---------------------------------------------------------------------------
+
+cdef inline Var _new(Tape t, i64 node, tuple shape, i64 size):
+    cdef Var v = Var.__new__(Var)
+    v.tape = t
+    v.node = node
+    v.shape = shape
+    v.size = size
+    return v
+
+
+cdef inline Var _own(Tape t, object v, str op, str arg):
+    if type(v) is not Var:
+        raise TypeError(f"{op}: argument '{arg}' must be a fastape value, "
+                        f"got {type(v).__name__}")
+    if (<Var>v).tape is not t:
+        raise TapeError(f"{op}: argument '{arg}' belongs to another tape")
+    return <Var>v
+
+
+cdef object _as_array(object value, str op, str arg):
+    """value as a C-contiguous float64 array, or a clear TypeError. Not a copy when
+    value already is one: the caller copies it into the value arena."""
+    if isinstance(value, (str, bytes)) or value is None:
+        raise TypeError(f"{op}: argument '{arg}' must be a real number or an array of "
+                        f"them, got {type(value).__name__}")
+    try:
+        arr = np.asarray(value)
+    except TypeError:
+        raise
+    except Exception as e:
+        raise TypeError(f"{op}: argument '{arg}' is not numeric ({e})") from None
+    if arr.dtype.kind == "c":
+        raise TypeError(f"{op}: argument '{arg}' is complex; fastape differentiates real "
+                        "float64 functions")
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"{op}: argument '{arg}' must be a real number or an array of "
+                        f"them, got dtype {arr.dtype}")
+    return np.asarray(arr, dtype=np.float64, order="C")
+
+
+cdef Var _leaf(Tape t, int o, object value, str op, str arg):
+    cdef double[::1] src
+    cdef i64 i
+    if type(value) is Var:
+        raise TypeError(f"{op}: argument '{arg}' is already a fastape value")
+    if type(value) is float or type(value) is int:
+        i = t.push(o, -1, -1, 1, 0)
+        t.val[i if t.off == NULL else t.off[i]] = <double>value
+        return _new(t, i, SCALAR, 1)
+    arr = _as_array(value, op, arg)
+    shape = arr.shape
+    if shape == SCALAR:
+        i = t.push(o, -1, -1, 1, 0)
+        t.val[i if t.off == NULL else t.off[i]] = <double>arr[()]
+        return _new(t, i, SCALAR, 1)
+    i = t.push(o, -1, -1, arr.size, 1)
+    src = arr.reshape(-1)
+    if arr.size:
+        memcpy(t.val + t.off[i], &src[0], arr.size * sizeof(double))
+    return _new(t, i, shape, arr.size)
+
+
+cdef Var _coerce(Tape t, object v, str op, str arg):
+    """A Var of tape t for v: v itself, or a constant node holding v."""
+    if type(v) is Var:
+        if (<Var>v).tape is not t:
+            raise TapeError(f"{op}: argument '{arg}' belongs to another tape than the "
+                            "other operand; values of two tapes cannot be mixed")
+        return <Var>v
+    return _leaf(t, CONSTANT, v, op, arg)
+
+
+cdef Var _first_var(tuple args, str op):
+    """The first fastape value among args (they decide the tape an op records on)."""
+    for v in args:
+        if type(v) is Var:
+            return <Var>v
+    raise TypeError(f"{op}: no argument is a fastape value")
+
+
+cdef inline i64 _prod(tuple shape):
+    cdef i64 s = 1
+    for d in shape:
+        s *= <i64>d
+    return s
+
+
+cdef dict OP_NAMES = {int(o): o.name.lower() for o in PyOp}
+
+
+cdef inline int _k_variant(int o, bint number_first) noexcept:
+    """The *_K op computing `x o k` (or `k o x` when the number comes first); -1: none.
+    x - k is recorded as x + (-k) by the caller."""
+    if o == ADD:
+        return ADD_K
+    if o == MUL:
+        return MUL_K
+    if o == SUB:
+        return RSUB_K if number_first else -1
+    if o == DIV:
+        return RDIV_K if number_first else DIV_K
+    if o == POW:
+        return RPOW_K if number_first else POW_K
+    return -1
+
+
+cpdef object binary(int o, object x, object y):
+    """Record the elementwise binary op ``o`` on x, y (numpy broadcasting)."""
+    cdef Var vx, vy
+    cdef Tape t
+    cdef i64 i, size
+    cdef int ko
+    cdef str name
+    # fast paths: scalar op scalar, and a value with a Python number (an immediate)
+    if type(x) is Var:
+        vx = <Var>x
+        if type(y) is Var:
+            vy = <Var>y
+            if vx.tape is vy.tape and vx.size == 1 and vy.size == 1 and \
+                    vx.shape == SCALAR and vy.shape == SCALAR:
+                return _new(vx.tape, vx.tape._rec2(o, vx.node, vy.node), SCALAR, 1)
+        elif PyFloat_Check(y) or PyLong_Check(y):
+            if o == SUB:
+                return _unary_k(vx, ADD_K, -<double>y)
+            ko = _k_variant(o, False)
+            if ko >= 0:
+                return _unary_k(vx, ko, <double>y)
+    elif type(y) is Var and (PyFloat_Check(x) or PyLong_Check(x)):
+        ko = _k_variant(o, True)
+        if ko >= 0:
+            return _unary_k(<Var>y, ko, <double>x)
+    # general path
+    name = OP_NAMES[o]
+    t = _first_var((x, y), name).tape
+    vx = _coerce(t, x, name, "x1")
+    vy = _coerce(t, y, name, "x2")
+    if vx.shape == vy.shape:
+        shape = vx.shape
+    else:
+        try:
+            shape = tuple(np.broadcast_shapes(vx.shape, vy.shape))
+        except ValueError:
+            raise ShapeError(f"{name}: operands could not be broadcast together: "
+                             f"x1 has shape {vx.shape}, x2 has shape {vy.shape}") from None
+    size = _prod(shape)
+    if vx.size != size and vx.size != 1:
+        vx = _broadcast_to(vx, shape, name, "x1")
+    if vy.size != size and vy.size != 1:
+        vy = _broadcast_to(vy, shape, name, "x2")
+    i = t.push(o, vx.node, vy.node, size, 1 if shape != SCALAR else 0)
+    t.forward_node(i)
+    return _new(t, i, shape, size)
+
+
+cdef Var _unary_k(Var x, int o, double k):
+    cdef Tape t = x.tape
+    cdef i64 i
+    if o == POW_K and k == 2.0:
+        # x ** 2 is SQUARE (the same x·x): no immediate to load and test per node
+        return unary(SQUARE, x)
+    if x.shape == SCALAR:
+        return _new(t, t._rec1(o, x.node, k), SCALAR, 1)
+    i = t.push(o, x.node, t.pool_add(k), x.size, 1)
+    t.forward_node(i)
+    return _new(t, i, x.shape, x.size)
+
+
+cpdef object unary(int o, object x):
+    """Record the elementwise unary op ``o`` on x."""
+    cdef Var vx
+    cdef Tape t
+    cdef i64 i
+    if type(x) is not Var:
+        raise TypeError(f"{OP_NAMES[o]}: argument 'x' must be a fastape value, "
+                        f"got {type(x).__name__}")
+    vx = <Var>x
+    t = vx.tape
+    if vx.shape == SCALAR:
+        return _new(t, t._rec1(o, vx.node, 0.0), SCALAR, 1)
+    i = t.push(o, vx.node, vx.node, vx.size, 1)
+    t.forward_node(i)
+    return _new(t, i, vx.shape, vx.size)
+
+
+cpdef object unary_k(int o, object x, double k):
+    """Record the unary op ``o`` with immediate ``k`` on x (a *_K op)."""
+    if type(x) is not Var:
+        raise TypeError(f"{OP_NAMES[o]}: argument 'x' must be a fastape value")
+    return _unary_k(<Var>x, o, k)
+
+
+# -- shapes ------------------------------------------------------------------
+
+def copy_as(Var x, tuple shape):
+    """A copy of x with another shape of the same size (reshape)."""
+    cdef Tape t = x.tape
+    cdef i64 i
+    if shape == SCALAR:
+        if x.shape == SCALAR:
+            return _new(t, t._rec1(COPY, x.node, 0.0), SCALAR, 1)
+        return item(x, 0)
+    i = t.push(COPY, x.node, x.node, x.size, 1)
+    t.forward_node(i)
+    return _new(t, i, shape, x.size)
+
+
+def constant_like(Var x, value):
+    """A constant node holding `value` on x's tape."""
+    return _leaf(x.tape, CONSTANT, value, "constant", "value")
+
+
+# ---------------------------------------------------------------------------
+
+@cython.freelist(1024)
+@cython.final
+cdef class Var:
+    """A value recorded on a :class:`Tape`: the tape and a node id.
+
+    Arithmetic, numpy ufuncs and numpy functions applied to a Var record nodes on
+    its tape. ``v.value`` reads the current value (a float or a new array).
+    """
+    __array_priority__ = 1000
+
+    def __init__(self):
+        raise TypeError("Var cannot be created directly: use Tape.var(value)")
+
+    @property
+    def value(self):
+        """The current value: a float for a scalar, else a new float64 array."""
+        self.tape._check()
+        return _read(self.tape, self.tape.val, self)
+
+    @property
+    def ndim(self):
+        return len(self.shape)
+
+    @property
+    def dtype(self):
+        return np.dtype(np.float64)
+
+    def __repr__(self):
+        if self.tape._released:
+            return f"Var(<released tape>, node={self.node})"
+        return f"Var({self.value!r}, node={self.node})"
+
+    def __hash__(self):
+        return id(self) >> 4
+
+    # arithmetic
+    def __add__(self, other):
+        return binary(ADD, self, other)
+
+    def __radd__(self, other):
+        return binary(ADD, other, self)
+
+    def __sub__(self, other):
+        return binary(SUB, self, other)
+
+    def __rsub__(self, other):
+        return binary(SUB, other, self)
+
+    def __mul__(self, other):
+        return binary(MUL, self, other)
+
+    def __rmul__(self, other):
+        return binary(MUL, other, self)
+
+    def __truediv__(self, other):
+        return binary(DIV, self, other)
+
+    def __rtruediv__(self, other):
+        return binary(DIV, other, self)
+
+    def __pow__(self, other, mod):
+        if mod is not None:
+            raise TypeError("pow() with a modulus is not differentiable")
+        return binary(POW, self, other)
+
+    def __rpow__(self, other, mod):
+        if mod is not None:
+            raise TypeError("pow() with a modulus is not differentiable")
+        return binary(POW, other, self)
+
+    def __matmul__(self, other):
+        from fastape import _functions
+        return _functions.matmul(self, other)
+
+    def __rmatmul__(self, other):
+        from fastape import _functions
+        return _functions.matmul(other, self)
+
+    def __neg__(self):
+        return unary(NEG, self)
+
+    def __pos__(self):
+        return self
+
+    def __abs__(self):
+        return unary(ABS, self)
+
+    def __round__(self, ndigits=None):
+        if ndigits is not None:
+            raise TypeError("round(v, ndigits) is not supported; use round(v)")
+        return unary(ROUND, self)
+
+    # comparisons: plain booleans of the values (recorded as guards by compile())
+    def __lt__(self, other):
+        return _compare(self, other, LT)
+
+    def __le__(self, other):
+        return _compare(self, other, LE)
+
+    def __gt__(self, other):
+        return _compare(self, other, GT)
+
+    def __ge__(self, other):
+        return _compare(self, other, GE)
+
+    def __eq__(self, other):
+        return _compare(self, other, EQ)
+
+    def __ne__(self, other):
+        return _compare(self, other, NE)
+
+    def __bool__(self):
+        if self.size != 1:
+            raise ValueError(f"the truth value of a fastape value of shape {self.shape} is "
+                             "ambiguous; use fastape.where for elementwise choices")
+        return _compare(self, 0.0, NE)
+
+    def __float__(self):
+        raise TypeError(
+            "float() of a fastape value would drop it from the tape (math.* functions "
+            "do this too); use numpy or fastape functions (np.sqrt(x), fastape.exp(x)), "
+            "or x.value to read the number")
+
+    def __int__(self):
+        raise TypeError("int() of a fastape value would drop it from the tape; "
+                        "use x.value to read the number")
+
+    def __index__(self):
+        raise TypeError("a fastape value cannot be used as an index")
+
+    def __array__(self, dtype=None, copy=None):
+        raise TypeError(
+            "a fastape value cannot be converted to a numpy array (np.asarray, "
+            "np.array, an ndarray slot): that would drop it from the tape. Use "
+            "fastape.stack(list_of_values) to build an array value, numpy functions on the "
+            "value itself (np.sum(x), np.exp(x)), or x.value to read the numbers")
+
+    # containers
+    def __len__(self):
+        if not self.shape:
+            raise TypeError("len() of a scalar fastape value")
+        return self.shape[0]
+
+    def __iter__(self):
+        if not self.shape:
+            raise TypeError("iteration over a scalar fastape value")
+        for j in range(self.shape[0]):
+            yield self[j]
+
+    def __getitem__(self, key):
+        cdef i64 j, n
+        if type(key) is int and len(self.shape) == 1:
+            j = key
+            n = self.shape[0]
+            if j < 0:
+                j += n
+            if j < 0 or j >= n:
+                raise IndexError(f"index {key} is out of bounds for axis 0 with size {n}")
+            return item(self, j)
+        from fastape import _functions
+        return _functions.getitem(self, key)
+
+    def __setitem__(self, key, value):
+        raise TypeError("fastape values are immutable; build a new value with "
+                        "fastape.where, fastape.concatenate or fastape.stack")
+
+    # numpy protocols
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        from fastape import _numpy
+        return _numpy.array_ufunc(ufunc, method, inputs, kwargs)
+
+    def __array_function__(self, func, types, args, kwargs):
+        from fastape import _numpy
+        return _numpy.array_function(func, args, kwargs)
+
+    # numpy-style methods
+    @property
+    def T(self):
+        from fastape import _functions
+        return _functions.transpose(self)
+
+    def transpose(self, *axes):
+        from fastape import _functions
+        if len(axes) == 1 and (axes[0] is None or isinstance(axes[0], (tuple, list))):
+            axes = axes[0]
+        return _functions.transpose(self, axes or None)
+
+    def reshape(self, *shape):
+        from fastape import _functions
+        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+            shape = shape[0]
+        return _functions.reshape(self, shape)
+
+    def ravel(self):
+        from fastape import _functions
+        return _functions.reshape(self, (-1,))
+
+    flatten = ravel
+
+    def sum(self, axis=None, keepdims=False):
+        from fastape import _functions
+        return _functions.sum(self, axis=axis, keepdims=keepdims)
+
+    def mean(self, axis=None, keepdims=False):
+        from fastape import _functions
+        return _functions.mean(self, axis=axis, keepdims=keepdims)
+
+    def prod(self, axis=None, keepdims=False):
+        from fastape import _functions
+        return _functions.prod(self, axis=axis, keepdims=keepdims)
+
+    def max(self, axis=None, keepdims=False):
+        from fastape import _functions
+        return _functions.max(self, axis=axis, keepdims=keepdims)
+
+    def min(self, axis=None, keepdims=False):
+        from fastape import _functions
+        return _functions.min(self, axis=axis, keepdims=keepdims)
+
+    def dot(self, other):
+        from fastape import _functions
+        return _functions.dot(self, other)
+
+
+cpdef object compare(Var x, object other, int how):
+    """x (<, <=, >, >=, ==, !=)[how] other on the values (how: a Cmp)."""
+    return _compare(x, other, how)
+
+
+cdef object _compare(Var x, object other, int how):
+    """The comparison of values; reported to the tape's on_compare hook (compile()
+    records it as a guard) while the tape is recording."""
+    xv = x.value
+    ov = other.value if type(other) is Var else other
+    if how == LT:
+        r = xv < ov
+    elif how == LE:
+        r = xv <= ov
+    elif how == GT:
+        r = xv > ov
+    elif how == GE:
+        r = xv >= ov
+    elif how == EQ:
+        r = xv == ov
+    else:
+        r = xv != ov
+    if type(r) is np.bool_:
+        r = bool(r)
+    if x.tape.on_compare is not None and not x.tape._closed:
+        if type(other) is not Var or (<Var>other).tape is not x.tape:
+            other = _leaf(x.tape, CONSTANT, ov, "comparison", "other")
+        x.tape.on_compare(how, x.node, (<Var>other).node, r)
+    return r
