@@ -1,4 +1,5 @@
-"""Table-driven gradient tests: every op of the op table has a row here.
+"""Table-driven gradient tests: every op of the registry has rows here, derived
+from its block (its test expressions, or its public function, over its domain).
 
 Each row is one expression written once as ``fn(m, x[, y])`` over a namespace
 ``m``: it is recorded with ``m = fastape``, evaluated for finite differences with
@@ -7,6 +8,7 @@ pure-Python oracle (``m = fastape.reference``). Completeness is checked from
 the opcodes the rows actually record, so an op without a row fails the suite.
 """
 
+import importlib
 import types
 
 import numpy as np
@@ -14,7 +16,7 @@ import pytest
 from helpers import central_diff
 
 import fastape as ft
-from fastape import _ops
+from fastape import _ops, registry
 from fastape import reference as R
 from fastape._ops import Op
 
@@ -24,6 +26,12 @@ def _np_sigmoid(x):
 
 
 NP = types.SimpleNamespace(**{n: getattr(np, n) for n in dir(np) if not n.startswith("_")})
+# the numpy/scipy callable each public op answers to (the registry names it), and
+# independent numpy spellings of the ops numpy has no ufunc for
+for _e in registry.ELEMENTWISE:
+    if _e.public and _e.numpy:
+        _module, _, _name = _e.numpy[0].rpartition(".")
+        setattr(NP, _e.public, getattr(importlib.import_module(_module), _name))
 NP.sigmoid = _np_sigmoid
 NP.softplus = lambda x: np.logaddexp(0.0, x)
 NP.relu = lambda x: np.maximum(x, 0.0)
@@ -31,67 +39,28 @@ NP.reciprocal = lambda x: 1.0 / np.asarray(x, dtype=float)
 
 
 class Row:
-    def __init__(self, name, arity, fn, lo=-2.0, hi=2.0, lo2=None, hi2=None, ref=True):
-        self.name, self.arity, self.fn = name, arity, fn
-        self.dom = [(lo, hi), (lo if lo2 is None else lo2, hi if hi2 is None else hi2)]
-        self.ref = ref
+    def __init__(self, name, arity, expr, domain, ref=True):
+        self.name, self.arity, self.expr, self.dom = name, arity, expr, domain
+        self.ref = ref and "reshape" not in expr        # the reference has scalars only
+        args = "m, x" if arity == 1 else "m, x, y"
+        self.fn = eval(f"lambda {args}: {expr}")  # noqa: S307 - the registry's own test text
 
     def __repr__(self):
         return self.name
 
 
-ELEMENTWISE_ROWS = [
-    # unary
-    Row("neg", 1, lambda m, x: -x),
-    Row("abs", 1, lambda m, x: m.absolute(x), 0.1, 2.0),
-    Row("abs_neg", 1, lambda m, x: abs(x), -2.0, -0.1),
-    Row("exp", 1, lambda m, x: m.exp(x)),
-    Row("log", 1, lambda m, x: m.log(x), 0.1, 3.0),
-    Row("log1p", 1, lambda m, x: m.log1p(x), -0.9, 3.0),
-    Row("expm1", 1, lambda m, x: m.expm1(x)),
-    Row("sqrt", 1, lambda m, x: m.sqrt(x), 0.1, 3.0),
-    Row("square", 1, lambda m, x: m.square(x)),
-    Row("reciprocal", 1, lambda m, x: m.reciprocal(x), 0.2, 3.0),
-    Row("sin", 1, lambda m, x: m.sin(x), -3.0, 3.0),
-    Row("cos", 1, lambda m, x: m.cos(x), -3.0, 3.0),
-    Row("tan", 1, lambda m, x: m.tan(x), -1.2, 1.2),
-    Row("arcsin", 1, lambda m, x: m.arcsin(x), -0.9, 0.9),
-    Row("arccos", 1, lambda m, x: m.arccos(x), -0.9, 0.9),
-    Row("arctan", 1, lambda m, x: m.arctan(x), -3.0, 3.0),
-    Row("sinh", 1, lambda m, x: m.sinh(x)),
-    Row("cosh", 1, lambda m, x: m.cosh(x)),
-    Row("tanh", 1, lambda m, x: m.tanh(x)),
-    Row("sigmoid", 1, lambda m, x: m.sigmoid(x), -30.0, 30.0),
-    Row("softplus", 1, lambda m, x: m.softplus(x), -30.0, 30.0),
-    Row("relu", 1, lambda m, x: m.relu(x), -2.0, 2.0),
-    Row("sign", 1, lambda m, x: m.sign(x) * x),
-    Row("floor", 1, lambda m, x: m.floor(x) + x * 0.5),
-    Row("round", 1, lambda m, x: m.round(x) + x * 0.5),
-    # immediates
-    Row("add_k", 1, lambda m, x: x + 2.5),
-    Row("radd_k", 1, lambda m, x: 2.5 + x),
-    Row("sub_k", 1, lambda m, x: x - 2.5),
-    Row("rsub_k", 1, lambda m, x: 2.5 - x),
-    Row("mul_k", 1, lambda m, x: x * 3.0),
-    Row("rmul_k", 1, lambda m, x: 3 * x),
-    Row("div_k", 1, lambda m, x: x / 3.0),
-    Row("rdiv_k", 1, lambda m, x: 3.0 / x, 0.2, 3.0),
-    Row("pow_k", 1, lambda m, x: x ** 3.5, 0.1, 3.0),
-    Row("pow_k2", 1, lambda m, x: x ** 2),
-    Row("pow_k0", 1, lambda m, x: x ** 0 + x),
-    Row("rpow_k", 1, lambda m, x: 2.0 ** x),
-    # binary
-    Row("add", 2, lambda m, x, y: x + y),
-    Row("sub", 2, lambda m, x, y: x - y),
-    Row("mul", 2, lambda m, x, y: x * y),
-    Row("div", 2, lambda m, x, y: x / y, lo2=0.3, hi2=3.0),
-    Row("pow", 2, lambda m, x, y: x ** y, 0.2, 3.0),
-    Row("power", 2, lambda m, x, y: m.power(x, y), 0.2, 3.0),
-    Row("arctan2", 2, lambda m, x, y: m.arctan2(x, y), 0.2, 2.0, -2.0, -0.2),
-    Row("logaddexp", 2, lambda m, x, y: m.logaddexp(x, y), -30.0, 30.0),
-    Row("maximum", 2, lambda m, x, y: m.maximum(x, y)),
-    Row("minimum", 2, lambda m, x, y: m.minimum(x, y)),
-]
+def _rows():
+    """One row per test expression of each registry block (default: the public
+    function applied to the operands)."""
+    rows = []
+    for e in registry.ELEMENTWISE:
+        exprs = e.test or (f"m.{e.public}(x)" if e.arity == 1 else f"m.{e.public}(x, y)",)
+        for j, expr in enumerate(exprs):
+            rows.append(Row(e.name.lower() + (f"_{j}" if j else ""), e.arity, expr, e.domain))
+    return rows
+
+
+ELEMENTWISE_ROWS = _rows()
 
 
 def _points(row, rng, shape=()):
@@ -119,6 +88,8 @@ def test_scalar_gradient_vs_finite_differences_and_reference(row, rng):
 def test_broadcast_array_gradient(row, rng):
     """f on arrays that broadcast: (3, 1) with (4,); the weighted sum makes every
     element's partial visible, and the broadcast operand's adjoint must sum back."""
+    if "reshape" in row.expr:
+        pytest.skip("reshapes its operand: no broadcasting to test")
     shapes = [(3, 1), (4,)] if row.arity == 2 else [(2, 3)]
     args = [rng.uniform(lo, hi, size=s) for (lo, hi), s in zip(row.dom, shapes)]
     w = rng.uniform(0.5, 1.5, size=np.broadcast_shapes(*[a.shape for a in args]))
@@ -138,7 +109,7 @@ def test_numpy_dispatch_records_the_same_ops(rng):
     """The same rows written against numpy (np.sin on a fastape value) give the same
     gradients as the fastape functions."""
     for row in ELEMENTWISE_ROWS:
-        if row.name in ("sigmoid", "softplus", "relu"):
+        if row.name in ("sigmoid", "softplus", "relu") or "m.reshape" in row.expr:
             continue
         args = _points(row, rng, (5,))
         argnums = tuple(range(row.arity))
