@@ -133,3 +133,69 @@ def test_function_returning_non_number():
 def test_var_cannot_be_constructed_directly():
     with pytest.raises(TypeError):
         ft.Var()
+
+
+# -- defects found in review (issue 10) ---------------------------------------------
+
+def test_concatenate_and_stack_of_plain_arrays_are_numpy():
+    # once a segfault: no fastape value among the parts
+    a, b = np.ones(2), np.arange(3.0)
+    np.testing.assert_array_equal(ft.concatenate([a, b]), np.concatenate([a, b]))
+    np.testing.assert_array_equal(ft.stack([a, a + 1]), np.stack([a, a + 1]))
+
+
+def test_recorders_refuse_none_instead_of_crashing():
+    from fastape import _tape
+    with pytest.raises(TypeError):
+        _tape.constant_like(None, 1.0)
+    with pytest.raises(TypeError):
+        _tape.item(None, 0)
+
+
+def test_messages_point_to_what_exists():
+    with pytest.raises(ft.ShapeError, match="Function.vjp") as e:
+        ft.grad(lambda x: x * 2)(np.ones(2))
+    assert "fastape.vjp" not in str(e.value)
+    with ft.Tape() as t:
+        x = t.var(np.ones(2))
+        y = x * 2
+    with pytest.raises(ft.ShapeError, match="Function.vjp"):
+        t.gradient(y, x)
+
+
+def test_zero_multiplier_through_matmul_and_solve_is_the_mechanism():
+    # a zero adjoint contributes nothing through an infinite partial, whatever the op:
+    # the elementwise spelling and the BLAS product give the same gradient
+    A = np.array([[np.inf, 1.0], [2.0, 3.0]])
+    mask = np.array([False, True])
+    g_mat = ft.grad(lambda b: ft.sum(ft.where(mask, A @ b, 0.0)))(np.array([1.0, 1.0]))
+    g_ew = ft.grad(lambda b: ft.sum(ft.where(mask, A[:, 0] * b[0] + A[:, 1] * b[1], 0.0)))(
+        np.array([1.0, 1.0]))
+    np.testing.assert_array_equal(g_mat, [2.0, 3.0])
+    np.testing.assert_array_equal(g_mat, g_ew)
+    # the same through a matrix-matrix product and through Ā (a partial of inf in B)
+    B = np.array([[1.0, np.inf], [2.0, 0.5]])
+    gA = ft.grad(lambda a: ft.sum(ft.where(np.array([[True, False]] * 2), a @ B, 0.0)))(
+        np.eye(2))
+    np.testing.assert_array_equal(gA, [[1.0, 2.0], [1.0, 2.0]])
+
+
+def test_sweeps_never_allocate():
+    # scratch is sized by the recorders (Tape.need_work): a sweep that ran out of
+    # memory could only return a wrong gradient, so no kernel may allocate
+    import pathlib
+    src = pathlib.Path(ft.__file__).parent
+    for name in ("_elementwise.pxi", "_structural.pxi", "_linalg.pxi"):
+        text = (src / name).read_text()
+        for call in ("malloc(", "PyMem_Malloc(", "calloc(", "realloc("):
+            assert call not in text, (name, call)
+
+
+def test_errors_name_the_module_path():
+    import scipy.special
+    with ft.Tape() as t:
+        x = t.var(np.ones((2, 2)))
+        with pytest.raises(TypeError, match=r"numpy\.linalg\.svd"):
+            np.linalg.svd(x)
+        with pytest.raises(TypeError, match=r"scipy\.special\.gamma\b"):
+            scipy.special.gamma(x)

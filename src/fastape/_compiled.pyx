@@ -640,7 +640,7 @@ cdef class Function:
             if tr.out_size != 1:
                 raise ShapeError(f"compiled {getattr(self.fun, '__name__', 'function')}: the "
                                  f"gradient needs a scalar output, got shape {tr.out_shape}; "
-                                 "use vjp(args, cotangent)")
+                                 "use F.vjp(args, cotangent)")
             tr.clear_adjoints(t)
             t.adjoint_ptr(tr.output)[0] = 1.0
         else:

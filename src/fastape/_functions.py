@@ -306,6 +306,8 @@ def _parts(arrays, name):
     if not arrays:
         raise ValueError(f"{name}: need at least one array")
     like = _first_var(arrays, name)
+    if like is None:            # plain arrays: numpy computes the result
+        return None, arrays
     return like, [_as_var(like, v, name, f"arrays[{i}]") for i, v in enumerate(arrays)]
 
 

@@ -281,7 +281,7 @@ cdef void matmul_reverse(Tape t, i64 i) noexcept nogil:
                               rows if ta else k, bbar + bt * p.sB, k, True)
 
 
-def matmul_node(Var a, Var b, i64 rows, i64 k, i64 cols, i64 batch, i64 sA, i64 sB,
+def matmul_node(Var a not None, Var b not None, i64 rows, i64 k, i64 cols, i64 batch, i64 sA, i64 sB,
                 bint ta, bint tb, tuple shape):
     """C[bt] = op(A[bt]) op(B[bt]) for bt < batch; A[bt] starts at bt·sA (sA = 0: one
     A for all), op(A) is rows×k (transposed storage when ta), op(B) is k×cols."""
@@ -326,7 +326,7 @@ cdef void lu_reverse(Tape t, i64 i) noexcept nogil:
             abar[j] += lam[j]
 
 
-def lu_node(Var a, i64 n):
+def lu_node(Var a not None, i64 n):
     """The hidden LU node of a square n×n A; returns (node as a Var, singular?)."""
     cdef Tape t = a.tape
     cdef i64 i
@@ -378,7 +378,7 @@ cdef void solve_reverse(Tape t, i64 i) noexcept nogil:
                       t.adj + t.off[pa], n, True)
 
 
-def solve_node(Var lu, Var b, i64 n, i64 r, tuple shape):
+def solve_node(Var lu not None, Var b not None, i64 n, i64 r, tuple shape):
     """X = A⁻¹ B (B n×r, row-major) from the LU node of A."""
     cdef Tape t = lu.tape
     cdef i64 i
@@ -415,7 +415,7 @@ cdef void det_reverse(Tape t, i64 i) noexcept nogil:
         _add_inverse_transpose(t.val + t.off[pa], p.n, w, t.adj + t.off[pa], t.work)
 
 
-def det_node(Var lu, i64 n, bint log_abs):
+def det_node(Var lu not None, i64 n, bint log_abs):
     """det A (or log |det A|) from the LU node of A; returns (value, sign of det A)."""
     cdef Tape t = lu.tape
     cdef double s = 0.0
@@ -456,7 +456,7 @@ cdef void norm_reverse(Tape t, i64 i) noexcept nogil:
             x_bar[j] += w * x[j]
 
 
-def norm_node(Var x):
+def norm_node(Var x not None):
     """‖x‖₂ over all elements."""
     cdef Tape t = x.tape
     cdef i64 i

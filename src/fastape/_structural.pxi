@@ -36,7 +36,7 @@ cdef void gather1_reverse(Tape t, i64 i) noexcept nogil:
     _x_bar(t, i)[<i64>t.pool[t.b[i]]] += t.adj[t.off[i]]
 
 
-def item(Var x, i64 flat):
+def item(Var x not None, i64 flat):
     """Scalar x.flat[flat] (bounds already checked)."""
     cdef Tape t = x.tape
     cdef i64 i = t.push(GATHER1, x.node, t.pool_add(<double>flat), 1, 1)
@@ -69,7 +69,7 @@ cdef void gather_reverse(Tape t, i64 i) noexcept nogil:
         x_bar[p.idx[j]] += lam[j]
 
 
-def gather(Var x, idx, tuple shape):
+def gather(Var x not None, idx, tuple shape):
     """x.flat[idx] with result shape `shape` (idx: flat int64 indices, already checked);
     recorded as STRIDED when the indices form an arithmetic progression."""
     cdef Tape t = x.tape
@@ -121,7 +121,7 @@ cdef void strided_reverse(Tape t, i64 i) noexcept nogil:
         x_bar[j * p.step] += lam[j]
 
 
-def strided(Var x, i64 start, i64 step, tuple shape):
+def strided(Var x not None, i64 start, i64 step, tuple shape):
     """x.flat[start + j*step] for j < size(shape) (positions already checked)."""
     cdef Tape t = x.tape
     cdef i64 n = _prod(shape)
@@ -207,7 +207,7 @@ cdef Var _broadcast_to(Var x, tuple shape, str op, str arg):
     return _recorded(t, i, shape, size)
 
 
-def broadcast_to(Var x, tuple shape, str op="broadcast_to", str arg="x"):
+def broadcast_to(Var x not None, tuple shape, str op="broadcast_to", str arg="x"):
     return _broadcast_to(x, shape, op, arg)
 
 
@@ -297,7 +297,7 @@ cdef void reduce_reverse(Tape t, i64 i) noexcept nogil:
                 x_bar[base + _argbest(o, x + base, n, inner) * inner] += w
 
 
-def reduce(int o, Var x, i64 outer, i64 n, i64 inner, tuple shape):
+def reduce(int o, Var x not None, i64 outer, i64 n, i64 inner, tuple shape):
     """Reduce x viewed as (outer, n, inner) over its middle axis: SUM, PROD, AMAX, AMIN."""
     cdef Tape t = x.tape
     cdef i64 i = t.push(o, x.node, -1, outer * inner, 4)
@@ -340,7 +340,7 @@ cdef void dot_reverse(Tape t, i64 i) noexcept nogil:
         y_bar[j] += w * x[j]
 
 
-def dot1(Var x, Var y):
+def dot1(Var x not None, Var y not None):
     """Σ_j x_j y_j of two vectors of equal length (checked by the caller)."""
     cdef Tape t = x.tape
     cdef i64 i = t.push(DOT, x.node, y.node, 1, 2)
@@ -381,7 +381,7 @@ cdef void where_reverse(Tape t, i64 i) noexcept nogil:
             y_bar[j * sy] += lam[j]
 
 
-def where(Var cond, Var x, Var y, tuple shape):
+def where(Var cond not None, Var x not None, Var y not None, tuple shape):
     """cond ? x : y elementwise; cond a constant node of `shape`, x and y of `shape` or
     size 1."""
     cdef Tape t = x.tape

@@ -226,7 +226,7 @@ cpdef object unary_k(int o, object x, double k):
 
 # -- shapes ------------------------------------------------------------------
 
-def copy_as(Var x, tuple shape):
+def copy_as(Var x not None, tuple shape):
     """A copy of x with another shape of the same size (reshape)."""
     cdef Tape t = x.tape
     cdef i64 i
@@ -239,7 +239,7 @@ def copy_as(Var x, tuple shape):
     return _new(t, i, shape, x.size)
 
 
-def constant_like(Var x, value):
+def constant_like(Var x not None, value):
     """A constant node holding `value` on x's tape."""
     return _leaf(x.tape, CONSTANT, value, "constant", "value")
 

@@ -70,8 +70,9 @@ def value_and_grad(fun, argnums=0):
                     raise TapeError(f"{where}: the function returned a value of another tape")
                 if out.size != 1:
                     raise ShapeError(f"{where}: the function must return a scalar to be "
-                                     f"differentiated, got shape {out.shape}; use "
-                                     "fastape.vjp or sum the output")
+                                     f"differentiated, got shape {out.shape}; sum the "
+                                     "output, or use Function.vjp "
+                                     "(fastape.compile(f, *args).vjp(args, cotangent))")
                 value = out.value
                 value = float(value) if np.ndim(value) == 0 else value
                 grads = tape.gradient(out, [call_args[i] for i in nums])

@@ -10,7 +10,7 @@ class ShapeError(FastapeError, ValueError):
 
 
 class TapeError(FastapeError, RuntimeError):
-    """Values of two tapes were mixed, or a finished tape was used."""
+    """Values of two tapes were mixed, or a closed or released tape was used."""
 
 
 class BranchChanged(FastapeError, RuntimeError):
