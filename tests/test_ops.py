@@ -141,6 +141,10 @@ STRUCTURAL_ROWS = [
     ("min", lambda m, x: m.min(x) ** 2),
     ("min_axis", lambda m, x: m.sum(m.min(x, axis=0))),
     ("dot", lambda m, x: m.dot(x[0], x[1])),
+    ("cumsum", lambda m, x: m.sum(m.sin(m.cumsum(x))) + m.sum(m.cumsum(x, axis=0) ** 2)),
+    ("cumsum_axis1", lambda m, x: m.sum(m.cumsum(x, axis=-1) ** 3)),
+    ("cumprod", lambda m, x: m.sum(m.cumprod(x, axis=1)) + m.sum(m.cumprod(x) ** 2)),
+    ("cumprod_axis0", lambda m, x: m.sum(m.sin(m.cumprod(x, axis=0)))),
     ("where", lambda m, x: m.sum(m.where(x > 0.5, x ** 2, -x))),
     ("concatenate", lambda m, x: m.sum(m.concatenate([x, x ** 2], axis=1) ** 2)),
     ("stack", lambda m, x: m.sum(m.stack([x[0], x[1] ** 2], axis=1) ** 3)),
@@ -161,6 +165,23 @@ def test_structural_gradient_vs_finite_differences(name, fn):
     fd = central_diff(lambda x: fn(NP, x), [X23], 0)
     assert g.shape == X23.shape
     np.testing.assert_allclose(g, fd, rtol=1e-6, atol=1e-7)
+
+
+def test_cumprod_with_zeros_closed_form():
+    # ∂/∂x_q Σ_r w_r Π_{s≤r} x_s, with zeros among the x (no division by x)
+    x = np.array([2.0, 0.0, 3.0, 0.0, 5.0])
+    w = np.array([1.0, 2.0, 3.0, 4.0, 5.0])
+    g = ft.grad(lambda v: ft.sum(ft.cumprod(v) * w))(x)
+    want = [sum(w[r] * np.prod([x[s] for s in range(r + 1) if s != q])
+                for r in range(q, 5)) for q in range(5)]
+    np.testing.assert_array_equal(g, want)
+    g = ft.grad(lambda v: np.sum(np.cumsum(v) * w))(x)     # through numpy, and methods
+    np.testing.assert_array_equal(g, np.cumsum(w[::-1])[::-1])
+    with ft.Tape() as t:
+        v = t.var(x)
+        np.testing.assert_array_equal(v.cumsum().value, np.cumsum(x))
+        np.testing.assert_array_equal(v.reshape(5, 1).cumprod(axis=0).value,
+                                      np.cumprod(x).reshape(5, 1))
 
 
 def test_prod_with_zeros_closed_form():

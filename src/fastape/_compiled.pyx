@@ -22,7 +22,7 @@ from cpython.float cimport PyFloat_Check, PyFloat_AS_DOUBLE
 from libc.string cimport memcpy, memset
 from libc.stdint cimport uint8_t
 
-from fastape._ops cimport (INPUT, CONSTANT, GATHER1, TANH, LT, LE, GT, GE, EQ, has_k,
+from fastape._ops cimport (INPUT, GATHER1, TANH, LT, LE, GT, GE, EQ, has_k,
                            is_binary, is_leaf, b_kind, B_NODE, node_param_count,
                            node_param_pos)
 from fastape._tape cimport (Tape, Var, i64, i32, read_slot, elementwise_forward,

@@ -167,8 +167,9 @@ cdef inline void _run_loop "fastape_run_loop"(
 cdef inline void _run_loop_rev "fastape_run_loop_rev"(
         int o, const double* v, double* lam, const double* pool, const i32* pa,
         const i32* pb, i64 lo, i64 hi) noexcept nogil:
-    """lam is the adjoint arena: λ[a[i]] += ∂f/∂x λ[i], λ[b[i]] += ∂f/∂y λ[i] for i = hi-1 down to lo (a run of
-    opcode o, scalar layout), then λ[i] = 0. A zero λ[i] contributes nothing.
+    """lam is the adjoint arena: λ[a[i]] += ∂f/∂x λ[i], λ[b[i]] += ∂f/∂y λ[i] for
+    i = hi-1 down to lo (a run of opcode o, scalar layout), then λ[i] = 0. A zero λ[i]
+    contributes nothing.
 
     What a node sends to the node just before it (a chain) is carried in a register
     and added when that node is reached, instead of a read-modify-write of the arena

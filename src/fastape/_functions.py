@@ -22,7 +22,8 @@ ELEMENTWISE_NAMES = [e.public for e in registry.ELEMENTWISE if e.public]
 
 __all__ = [  # noqa: F822 - the elementwise functions come from the registry
     *ELEMENTWISE_NAMES, "abs",
-    "sum", "mean", "prod", "max", "min", "dot", "matmul", "where", "reshape", "transpose",
+    "sum", "mean", "prod", "max", "min", "cumsum", "cumprod", "dot", "matmul", "where",
+    "reshape", "transpose",
     "concatenate", "stack",
 ]
 
@@ -227,6 +228,34 @@ def mean(x, axis=None, keepdims=False):
         return np.mean(x, axis=axis, keepdims=keepdims)
     n = _prod(x.shape[a] for a in _axes(x, axis, "mean"))
     return _reduce(Op.SUM, "mean", x, axis, keepdims) / n
+
+
+# -- running sums and products ---------------------------------------------------
+
+def _cumulative(op, name, x, axis):
+    if axis is None:            # numpy: over the flattened array
+        x = reshape(x, (-1,)) if x.shape != (x.size,) else x
+        axis = 0
+    if not x.shape:
+        raise ShapeError(f"{name}: a zero-dimensional value has no axis {axis}")
+    (a,) = _axes(x, axis, name)
+    s = x.shape
+    return _tape.cumulative(op, x, _prod(s[:a]), s[a], _prod(s[a + 1:]), s)
+
+
+def cumsum(x, axis=None):
+    """Running sum along `axis` (over the flattened value when None), as numpy.cumsum."""
+    if type(x) is not Var:
+        return np.cumsum(x, axis=axis)
+    return _cumulative(Op.CUMSUM, "cumsum", x, axis)
+
+
+def cumprod(x, axis=None):
+    """Running product along `axis` (flattened when None), as numpy.cumprod; exact
+    partials where elements are zero."""
+    if type(x) is not Var:
+        return np.cumprod(x, axis=axis)
+    return _cumulative(Op.CUMPROD, "cumprod", x, axis)
 
 
 # -- combinations -------------------------------------------------------------------

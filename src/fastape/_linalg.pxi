@@ -1,6 +1,7 @@
 # Dense linear algebra on the tape (included into _tape.pyx): MATMUL, LU, SOLVE,
 # DET, LOGDET and NORM, one block each (parameter struct, forward kernel, reverse
-# kernel, recorder), after the BLAS/LAPACK helpers they share. BLAS and LAPACK are called straight from nogil code through
+# kernel, recorder), after the BLAS/LAPACK helpers they share. BLAS and LAPACK are
+# called straight from nogil code through
 # scipy.linalg.cython_blas / cython_lapack, as scikit-learn's _cython_blas does.
 #
 # Layout. Values are row-major; BLAS is column-major. A row-major M×N matrix with
@@ -281,7 +282,8 @@ cdef void matmul_reverse(Tape t, i64 i) noexcept nogil:
                               rows if ta else k, bbar + bt * p.sB, k, True)
 
 
-def matmul_node(Var a not None, Var b not None, i64 rows, i64 k, i64 cols, i64 batch, i64 sA, i64 sB,
+def matmul_node(Var a not None, Var b not None, i64 rows, i64 k, i64 cols, i64 batch,
+                i64 sA, i64 sB,
                 bint ta, bint tb, tuple shape):
     """C[bt] = op(A[bt]) op(B[bt]) for bt < batch; A[bt] starts at bt·sA (sA = 0: one
     A for all), op(A) is rows×k (transposed storage when ta), op(B) is k×cols."""

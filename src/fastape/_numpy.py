@@ -139,6 +139,13 @@ def _reduction(fn, name):
     return f
 
 
+def _cumulative(fn, name):
+    def f(a, axis=None, dtype=None, out=None):
+        _no({"dtype": dtype, "out": out}, name)
+        return fn(a, axis=axis)
+    return f
+
+
 def _round(a, decimals=0, out=None):
     if decimals != 0 or out is not None:
         raise TypeError("numpy.round: only decimals=0 and out=None are supported on fastape values")
@@ -182,6 +189,7 @@ FUNCTIONS = {
     np.prod: _reduction(F.prod, "prod"), np.max: _reduction(F.max, "max"),
     np.amax: _reduction(F.max, "amax"), np.min: _reduction(F.min, "min"),
     np.amin: _reduction(F.min, "amin"), np.dot: _dot, np.where: F.where,
+    np.cumsum: _cumulative(F.cumsum, "cumsum"), np.cumprod: _cumulative(F.cumprod, "cumprod"),
     np.reshape: _reshape, np.ravel: lambda a, order="C": F.reshape(a, (-1,)),
     np.transpose: _transpose, np.concatenate: _concatenate, np.stack: _stack,
     np.round: _round, np.around: _round,

@@ -2,7 +2,7 @@
 """Python view of the compiled op table (``_ops.pxd``, generated from ``registry.py``):
 the ``Op`` and ``Cmp`` enums and scalar evaluators of the formulas, used by the
 tests to check each op against its reference and against finite differences."""
-from fastape._ops cimport (Op, Cmp, value_and_partials, second_partials, is_elementwise,
+from fastape._ops cimport (Op, value_and_partials, second_partials, is_elementwise,
                            b_kind as _b_kind)
 
 #: the elementwise ops and the structural ops, as ``Op`` members

@@ -452,3 +452,68 @@ def concat(list parts, i64 outer, i64 inner, list lengths, tuple shape):
         p.parts[q].length = lengths[q]
         start += lengths[q]
     return _recorded(t, i, shape, size)
+
+
+# -- CUMSUM, CUMPROD: z[p, q, t] = ⊕_{r ≤ q} x[p, r, t] -----------------------------
+
+ctypedef struct CumulativeP:
+    i64 size            # outer · n · inner
+    i64 outer
+    i64 n               # the accumulated axis
+    i64 inner
+
+
+cdef void cumulative_forward(Tape t, i64 i) noexcept nogil:
+    """z[q] = z[q-1] ⊕ x[q] along the axis, ⊕ = + (CUMSUM) or × (CUMPROD)."""
+    cdef const CumulativeP* P = <const CumulativeP*>t.params(i)
+    cdef const double* x = _x(t, i)
+    cdef double* z = t.val + t.off[i]
+    cdef bint prod = t.op[i] == CUMPROD
+    cdef i64 p, q, s, j, n = P.n, inner = P.inner
+    cdef double acc
+    for p in range(P.outer):
+        for s in range(inner):
+            acc = 1.0 if prod else 0.0
+            for q in range(n):
+                j = (p * n + q) * inner + s
+                acc = acc * x[j] if prod else acc + x[j]
+                z[j] = acc
+
+
+cdef void cumulative_reverse(Tape t, i64 i) noexcept nogil:
+    """CUMSUM: x̄[q] += Σ_{r≥q} λ[r].  CUMPROD: x̄[q] += z[q-1] S[q] with
+    S[q] = λ[q] + x[q+1] S[q+1] (Horner from the end), i.e. Σ_{r≥q} λ[r] ∂z[r]/∂x[q]
+    without dividing by x (exact where x has zeros); a zero S contributes nothing."""
+    cdef const CumulativeP* P = <const CumulativeP*>t.params(i)
+    cdef const double* x = _x(t, i)
+    cdef const double* z = t.val + t.off[i]
+    cdef const double* lam = t.adj + t.off[i]
+    cdef double* x_bar = _x_bar(t, i)
+    cdef bint prod = t.op[i] == CUMPROD
+    cdef i64 p, q, s, j, n = P.n, inner = P.inner
+    cdef double S
+    for p in range(P.outer):
+        for s in range(inner):
+            S = 0.0
+            q = n - 1
+            while q >= 0:
+                j = (p * n + q) * inner + s
+                if prod:
+                    S = lam[j] + (x[j + inner] * S if S != 0.0 else 0.0)
+                    if S != 0.0:
+                        x_bar[j] += (z[j - inner] if q > 0 else 1.0) * S
+                else:
+                    S += lam[j]
+                    x_bar[j] += S
+                q -= 1
+
+
+def cumulative(int o, Var x not None, i64 outer, i64 n, i64 inner, tuple shape):
+    """CUMSUM or CUMPROD of x viewed as (outer, n, inner) along its middle axis."""
+    cdef Tape t = x.tape
+    cdef i64 i = t.push(o, x.node, -1, outer * n * inner, 4)
+    cdef CumulativeP* p = <CumulativeP*>t.params(i)
+    p.outer = outer
+    p.n = n
+    p.inner = inner
+    return _recorded(t, i, shape, outer * n * inner)

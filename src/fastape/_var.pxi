@@ -465,6 +465,14 @@ cdef class Var:
         from fastape import _functions
         return _functions.min(self, axis=axis, keepdims=keepdims)
 
+    def cumsum(self, axis=None):
+        from fastape import _functions
+        return _functions.cumsum(self, axis=axis)
+
+    def cumprod(self, axis=None):
+        from fastape import _functions
+        return _functions.cumprod(self, axis=axis)
+
     def dot(self, other):
         from fastape import _functions
         return _functions.dot(self, other)

@@ -271,6 +271,9 @@ structural("SUM", "reduce", doc="sum over the middle axis of (outer, n, inner)")
 structural("PROD", "reduce", doc="product over the middle axis of (outer, n, inner)")
 structural("AMAX", "reduce", doc="maximum over the middle axis; first maximum wins")
 structural("AMIN", "reduce", doc="minimum over the middle axis; first minimum wins")
+structural("CUMSUM", "cumulative", doc="running sum along the middle axis of (outer, n, inner)")
+structural("CUMPROD", "cumulative",
+           doc="running product along the middle axis of (outer, n, inner)")
 structural("DOT", "dot", b="node", doc="Σ x_j y_j of two vectors")
 structural("WHERE", "where", b="node", node_params=(1, 1, 1),
            doc="cond ? x : y, cond (a constant node) in the parameters")
