@@ -201,3 +201,27 @@ def test_errors_name_the_module_path():
             np.linalg.svd(x)
         with pytest.raises(TypeError, match=r"scipy\.special\.gamma\b"):
             scipy.special.gamma(x)
+
+
+def test_adjoint_of_a_value_recorded_after_the_sweep_raises():
+    t = ft.Tape()
+    with t:
+        x = t.var(1.5)
+        y = x * x
+        t.gradient(y, x)
+        z = ft.exp(x)
+        big = t.var(np.ones(100_000))
+    for late in (z, big):
+        with pytest.raises(ft.TapeError, match="after the last gradient"):
+            t.adjoint(late)
+    assert t.adjoint(y) == 1.0
+
+
+def test_ops_on_a_closed_tape_leave_it_unchanged():
+    with ft.Tape() as t:
+        x = t.var(np.ones(3))
+    before = t.nbytes, len(t)
+    for op in (lambda: x * 2.0, lambda: x + 1.0, lambda: x ** 3.0, lambda: ft.sin(x)):
+        with pytest.raises(ft.TapeError, match="closed"):
+            op()
+    assert (t.nbytes, len(t)) == before

@@ -34,6 +34,7 @@ cdef class Tape:
     # its memory is freed (unusable)
     cdef bint _closed, _released
     cdef public i64 seed      # output node of the last reverse sweep (-1: none)
+    cdef i64 swept            # nodes the last reverse sweep's adjoint arena covers
     cdef public object on_compare  # None, or called with (Cmp, x node, y node, result)
 
     cdef void _free(self) noexcept
@@ -45,6 +46,7 @@ cdef class Tape:
     cdef int need_work(self, i64 ndoubles) except -1
     cdef int _to_general_layout(self) except -1
     cdef int _check(self) except -1
+    cdef int _check_open(self) except -1
     cdef int close(self) except -1
     cdef Tape clone(self)
     cdef i64 copy_node(self, Tape src, i64 i, const i64* remap) except -1

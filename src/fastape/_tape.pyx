@@ -117,6 +117,7 @@ cdef class Tape:
         self.P_cap = 0
         self.work_len = 0
         self.seed = -1
+        self.swept = 0
         self.on_compare = None
         self._closed = False
         self._released = False
@@ -175,6 +176,13 @@ cdef class Tape:
         if self._released:
             raise TapeError("this tape was released: its memory is freed "
                             "(values of a grad() call cannot be used after it returns)")
+        return 0
+
+    cdef int _check_open(self) except -1:
+        if self._closed:
+            self._check()
+            raise TapeError("this tape is closed (its with-block has ended): "
+                            "record operations inside the block")
         return 0
 
     def shrink_to_fit(self):
@@ -285,6 +293,7 @@ cdef class Tape:
 
     cdef i64 pool_add(self, double k) except -1:
         """Store the immediate k; returns its index in the pool."""
+        self._check_open()
         if self.npool == self.pool_cap:
             self.pool_cap = _grown(self.pool_cap, self.npool + 1)
             self.pool = <double*>_resize(self.pool, self.pool_cap, sizeof(double))
@@ -305,10 +314,7 @@ cdef class Tape:
         i64 fields (the first, the size, is filled here; the caller fills the rest,
         then calls forward_node). Returns its id."""
         cdef i64 i = self.n, m
-        if self._closed:
-            self._check()
-            raise TapeError("this tape is closed (its with-block has ended): "
-                            "record operations inside the block")
+        self._check_open()
         if i == self.cap:
             self._grow_nodes(i + 1)
         if self.off == NULL and (size != 1 or nparams > 0):
@@ -581,6 +587,7 @@ cdef class Tape:
         with nogil:
             self.reverse_sweep(out.node)
         self.seed = out.node
+        self.swept = self.n
 
     def adjoint(self, v):
         """The multiplier λ_v = ∂output/∂v of the last :meth:`gradient` call, for any
@@ -592,6 +599,9 @@ cdef class Tape:
         cdef Var x = _own(self, v, "Tape.adjoint", "v")
         if self.seed < 0:
             raise TapeError("Tape.adjoint: no gradient has been computed on this tape yet")
+        if x.node >= self.swept:
+            raise TapeError(f"Tape.adjoint: this value (node {x.node}) was recorded after the "
+                            "last gradient(); call gradient() again to get its adjoint")
         return _read(self, self.adj, x)
 
     def forward(self):
