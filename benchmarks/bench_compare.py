@@ -4,13 +4,15 @@
         [--warmup 1] [--clock wall|cpu] [--json PATH] [--n 10000] [--target-ms 20]
         [--repeats 5]
 
-Each round starts one fresh Python process per tree, the order alternating from
-round to round (before, after; after, before; ...), so drift of a shared machine
-hits both trees alike. A process imports fastape from its tree only
-(``PYTHONPATH=<tree>``; it checks that ``fastape.__file__`` lies under it), pins
-BLAS/OpenMP to one thread (``OPENBLAS_NUM_THREADS=1`` and friends, and
-threadpoolctl when installed), checks every gradient against a hand-written one,
-then times:
+Each round starts one fresh Python process per tree. A process imports fastape
+from its tree only (``PYTHONPATH=<tree>``; it checks that ``fastape.__file__``
+lies under it), pins BLAS/OpenMP to one thread (``OPENBLAS_NUM_THREADS=1`` and
+friends, and threadpoolctl when installed) and checks every gradient against a
+hand-written one. Once both are ready, they take turns, one timed batch at a
+time (the other waits on a pipe, idle), in the order before, after, after,
+before, ... within a workload, and with the other tree first in the next round,
+so drift of a shared machine hits both trees alike even when it changes from
+one second to the next. The workloads:
 
 1. the scalar-loop Rosenbrock (``tests/helpers.py``'s ``rosenbrock``, n = 10,000)
    compiled, ``F = fastape.compile(rosenbrock, x0)``: ``F.value_and_grad(x)`` and
@@ -51,6 +53,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -125,23 +128,6 @@ def _stats(prefix, values):
             f"{prefix}max": max(values)}
 
 
-def per_call(fn, target_s, repeats):
-    """Median seconds per call over ``repeats`` batches of about ``target_s`` each (wall
-    clock; ``cpu_*`` the same in CPU time, which leaves out the time other processes
-    held the core)."""
-    fn()
-    fn()
-    number, t = 1, _batch(fn, 1)[0]
-    while t * number < target_s / 10 and number < 10**6:   # too short to size a batch
-        number *= 10
-        t = _batch(fn, number)[0]
-    number = max(1, round(target_s / max(t, 1e-9)))
-    samples = [_batch(fn, number) for _ in range(repeats)]
-    wall, cpu = [w for w, _ in samples], [c for _, c in samples]
-    return {**_stats("", wall), **_stats("cpu_", cpu), "number": number,
-            "cpu_share": sum(cpu) / sum(wall)}
-
-
 def _check(label, got, want):
     import numpy as np
 
@@ -154,125 +140,229 @@ def _check(label, got, want):
     return err
 
 
-def worker(tree, n, target_s, repeats):
-    """Check and time every workload on the fastape of ``tree``: a JSON-able dict. A
-    workload that fails (a wrong gradient, an API this tree lacks) is reported as an
-    error; the others still run."""
-    import numpy as np
+class Worker:
+    """One tree's workloads in this process: ``prepare(key)`` builds and checks one
+    (a wrong gradient, or an API this tree lacks, is kept as its error), warms it up
+    and sizes its batch; ``batch(key)`` times one batch; ``summary()`` gives the
+    median over the batches of each workload."""
 
-    import fastape as ft
+    def __init__(self, tree, n, target_s):
+        import numpy as np
 
-    where = Path(ft.__file__).resolve()
-    if not where.is_relative_to(Path(tree).resolve()):
-        raise SystemExit(f"fastape was imported from {where}, not from the tree {tree}")
-    import scipy.linalg  # noqa: F401  (threadpoolctl limits only the pools loaded)
-    try:
-        from threadpoolctl import threadpool_info, threadpool_limits
-        threadpool_limits(limits=1)
-        pools = [f"{p['internal_api']} {p.get('version') or ''} x{p['num_threads']}".strip()
-                 for p in threadpool_info()]
-    except ImportError:
-        pools = ["threadpoolctl not installed: environment variables only"]
+        import fastape as ft
 
-    h = _load_helpers()
-    x = np.full(n, -1.2)
-    x[1::2] = 1.0
-    value, grad = h.rosenbrock(x), h.rosenbrock_grad(x)
-    errs = {}
+        self.where = Path(ft.__file__).resolve()
+        if not self.where.is_relative_to(Path(tree).resolve()):
+            raise SystemExit(f"fastape was imported from {self.where}, not from the tree {tree}")
+        import scipy.linalg  # noqa: F401  (threadpoolctl limits only the pools loaded)
+        try:
+            from threadpoolctl import threadpool_info, threadpool_limits
+            threadpool_limits(limits=1)
+            self.pools = [f"{p['internal_api']} {p.get('version') or ''} "
+                          f"x{p['num_threads']}".strip() for p in threadpool_info()]
+        except ImportError:
+            self.pools = ["threadpoolctl not installed: environment variables only"]
+        self.ft, self.n, self.target_s = ft, n, target_s
+        self.h = _load_helpers()
+        self.x = np.full(n, -1.2)
+        self.x[1::2] = 1.0
+        self.memo, self.errs, self.prepared, self.samples = {}, {}, {}, {}
 
-    def compiled_rosen():
-        F = ft.compile(h.rosenbrock, x)
-        v, g = F.value_and_grad(x)
-        errs["rosen_compiled"] = _check("compiled Rosenbrock gradient", g, grad)
-        _check("compiled Rosenbrock value", [v, F(x)], [value, value])
-        return F
+    # -- the workloads, each built once and checked against a hand-written gradient --
 
-    def eager_rosen():
-        vg = ft.value_and_grad(h.rosenbrock)
-        v, g = vg(x)
-        errs["rosen_eager"] = _check("eager Rosenbrock gradient", g, grad)
-        _check("eager Rosenbrock value", v, value)
-        return vg
-
-    def recorded_tape():
-        with ft.Tape() as tape:
-            xs = [tape.var(float(v)) for v in x]
-            y = h.rosenbrock(xs)
-        errs["rosen_tape"] = _check("Tape gradient", tape.gradient(y, xs), grad)
-        return tape
-
-    def seeds_with(name, vg):
-        errs[name] = _check(f"{name} value and gradient", vg(0.5), seeds_hand(0.5))
-        return vg
-
-    memo = {}
-
-    def once(name, make):
-        """Build a workload's object once; a failure is raised again at each use."""
-        if name not in memo:
+    def _once(self, name, make):
+        """Build an object once; a failure is raised again at each use."""
+        if name not in self.memo:
             try:
-                memo[name] = (make(), None)
+                self.memo[name] = (make(), None)
             except Exception as e:
-                memo[name] = (None, e)
-        obj, err = memo[name]
+                self.memo[name] = (None, e)
+        obj, err = self.memo[name]
         if err is not None:
             raise err
         return obj
 
-    def timed(fn, arg):
-        return per_call(lambda: fn(arg), target_s, repeats)
+    def _compiled_rosen(self):
+        ft, h, x = self.ft, self.h, self.x
+        F = ft.compile(h.rosenbrock, x)
+        v, g = F.value_and_grad(x)
+        self.errs["rosen_compiled"] = _check("compiled Rosenbrock gradient", g,
+                                             h.rosenbrock_grad(x))
+        _check("compiled Rosenbrock value", [v, F(x)], [h.rosenbrock(x)] * 2)
+        return F
 
-    def F():
-        return once("F", compiled_rosen)
+    def _eager_rosen(self):
+        h, x = self.h, self.x
+        vg = self.ft.value_and_grad(h.rosenbrock)
+        v, g = vg(x)
+        self.errs["rosen_eager"] = _check("eager Rosenbrock gradient", g, h.rosenbrock_grad(x))
+        _check("eager Rosenbrock value", v, h.rosenbrock(x))
+        return vg
 
-    makers = {
-        "rosen_compiled_vg": lambda: timed(F().value_and_grad, x),
-        "rosen_compiled_value": lambda: timed(F(), x),
-        "rosen_eager_vg": lambda: timed(once("eager", eager_rosen), x),
-        "seeds_compiled_vg": lambda: timed(once("Fs", lambda: seeds_with(
-            "compiled seeds", ft.compile(seeds, 0.5).value_and_grad)), 0.5),
-        "seeds_eager_vg": lambda: timed(once("seeds", lambda: seeds_with(
-            "eager seeds", ft.value_and_grad(seeds))), 0.5),
-        "compiled_bytes_per_node": lambda: {"median": F().nbytes / F().nodes},
-        "tape_bytes_per_node": lambda: {"median": once("tape", recorded_tape).nbytes
-                                        / len(once("tape", recorded_tape))},
-    }
-    assert list(makers) == [m[0] for m in METRICS]
-    metrics = {}
-    for key, make in makers.items():
+    def _tape(self):
+        h, x = self.h, self.x
+        with self.ft.Tape() as tape:
+            xs = [tape.var(float(v)) for v in x]
+            y = h.rosenbrock(xs)
+        self.errs["rosen_tape"] = _check("Tape gradient", tape.gradient(y, xs),
+                                         h.rosenbrock_grad(x))
+        return tape
+
+    def _seeds(self, name, vg):
+        self.errs[name] = _check(f"{name} value and gradient", vg(0.5), seeds_hand(0.5))
+        return vg
+
+    def F(self):
+        return self._once("F", self._compiled_rosen)
+
+    def make(self, key):
+        """A workload: ("time", a callable of no arguments) or ("value", a number)."""
+        ft, x, once = self.ft, self.x, self._once
+        if key == "rosen_compiled_vg":
+            F = self.F()
+            return "time", lambda: F.value_and_grad(x)
+        if key == "rosen_compiled_value":
+            F = self.F()
+            return "time", lambda: F(x)
+        if key == "rosen_eager_vg":
+            vg = once("eager", self._eager_rosen)
+            return "time", lambda: vg(x)
+        if key == "seeds_compiled_vg":
+            vg = once("Fs", lambda: self._seeds("compiled seeds",
+                                                ft.compile(seeds, 0.5).value_and_grad))
+            return "time", lambda: vg(0.5)
+        if key == "seeds_eager_vg":
+            vg = once("seeds", lambda: self._seeds("eager seeds", ft.value_and_grad(seeds)))
+            return "time", lambda: vg(0.5)
+        if key == "compiled_bytes_per_node":
+            return "value", self.F().nbytes / self.F().nodes
+        if key == "tape_bytes_per_node":
+            tape = once("tape", self._tape)
+            return "value", tape.nbytes / len(tape)
+        raise KeyError(key)
+
+    # -- the protocol --
+
+    def prepare(self, key):
         try:
-            metrics[key] = make()
+            kind, obj = self.make(key)
+            if kind == "time":
+                obj()
+                obj()
+                number, t = 1, _batch(obj, 1)[0]
+                while t * number < self.target_s / 10 and number < 10**6:  # too short to size
+                    number *= 10
+                    t = _batch(obj, number)[0]
+                number = max(1, round(self.target_s / max(t, 1e-9)))
+                self.prepared[key] = (obj, number)
+                self.samples[key] = []
+            else:
+                self.prepared[key] = (None, obj)
+            return {"ok": True}
         except Exception as e:
-            metrics[key] = {"error": f"{type(e).__name__}: {e}"[:300]}
+            self.prepared[key] = (None, {"error": f"{type(e).__name__}: {e}"[:300]})
+            return {"error": self.prepared[key][1]["error"]}
 
-    def count(get):
-        try:
-            return int(get())
-        except Exception:
-            return None
-    return {"fastape_file": str(where), "version": ft.__version__, "ops": 8 * (n - 1),
-            "compiled_nodes": count(lambda: F().nodes),
-            "tape_nodes": count(lambda: len(once("tape", recorded_tape))),
-            "rel_err": errs, "threadpools": pools, "metrics": metrics}
+    def batch(self, key):
+        fn, number = self.prepared[key]
+        if fn is None:
+            return {}
+        self.samples[key].append(_batch(fn, number))
+        return {}
+
+    def summary(self):
+        metrics = {}
+        for key, (fn, arg) in self.prepared.items():
+            if fn is None:
+                metrics[key] = arg if isinstance(arg, dict) else {"median": arg}
+                continue
+            wall = [w for w, _ in self.samples[key]]
+            cpu = [c for _, c in self.samples[key]]
+            metrics[key] = {**_stats("", wall), **_stats("cpu_", cpu), "number": arg,
+                            "cpu_share": sum(cpu) / sum(wall)}
+
+        def count(get):
+            try:
+                return int(get())
+            except Exception:
+                return None
+        return {"fastape_file": str(self.where), "version": self.ft.__version__,
+                "ops": 8 * (self.n - 1), "compiled_nodes": count(lambda: self.F().nodes),
+                "tape_nodes": count(lambda: len(self._once("tape", self._tape))),
+                "rel_err": self.errs, "threadpools": self.pools, "metrics": metrics}
+
+
+def serve(tree, n, target_s):
+    """The worker process: one JSON line per command read from stdin."""
+    w = Worker(tree, n, target_s)
+    out = sys.stdout
+    print(json.dumps({"ready": str(w.where)}), file=out, flush=True)
+    for line in sys.stdin:
+        cmd, _, key = line.strip().partition(" ")
+        if cmd == "quit":
+            break
+        reply = {"prepare": w.prepare, "batch": w.batch}[cmd](key) if key else w.summary()
+        print(json.dumps(reply), file=out, flush=True)
 
 
 # ---------------------------------------------------------------------------
-# the driver: alternate the trees, round by round
+# the driver: both trees' processes of a round take turns, batch by batch
 # ---------------------------------------------------------------------------
 
-def run_one(tree, args):
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env.update(PINNED_ENV, PYTHONPATH=str(tree), PYTHONDONTWRITEBYTECODE="1")
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", str(tree),
-           "--n", str(args.n), "--target-ms", str(args.target_ms),
-           "--repeats", str(args.repeats)]
-    t0 = time.perf_counter()
-    r = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    if r.returncode != 0:
-        raise SystemExit(f"the worker for {tree} failed (exit {r.returncode}):\n{r.stderr}")
-    out = json.loads(r.stdout.strip().splitlines()[-1])
-    out["wall_s"] = time.perf_counter() - t0
-    return out
+class Proc:
+    """A worker process of one tree, fastape importable from that tree only."""
+
+    def __init__(self, tree, args):
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        env.update(PINNED_ENV, PYTHONPATH=str(tree), PYTHONDONTWRITEBYTECODE="1")
+        self.tree = tree
+        self.err = tempfile.TemporaryFile(mode="w+")
+        self.p = subprocess.Popen(
+            [sys.executable, str(Path(__file__).resolve()), "--serve", str(tree),
+             "--n", str(args.n), "--target-ms", str(args.target_ms)],
+            env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.err,
+            text=True, bufsize=1)
+
+    def read(self):
+        line = self.p.stdout.readline()
+        if not line:
+            self.p.wait()
+            self.err.seek(0)
+            raise SystemExit(f"the worker for {self.tree} failed (exit {self.p.returncode}):"
+                             f"\n{self.err.read()}")
+        return json.loads(line)
+
+    def ask(self, cmd):
+        self.p.stdin.write(cmd + "\n")
+        self.p.stdin.flush()
+        return self.read()
+
+    def close(self):
+        if self.p.poll() is None:
+            self.p.stdin.write("quit\n")
+            self.p.stdin.close()
+            self.p.wait()
+        self.err.close()
+
+
+def run_round(trees, order, args):
+    """One round: a fresh process per tree, both started and ready before any timing;
+    for each workload the two take turns, batch by batch, in the order ABBA..., so
+    drift on the scale of a batch (~20 ms) hits both alike."""
+    procs = {name: Proc(trees[name], args) for name in order}
+    try:
+        for name in order:
+            procs[name].read()   # ready: imported and pinned
+        for key, *_ in METRICS:
+            for name in order:
+                procs[name].ask(f"prepare {key}")
+            for j in range(args.repeats):
+                for name in (order if j % 2 == 0 else order[::-1]):
+                    procs[name].ask(f"batch {key}")
+        return {name: procs[name].ask("summary") for name in order}
+    finally:
+        for proc in procs.values():
+            proc.close()
 
 
 def _summary(values):
@@ -335,11 +425,15 @@ def report(res):
         return f"* {name}: `{t['path']}` at {t.get('commit', '?')}{flags}"
 
     clock, other = res["clock"], "cpu" if res["clock"] == "wall" else "wall"
-    shares = {name: _summary([statistics.median(
-        m["cpu_share"] for m in s["metrics"].values() if "cpu_share" in m)
-        for s in res["samples"][name]]) for name in ("before", "after")}
+    def share(name):
+        per_round = [[m["cpu_share"] for m in s["metrics"].values() if "cpu_share" in m]
+                     for s in res["samples"][name]]
+        if not all(per_round):
+            return "—"
+        return _ratio(_summary([statistics.median(v) for v in per_round]), 2)
     lines = [f"fastape before/after, {res['rounds']} rounds after {res['warmup_rounds']} "
-             "discarded, each tree in a fresh process per round (order alternating); per "
+             "discarded; in each, a fresh process per tree, the two taking turns batch by "
+             "batch (ABBA…, the other first in the next round); per "
              f"tree the median (min – max) over rounds of in-process medians of "
              f"{res['repeats']} batches of ~{res['target_ms']:g} ms, {CLOCKS[clock]}; the "
              "ratio is after/before within a round, median (min – max) over rounds.",
@@ -352,8 +446,7 @@ def report(res):
              f"{_count(b['compiled_nodes'])} / {_count(a['compiled_nodes'])}, eager tape "
              f"{_count(b['tape_nodes'])} / {_count(a['tape_nodes'])}",
              "* CPU share while timing (CPU time / wall time; below 1 when other processes "
-             f"held the core): before {_ratio(shares['before'], 2)}, "
-             f"after {_ratio(shares['after'], 2)}", "",
+             f"held the core): before {share('before')}, after {share('after')}", "",
              f"| workload | before | after | per op before / after | after / before | "
              f"after / before, {CLOCKS[other]} |",
              "|---|---|---|---|---|---|"]
@@ -403,12 +496,11 @@ def main(argv=None):
     p.add_argument("--clock", choices=list(CLOCKS), default="wall",
                    help="the clock of the before/after columns (both ratios are shown)")
     p.add_argument("--json", default=None, help="also write every sample to this file")
-    p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--serve", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
 
-    if args.worker:
-        out = worker(args.worker, args.n, args.target_ms / 1e3, args.repeats)
-        print(json.dumps(out))
+    if args.serve:
+        serve(args.serve, args.n, args.target_ms / 1e3)
         return 0
     if not args.before or not args.after:
         p.error("--before and --after are required")
@@ -420,19 +512,18 @@ def main(argv=None):
         trees[name] = tree
 
     # The first processes after the machine idled run up to 2x (a small call 10x) slower
-    # here, so unmeasured rounds go first; then the order alternates round by round.
+    # here, so unmeasured rounds go first; then who starts alternates round by round.
     for r in range(args.warmup):
-        for name in ("before", "after"):
-            run_one(trees[name], args)
+        run_round(trees, ("before", "after"), args)
         print(f"warm-up round {r + 1}/{args.warmup} done", file=sys.stderr, flush=True)
     samples = {"before": [], "after": []}
     for r in range(args.rounds):
         order = ("before", "after") if r % 2 == 0 else ("after", "before")
-        walls = []
-        for name in order:
-            samples[name].append(run_one(trees[name], args))
-            walls.append(f"{name} {samples[name][-1]['wall_s']:.1f} s")
-        print(f"round {r + 1}/{args.rounds}: " + ", ".join(walls), file=sys.stderr, flush=True)
+        t0 = time.perf_counter()
+        for name, out in run_round(trees, order, args).items():
+            samples[name].append(out)
+        print(f"round {r + 1}/{args.rounds} ({order[0]} first): "
+              f"{time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
 
     res = {"rounds": args.rounds, "warmup_rounds": args.warmup, "n": args.n,
            "repeats": args.repeats, "clock": args.clock,

@@ -39,9 +39,33 @@ def test_a_tree_against_itself(tmp_path, capsys):
 
 def test_the_worker_refuses_a_fastape_from_another_tree(tmp_path):
     with pytest.raises(SystemExit, match="not from the tree"):
-        compare.worker(str(tmp_path), 20, 1e-4, 1)
+        compare.Worker(str(tmp_path), 20, 1e-4)
 
 
 def test_a_folder_without_fastape_is_refused(tmp_path):
     with pytest.raises(SystemExit):
         compare.main(["--before", str(tmp_path), "--after", str(SRC), *TINY])
+
+
+FAKE = '''"""A fastape that lacks compile and Tape and returns wrong gradients."""
+__version__ = "0-wrong"
+
+
+def value_and_grad(f):
+    return lambda x: (f(x), 0.0 * x)
+'''
+
+
+def test_a_wrong_or_incomplete_tree_is_failed_not_timed(tmp_path, capsys):
+    (tmp_path / "fastape").mkdir()
+    (tmp_path / "fastape" / "__init__.py").write_text(FAKE)
+    out = tmp_path / "cmp.json"
+    rc = compare.main(["--before", str(SRC), "--after", str(tmp_path), "--rounds", "1",
+                       "--warmup", "0", "--json", str(out), *TINY])
+    assert rc == 1
+    metrics = json.loads(out.read_text())["metrics"]
+    for key in compare.TIMED | {"compiled_bytes_per_node", "tape_bytes_per_node"}:
+        assert "error" in metrics[key] and "after:" in metrics[key]["error"], key
+    assert "relative error" in metrics["rosen_eager_vg"]["error"]
+    assert "compile" in metrics["rosen_compiled_vg"]["error"]
+    assert "FAILED" in capsys.readouterr().out
