@@ -23,10 +23,13 @@ from pathlib import Path
 
 import numpy as np
 
-import fastape as ft
-from fastape.bench import rosen_loop as rosenbrock
-from fastape.bench import seeds_f
-from fastape.bench import seeds_hand as seeds_by_hand
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from suite import rosen_loop as rosenbrock  # noqa: E402
+from suite import seeds_f  # noqa: E402
+from suite import seeds_hand as seeds_by_hand  # noqa: E402
+
+import fastape as ft  # noqa: E402
 
 
 def seeds(x):
@@ -43,7 +46,6 @@ def timeit(fn, number):
 def c_batch(X, threads):
     """The C interpreter's batch on `threads` threads, rows split in equal halves
     (a callable that runs it once, and the gradients it writes)."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     import c_interp
 
     with ft.Tape() as t:

@@ -46,10 +46,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import c_interp  # noqa: E402
+from suite import rosen_hand, rosen_loop  # noqa: E402
 
 import fastape as ft  # noqa: E402
 from fastape import reference as R  # noqa: E402
-from fastape.bench import rosen_hand, rosen_loop  # noqa: E402
 
 
 def start(n):

@@ -1,16 +1,20 @@
 """The benchmark suite's correctness checks on tiny sizes (no timing assertions).
 
-``fastape.bench`` compares every tool's gradient with a hand-written one before
-it times anything; here that check runs for every workload of the suite at tiny
-sizes, for fastape, the reference and whichever peers are installed.
+The suite (``benchmarks/suite.py``, not part of the installed package) compares
+every tool's gradient with a hand-written one before it times anything; here that
+check runs for every workload of the suite at tiny sizes, for fastape, the
+reference and whichever peers are installed.
 """
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from fastape import bench
+from fastape.__main__ import load_suite
+
+bench = load_suite(Path(__file__).resolve().parents[1] / "benchmarks" / "suite.py")
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,10 @@
 """fastape's benchmark suite: ``python -m fastape bench [--full] [--plot]``.
 
+It lives in the source checkout (``benchmarks/suite.py``), not in the installed
+package; ``python -m fastape bench`` finds it beside a checkout's ``src/fastape``,
+in the current directory's checkout, or through ``FASTAPE_BENCHMARKS``. It also
+runs alone: ``PYTHONPATH=src python benchmarks/suite.py [--full] [--plot]``.
+
 Every workload computes a value and a gradient. Before any tool is timed its
 gradient is compared with a hand-written one (relative error, max-norm, at most
 1e-8); a tool that disagrees is reported as FAILED and never timed. Timing
@@ -95,19 +100,15 @@ def _compile_fn():
     return compile_
 
 
-def _bench_dir():
-    """The repository's benchmarks/ folder, if this fastape runs from a checkout."""
-    for p in (Path.cwd() / "benchmarks", Path(__file__).resolve().parents[2] / "benchmarks"):
-        if p.is_dir():
-            return p
-    return None
+# the suite's own folder: the other benchmark scripts it delegates to sit beside it
+BENCH_DIR = Path(__file__).resolve().parent
 
 
 def _bench_module(name):
     """Import benchmarks/<name>.py (owned by other engineers) or raise Skip."""
-    d = _bench_dir()
-    if d is None or not (d / f"{name}.py").is_file():
-        raise Skip(f"benchmarks/{name}.py not found (run from a fastape checkout)")
+    d = BENCH_DIR
+    if not (d / f"{name}.py").is_file():
+        raise Skip(f"benchmarks/{name}.py not found beside {Path(__file__).name}")
     key = f"_fastape_bench_{name}"
     if key in sys.modules:
         return sys.modules[key]
@@ -1054,8 +1055,7 @@ def plots(out, directory):
 
 
 def _default_out():
-    d = _bench_dir()
-    return (d / "results") if d is not None else (Path.cwd() / "fastape-bench-results")
+    return BENCH_DIR / "results"
 
 
 def _jsonable(obj):
