@@ -109,12 +109,12 @@ def test_numpy_dispatch_records_the_same_ops(rng):
     """The same rows written against numpy (np.sin on a fastape value) give the same
     gradients as the fastape functions."""
     for row in ELEMENTWISE_ROWS:
-        if row.name in ("sigmoid", "softplus", "relu") or "m.reshape" in row.expr:
+        if row.name in ("sigmoid", "softplus", "relu", "reciprocal") or "reshape" in row.expr:
             continue
         args = _points(row, rng, (5,))
         argnums = tuple(range(row.arity))
         fn = row.fn
-        g_np = ft.grad(lambda *a, fn=fn: np.sum(fn(np, *a)), argnums)(*args)
+        g_np = ft.grad(lambda *a, fn=fn: np.sum(fn(NP, *a)), argnums)(*args)
         g_ft = ft.grad(lambda *a, fn=fn: ft.sum(fn(ft, *a)), argnums)(*args)
         for a, b in zip(g_np, g_ft, strict=True):
             np.testing.assert_array_equal(a, b)
@@ -226,10 +226,12 @@ def test_every_elementwise_op_has_a_reference():
 
 @pytest.mark.parametrize("op", _ops.ELEMENTWISE, ids=lambda o: o.name)
 def test_op_table_matches_reference_formulas(op, rng):
-    """The compiled table and the reference agree on value and partials, op by op."""
+    """The compiled table and the reference agree on value and partials, op by op,
+    inside the op's domain (immediates of the *_K ops in [0.2, 2])."""
+    e = registry.BY_NAME[op.name]
     for _ in range(5):
-        x = float(rng.uniform(0.2, 0.9))
-        y = float(rng.uniform(0.2, 2.0))
+        x = float(rng.uniform(*e.domain[0]))
+        y = float(rng.uniform(*e.domain[1])) if e.arity == 2 else float(rng.uniform(0.2, 2.0))
         got = _ops.eval_op(op, x, y)
         want = R.OPS[op.name](x, y, y)
-        assert got == pytest.approx(tuple(want), rel=1e-14, abs=1e-300)
+        assert got == pytest.approx(tuple(want), rel=1e-12, abs=1e-300)

@@ -199,6 +199,10 @@ FUNCTIONS = {
 }
 # np.matmul is a ufunc (array_ufunc above); np.inner, np.outer, np.trace, np.linalg.*
 FUNCTIONS.update(_linalg.NUMPY_FUNCTIONS)
+# registry callables that are plain functions, not ufuncs (numpy.sinc), arrive through
+# __array_function__: they go to the op's public function
+FUNCTIONS.update({fn: F.ELEMENTWISE[e.public] for fn, e in UFUNCS.items()
+                  if not isinstance(fn, np.ufunc)})
 
 
 def array_function(func, args, kwargs):

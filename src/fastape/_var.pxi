@@ -316,6 +316,12 @@ cdef class Var:
             raise TypeError("pow() with a modulus is not differentiable")
         return binary(POW, other, self)
 
+    def __mod__(self, other):
+        return binary(REMAINDER, self, other)
+
+    def __rmod__(self, other):
+        return binary(REMAINDER, other, self)
+
     def __matmul__(self, other):
         from fastape import _functions
         return _functions.matmul(self, other)

@@ -42,6 +42,7 @@ import builtins
 import functools
 import math
 import numbers
+from fractions import Fraction
 
 try:  # the package is optional: this file is also loaded standalone
     from fastape.errors import TapeError
@@ -455,6 +456,512 @@ OPS = {
 }
 
 
+
+# --------------------------------------------------------------------------
+# more elementwise ops: logarithms and roots, rounding, sinc, NaN-ignoring
+# extrema, and the special functions of scipy.special (no scipy here: math only)
+# --------------------------------------------------------------------------
+
+def _nearbyint(x):
+    """C's nearbyint in the default rounding mode (half to even), for finite x."""
+    return float(round(x))
+
+
+def _trigamma_pos(x):
+    """psi'(x) for finite x > 0."""
+    n = 0
+    while x + n < 12.0:
+        n += 1
+    r = 1.0 / (x + n)
+    w = r * r
+    p = -7.092156862745098
+    p = 1.1666666666666667 + w * p
+    p = -0.2531135531135531 + w * p
+    p = 0.07575757575757576 + w * p
+    p = -0.03333333333333333 + w * p
+    p = 0.023809523809523808 + w * p
+    p = -0.03333333333333333 + w * p
+    p = 0.16666666666666666 + w * p
+    acc = r + 0.5 * w + r * w * p
+    # psi'(x) = psi'(x + 1) + 1/x^2
+    for k in range(n - 1, -1, -1):
+        r = 1.0 / (x + k)
+        acc += r * r
+    return acc
+
+
+def _trigamma(x):
+    """psi'(x) = sum 1/(x + n)^2: +inf at the poles 0, -1, ...; 0 at +inf; NaN at -inf."""
+    if not math.fabs(x) < INF:
+        return 0.0 if x == INF else NAN
+    if x <= 0.0:
+        if x == math.floor(x):
+            return INF  # both one-sided limits are +inf
+        # reflection psi'(x) + psi'(1 - x) = pi^2 / sin^2(pi x), pi x reduced exactly
+        r = x - _nearbyint(x)
+        t = PI / math.sin(PI * r)
+        return t * t - _trigamma_pos(1.0 - x)
+    return _trigamma_pos(x)
+
+
+PI = math.pi
+
+
+LN10 = math.log(10.0)
+
+
+SQRT2 = math.sqrt(2.0)
+
+
+TWO_OVER_SQRT_PI = 2.0 / math.sqrt(PI)
+
+
+SQRT_PI_OVER_TWO = math.sqrt(PI) / 2.0
+
+
+INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * PI)
+
+
+def _log2(x):
+    try:
+        return math.log2(x)
+    except ValueError:
+        return -INF if x == 0.0 else NAN
+
+
+def _log10(x):
+    try:
+        return math.log10(x)
+    except ValueError:
+        return -INF if x == 0.0 else NAN
+
+
+def _cbrt(x):
+    if hasattr(math, "cbrt"):  # Python >= 3.11
+        return math.cbrt(x)
+    if x == 0.0 or not math.isfinite(x):
+        return x
+    r = math.copysign(math.fabs(x) ** (1.0 / 3.0), x)
+    return r - (r * r * r - x) / (3.0 * r * r)
+
+
+def _acosh(x):
+    try:
+        return math.acosh(x)
+    except ValueError:  # x < 1
+        return NAN
+
+
+def _atanh(x):
+    try:
+        return math.atanh(x)
+    except ValueError:  # |x| >= 1
+        return math.copysign(INF, x) if math.fabs(x) == 1.0 else NAN
+
+
+def _fmod(x, y):
+    try:
+        return math.fmod(x, y)
+    except ValueError:  # y = 0 or x = ±inf
+        return NAN
+
+
+def _ceil(x):
+    if x == 0.0 or not math.isfinite(x):
+        return x
+    r = float(math.ceil(x))
+    return math.copysign(r, x) if r == 0.0 else r
+
+
+def _trunc(x):
+    if x == 0.0 or not math.isfinite(x):
+        return x
+    return math.copysign(float(math.trunc(x)), x)
+
+
+def _float(n):
+    """An integer as a double: ±inf beyond the double range, as C's conversion."""
+    try:
+        return float(n)
+    except OverflowError:
+        return INF if n > 0 else -INF
+
+
+def _lgamma(x):
+    try:
+        return math.lgamma(x)
+    except ValueError:  # poles 0, -1, -2, ...
+        return INF
+    except OverflowError:
+        return INF
+
+
+def _digamma(x):
+    """psi(x) = Gamma'(x)/Gamma(x), with scipy's values at the special points."""
+    if x != x or x == -INF:
+        return NAN
+    if x == INF:
+        return INF
+    if x == 0.0:
+        return -math.copysign(INF, x)  # psi(+0) = -inf, psi(-0) = +inf
+    if x < 0.0:
+        if x == math.floor(x):
+            return NAN
+        # reflection psi(x) = psi(1 - x) - pi cot(pi x); cot has period 1
+        r = x - round(x)
+        return _digamma(1.0 - x) - PI / math.tan(PI * r)
+    # psi(x) = psi(x + n) - sum 1/(x + k), then Stirling's series at z = x + n >= 12
+    n = 0
+    while x + n < 12.0:
+        n += 1
+    z = x + n
+    w = 1.0 / (z * z)
+    series = w * (1.0 / 12 - w * (1.0 / 120 - w * (1.0 / 252 - w * (1.0 / 240 - w * (
+        1.0 / 132 - w * (691.0 / 32760 - w * (1.0 / 12 - w * 3617.0 / 8160)))))))
+    acc = math.log(z) - 0.5 / z - series
+    for k in range(n - 1, -1, -1):
+        acc -= 1.0 / (x + k)
+    return acc
+
+
+def _sigmoid2(d):
+    """1/(1 + 2**-d) without overflow."""
+    if d >= 0:
+        return 1.0 / (1.0 + _pow(2.0, -d))
+    e = _pow(2.0, d)
+    return e / (1.0 + e)
+
+
+def _inv_erf_small(p):
+    """v with erf(v) = p for |p| <= 1/2, by Newton's method."""
+    v = p * SQRT_PI_OVER_TWO
+    for _ in range(60):
+        dv = (math.erf(v) - p) / (TWO_OVER_SQRT_PI * math.exp(-v * v))
+        v -= dv
+        if math.fabs(dv) <= 1e-17 * math.fabs(v):
+            break
+    return v
+
+
+def _log_erfc(v):
+    """log erfc(v) for v > 0, also where erfc underflows (asymptotic series from 26)."""
+    if v < 26.0:
+        return math.log(math.erfc(v))
+    w = 1.0 / (2.0 * v * v)
+    term, acc, n = 1.0, 0.0, 1
+    while abs(term) > 1e-18:
+        term *= -(2 * n - 1) * w
+        acc += term
+        n += 1
+    return -v * v - math.log(v * math.sqrt(PI)) + math.log1p(acc)
+
+
+def _inv_erfc_tail(q):
+    """v >= 0.47 with erfc(v) = q for 0 < q <= 1/2, by Newton on log erfc.
+
+    log erfc is concave and erfc(v) <= exp(-v^2), so the start sqrt(-log q) lies
+    right of the root and the iterates decrease monotonically onto it.
+    """
+    lq = math.log(q)
+    v = math.sqrt(-lq)
+    for _ in range(200):
+        le = _log_erfc(v)
+        dv = (le - lq) / (-TWO_OVER_SQRT_PI * math.exp(-v * v - le))
+        v -= dv
+        if math.fabs(dv) <= 1e-17 * v:
+            break
+    return v
+
+
+def _erfinv(x):
+    if x != x or math.fabs(x) > 1.0:
+        return NAN
+    if math.fabs(x) == 1.0:
+        return math.copysign(INF, x)
+    if math.fabs(x) <= 0.5:
+        return _inv_erf_small(x)
+    return math.copysign(_inv_erfc_tail(1.0 - math.fabs(x)), x)
+
+
+def _erfcinv(q):
+    if q != q or q < 0.0 or q > 2.0:
+        return NAN
+    if q == 0.0:
+        return INF
+    if q == 2.0:
+        return -INF
+    if q < 0.5:
+        return _inv_erfc_tail(q)
+    if q <= 1.5:
+        return _inv_erf_small(1.0 - q)  # exact: Sterbenz
+    return -_inv_erfc_tail(2.0 - q)
+
+
+def _ndtr(x):
+    """Phi(x) through erfc, accurate in relative terms on both tails."""
+    if x < 0.0:
+        return 0.5 * math.erfc(-x / SQRT2)
+    return 1.0 - 0.5 * math.erfc(x / SQRT2)
+
+
+def _mills_series(t):
+    """t Phi(-t)/phi(t) - 1 = -1/t^2 + 3/t^4 - 15/t^6 + ..., asymptotic, for t >= 37."""
+    w = 1.0 / (t * t)
+    term, acc, k = 1.0, 0.0, 1
+    while True:
+        term *= -(2 * k - 1) * w
+        acc += term
+        if math.fabs(term) < 1e-18:
+            return acc
+        k += 1
+
+
+def _op_log2(x, y, k):
+    return _log2(x), _div(1.0, x * LN2), 0.0
+
+
+def _op_log10(x, y, k):
+    return _log10(x), _div(1.0, x * LN10), 0.0
+
+
+def _op_exp2(x, y, k):
+    v = _pow(2.0, x)
+    return v, v * LN2, 0.0
+
+
+def _op_cbrt(x, y, k):
+    # (1/3) |x|^(-2/3): +inf at 0, 0 at ±inf
+    return _cbrt(x), _pow(math.fabs(x), -2.0 / 3.0) / 3.0, 0.0
+
+
+def _op_arcsinh(x, y, k):
+    a = math.fabs(x)
+    # sqrt(1 + x^2) is |x| to rounding once x^2 > 1e16
+    return math.asinh(x), (1.0 / a if a > 1e8 else 1.0 / math.sqrt(1.0 + x * x)), 0.0
+
+
+def _op_arccosh(x, y, k):
+    v = _acosh(x)
+    # sinh(acosh x) = sqrt(x^2 - 1), without the cancellation near 1
+    return v, _div(1.0, _sinh(v)), 0.0
+
+
+def _op_arctanh(x, y, k):
+    v = _atanh(x)
+    c = _cosh(v)  # cosh^2(atanh x) = 1/(1 - x^2)
+    return v, c * c, 0.0
+
+
+def _op_ceil(x, y, k):
+    return _ceil(x), 0.0, 0.0
+
+
+def _op_trunc(x, y, k):
+    return _trunc(x), 0.0, 0.0
+
+
+def _op_deg2rad(x, y, k):
+    return math.radians(x), PI / 180.0, 0.0
+
+
+def _op_rad2deg(x, y, k):
+    return math.degrees(x), 180.0 / PI, 0.0
+
+
+def _op_sinc(x, y, k):
+    if x != x or math.isinf(x):
+        return NAN, NAN, 0.0
+    if x == 0.0:
+        return 1.0, 0.0, 0.0
+    t = PI * x
+    if math.isinf(t):       # as numpy: sin(inf) is NaN
+        return NAN, NAN, 0.0
+    v = math.sin(t) / t
+    if math.fabs(x) < 0.5:
+        # d/dt sin(t)/t = sum_{k>=1} (-1)^k 2k t^(2k-1)/(2k+1)!, summed term by term
+        p, s, j = t / 6.0, 0.0, 1
+        while True:
+            term = (-1.0) ** j * 2 * j * p
+            s += term
+            if math.fabs(term) <= 1e-18 * math.fabs(s):
+                break
+            p *= t * t / ((2 * j + 2) * (2 * j + 3))
+            j += 1
+        return v, PI * s, 0.0
+    return v, PI * (t * math.cos(t) - math.sin(t)) / t / t, 0.0
+
+
+def _op_erf(x, y, k):
+    return math.erf(x), TWO_OVER_SQRT_PI * _exp(-x * x), 0.0
+
+
+def _op_erfc(x, y, k):
+    return math.erfc(x), -TWO_OVER_SQRT_PI * _exp(-x * x), 0.0
+
+
+def _op_erfinv(x, y, k):
+    v = _erfinv(x)
+    return v, SQRT_PI_OVER_TWO * _exp(v * v), 0.0
+
+
+def _op_erfcinv(x, y, k):
+    v = _erfcinv(x)
+    return v, -SQRT_PI_OVER_TWO * _exp(v * v), 0.0
+
+
+def _op_logit(x, y, k):
+    if x != x or x < 0.0 or x > 1.0:
+        return NAN, NAN, 0.0
+    if 0.25 <= x <= 0.75:
+        v = 2.0 * math.atanh(2.0 * x - 1.0)  # no cancellation near 1/2; 2x - 1 exact
+    else:
+        v = _log(x) - _log1p(-x)
+    return v, _div(1.0, x) + _div(1.0, 1.0 - x), 0.0
+
+
+def _op_gammaln(x, y, k):
+    if x == -INF:
+        return -INF, NAN, 0.0  # scipy.special.gammaln(-inf) = -inf
+    return _lgamma(x), _digamma(x), 0.0
+
+
+def _op_psi(x, y, k):
+    return _digamma(x), _trigamma(x), 0.0
+
+
+def _op_ndtr(x, y, k):
+    return _ndtr(x), INV_SQRT_2PI * _exp(-0.5 * x * x), 0.0
+
+
+def _op_log_ndtr(x, y, k):
+    if x != x:
+        return NAN, NAN, 0.0
+    if x >= -37.0:
+        p = _ndtr(x)
+        v = math.log1p(-0.5 * math.erfc(x / SQRT2)) if x > 0.0 else math.log(p)
+        return v, INV_SQRT_2PI * _exp(-0.5 * x * x) / p, 0.0
+    # Phi(x) = phi(t) (1 + s)/t with t = -x and s the Mills-ratio series
+    t = -x
+    if t == INF:
+        return -INF, INF, 0.0
+    s = _mills_series(t)
+    v = -0.5 * t * t - math.log(t) - 0.5 * math.log(2.0 * PI) + math.log1p(s)
+    return v, t / (1.0 + s), 0.0
+
+
+def _op_hypot(x, y, k):
+    r = math.hypot(x, y)
+    if r == 0.0:
+        return r, 0.0, 0.0
+    return r, x / r, y / r
+
+
+def _op_fmod(x, y, k):
+    v = _fmod(x, y)
+    if v != v:
+        return v, 1.0, NAN
+    if math.isinf(y):
+        return v, 1.0, 0.0
+    n = int(Fraction(x) / Fraction(y))  # exact quotient, truncated toward 0
+    return v, 1.0, -_float(n)
+
+
+def _op_remainder(x, y, k):
+    if y == 0.0:
+        return NAN, 1.0, NAN
+    v = x % y  # Python's float % is numpy.remainder
+    if not math.isfinite(v):
+        return v, 1.0, NAN
+    if math.isinf(y):
+        return v, 1.0, 0.0
+    n = math.floor(Fraction(x) / Fraction(y))  # exact floor quotient
+    return v, 1.0, -_float(n)
+
+
+def _op_logaddexp2(x, y, k):
+    if x != x or y != y:
+        return NAN, NAN, NAN
+    if x == y:  # also x = y = ±inf
+        return x + 1.0, 0.5, 0.5
+    m = x if x > y else y
+    v = m + _log1p(_pow(2.0, -math.fabs(x - y))) / LN2
+    return v, _sigmoid2(x - y), _sigmoid2(y - x)
+
+
+def _op_fmax(x, y, k):
+    if x != x and y != y:
+        return NAN, 0.5, 0.5
+    if y != y or x > y:
+        return x, 1.0, 0.0
+    if x != x or x < y:
+        return y, 0.0, 1.0
+    return y, 0.5, 0.5
+
+
+def _op_fmin(x, y, k):
+    if x != x and y != y:
+        return NAN, 0.5, 0.5
+    if y != y or x < y:
+        return x, 1.0, 0.0
+    if x != x or x > y:
+        return y, 0.0, 1.0
+    return y, 0.5, 0.5
+
+
+def _op_heaviside(x, y, k):
+    if x != x:
+        return NAN, 0.0, 0.0
+    if x == 0.0:
+        return y, 0.0, 1.0
+    return (1.0 if x > 0.0 else 0.0), 0.0, 0.0
+
+
+def _op_xlogy(x, y, k):
+    if x == 0.0:
+        return (0.0 if y == y else NAN), _log(y), 0.0
+    return x * _log(y), _log(y), _div(x, y)
+
+
+def _op_xlog1py(x, y, k):
+    if x == 0.0:
+        return (0.0 if y == y else NAN), _log1p(y), 0.0
+    return x * _log1p(y), _log1p(y), _div(x, 1.0 + y)
+
+
+OPS.update({
+    "LOG2": _op_log2,
+    "LOG10": _op_log10,
+    "EXP2": _op_exp2,
+    "CBRT": _op_cbrt,
+    "ARCSINH": _op_arcsinh,
+    "ARCCOSH": _op_arccosh,
+    "ARCTANH": _op_arctanh,
+    "CEIL": _op_ceil,
+    "TRUNC": _op_trunc,
+    "DEG2RAD": _op_deg2rad,
+    "RAD2DEG": _op_rad2deg,
+    "SINC": _op_sinc,
+    "ERF": _op_erf,
+    "ERFC": _op_erfc,
+    "ERFINV": _op_erfinv,
+    "ERFCINV": _op_erfcinv,
+    "LOGIT": _op_logit,
+    "GAMMALN": _op_gammaln,
+    "PSI": _op_psi,
+    "NDTR": _op_ndtr,
+    "LOG_NDTR": _op_log_ndtr,
+    "HYPOT": _op_hypot,
+    "FMOD": _op_fmod,
+    "REMAINDER": _op_remainder,
+    "LOGADDEXP2": _op_logaddexp2,
+    "FMAX": _op_fmax,
+    "FMIN": _op_fmin,
+    "HEAVISIDE": _op_heaviside,
+    "XLOGY": _op_xlogy,
+    "XLOG1PY": _op_xlog1py,
+})
+
+
 def _load_registry():
     """fastape's op registry (pure Python), also when this file is loaded standalone."""
     try:
@@ -732,6 +1239,12 @@ class Var:
         if isinstance(other, numbers.Real):
             return self._imm(RPOW_K, other)
         return NotImplemented
+
+    def __mod__(self, other):
+        return remainder(self, other)  # noqa: F821 - made from the registry
+
+    def __rmod__(self, other):
+        return remainder(other, self)  # noqa: F821
 
     def __neg__(self):
         return self.tape._record(NEG, self.id)

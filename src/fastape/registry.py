@@ -260,6 +260,305 @@ binary("MINIMUM", public="minimum", numpy=("numpy.minimum",),
        doc="elementwise minimum (a tie splits the multiplier)")
 
 # ---------------------------------------------------------------------------
+# more elementwise ops: logarithms and roots, rounding, sinc, NaN-ignoring extrema,
+# and scipy.special (its compiled cython_special functions, called from nogil code)
+# ---------------------------------------------------------------------------
+
+# -- logarithms, powers, roots -------------------------------------------------
+
+# Constants are the correctly rounded 1/ln 2, 1/ln 10 and ln 2; a division by a
+# constant would round twice.
+unary("LOG2", public="log2", numpy=("numpy.log2",),
+      value="log2(x)",
+      d0="1.4426950408889634 / x",
+      d00="-d0 / x",
+      domain=(0.05, 20.0),
+      doc="base-2 logarithm")
+
+unary("LOG10", public="log10", numpy=("numpy.log10",),
+      value="log10(x)",
+      d0="0.4342944819032518 / x",
+      d00="-d0 / x",
+      domain=(0.05, 20.0),
+      doc="base-10 logarithm")
+
+unary("EXP2", public="exp2", numpy=("numpy.exp2",),
+      value="exp2(x)",
+      d0="0.6931471805599453 * v",
+      d00="0.6931471805599453 * d0",
+      domain=(-10.0, 10.0),
+      doc="2**x")
+
+# In terms of v, d0 stays finite for huge |x| and is +inf at 0 (the tangent is
+# vertical); d00 = -2/(9 x^(5/3)) = -2 d0 / (3 x).
+unary("CBRT", public="cbrt", numpy=("numpy.cbrt",),
+      value="cbrt(x)",
+      d0="1.0 / (3.0 * v * v)",
+      d00="-2.0 * d0 / (3.0 * x)",
+      domain=(0.05, 20.0),
+      doc="real cube root, also of negative x (partial +inf at 0)")
+
+# -- inverse hyperbolic functions ----------------------------------------------
+
+# hypot(1, x) = sqrt(1 + x^2) without overflow for |x| > 1e154; d00 is
+# -x (1 + x^2)^(-3/2), multiplied left to right so it stays in range.
+unary("ARCSINH", public="arcsinh", numpy=("numpy.arcsinh",),
+      value="asinh(x)",
+      d0="1.0 / hypot(1.0, x)",
+      d00="-x * d0 * d0 * d0",
+      domain=(-10.0, 10.0),
+      doc="inverse hyperbolic sine")
+
+# sqrt(x - 1) sqrt(x + 1) instead of sqrt(x^2 - 1): exact near 1, no overflow.
+unary("ARCCOSH", public="arccosh", numpy=("numpy.arccosh",),
+      value="acosh(x)",
+      d0="1.0 / (sqrt(x - 1.0) * sqrt(x + 1.0))",
+      d00="-x * d0 * d0 * d0",
+      domain=(1.05, 20.0),
+      doc="inverse hyperbolic cosine (partial +inf at 1, NaN below 1)")
+
+# (1 - x)(1 + x) instead of 1 - x^2: no cancellation near ±1.
+unary("ARCTANH", public="arctanh", numpy=("numpy.arctanh",),
+      value="atanh(x)",
+      d0="1.0 / ((1.0 - x) * (1.0 + x))",
+      d00="2.0 * x * d0 * d0",
+      domain=(-0.95, 0.95),
+      doc="inverse hyperbolic tangent (partial +inf at ±1)")
+
+# -- hypot, fmod, remainder ----------------------------------------------------
+
+# The partials are the unit vector (x, y)/v; at the apex (0, 0) of the cone every
+# direction is a subgradient and 0 (the centre of the unit disc) is picked, as JAX
+# does; the second partials y^2/v^3, -xy/v^3, x^2/v^3 are 0 there too.
+binary("HYPOT", public="hypot", numpy=("numpy.hypot",),
+       value="hypot(x, y)",
+       d0="0.0 if v == 0.0 else x / v",
+       d1="0.0 if v == 0.0 else y / v",
+       d00="0.0 if v == 0.0 else d1 * d1 / v",
+       d01="0.0 if v == 0.0 else -d0 * d1 / v",
+       d11="0.0 if v == 0.0 else d0 * d0 / v",
+       domain=((-5.0, 5.0), (-5.0, 5.0)),
+       doc="sqrt(x1**2 + x2**2) without overflow (partials 0 at (0, 0))")
+
+# fmod(x, y) = x - n y with n = trunc(x/y) taken exactly; locally n is constant, so
+# the partials are 1 and -n. n is recovered as (x - v)/y, which is an integer up to
+# rounding, rather than as trunc(x/y), which is off by one where x/y rounds up to
+# an integer: fmod(1.0, 0.1) = 0.0999... is x - 9 y, not x - 10 y.
+binary("FMOD", public="fmod", numpy=("numpy.fmod",),
+       value="fmod(x, y)",
+       d0="1.0",
+       d1="-nearbyint((x - v) / y)",
+       d00="0.0", d01="0.0", d11="0.0",
+       domain=((-10.0, 10.0), (0.5, 3.0)),
+       doc="C remainder x1 - trunc(x1/x2) x2, sign of x1 (partials 1, -trunc(x1/x2))")
+
+# numpy.remainder (numpy.mod, and Python's % on floats) is fmod adjusted to the sign
+# of y, with a zero result carrying the sign of y; _remainder computes it exactly
+# as numpy does, so it agrees bit for bit, -0.0 and the infinities included. Python's
+# % on a fastape Var (__mod__/__rmod__) should record this op too.
+binary("REMAINDER", public="remainder", numpy=("numpy.remainder", "numpy.mod"),
+       value="_remainder(x, y)",
+       d0="1.0",
+       d1="-nearbyint((x - v) / y)",
+       d00="0.0", d01="0.0", d11="0.0",
+       domain=((-10.0, 10.0), (0.5, 3.0)), test=("m.remainder(x, y)", "x % y", "x % 1.5"),
+       doc="Python's x1 % x2 = x1 - floor(x1/x2) x2, sign of x2 (partials 1, -floor(x1/x2))")
+
+# -- rounding and angle conversion ---------------------------------------------
+
+unary("CEIL", public="ceil", numpy=("numpy.ceil",),
+      value="ceil(x)",
+      d0="0.0",
+      d00="0.0",
+      domain=(-10.0, 10.0),
+      doc="ceiling (partial 0)")
+
+unary("TRUNC", public="trunc", numpy=("numpy.trunc",),
+      value="trunc(x)",
+      d0="0.0",
+      d00="0.0",
+      domain=(-10.0, 10.0),
+      doc="round toward zero (partial 0)")
+
+# numpy multiplies by the double nearest pi/180 (resp. 180/pi); so do these.
+unary("DEG2RAD", public="deg2rad", numpy=("numpy.deg2rad", "numpy.radians"),
+      value="x * 0.017453292519943295",
+      d0="0.017453292519943295",
+      d00="0.0",
+      domain=(-720.0, 720.0),
+      doc="degrees to radians")
+
+unary("RAD2DEG", public="rad2deg", numpy=("numpy.rad2deg", "numpy.degrees"),
+      value="x * 57.29577951308232",
+      d0="57.29577951308232",
+      d00="0.0",
+      domain=(-10.0, 10.0),
+      doc="radians to degrees")
+
+# -- sinc, logaddexp2 ----------------------------------------------------------
+
+# The value is numpy's own formula (sin(pi x)/(pi x), 1 at 0), accurate near 0 as
+# it stands; the closed-form derivatives cancel there, so the helpers switch to
+# Taylor series for |pi x| < 1.
+unary("SINC", public="sinc", numpy=("numpy.sinc",),
+      value="1.0 if x == 0.0 else sin(3.141592653589793 * x) / (3.141592653589793 * x)",
+      d0="_sinc_d1(x)",
+      d00="_sinc_d2(x)",
+      domain=(-4.0, 4.0),
+      doc="normalized sinc sin(pi x)/(pi x), 1 at 0")
+
+# numpy's npy_logaddexp2, step for step (x + 1 on a tie, so inf + inf stays inf);
+# the partials 2^x/(2^x + 2^y) are sigmoid((x - y) ln 2), finite where v overflows.
+# The tie is a smooth point: 0.5/0.5 is the true gradient, not a convention.
+binary("LOGADDEXP2", public="logaddexp2", numpy=("numpy.logaddexp2",),
+       value="x + 1.0 if x == y else (x + 1.4426950408889634 * log1p(exp2(y - x)) if x > y"
+             " else y + 1.4426950408889634 * log1p(exp2(x - y)))",
+       d0="0.5 if x == y else _sigmoid(0.6931471805599453 * (x - y))",
+       d1="0.5 if x == y else _sigmoid(0.6931471805599453 * (y - x))",
+       d00="0.6931471805599453 * d0 * d1",
+       d01="-0.6931471805599453 * d0 * d1",
+       d11="0.6931471805599453 * d0 * d1",
+       domain=((-5.0, 5.0), (-5.0, 5.0)),
+       doc="log2(2**x1 + 2**x2), computed without overflow")
+
+# -- fmax, fmin, heaviside -----------------------------------------------------
+
+# The NaN-ignoring maximum: fmax(x, nan) = x sends the whole multiplier to x; a
+# tie, ±0 included, splits it 0.5/0.5 as maximum does, and so does fmax(nan, nan).
+# libm's fmax returns the second operand on a ±0 tie; numpy's loops return either
+# one depending on the array length, so the sign of a zero result is unspecified.
+binary("FMAX", public="fmax", numpy=("numpy.fmax",),
+       value="fmax(x, y)",
+       d0="0.5 if (x == y or (x != x and y != y)) else (1.0 if (x > y or y != y) else 0.0)",
+       d1="0.5 if (x == y or (x != x and y != y)) else (1.0 if (y > x or x != x) else 0.0)",
+       d00="0.0", d01="0.0", d11="0.0",
+       domain=((-5.0, 5.0), (-5.0, 5.0)),
+       doc="maximum ignoring NaN (a tie splits the multiplier, a NaN operand gets 0)")
+
+binary("FMIN", public="fmin", numpy=("numpy.fmin",),
+       value="fmin(x, y)",
+       d0="0.5 if (x == y or (x != x and y != y)) else (1.0 if (x < y or y != y) else 0.0)",
+       d1="0.5 if (x == y or (x != x and y != y)) else (1.0 if (y < x or x != x) else 0.0)",
+       d00="0.0", d01="0.0", d11="0.0",
+       domain=((-5.0, 5.0), (-5.0, 5.0)),
+       doc="minimum ignoring NaN (a tie splits the multiplier, a NaN operand gets 0)")
+
+# numpy.heaviside(x, h0) is 0, h0 or 1. The step has partial 0 in x everywhere (as
+# floor); at x == 0 the value *is* h0, so its partial in h0 is 1 there, the true
+# derivative (and JAX's), 0 elsewhere.
+binary("HEAVISIDE", public="heaviside", numpy=("numpy.heaviside",),
+       value="NAN if x != x else (y if x == 0.0 else (1.0 if x > 0.0 else 0.0))",
+       d0="0.0",
+       d1="1.0 if x == 0.0 else 0.0",
+       d00="0.0", d01="0.0", d11="0.0",
+       domain=((-5.0, 5.0), (-2.0, 2.0)),
+       doc="step function: 0, x2 at x1 == 0, 1 (partial 0 in x1; 1 in x2 at x1 == 0)")
+
+# -- scipy.special: error function family --------------------------------------
+
+# 2/sqrt(pi) and sqrt(pi)/2, correctly rounded.
+unary("ERF", public="erf", numpy=("scipy.special.erf",),
+      value="sp.erf(x)",
+      d0="1.1283791670955126 * exp(-x * x)",
+      d00="-2.0 * x * d0",
+      domain=(-3.0, 3.0),
+      doc="error function")
+
+unary("ERFC", public="erfc", numpy=("scipy.special.erfc",),
+      value="sp.erfc(x)",
+      d0="-1.1283791670955126 * exp(-x * x)",
+      d00="-2.0 * x * d0",
+      domain=(-3.0, 5.0),
+      doc="complementary error function 1 - erf(x), accurate for large x")
+
+# The inverse-function rule: erf'(v) = 2/sqrt(pi) e^(-v^2), so v' = sqrt(pi)/2 e^(v^2)
+# and v'' = 2 v v'^2; the same for erfcinv with the sign of erfc' (v' < 0).
+unary("ERFINV", public="erfinv", numpy=("scipy.special.erfinv",),
+      value="sp.erfinv(x)",
+      d0="0.886226925452758 * exp(v * v)",
+      d00="2.0 * v * d0 * d0",
+      domain=(-0.95, 0.95),
+      doc="inverse of erf on (-1, 1) (partial +inf at ±1)")
+
+unary("ERFCINV", public="erfcinv", numpy=("scipy.special.erfcinv",),
+      value="sp.erfcinv(x)",
+      d0="-0.886226925452758 * exp(v * v)",
+      d00="2.0 * v * d0 * d0",
+      domain=(0.05, 1.95),
+      doc="inverse of erfc on (0, 2) (partial -inf at 0 and 2)")
+
+# -- scipy.special: logit, gamma family ----------------------------------------
+
+unary("LOGIT", public="logit", numpy=("scipy.special.logit",),
+      value="sp.logit(x)",
+      d0="1.0 / (x * (1.0 - x))",
+      d00="(2.0 * x - 1.0) * d0 * d0",
+      domain=(0.02, 0.98),
+      doc="log(x/(1 - x)), the inverse of sigmoid (partial +inf at 0 and 1)")
+
+# gammaln is log|Gamma|, so its derivative is psi on both sides of 0 alike. The
+# polygammas are helpers: cython_special has no polygamma.
+unary("GAMMALN", public="gammaln", numpy=("scipy.special.gammaln",),
+      value="sp.gammaln(x)",
+      d0="sp.psi(x)",
+      d00="_trigamma(x)",
+      domain=(0.05, 15.0),
+      doc="log|Gamma(x)| (partial digamma, also for negative x)")
+
+unary("PSI", public="psi", numpy=("scipy.special.psi", "scipy.special.digamma"),
+      value="sp.psi(x)",
+      d0="_trigamma(x)",
+      d00="_tetragamma(x)",
+      domain=(0.05, 15.0),
+      doc="digamma function Gamma'/Gamma (partial trigamma)")
+
+# -- scipy.special: normal distribution ----------------------------------------
+
+# 1/sqrt(2 pi), correctly rounded.
+unary("NDTR", public="ndtr", numpy=("scipy.special.ndtr",),
+      value="sp.ndtr(x)",
+      d0="0.3989422804014327 * exp(-0.5 * x * x)",
+      d00="-x * d0",
+      domain=(-6.0, 6.0),
+      doc="standard normal CDF Phi(x)")
+
+# d0 = phi/Phi = exp(-x^2/2 - v)/sqrt(2 pi) never overflows, but for x -> -inf both
+# terms of the exponent grow like x^2/2 while their difference grows like log|x|,
+# so it loses ~x^2 ulps; below -3 the Mills-ratio continued fraction gives
+# phi/Phi + x directly, which also keeps d00 = -d0 (x + d0) free of cancellation.
+unary("LOG_NDTR", public="log_ndtr", numpy=("scipy.special.log_ndtr",),
+      value="sp.log_ndtr(x)",
+      d0="0.3989422804014327 * exp(-0.5 * x * x - v) if x > -3.0 else _log_ndtr_k(x) - x",
+      d00="-d0 * (x + d0) if x > -3.0 else -d0 * _log_ndtr_k(x)",
+      domain=(-20.0, 8.0),
+      doc="log of the standard normal CDF, accurate for x -> -inf")
+
+# -- scipy.special: x log y ----------------------------------------------------
+
+# xlogy is 0 on the whole line x == 0, so there its y-partial is exactly 0, also
+# at y == 0 where x/y would be NaN; its x-partial is log(y) (-inf at y == 0).
+binary("XLOGY", public="xlogy", numpy=("scipy.special.xlogy",),
+       value="sp.xlogy(x, y)",
+       d0="log(y)",
+       d1="0.0 if x == 0.0 else x / y",
+       d00="0.0",
+       d01="1.0 / y",
+       d11="0.0 if x == 0.0 else -d1 / y",
+       domain=((-3.0, 3.0), (0.05, 10.0)),
+       doc="x1 log(x2), 0 where x1 == 0 (partial in x2 then 0)")
+
+binary("XLOG1PY", public="xlog1py", numpy=("scipy.special.xlog1py",),
+       value="sp.xlog1py(x, y)",
+       d0="log1p(y)",
+       d1="0.0 if x == 0.0 else x / (1.0 + y)",
+       d00="0.0",
+       d01="1.0 / (1.0 + y)",
+       d11="0.0 if x == 0.0 else -d1 / (1.0 + y)",
+       domain=((-3.0, 3.0), (-0.9, 10.0)),
+       doc="x1 log1p(x2), 0 where x1 == 0 (partial in x2 then 0)")
+
+
+# ---------------------------------------------------------------------------
 # structural ops (kernels in _structural.pxi) and dense linear algebra (_linalg.pxi)
 # ---------------------------------------------------------------------------
 
