@@ -12,11 +12,11 @@ import pathlib
 
 import numpy as np
 import pytest
-
-from fastape import registry
 from helpers import ridders_diff
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from fastape import registry
 
 ROOT = pathlib.Path(__file__).parents[1]
 _spec = importlib.util.spec_from_file_location(
