@@ -123,3 +123,10 @@ def test_second_partials_closed_forms():
     assert _ops.eval_second(ft.Op.MUL, 2.0, 3.0) == (0.0, 1.0, 0.0)
     t = math.tanh(0.3)
     assert _ops.eval_second(ft.Op.TANH, 0.3)[0] == pytest.approx(-2 * t * (1 - t * t))
+
+
+def test_aliases_and_the_remainder_operator():
+    assert ft.abs is ft.absolute and ft.expit is ft.sigmoid and ft.digamma is ft.psi
+    g = ft.grad(lambda x: x % 1.5 + 7.0 % x)(2.0)      # d/dx: 1, and -floor(7/2)
+    assert g == 1.0 - 3.0
+    assert ft.value_and_grad(lambda x: x % 1.5)(-2.0)[0] == -2.0 % 1.5

@@ -21,7 +21,7 @@ from fastape.errors import ShapeError, TapeError
 ELEMENTWISE_NAMES = [e.public for e in registry.ELEMENTWISE if e.public]
 
 __all__ = [  # noqa: F822 - the elementwise functions come from the registry
-    *ELEMENTWISE_NAMES, "abs",
+    *ELEMENTWISE_NAMES, "abs", "expit", "digamma",
     "sum", "mean", "prod", "max", "min", "cumsum", "cumprod", "dot", "matmul", "where",
     "reshape", "transpose",
     "concatenate", "stack",
@@ -72,6 +72,8 @@ def _public_functions():
 ELEMENTWISE = _public_functions()
 globals().update(ELEMENTWISE)
 abs = ELEMENTWISE["absolute"]  # noqa: A001
+expit = ELEMENTWISE["sigmoid"]          # scipy.special's names
+digamma = ELEMENTWISE["psi"]
 
 
 # -- shapes and axes -----------------------------------------------------------
