@@ -43,6 +43,16 @@ def _ranges(reg, codes):
     return un[0], uk[0], uk[-1], bi[0], bi[-1]
 
 
+def _branches(ops, body, comment=None):
+    """One `if o == NAME:` branch per op (Cython makes the chain a C switch)."""
+    out = []
+    for j, op in enumerate(ops):
+        note = f"    # {comment(op)}" if comment else ""
+        out.append(f"    {'if' if j == 0 else 'elif'} o == {op.name}:{note}")
+        out += [f"        {line}" for line in body(op)]
+    return out
+
+
 def generate_opgen(reg):
     codes = reg.opcodes()
     first_unary, first_k, last_k, first_binary, last_binary = _ranges(reg, codes)
@@ -79,18 +89,10 @@ cdef inline double value_and_partials "fastape_value_and_partials"(
     when not NULL, points to the node's stored value (reused by the partials).\"\"\"
     cdef double v
     cdef double k = y""")
-    first = True
-    for e in reg.ELEMENTWISE:
-        kw = "if" if first else "elif"
-        first = False
-        out.append(f"    {kw} o == {e.name}:    # {e.doc}")
-        out.append(f"        v = known[0] if known != NULL else ({e.value})")
-        out.append(f"        d0[0] = {e.d0}")
-        out.append(f"        d1[0] = {e.d1}")
-        out.append("        return v")
-    out.append("    d0[0] = NAN")
-    out.append("    d1[0] = NAN")
-    out.append("    return NAN\n")
+    out += _branches(reg.ELEMENTWISE, lambda e: [
+        f"v = known[0] if known != NULL else ({e.value})", f"d0[0] = {e.d0}",
+        f"d1[0] = {e.d1}", "return v"], lambda e: e.doc)
+    out += ["    d0[0] = NAN", "    d1[0] = NAN", "    return NAN\n"]
     out.append("""
 cdef inline void second_partials(int o, double x, double y, double* d00, double* d01,
                                  double* d11) noexcept nogil:
@@ -98,18 +100,9 @@ cdef inline void second_partials(int o, double x, double y, double* d00, double*
     cdef double d0, d1
     cdef double v = value_and_partials(o, x, y, &d0, &d1, NULL)
     cdef double k = y""")
-    first = True
-    for e in reg.ELEMENTWISE:
-        kw = "if" if first else "elif"
-        first = False
-        out.append(f"    {kw} o == {e.name}:")
-        out.append(f"        d00[0] = {e.d00}")
-        out.append(f"        d01[0] = {e.d01}")
-        out.append(f"        d11[0] = {e.d11}")
-        out.append("        return")
-    out.append("    d00[0] = NAN")
-    out.append("    d01[0] = NAN")
-    out.append("    d11[0] = NAN\n")
+    out += _branches(reg.ELEMENTWISE, lambda e: [
+        f"d00[0] = {e.d00}", f"d01[0] = {e.d01}", f"d11[0] = {e.d11}", "return"])
+    out += ["    d00[0] = NAN", "    d01[0] = NAN", "    d11[0] = NAN\n"]
     # what the b field of a node holds
     out.append("""
 cdef enum:
@@ -162,12 +155,7 @@ def generate_dispatch(reg):
         out.append(f"""
 cdef inline void structural_{sweep}(Tape t, i64 i, int o) noexcept nogil:
     \"\"\"Structural and linear-algebra ops: {what}.\"\"\"""")
-        first = True
-        for s in reg.STRUCTURAL:
-            kw = "if" if first else "elif"
-            first = False
-            out.append(f"    {kw} o == {s.name}:")
-            out.append(f"        {s.kernel}_{sweep}(t, i)")
+        out += _branches(reg.STRUCTURAL, lambda s, sweep=sweep: [f"{s.kernel}_{sweep}(t, i)"])
     return "\n".join(out) + "\n"
 
 
