@@ -1,16 +1,83 @@
-"""Argument structure (fastape._tree): flatten and unflatten of nested lists, tuples,
-namedtuples, dicts and None, treedef equality, descriptions, errors that name the
-path, and argnums."""
+"""Argument structure (fastape._tree) and its use by grad and value_and_grad:
+namedtuple, dict and nested arguments checked against central differences and closed
+forms, errors that name the path, and arguments that are never mutated."""
 
 import collections
+import copy
 
 import numpy as np
 import pytest
+from helpers import central_diff
 
+import fastape as ft
 from fastape._tree import describe, difference, flatten, normalize_argnums, unflatten
 
 Params = collections.namedtuple("Params", "w b")
 Other = collections.namedtuple("Other", "w b")
+
+
+def loss(p, X, y):
+    """A least-squares loss of a linear model with parameters p = Params(w, b)."""
+    r = np.sum(X * p.w, axis=1) + p.b - y
+    return np.sum(r * r)
+
+
+def loss_grad(p, X, y):
+    """Its gradient, by hand: 2 Xᵀ r and 2 Σ r."""
+    r = X @ p.w + p.b - y
+    return 2 * X.T @ r, 2 * np.sum(r)
+
+
+def dict_loss(p):
+    """A function of a nested dict: {'layer': [W, c], 'scale': s} (W a matrix)."""
+    W, c = p["layer"]
+    return np.sum(np.tanh(W * c) ** 2) * p["scale"] + np.sum(W) * c
+
+
+def dict_loss_fd(p):
+    """Central differences of dict_loss, leaf by leaf, rebuilding the dict by hand."""
+    W, c = p["layer"]
+    s = p["scale"]
+    fd = {"layer": [central_diff(lambda W: dict_loss({"layer": [W, c], "scale": s}), [W], 0),
+                    central_diff(lambda c: dict_loss({"layer": [W, c], "scale": s}), [c], 0)],
+          "scale": central_diff(lambda s: dict_loss({"layer": [W, c], "scale": s}), [s], 0)}
+    return {k: fd[k] for k in p}            # in p's key order, as a gradient comes back
+
+
+def assert_tree_close(got, want, rtol=1e-6, atol=1e-8):
+    """Same structure (types, key order, lengths), leaves close; a number must come
+    back as a Python float, an array as an array of the same shape."""
+    if isinstance(want, (float, int)):       # np.float64 too
+        assert type(got) is float
+    else:
+        assert type(got) is type(want)
+    if isinstance(want, dict):
+        assert list(got) == list(want)
+        for k in want:
+            assert_tree_close(got[k], want[k], rtol, atol)
+    elif isinstance(want, (list, tuple)):
+        assert len(got) == len(want)
+        for a, b in zip(got, want):
+            assert_tree_close(a, b, rtol, atol)
+    elif want is None:
+        assert got is None
+    else:
+        if isinstance(want, np.ndarray):
+            assert got.shape == want.shape
+        np.testing.assert_allclose(got, want, rtol=rtol, atol=atol)
+
+
+@pytest.fixture
+def data(rng):
+    X = rng.normal(size=(8, 3))
+    y = rng.normal(size=8)
+    p = Params(rng.normal(size=3), 0.3)
+    return p, X, y
+
+
+@pytest.fixture
+def nested(rng):
+    return {"scale": 1.7, "layer": [rng.normal(size=(2, 3)), 0.6]}
 
 
 # ---------------------------------------------------------------------------
@@ -115,3 +182,96 @@ def test_normalize_argnums():
         normalize_argnums(0.5, 2, "grad of f")
     with pytest.raises(TypeError, match="^grad of f: argnums must be an int"):
         normalize_argnums(("a",), 2, "grad of f")
+
+
+# ---------------------------------------------------------------------------
+# grad and value_and_grad
+# ---------------------------------------------------------------------------
+
+def test_grad_of_a_namedtuple_closed_form(data):
+    p, X, y = data
+    v, g = ft.value_and_grad(loss)(p, X, y)
+    gw, gb = loss_grad(p, X, y)
+    assert type(g) is Params and type(g.b) is float
+    assert v == pytest.approx(loss(p, X, y), rel=1e-13)
+    np.testing.assert_allclose(g.w, gw, rtol=1e-12)
+    assert g.b == pytest.approx(gb, rel=1e-12)
+    # and by central differences, field by field
+    np.testing.assert_allclose(g.w, central_diff(lambda w: loss(Params(w, p.b), X, y), [p.w], 0),
+                               rtol=1e-6)
+    assert g.b == pytest.approx(central_diff(lambda b: loss(Params(p.w, b), X, y), [p.b], 0),
+                                rel=1e-6)
+
+
+def test_grad_of_a_nested_dict(nested):
+    g = ft.grad(dict_loss)(nested)
+    assert list(g) == ["scale", "layer"]                  # the argument's key order
+    assert type(g["layer"]) is list and g["layer"][0].shape == (2, 3)
+    assert type(g["scale"]) is float and type(g["layer"][1]) is float
+    assert_tree_close(g, dict_loss_fd(nested))
+
+
+def test_argnums_tuple_of_structures(data, nested):
+    p, X, y = data
+
+    def f(p, X, q, y):
+        return loss(p, X, y) * dict_loss(q)
+
+    v, (gp, gX, gq) = ft.value_and_grad(f, argnums=(0, 1, -2))(p, X, nested, y)
+    assert v == pytest.approx(loss(p, X, y) * dict_loss(nested), rel=1e-13)
+    gw, gb = loss_grad(p, X, y)
+    assert_tree_close(gp, Params(gw * dict_loss(nested), gb * dict_loss(nested)), rtol=1e-12)
+    np.testing.assert_allclose(gX, central_diff(lambda X: f(p, X, nested, y), [X], 0),
+                               rtol=1e-6)
+    fd = dict_loss_fd(nested)
+    assert_tree_close(gq, {"scale": fd["scale"] * loss(p, X, y),
+                           "layer": [fd["layer"][0] * loss(p, X, y),
+                                     fd["layer"][1] * loss(p, X, y)]})
+    # the same argument twice
+    g0, g0b = ft.grad(f, argnums=(0, 0))(p, X, nested, y)
+    assert_tree_close(g0, gp, rtol=1e-14)
+    assert_tree_close(g0b, gp, rtol=1e-14)
+
+
+def test_none_and_zero_d_leaves(rng):
+    x = rng.normal(size=3)
+
+    def f(p):
+        return np.sum(p["x"] ** 2) * p["s"]
+
+    g = ft.grad(f)({"x": x, "mask": None, "s": np.array(2.0)})
+    assert g["mask"] is None
+    assert isinstance(g["s"], np.ndarray) and g["s"].shape == ()     # the argument's kind
+    assert float(g["s"]) == pytest.approx(np.sum(x ** 2))
+    np.testing.assert_allclose(g["x"], 4.0 * x, rtol=1e-14)
+    assert ft.grad(lambda a, m: a * 2.0)(1.0, None) == 2.0
+    assert ft.grad(lambda a, m: a * 2.0, argnums=1)(1.0, None) is None
+
+
+def test_constant_function_of_a_structure():
+    g = ft.grad(lambda p: 3.0)(Params(np.ones(2), {"k": 1}))
+    assert type(g) is Params and type(g.b) is dict
+    np.testing.assert_array_equal(g.w, np.zeros(2))
+    assert g.b == {"k": 0.0} and type(g.b["k"]) is float
+
+
+def test_grad_argument_errors():
+    with pytest.raises(TypeError, match=r"^grad of f: args\[0\]\['name'\] must be a real number"):
+        def f(p):
+            return p["x"] * 2.0
+        ft.grad(f)({"x": 1.0, "name": "x"})
+    with pytest.raises(TypeError, match=r"^grad of <lambda>: args\[1\]\.b is complex"):
+        ft.grad(lambda a, p: a, argnums=(0, 1))(1.0, Params(1.0, 2j))
+    with pytest.raises(ValueError, match=r"^grad of <lambda>: argnums=\(0, 2\)"):
+        ft.grad(lambda a, b: a, argnums=(0, 2))(1.0, 2.0)
+
+
+def test_grad_never_mutates_its_arguments(data, nested):
+    p, X, y = data
+    for f, args in ((loss, (p, X, y)), (dict_loss, (nested,))):
+        before = copy.deepcopy(args)
+        g = ft.grad(f)(*args)
+        assert_tree_close(args, before, rtol=0, atol=0)
+        for leaf in flatten(g)[0]:
+            for arg_leaf in flatten(args)[0]:
+                assert not np.shares_memory(leaf, arg_leaf)
