@@ -1,6 +1,6 @@
-"""Argument structure (fastape._tree) and its use by grad and value_and_grad:
+"""Argument structure (fastape._tree) and its use by grad, value_and_grad and compile:
 namedtuple, dict and nested arguments checked against central differences and closed
-forms, errors that name the path, and arguments that are never mutated."""
+forms, structure errors that name the path, and arguments that are never mutated."""
 
 import collections
 import copy
@@ -271,6 +271,112 @@ def test_grad_never_mutates_its_arguments(data, nested):
     for f, args in ((loss, (p, X, y)), (dict_loss, (nested,))):
         before = copy.deepcopy(args)
         g = ft.grad(f)(*args)
+        assert_tree_close(args, before, rtol=0, atol=0)
+        for leaf in flatten(g)[0]:
+            for arg_leaf in flatten(args)[0]:
+                assert not np.shares_memory(leaf, arg_leaf)
+
+
+# ---------------------------------------------------------------------------
+# compile
+# ---------------------------------------------------------------------------
+
+def test_compile_namedtuple_argument(data, rng):
+    p, X, y = data
+    F = ft.compile(loss, p, X, y)
+    for _ in range(3):
+        q = Params(rng.normal(size=3), float(rng.normal()))
+        v, g = F.value_and_grad(q, X, y)
+        gw, gb = loss_grad(q, X, y)
+        assert v == pytest.approx(loss(q, X, y), rel=1e-13) and F(q, X, y) == v
+        assert type(g) is Params and type(g.b) is float
+        np.testing.assert_allclose(g.w, gw, rtol=1e-12)
+        assert g.b == pytest.approx(gb, rel=1e-12)
+    # new data of the same shapes needs no re-recording
+    X2, y2 = rng.normal(size=X.shape), rng.normal(size=y.shape)
+    np.testing.assert_allclose(F.grad(p, X2, y2).w, loss_grad(p, X2, y2)[0], rtol=1e-12)
+    assert len(F.traces) == 1
+
+
+def test_compile_nested_dict_with_argnums(nested, rng):
+    def f(q, s):
+        return dict_loss(q) * s
+
+    F = ft.compile(f, nested, 2.0, argnums=(0, 1))
+    q = {"scale": 0.4, "layer": [rng.normal(size=(2, 3)), -0.9]}
+    v, (gq, gs) = F.value_and_grad(q, 3.0)
+    assert v == pytest.approx(f(q, 3.0), rel=1e-13)
+    fd = dict_loss_fd(q)
+    assert_tree_close(gq, {"scale": 3 * fd["scale"],
+                           "layer": [3 * fd["layer"][0], 3 * fd["layer"][1]]})
+    assert gs == pytest.approx(dict_loss(q), rel=1e-13)
+    # a dict built in another order is the same structure; the gradient follows the call
+    v2, (gq2, _) = F.value_and_grad({"layer": q["layer"], "scale": q["scale"]}, 3.0)
+    assert v2 == v and list(gq2) == ["layer", "scale"]
+    np.testing.assert_array_equal(gq2["layer"][0], gq["layer"][0])
+
+
+def test_compile_vjp_of_a_dict_argument(rng):
+    W = rng.normal(size=(3, 2))
+    F = ft.compile(lambda p: np.tanh(p["W"]) * p["c"], {"W": W, "c": 0.5})
+    ct = rng.normal(size=(3, 2))
+    value, g = F.vjp(({"W": W, "c": 2.0},), ct)
+    np.testing.assert_allclose(value, np.tanh(W) * 2.0, rtol=1e-14)
+    np.testing.assert_allclose(g["W"], ct * 2.0 * (1 - np.tanh(W) ** 2), rtol=1e-13)
+    assert g["c"] == pytest.approx(np.sum(ct * np.tanh(W)), rel=1e-13)
+
+
+def test_compile_retraces_with_structured_arguments():
+    F = ft.compile(lambda p: p["x"] * 2.0 if p["s"] > 0 else p["x"] * 3.0, {"x": 1.0, "s": 1.0})
+    assert F.grad({"x": 1.0, "s": 1.0}) == {"x": 2.0, "s": 0.0}
+    assert F.grad({"x": 1.0, "s": -1.0}) == {"x": 3.0, "s": 0.0}
+    assert len(F.traces) == 2
+
+
+def test_compile_scalar_leaves_of_any_kind():
+    F = ft.compile(lambda x: x ** 3, 0.5)
+    for x in (2, np.float64(2.0), np.float32(2.0), np.array(2.0), True):
+        assert F.grad(x) == pytest.approx(3.0 * float(x) ** 2)
+    G = ft.compile(lambda a, m: a * 2.0, 1.0, None)      # None: an empty argument
+    assert G.grad(5.0, None) == 2.0
+
+
+def test_compile_wrong_structure_names_the_path(nested):
+    F = ft.compile(lambda q, s: dict_loss(q) * s, nested, 2.0)
+    bad = {"scale": 1.0, "layer": [np.ones((2, 2)), 0.6]}
+    with pytest.raises(ft.ShapeError) as e:
+        F(bad, 2.0)
+    msg = str(e.value)
+    assert msg.startswith("compiled <lambda>: args[0]['layer'][0] is an array of shape (2, 2), "
+                          "expected an array of shape (2, 3)")
+    assert "called with ({'layer': [array(2, 2), scalar], 'scale': scalar}, scalar)" in msg
+    assert "compiled for ({'layer': [array(2, 3), scalar], 'scale': scalar}, scalar)" in msg
+    with pytest.raises(ft.ShapeError, match=r"args\[0\] is a dict with keys \['layer'\], "
+                                            r"expected a dict with keys \['layer', 'scale'\]"):
+        F({"layer": nested["layer"]}, 2.0)
+    with pytest.raises(ft.ShapeError, match=r"args\[0\]\['layer'\] is a tuple of 2, "
+                                            r"expected a list of 2"):
+        F({"scale": 1.0, "layer": tuple(nested["layer"])}, 2.0)
+    with pytest.raises(ft.ShapeError, match=r"args\[1\] is None, expected a scalar"):
+        F(nested, None)
+    with pytest.raises(TypeError, match=r"^compiled <lambda>: args\[0\]\['scale'\] must be a "
+                                        "real number or an array of them, got str"):
+        F({"scale": "big", "layer": nested["layer"]}, 2.0)
+    P = ft.compile(loss, Params(np.ones(3), 0.0), np.ones((2, 3)), np.ones(2))
+    with pytest.raises(ft.ShapeError, match=r"args\[0\] is an Other namedtuple, expected a "
+                                            r"Params namedtuple"):
+        P(Other(np.ones(3), 0.0), np.ones((2, 3)), np.ones(2))
+    with pytest.raises(ft.ShapeError, match=r"args\[0\]\.w is an array of shape \(4,\)"):
+        P(Params(np.ones(4), 0.0), np.ones((2, 3)), np.ones(2))
+
+
+def test_compile_never_mutates_its_arguments(data, nested):
+    p, X, y = data
+    for f, args in ((loss, (p, X, y)), (lambda q, s: dict_loss(q) * s, (nested, 2.0))):
+        before = copy.deepcopy(args)
+        F = ft.compile(f, *args, argnums=(0, 1))
+        g = F.grad(*args)
+        F.value_and_grad(*args)
         assert_tree_close(args, before, rtol=0, atol=0)
         for leaf in flatten(g)[0]:
             for arg_leaf in flatten(args)[0]:
