@@ -381,3 +381,30 @@ def test_compile_never_mutates_its_arguments(data, nested):
         for leaf in flatten(g)[0]:
             for arg_leaf in flatten(args)[0]:
                 assert not np.shares_memory(leaf, arg_leaf)
+
+
+def test_compile_array_leaves_of_any_dtype_and_layout(rng):
+    """Floats and float64 arrays take Function's shortcut; everything else goes through
+    flatten. Both must give the same values and gradients."""
+    def f(x, s):
+        return np.sum(np.sin(x) * x) * s
+
+    x = rng.normal(size=6)
+    F = ft.compile(f, np.zeros(3), 1.0, argnums=(0, 1))
+    want = ft.value_and_grad(f, argnums=(0, 1))(x[::2].copy(), 2.0)
+    for a, s in ((x[::2], 2.0),                       # float64, not contiguous
+                 (x[::2].astype(">f8"), 2.0),         # another byte order
+                 (x[::2].astype(np.float32).astype(np.float64), 2),   # an int scale
+                 (np.array([1, 2, 3]), np.float64(2.0))):
+        v, (gx, gs) = F.value_and_grad(a, s)
+        xa = np.asarray(a, dtype=float)
+        assert v == pytest.approx(f(xa, float(s)), rel=1e-13)
+        np.testing.assert_allclose(gx, (np.sin(xa) + xa * np.cos(xa)) * float(s), rtol=1e-13)
+        assert type(gs) is float and gs == pytest.approx(np.sum(np.sin(xa) * xa), rel=1e-13)
+    v, (gx, gs) = F.value_and_grad(x[::2], 2.0)
+    assert v == pytest.approx(want[0], rel=1e-14) and gs == pytest.approx(want[1][1], rel=1e-14)
+    np.testing.assert_allclose(gx, want[1][0], rtol=1e-14)
+    with pytest.raises(ft.ShapeError, match=r"args\[0\] is an array of shape \(6,\)"):
+        F(x, 2.0)
+    with pytest.raises(ft.ShapeError, match=r"args\[1\] is an array of shape \(1,\)"):
+        F(x[:3], np.ones(1))
