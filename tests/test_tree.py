@@ -109,6 +109,18 @@ def test_dict_types_are_kept():
         assert type(back) is type(d) and list(back.items()) == [("b", 20.0), ("a", 10.0)]
     assert unflatten(flatten(dd)[1], [0.0, 0.0]).default_factory is list
 
+    class Factory:                      # callable, and unhashable (it defines __eq__)
+        def __call__(self):
+            return 0.0
+
+        def __eq__(self, other):
+            return isinstance(other, Factory)
+
+    dd = collections.defaultdict(Factory(), {"b": 1.0})
+    leaves, td = flatten(dd)
+    assert td == flatten(collections.defaultdict(list, {"b": 2.0}))[1]   # not structure
+    assert type(unflatten(td, leaves).default_factory) is Factory
+
 
 def test_treedef_equality():
     def td(x):

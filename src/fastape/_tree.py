@@ -176,7 +176,10 @@ def _make(key, aux, n):
         table, k = _ARGS1_DEFS, key[2][0]
     else:
         table, k = _SHARED, (key if aux is None else (key, aux))
-    td = table.get(k)
+    try:
+        td = table.get(k)
+    except TypeError:           # an unhashable defaultdict factory: not shared
+        return TreeDef(key, aux, _count(key) if n is None else n)
     if td is None:
         if len(table) >= _MAX_SHARED:
             table.clear()
