@@ -31,6 +31,7 @@ from fastape._tape cimport (Tape, Var, i64, i32, read_slot, elementwise_forward,
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+from fastape._tree import describe, difference, flatten, normalize_argnums, unflatten
 from fastape.errors import BranchChanged, ShapeError, TapeError
 
 
@@ -459,29 +460,11 @@ cdef Tape _forward(Trace tr, list leaves):
 # argument handling
 # ---------------------------------------------------------------------------
 
-def _flatten(arg, list leaves, str name):
-    """Append arg's leaves (as float64 arrays or floats) to `leaves`; return its spec."""
-    if isinstance(arg, (list, tuple)):
-        return (type(arg), tuple(_flatten(a, leaves, f"{name}[{i}]") for i, a in enumerate(arg)))
-    if PyFloat_Check(arg) or type(arg) is int:
-        leaves.append(float(arg))
-        return None
-    if isinstance(arg, (str, bytes)) or arg is None:
-        raise TypeError(f"compiled function: argument {name} must be a real number or an "
-                        f"array of them, got {type(arg).__name__}")
-    a = np.asarray(arg)
-    if a.dtype.kind not in "biuf":
-        raise TypeError(f"compiled function: argument {name} must be real, got dtype {a.dtype}")
-    leaves.append(a)
-    return a.shape
+# The structure of the arguments (pytrees, argnums) is fastape._tree's; here the leaves
+# are written into a trace's value arena.
 
-
-def _unflatten(spec, it):
-    if spec is None or type(spec) is tuple and (not spec or type(spec[0]) is int):
-        return next(it)
-    kind, parts = spec
-    return kind(_unflatten(s, it) for s in parts)
-
+cdef object _ndarray = np.ndarray
+cdef object _F64 = np.dtype(np.float64)
 
 cdef inline int _write(Tape t, i64 node, object leaf) except -1:
     cdef double[::1] src
@@ -516,9 +499,13 @@ cdef class Function:
     cdef readonly object argnums
     cdef bint single
     cdef tuple nums
-    cdef list specs                  # per argument: None (number), shape, or (type, parts)
-    cdef list leaf_shapes            # per flattened leaf: () for numbers, else the shape
-    cdef list leaf_arg               # argument index of each leaf
+    cdef object treedef              # of the tuple of arguments (fastape._tree)
+    cdef tuple leaf_shapes           # per flattened leaf: () for numbers, else the shape
+    cdef tuple arg_first             # leaves of argument i: arg_first[i] .. arg_first[i + 1]
+    cdef tuple arg_is_leaf           # per argument: is it one number or array?
+    cdef i64 grad_leaf               # the leaf that is the whole gradient, else -1
+    cdef str where                   # "compiled <name>", for messages
+    cdef bint args_are_leaves        # is every argument one number or array?
     cdef readonly list traces
     cdef readonly bint retrace
     cdef readonly int max_traces
@@ -528,25 +515,25 @@ cdef class Function:
     def __init__(self, fun, example_args, argnums=0, retrace=True, max_traces=8):
         self.fun = fun
         self.argnums = argnums
-        self.single = isinstance(argnums, int)
-        self.nums = (argnums,) if self.single else tuple(argnums)
+        self.where = f"compiled {getattr(fun, '__name__', 'function')}"
         self.nargs = len(example_args)
-        for i in self.nums:
-            if not -self.nargs <= i < self.nargs:
-                raise ValueError(f"compile: argnums={argnums} but {self.nargs} example "
-                                 "argument(s) were given")
-        self.nums = tuple(i % self.nargs for i in self.nums)
+        self.single, self.nums = normalize_argnums(argnums, self.nargs, "compile")
         self.retrace = retrace
         self.max_traces = max_traces
         self.traces = []
-        leaves = []
-        self.specs = []
-        self.leaf_arg = []
-        for i, a in enumerate(example_args):
-            before = len(leaves)
-            self.specs.append(_flatten(a, leaves, f"args[{i}]"))
-            self.leaf_arg += [i] * (len(leaves) - before)
-        self.leaf_shapes = [() if type(v) is float else v.shape for v in leaves]
+        leaves, self.treedef = flatten(tuple(example_args), "args", "compile")
+        self.leaf_shapes = self.treedef.leaf_shapes
+        arg_defs = self.treedef.children()
+        first = [0]
+        n = 0
+        for d in arg_defs:      # (no first[-1]: indices do not wrap around in this build)
+            n += d.num_leaves
+            first.append(n)
+        self.arg_first = tuple(first)
+        self.arg_is_leaf = tuple(d.is_leaf for d in arg_defs)
+        self.grad_leaf = first[self.nums[0]] if self.single and arg_defs[self.nums[0]].is_leaf \
+            else -1
+        self.args_are_leaves = all(self.arg_is_leaf)
         self.last = self._trace(leaves)
 
     @property
@@ -566,10 +553,9 @@ cdef class Function:
         guards = []
         rec.on_compare = lambda how, x, y, r: guards.append((how, x, y, r))
         with rec:
-            it = iter([rec.var(x) for x in leaves])
-            args = [_unflatten(s, it) for s in self.specs]
-            input_nodes = [(<Var>x).node for x in _leaves_of(args)]
-            out = self.fun(*args)
+            inputs = [rec.var(x) for x in leaves]
+            input_nodes = [(<Var>x).node for x in inputs]
+            out = self.fun(*unflatten(self.treedef, inputs))
             if type(out) is not Var:
                 out = rec.constant(out)
             v = out
@@ -582,19 +568,32 @@ cdef class Function:
         self.traces.append(tr)
         return tr
 
-    cdef list _leaves(self, tuple args):
-        cdef list leaves = []
+    cdef tuple _leaves(self, tuple args):
+        """(leaves, treedef) of a call's arguments, checked against the compiled ones."""
+        cdef Py_ssize_t k
+        # flatten's fast path (arguments that are floats and float64 arrays) taken here in
+        # C first, for arguments compiled as such: the call into Python costs about 1600
+        # instructions, more than a third of a compiled scalar call (4270 per F(x) without
+        # this check, 2690 with it: bench_call_overhead.py --instructions). It returns
+        # exactly what flatten would.
+        if self.args_are_leaves and len(args) == self.nargs:
+            for k in range(self.nargs):
+                x = args[k]
+                if type(x) is float:
+                    if self.leaf_shapes[k]:
+                        break
+                elif not (type(x) is _ndarray and x.dtype is _F64 and
+                          x.shape == self.leaf_shapes[k]):
+                    break
+            else:
+                return list(args), self.treedef
         if len(args) != self.nargs:
-            raise TypeError(f"compiled {getattr(self.fun, '__name__', 'function')}: expected "
-                            f"{self.nargs} argument(s), got {len(args)}")
-        for i, a in enumerate(args):
-            spec = _flatten(a, leaves, f"args[{i}]")
-            if spec != self.specs[i]:
-                raise ShapeError(
-                    f"compiled {getattr(self.fun, '__name__', 'function')}: argument {i} has "
-                    f"shape/structure {_describe(spec)}, but the function was compiled for "
-                    f"{_describe(self.specs[i])}")
-        return leaves
+            raise TypeError(f"{self.where}: expected {self.nargs} argument(s), got {len(args)}")
+        leaves, td = flatten(args, "args", self.where)
+        if td is not self.treedef and td != self.treedef:
+            raise ShapeError(f"{self.where}: {difference(td, self.treedef, 'args')} (called "
+                             f"with {describe(td)}, compiled for {describe(self.treedef)})")
+        return leaves, td
 
     cdef tuple _run(self, list leaves):
         """Write the inputs and run the forward sweep on a clone of a trace whose guards
@@ -622,19 +621,28 @@ cdef class Function:
         self.last = tr
         return tr, t
 
-    cdef object _grads(self, Trace tr, Tape t):
+    cdef object _grads(self, Trace tr, Tape t, object td):
+        """The multipliers of the differentiated arguments' leaves, in the structure of
+        the call's arguments (treedef td)."""
+        cdef i64 k
+        if self.grad_leaf >= 0:
+            k = self.grad_leaf
+            return read_slot(t, t.adj, tr.inputs[k], self.leaf_shapes[k])
         cdef list out = []
-        cdef i64 k = 0
-        per_arg = {i: [] for i in self.nums}
-        for k in range(len(tr.inputs)):
-            i = self.leaf_arg[k]
-            if i in per_arg:
-                per_arg[i].append(read_slot(t, t.adj, tr.inputs[k], self.leaf_shapes[k]))
+        arg_defs = None
         for i in self.nums:
-            out.append(_unflatten(self.specs[i], iter(per_arg[i])))
+            k = self.arg_first[i]
+            if self.arg_is_leaf[i]:
+                out.append(read_slot(t, t.adj, tr.inputs[k], self.leaf_shapes[k]))
+                continue
+            if arg_defs is None:
+                arg_defs = td.children()
+            out.append(unflatten(arg_defs[i], [
+                read_slot(t, t.adj, tr.inputs[k], self.leaf_shapes[k])
+                for k in range(self.arg_first[i], self.arg_first[i + 1])]))
         return out[0] if self.single else tuple(out)
 
-    cdef object _reverse(self, Trace tr, Tape t, object cotangent):
+    cdef object _reverse(self, Trace tr, Tape t, object cotangent, object td):
         cdef double[::1] ct
         if cotangent is None:
             if tr.out_size != 1:
@@ -654,12 +662,12 @@ cdef class Function:
                 memcpy(t.adjoint_ptr(tr.output), &ct[0], tr.out_size * sizeof(double))
         with nogil:
             tr.reverse(t)
-        return self._grads(tr, t)
+        return self._grads(tr, t, td)
 
     def __call__(self, *args):
         cdef Trace tr
         cdef Tape t
-        tr, t = self._run(self._leaves(args))
+        tr, t = self._run(self._leaves(args)[0])
         try:
             return read_slot(t, t.val, tr.output, tr.out_shape)
         finally:
@@ -669,9 +677,10 @@ cdef class Function:
         """``(f(*args), ∂f/∂args[argnums])`` by one forward and one reverse sweep."""
         cdef Trace tr
         cdef Tape t
-        tr, t = self._run(self._leaves(args))
+        leaves, td = self._leaves(args)
+        tr, t = self._run(leaves)
         try:
-            g = self._reverse(tr, t, None)
+            g = self._reverse(tr, t, None, td)
             return read_slot(t, t.val, tr.output, tr.out_shape), g
         finally:
             tr.release(t)
@@ -686,9 +695,10 @@ cdef class Function:
         cdef Tape t
         if not isinstance(args, (tuple, list)):
             args = (args,)
-        tr, t = self._run(self._leaves(tuple(args)))
+        leaves, td = self._leaves(tuple(args))
+        tr, t = self._run(leaves)
         try:
-            g = self._reverse(tr, t, cotangent)
+            g = self._reverse(tr, t, cotangent, td)
             return read_slot(t, t.val, tr.output, tr.out_shape), g
         finally:
             tr.release(t)
@@ -707,12 +717,10 @@ cdef class Function:
         import os
         cdef Trace tr = self.last
         cdef i64 m, d, r
-        spec = self.specs[0]
-        if self.nargs != 1 or not (spec is None or type(spec) is tuple and
-                                   (not spec or type(spec[0]) is int)):
+        if self.nargs != 1 or not self.arg_is_leaf[0]:
             raise TypeError("grad_batch: the function must take a single number or array "
                             "argument")
-        shape = tuple(self.leaf_shapes[0])
+        shape = self.leaf_shapes[0]
         Xa = np.ascontiguousarray(X, dtype=np.float64)
         if Xa.ndim < 1 or Xa.shape[1:] != shape:
             raise ShapeError(f"grad_batch: X must have shape (m, *{shape}), got {Xa.shape}")
@@ -811,20 +819,3 @@ def _batch_rows(Trace tr, Tape t, double[:, ::1] X, double[:, ::1] G, double[::1
                 tr.reverse(t)
                 gin = t.adjoint_ptr(inp)
                 memcpy(&G[r, 0], gin, d * sizeof(double))
-
-
-def _leaves_of(args):
-    for a in args:
-        if isinstance(a, (list, tuple)):
-            yield from _leaves_of(a)
-        else:
-            yield a
-
-
-def _describe(spec):
-    if spec is None:
-        return "a number"
-    if type(spec) is tuple and (not spec or type(spec[0]) is int):
-        return f"an array of shape {spec}"
-    kind, parts = spec
-    return f"a {kind.__name__} of [{', '.join(_describe(p) for p in parts)}]"

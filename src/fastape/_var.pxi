@@ -22,11 +22,17 @@ cdef inline object _read(Tape t, double* buf, Var x):
 
 
 def _map_structure(obj, fn, str where):
+    """fn over the Vars of obj, in obj's structure (the containers of fastape._tree:
+    lists, tuples, namedtuples, dicts)."""
     if isinstance(obj, Var):
         return fn(obj)
+    if isinstance(obj, tuple) and hasattr(obj, "_fields"):
+        return type(obj)(*[_map_structure(o, fn, where) for o in obj])
     if isinstance(obj, (list, tuple)):
         return type(obj)(_map_structure(o, fn, where) for o in obj)
-    raise TypeError(f"{where}: expected a fastape value or a list/tuple of them, "
+    if isinstance(obj, dict):
+        return type(obj)({k: _map_structure(o, fn, where) for k, o in obj.items()})
+    raise TypeError(f"{where}: expected a fastape value or a list, tuple or dict of them, "
                     f"got {type(obj).__name__}")
 
 

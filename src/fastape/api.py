@@ -7,63 +7,49 @@ import numpy as np
 
 from fastape._compiled import Function
 from fastape._tape import Tape, Var
+from fastape._tree import flatten, normalize_argnums, unflatten
 from fastape.errors import ShapeError, TapeError
 
 
-def _inputs(tape, arg, where):
-    """Input values for one differentiated argument, in its structure."""
-    if isinstance(arg, (list, tuple)):
-        return type(arg)(_inputs(tape, a, where) for a in arg)
-    if isinstance(arg, Var):
-        raise TapeError(f"{where}: argument is already a fastape value (nested "
-                        "differentiation is not supported)")
-    return tape.var(arg)
-
-
-def _gradient_like(arg, g):
-    """A gradient in the structure and kind of the argument: float for numbers."""
-    if isinstance(arg, (list, tuple)):
-        return type(arg)(_gradient_like(a, gi) for a, gi in zip(arg, g))
-    if isinstance(arg, np.ndarray):
-        return np.asarray(g, dtype=np.float64).reshape(arg.shape)
-    return float(g) if np.ndim(g) == 0 else g
-
-
-def _zeros_like(arg):
-    if isinstance(arg, (list, tuple)):
-        return type(arg)(_zeros_like(a) for a in arg)
-    return np.zeros(np.shape(arg)) if np.ndim(arg) else 0.0
-
-
-def _argnums(argnums, nargs, where):
-    single = isinstance(argnums, numbers.Integral)
-    nums = (argnums,) if single else tuple(argnums)
-    for i in nums:
-        if not -nargs <= i < nargs:
-            raise ValueError(f"{where}: argnums={argnums} but the function was called with "
-                             f"{nargs} positional argument(s)")
-    return single, tuple(i % nargs for i in nums)
+def _gradient_like(leaf, g):
+    """A leaf's multiplier in the leaf's kind: an array of its shape for an ndarray
+    (a 0-d one too), a float for a number."""
+    if isinstance(leaf, np.ndarray):
+        return np.asarray(g, dtype=np.float64).reshape(leaf.shape)
+    return g
 
 
 def value_and_grad(fun, argnums=0):
     """Return a function computing ``(fun(*args), ∂fun/∂args[argnums])``.
 
-    ``fun`` must return a scalar. Differentiated arguments may be numbers, numpy
-    arrays, or (nested) lists/tuples of them; the gradient has the same
-    structure, with floats for numbers and arrays of the argument's shape. With a
-    tuple ``argnums`` the gradient is a tuple, one entry per argument. The
-    arguments are copied onto the tape and never modified.
+    ``fun`` must return a scalar. Differentiated arguments are pytrees (see
+    ``fastape._tree``): numbers and numpy arrays in (nested) lists, tuples,
+    namedtuples and dicts, with None as an empty container. The gradient has the
+    argument's structure: namedtuples as namedtuples, dicts as dicts of the same type
+    and key order, floats for numbers and arrays of the argument's shape. With a
+    tuple ``argnums`` the gradient is a tuple, one entry per argument. The arguments
+    are copied onto the tape and never modified.
     """
+    where = f"grad of {getattr(fun, '__name__', 'function')}"
+
     @functools.wraps(fun)
     def value_and_grad_fun(*args, **kwargs):
-        where = f"grad of {getattr(fun, '__name__', 'function')}"
-        single, nums = _argnums(argnums, len(args), where)
+        single, nums = normalize_argnums(argnums, len(args), where)
+        flat = {}                           # argument position -> (leaves, treedef)
+        for i in nums:
+            if i not in flat:
+                if isinstance(args[i], Var):
+                    raise TapeError(f"{where}: args[{i}] is already a fastape value (nested "
+                                    "differentiation is not supported)")
+                flat[i] = flatten(args[i], f"args[{i}]", where)
         tape = Tape()
         try:
             with tape:
                 call_args = list(args)
-                for i in nums:
-                    call_args[i] = _inputs(tape, args[i], where)
+                inputs = {}
+                for i, (leaves, treedef) in flat.items():
+                    inputs[i] = [tape.var(x) for x in leaves]
+                    call_args[i] = unflatten(treedef, inputs[i])
                 out = fun(*call_args, **kwargs)
             if isinstance(out, Var):
                 if out.tape is not tape:
@@ -75,16 +61,19 @@ def value_and_grad(fun, argnums=0):
                                      "(fastape.compile(f, *args).vjp(args, cotangent))")
                 value = out.value
                 value = float(value) if np.ndim(value) == 0 else value
-                grads = tape.gradient(out, [call_args[i] for i in nums])
-                grads = [_gradient_like(args[i], g) for i, g in zip(nums, grads)]
+                adjoints = iter(tape.gradient(out, [v for vs in inputs.values() for v in vs]))
+                leaf_grads = {i: [_gradient_like(x, next(adjoints)) for x in leaves]
+                              for i, (leaves, _) in flat.items()}
             elif isinstance(out, numbers.Real) or (isinstance(out, np.ndarray) and out.size == 1):
                 value = float(np.asarray(out).reshape(()))
-                grads = [_zeros_like(args[i]) for i in nums]
+                leaf_grads = {i: [np.zeros(x.shape) if isinstance(x, np.ndarray) else 0.0
+                                  for x in leaves] for i, (leaves, _) in flat.items()}
             else:
                 raise TypeError(f"{where}: the function must return a real scalar, got "
                                 f"{type(out).__name__}")
         finally:
             tape.release()
+        grads = [unflatten(flat[i][1], leaf_grads[i]) for i in nums]
         return value, (grads[0] if single else tuple(grads))
 
     return value_and_grad_fun
