@@ -12,8 +12,9 @@ into ``src/`` or git:
 * ``_dispatch.pxi`` (included by ``_tape.pyx`` after the kernels): the one line
   per structural op that sends a node to its forward or reverse kernel.
 
-It also renders ``_ops.pyi``, the stub type checkers read from the source tree;
-that one is committed, and ``tests/test_registry.py`` fails when it is stale.
+It also renders ``_ops.pyi`` and ``_ufuncs.pyi``, the stubs type checkers read
+from the source tree; those are committed, and ``tests/test_registry.py`` fails
+when one is stale (``python src/fastape/_codegen.py --stub`` rewrites them).
 
 This file imports nothing but the standard library and loads the registry by
 path, so the build can run it before fastape is compiled.
@@ -177,6 +178,32 @@ def generate_ops_pyi(reg):
     return "\n".join(out) + "\n"
 
 
+def generate_ufuncs_pyi(reg):
+    """The stub of ``_ufuncs``: one signature per public elementwise op and alias."""
+    out = [HEADER, "from typing import Any\n", "from numpy.typing import ArrayLike\n",
+           "from fastape._tape import Var\n", "_X = Var | ArrayLike\n"]
+    names = []
+    for e in reg.ELEMENTWISE:
+        if e.public:
+            args = "x: _X" if e.arity == 1 else "x1: _X, x2: _X"
+            out.append(f"def {e.public}({args}) -> Any:")
+            out.append(f'    """{e.doc}"""')
+            names.append(e.public)
+    arity = {e.public: e.arity for e in reg.ELEMENTWISE if e.public}
+    for alias, name in (("abs", "absolute"), ("expit", "sigmoid"), ("digamma", "psi")):
+        args = "x: _X" if arity[name] == 1 else "x1: _X, x2: _X"
+        out.append(f"def {alias}({args}) -> Any: ...")
+        names.append(alias)
+    out.append("")
+    out.append("ELEMENTWISE: dict[str, Any]")
+    out.append("ALIASES: dict[str, str]")
+    out.append(f"__all__ = {names!r}")
+    return "\n".join(out) + "\n"
+
+
+STUBS = {"_ops.pyi": generate_ops_pyi, "_ufuncs.pyi": generate_ufuncs_pyi}
+
+
 def write_build(outdir):
     """Write the generated Cython includes into `outdir` (only files that changed,
     so that an unchanged registry does not force a rebuild)."""
@@ -193,6 +220,7 @@ def write_build(outdir):
 
 if __name__ == "__main__":
     if len(sys.argv) == 2 and sys.argv[1] == "--stub":
-        (HERE / "_ops.pyi").write_text(generate_ops_pyi(load_registry()))
+        for name, make in STUBS.items():
+            (HERE / name).write_text(make(load_registry()))
     else:
         write_build(sys.argv[1] if len(sys.argv) > 1 else "build/gen")

@@ -1,6 +1,6 @@
 """fastape's numpy-style functions, recorded on the tape of their fastape arguments.
 
-Elementwise math goes straight to the op table (``_tape.unary``/``binary``);
+Elementwise math (one function per registry block) comes from ``_ufuncs``;
 indexing, reshaping and transposing are gathers whose index lists numpy computes
 once, at recording time; reductions, ``where``, ``concatenate`` and ``stack``
 are structural nodes. Every function also accepts plain numbers and arrays, and
@@ -13,67 +13,17 @@ from math import prod as _prod
 
 import numpy as np
 
-from fastape import _tape, registry
+from fastape import _tape, _ufuncs
 from fastape._ops import Op
 from fastape._tape import Var
+from fastape._ufuncs import *  # noqa: F403 - the elementwise functions
 from fastape.errors import ShapeError, TapeError
 
-ELEMENTWISE_NAMES = [e.public for e in registry.ELEMENTWISE if e.public]
-
-__all__ = [  # noqa: F822 - the elementwise functions come from the registry
-    *ELEMENTWISE_NAMES, "abs", "expit", "digamma",
+__all__ = [  # noqa: F822 - the elementwise functions come from the registry (_ufuncs)
+    *_ufuncs.__all__,
     "sum", "mean", "prod", "max", "min", "cumsum", "cumprod", "dot", "matmul", "where",
-    "reshape", "transpose",
-    "concatenate", "stack",
+    "reshape", "transpose", "concatenate", "stack",
 ]
-
-
-# -- elementwise ---------------------------------------------------------------
-
-def _plain(op, *args):
-    """Evaluate an op on plain numbers/arrays with the tape's own kernel."""
-    t = _tape.Tape()
-    with t:
-        vs = [t.constant(a) for a in args]
-        r = _tape.unary(op, vs[0]) if len(vs) == 1 else _tape.binary(op, vs[0], vs[1])
-        return r.value
-
-
-def _make_unary(op, name, doc):
-    def f(x):
-        if type(x) is Var:
-            return _tape.unary(op, x)
-        return _plain(op, x)
-    f.__name__ = f.__qualname__ = name
-    f.__doc__ = doc
-    return f
-
-
-def _make_binary(op, name, doc):
-    def f(x1, x2):
-        if type(x1) is Var or type(x2) is Var:
-            return _tape.binary(op, x1, x2)
-        return _plain(op, x1, x2)
-    f.__name__ = f.__qualname__ = name
-    f.__doc__ = doc
-    return f
-
-
-def _public_functions():
-    """One function per public elementwise op of the registry, by its public name."""
-    out = {}
-    for e in registry.ELEMENTWISE:
-        if e.public:
-            make = _make_unary if e.arity == 1 else _make_binary
-            out[e.public] = make(int(getattr(Op, e.name)), e.public, e.doc)
-    return out
-
-
-ELEMENTWISE = _public_functions()
-globals().update(ELEMENTWISE)
-abs = ELEMENTWISE["absolute"]  # noqa: A001
-expit = ELEMENTWISE["sigmoid"]          # scipy.special's names
-digamma = ELEMENTWISE["psi"]
 
 
 # -- shapes and axes -----------------------------------------------------------

@@ -13,7 +13,7 @@ import sys
 import numpy as np
 
 from fastape import _functions as F
-from fastape import _tape, registry
+from fastape import _tape, _ufuncs, registry
 from fastape import linalg as _linalg
 from fastape._ops import Cmp, Op
 from fastape._tape import Var
@@ -201,7 +201,7 @@ FUNCTIONS = {
 FUNCTIONS.update(_linalg.NUMPY_FUNCTIONS)
 # registry callables that are plain functions, not ufuncs (numpy.sinc), arrive through
 # __array_function__: they go to the op's public function
-FUNCTIONS.update({fn: F.ELEMENTWISE[e.public] for fn, e in UFUNCS.items()
+FUNCTIONS.update({fn: _ufuncs.ELEMENTWISE[e.public] for fn, e in UFUNCS.items()
                   if not isinstance(fn, np.ufunc)})
 
 
