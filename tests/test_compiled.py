@@ -335,3 +335,48 @@ def test_grouped_runs_taken_as_array_ops(rng):
         np.testing.assert_allclose(gx, want, rtol=1e-12)
         np.testing.assert_allclose(gx, gxe, rtol=1e-13)
         assert gc == pytest.approx(np.sum(x), rel=1e-12, abs=1e-12)
+
+
+# -- value-dependent numpy calls are guarded (issue 17, items 1 and 2) -----------------
+
+@pytest.mark.parametrize("pred, at, flip", [
+    (np.isnan, [1.0, 2.0], [1.0, np.nan]),
+    (np.isinf, [1.0, 2.0], [np.inf, 2.0]),
+    (np.isfinite, [1.0, 2.0], [1.0, -np.inf]),
+    (np.signbit, [1.0, 2.0], [-0.0, 2.0]),
+])
+def test_predicates_are_guarded(pred, at, flip):
+    def f(x):
+        return np.sum(np.where(pred(x), 0.0, x))
+
+    eager = ft.value_and_grad(f)(np.array(flip))
+    F = ft.compile(f, np.array(at))
+    with np.errstate(invalid="ignore"):
+        v, g = F.value_and_grad(np.array(flip))
+    assert v == eager[0] or (np.isnan(v) and np.isnan(eager[0]))
+    np.testing.assert_array_equal(g, eager[1])
+    G = ft.compile(f, np.array(at), retrace=False)
+    with pytest.raises(ft.BranchChanged):
+        G(np.array(flip))
+
+
+def test_where_with_a_tape_valued_condition_is_guarded():
+    def f(x):
+        return ft.sum(ft.where(x - 1.0, x * 2.0, x * 3.0))   # truth of the float x - 1
+    F = ft.compile(f, np.array([2.0, 3.0]))
+    for x in (np.array([2.0, 3.0]), np.array([1.0, 3.0])):
+        assert F.value_and_grad(x)[0] == ft.value_and_grad(f)(x)[0]
+
+
+def test_guard_on_a_whole_array_read_element_by_element():
+    def f(x):
+        if np.all(x > 0):
+            return sum(x[i] ** 2 for i in range(len(x)))
+        return -sum(x[i] for i in range(len(x)))
+
+    F = ft.compile(f, np.array([1.0, 2.0, 3.0]))
+    assert F(np.array([1.0, -2.0, 3.0])) == -2.0          # was 14.0: one element checked
+    assert F(np.array([1.0, 2.0, 4.0])) == 21.0
+    G = ft.compile(f, np.array([1.0, 2.0, 3.0]), retrace=False)
+    with pytest.raises(ft.BranchChanged):
+        G(np.array([1.0, -2.0, 3.0]))

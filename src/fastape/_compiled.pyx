@@ -22,7 +22,9 @@ from cpython.float cimport PyFloat_Check, PyFloat_AS_DOUBLE
 from libc.string cimport memcpy, memset
 from libc.stdint cimport uint8_t
 
-from fastape._ops cimport (INPUT, GATHER1, TANH, LT, LE, GT, GE, EQ, has_k,
+from libc.math cimport fabs, signbit, INFINITY
+from fastape._ops cimport (INPUT, GATHER1, TANH, LT, LE, GT, GE, EQ, ISNAN, ISINF, ISFINITE,
+                           SIGNBIT, has_k,
                            is_binary, is_leaf, b_kind, B_NODE, node_param_count,
                            node_param_pos)
 from fastape._tape cimport (Tape, Var, i64, i32, read_slot, elementwise_forward,
@@ -302,6 +304,15 @@ cdef Tape _grouped(Tape src, i64[::1] newid):
 # ---------------------------------------------------------------------------
 
 cdef inline bint _cmp(int how, double x, double y) noexcept nogil:
+    """The comparison (or predicate of x) a guard re-checks, as numpy computes it."""
+    if how == ISNAN:
+        return x != x
+    if how == ISINF:
+        return fabs(x) == INFINITY
+    if how == ISFINITE:
+        return fabs(x) < INFINITY
+    if how == SIGNBIT:
+        return signbit(x)
     if how == LT:
         return x < y
     if how == LE:
@@ -327,6 +338,7 @@ cdef class Trace:
     cdef i64 out_size
     cdef i64 nguards
     cdef i64[::1] g_how, g_x, g_y, g_off, g_size    # g_how: a Cmp
+    cdef i64[::1] g_sx, g_sy         # strides 0 (a broadcast scalar) or 1, as recorded
     cdef double[::1] g_expect
     cdef list spares                 # free working copies (the first is `tape` itself)
     cdef readonly i64 nclones
@@ -372,8 +384,8 @@ cdef class Trace:
             x = t.value_ptr(self.g_x[g])
             y = t.value_ptr(self.g_y[g])
             n = self.g_size[g]
-            sx = t.size_of(self.g_x[g]) != 1
-            sy = t.size_of(self.g_y[g]) != 1
+            sx = self.g_sx[g]
+            sy = self.g_sy[g]
             for j in range(n):
                 if _cmp(<int>self.g_how[g], x[j * sx], y[j * sy]) != \
                         (self.g_expect[self.g_off[g] + j] != 0.0):
@@ -420,6 +432,11 @@ cdef Trace _make_trace(Tape rec, list input_nodes, Var out, list guards):
     gy = np.empty(ng, np.int64)
     goff = np.empty(ng, np.int64)
     gsize = np.empty(ng, np.int64)
+    # strides from the sizes when recorded: an array input read element by element
+    # is scalarised by _prune into consecutive scalar inputs (one after another in the
+    # value arena), which a guard on the whole array must still read element by element
+    gsx = np.empty(ng, np.int64)
+    gsy = np.empty(ng, np.int64)
     expect = []
     total = 0
     for k, (h, xn, yn, r) in enumerate(guards):
@@ -430,9 +447,11 @@ cdef Trace _make_trace(Tape rec, list input_nodes, Var out, list guards):
                              "(broadcast on both sides) cannot be guarded; broadcast one "
                              "operand explicitly before comparing")
         how[k], gx[k], gy[k], goff[k], gsize[k] = h, remap[xn], remap[yn], total, r.size
+        gsx[k], gsy[k] = sx != 1, sy != 1
         expect.append(r)
         total += r.size
     tr.g_how, tr.g_x, tr.g_y, tr.g_off, tr.g_size = how, gx, gy, goff, gsize
+    tr.g_sx, tr.g_sy = gsx, gsy
     tr.g_expect = np.concatenate(expect) if expect else np.zeros(1)
     tr.spares = [tr.tape]
     tr.nclones = 1

@@ -14,7 +14,7 @@ from math import prod as _prod
 import numpy as np
 
 from fastape import _tape, _ufuncs
-from fastape._ops import Op
+from fastape._ops import Cmp, Op
 from fastape._tape import Var
 from fastape._ufuncs import *  # noqa: F403 - the elementwise functions
 from fastape.errors import ShapeError, TapeError
@@ -257,13 +257,14 @@ def matmul(a, b):
 def where(condition, x=None, y=None):
     """Elementwise ``x if condition else y``. The multiplier reaches only the branch that
     was selected, so the other branch's infinities or NaNs never enter the gradient."""
+    # a condition on the tape is compared with 0 (numpy's truth of a float), which
+    # records a guard: a compiled function re-checks the choice on new inputs
+    cond = _tape.compare(condition, 0.0, Cmp.NE) if type(condition) is Var else condition
     if x is None and y is None:
-        cond = condition.value if type(condition) is Var else condition
         return np.nonzero(cond)
     if x is None or y is None:
         raise TypeError("where: give both x and y, or neither")
     like = _first_var((x, y), "where")
-    cond = condition.value if type(condition) is Var else condition
     if like is None:
         return np.where(cond, x, y)
     cond = np.asarray(cond, dtype=bool)

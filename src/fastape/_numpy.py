@@ -71,7 +71,10 @@ COMPARE = {np.less: Cmp.LT, np.less_equal: Cmp.LE, np.greater: Cmp.GT,
            np.greater_equal: Cmp.GE, np.equal: Cmp.EQ, np.not_equal: Cmp.NE}
 SWAPPED = {Cmp.LT: Cmp.GT, Cmp.LE: Cmp.GE, Cmp.GT: Cmp.LT, Cmp.GE: Cmp.LE,
            Cmp.EQ: Cmp.EQ, Cmp.NE: Cmp.NE}
-VALUE_ONLY = {np.isnan, np.isinf, np.isfinite, np.signbit}
+# predicates of the values: not differentiable, but a compiled function must re-check
+# them (a guard), or it would replay the branch they chose when recorded
+PREDICATES = {np.isnan: Cmp.ISNAN, np.isinf: Cmp.ISINF, np.isfinite: Cmp.ISFINITE,
+              np.signbit: Cmp.SIGNBIT}
 REDUCE = {np.add: F.sum, np.multiply: F.prod, np.maximum: F.max, np.minimum: F.min}
 
 
@@ -104,8 +107,8 @@ def array_ufunc(ufunc, method, inputs, kwargs):
             if type(x) is Var:
                 return _tape.compare(x, y, COMPARE[ufunc])
             return _tape.compare(y, x, SWAPPED[COMPARE[ufunc]])
-        if ufunc in VALUE_ONLY:
-            return ufunc(*[_value(v) for v in inputs])
+        if ufunc in PREDICATES and len(inputs) == 1:
+            return _tape.compare(inputs[0], None, PREDICATES[ufunc])
         if ufunc is np.matmul:
             return F.matmul(inputs[0], inputs[1])
     elif method == "reduce" and ufunc in REDUCE and len(inputs) == 1:

@@ -491,8 +491,9 @@ cdef class Var:
 
 
 cpdef object compare(Var x, object other, int how):
-    """x (<, <=, >, >=, ==, !=)[how] other on the values (how: a Cmp)."""
-    return _compare(x, other, how)
+    """x (<, <=, >, >=, ==, !=)[how] other on the values, or a predicate of x alone
+    (ISNAN, ISINF, ISFINITE, SIGNBIT: other is ignored) (how: a Cmp)."""
+    return _compare(x, x if how >= ISNAN else other, how)
 
 
 cdef object _compare(Var x, object other, int how):
@@ -510,8 +511,16 @@ cdef object _compare(Var x, object other, int how):
         r = xv >= ov
     elif how == EQ:
         r = xv == ov
-    else:
+    elif how == NE:
         r = xv != ov
+    elif how == ISNAN:
+        r = np.isnan(xv)
+    elif how == ISINF:
+        r = np.isinf(xv)
+    elif how == ISFINITE:
+        r = np.isfinite(xv)
+    else:
+        r = np.signbit(xv)
     if type(r) is np.bool_:
         r = bool(r)
     if x.tape.on_compare is not None and not x.tape._closed:

@@ -50,8 +50,9 @@ here and one block (parameter struct, forward and reverse kernels, recorder) in
 
 from dataclasses import dataclass
 
-#: kinds of comparison a guard re-checks (the ``Cmp`` enum of the compiled core)
-COMPARISONS = ("LT", "LE", "GT", "GE", "EQ", "NE")
+#: kinds of comparison a guard re-checks (the ``Cmp`` enum of the compiled core): x
+#: against y, then predicates of x alone (numpy.isnan, ...; y is x again)
+COMPARISONS = ("LT", "LE", "GT", "GE", "EQ", "NE", "ISNAN", "ISINF", "ISFINITE", "SIGNBIT")
 
 
 @dataclass(frozen=True)
