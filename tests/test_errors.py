@@ -225,3 +225,21 @@ def test_ops_on_a_closed_tape_leave_it_unchanged():
         with pytest.raises(ft.TapeError, match="closed"):
             op()
     assert (t.nbytes, len(t)) == before
+
+
+def test_compiled_entry_points_refuse_complex_alike():
+    F = ft.compile(lambda x: ft.sum(x * x), np.ones(2))
+    with pytest.raises(TypeError, match="complex|real"):
+        F(np.ones(2) + 1j)
+    with pytest.raises(TypeError, match="real"):
+        F.grad_batch(np.ones((3, 2)) + 0j)
+    G = ft.compile(lambda x: x * 2.0, np.ones(2))
+    with pytest.raises(TypeError, match="real"):
+        G.vjp((np.ones(2),), np.ones(2) + 1j)
+
+
+def test_max_traces_must_be_positive():
+    for bad in (0, -1, 1.5):
+        with pytest.raises(ValueError, match="max_traces"):
+            ft.compile(lambda x: x * 2.0, 1.0, max_traces=bad)
+

@@ -485,6 +485,17 @@ cdef Tape _forward(Trace tr, list leaves):
 cdef object _ndarray = np.ndarray
 cdef object _F64 = np.dtype(np.float64)
 
+def _real_array(x, str op, str arg):
+    """x as a float64 array, refusing what a cast would silently change (complex parts
+    dropped, strings or objects parsed) as every other entry point does."""
+    a = np.asarray(x)
+    if a.dtype.kind not in "biuf":
+        raise TypeError(f"{op}: argument '{arg}' must be real numbers, got dtype {a.dtype}"
+                        + ("; fastape differentiates real float64 functions"
+                           if a.dtype.kind == "c" else ""))
+    return np.asarray(a, dtype=np.float64)
+
+
 cdef inline int _write(Tape t, i64 node, object leaf) except -1:
     cdef double[::1] src
     cdef i64 n
@@ -538,6 +549,8 @@ cdef class Function:
         self.nargs = len(example_args)
         self.single, self.nums = normalize_argnums(argnums, self.nargs, "compile")
         self.retrace = retrace
+        if not isinstance(max_traces, int) or max_traces < 1:
+            raise ValueError(f"compile: max_traces must be a positive integer, got {max_traces!r}")
         self.max_traces = max_traces
         self.traces = []
         leaves, self.treedef = flatten(tuple(example_args), "args", "compile")
@@ -671,7 +684,7 @@ cdef class Function:
             tr.clear_adjoints(t)
             t.adjoint_ptr(tr.output)[0] = 1.0
         else:
-            c = np.asarray(cotangent, dtype=np.float64)
+            c = _real_array(cotangent, "vjp", "cotangent")
             if c.shape != tr.out_shape:
                 raise ShapeError(f"vjp: the cotangent has shape {c.shape}, the output has "
                                  f"shape {tr.out_shape}")
@@ -740,7 +753,7 @@ cdef class Function:
             raise TypeError("grad_batch: the function must take a single number or array "
                             "argument")
         shape = self.leaf_shapes[0]
-        Xa = np.ascontiguousarray(X, dtype=np.float64)
+        Xa = np.ascontiguousarray(_real_array(X, "grad_batch", "X"))
         if Xa.ndim < 1 or Xa.shape[1:] != shape:
             raise ShapeError(f"grad_batch: X must have shape (m, *{shape}), got {Xa.shape}")
         if tr.out_size != 1:

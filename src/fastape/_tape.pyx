@@ -50,8 +50,15 @@ cdef i64 MAX_NODES = 2147483646
 # growable buffers
 # ---------------------------------------------------------------------------
 
+cdef i64 MAX_BYTES = 1 << 62          # any larger request overflows size arithmetic
+
+
 cdef void* _resize(void* p, i64 count, size_t item) except? NULL:
-    cdef void* q = PyMem_Realloc(p, <size_t>(count if count > 0 else 1) * item)
+    cdef void* q
+    if count < 0 or count > MAX_BYTES // <i64>item:
+        raise MemoryError(f"fastape: a tape buffer of {count} items of {item} bytes is too "
+                          "large to allocate")
+    q = PyMem_Realloc(p, <size_t>(count if count > 0 else 1) * item)
     if q == NULL:
         raise MemoryError(f"fastape: cannot allocate {count * item} bytes for the tape")
     return q
@@ -64,8 +71,11 @@ cdef void* _dup(const void* p, i64 nbytes) except? NULL:
     return q
 
 
-cdef inline i64 _grown(i64 cap, i64 need):
+cdef inline i64 _grown(i64 cap, i64 need) except -1:
+    """The capacity, doubled from `cap`, that holds `need` items (no overflow)."""
     cdef i64 c = cap if cap > 0 else 256
+    if need > MAX_BYTES:
+        raise MemoryError(f"fastape: {need} items are too many for a tape buffer")
     while c < need:
         c *= 2
     return c
