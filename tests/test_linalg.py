@@ -331,3 +331,23 @@ def test_ops_recorded(rng):
         ft.linalg.norm(a)
     ops = {ft.Op(o) for o in t.opcodes()}
     assert {Op.MATMUL, Op.LU, Op.SOLVE, Op.DET, Op.LOGDET, Op.NORM} <= ops
+
+
+def test_norm_along_an_axis_is_the_norm_node_with_its_subgradient():
+    # one convention: gradient 0 where a norm is 0, over all elements or along an axis
+    # (sqrt(sum(x**2)) gave NaN at a zero row)
+    x = np.array([[0.0, 0.0, 0.0], [3.0, 4.0, 0.0], [1.0, -2.0, 2.0]])
+    g = ft.grad(lambda v: ft.sum(ft.linalg.norm(v, axis=1)))(x)
+    want = np.vstack([np.zeros(3), x[1] / 5.0, x[2] / 3.0])
+    np.testing.assert_allclose(g, want, rtol=1e-15)
+    np.testing.assert_array_equal(ft.grad(lambda v: ft.linalg.norm(v))(np.zeros(3)),
+                                  np.zeros(3))
+    rng = np.random.default_rng(3)
+    A = rng.normal(size=(2, 3, 4))
+    for axis, keep in [(0, False), (-1, True), ((0, 2), False), ((1, 2), True)]:
+        def f(m, v, axis=axis, keep=keep):
+            return m.sum(m.sin(m.linalg.norm(v, axis=axis, keepdims=keep)))
+        value, g = ft.value_and_grad(lambda v: f(ft, v))(A)
+        assert value == pytest.approx(f(np, A), rel=1e-14)
+        np.testing.assert_allclose(g, central_diff(lambda v: f(np, v), [A], 0),
+                                   rtol=1e-6, atol=1e-8)

@@ -431,41 +431,63 @@ def det_node(Var lu not None, i64 n, bint log_abs):
 
 
 # ---------------------------------------------------------------------------
-# NORM: ‖x‖₂ over all elements
+# NORM: z[p, s] = ‖x[p, :, s]‖₂ over the middle axis of (outer, n, inner)
 # ---------------------------------------------------------------------------
 
 ctypedef struct NormP:
-    i64 size            # 1
-    i64 n               # x's size
+    i64 size            # outer · inner
+    i64 outer
+    i64 n               # the axis the norm runs over
+    i64 inner
 
 
 cdef void norm_forward(Tape t, i64 i) noexcept nogil:
     cdef const NormP* p = <const NormP*>t.params(i)
-    cdef int cnt = <int>p.n, one = 1
-    t.val[t.off[i]] = dnrm2(&cnt, <double*>(t.val + t.off[t.a[i]]), &one) if cnt > 0 else 0.0
+    cdef const double* x = t.val + t.off[t.a[i]]
+    cdef double* z = t.val + t.off[i]
+    cdef int cnt = <int>p.n, inc = <int>p.inner
+    cdef i64 q, s
+    for q in range(p.outer):
+        for s in range(p.inner):
+            z[q * p.inner + s] = dnrm2(&cnt, <double*>(x + q * p.n * p.inner + s), &inc) \
+                if cnt > 0 else 0.0
 
 
 cdef void norm_reverse(Tape t, i64 i) noexcept nogil:
-    """x̄ += λ x / ‖x‖ (the subgradient 0 at x = 0)."""
+    """x̄ += λ x / ‖x‖ along the axis; the subgradient 0 where ‖x‖ = 0, for every
+    slice alike."""
     cdef const NormP* p = <const NormP*>t.params(i)
     cdef const double* x = t.val + t.off[t.a[i]]
     cdef double* x_bar = t.adj + t.off[t.a[i]]
-    cdef double w = t.val[t.off[i]]
-    cdef i64 j
-    if w > 0.0:
-        w = t.adj[t.off[i]] / w
-        for j in range(p.n):
-            x_bar[j] += w * x[j]
+    cdef const double* z = t.val + t.off[i]
+    cdef const double* lam = t.adj + t.off[i]
+    cdef i64 q, s, j, base
+    cdef double w
+    for q in range(p.outer):
+        for s in range(p.inner):
+            w = z[q * p.inner + s]
+            if w > 0.0 and lam[q * p.inner + s] != 0.0:
+                w = lam[q * p.inner + s] / w
+                base = q * p.n * p.inner + s
+                for j in range(p.n):
+                    x_bar[base + j * p.inner] += w * x[base + j * p.inner]
 
 
-def norm_node(Var x not None):
-    """‖x‖₂ over all elements."""
+def norm_node(Var x not None, i64 outer=1, i64 n=-1, i64 inner=1, tuple shape=()):
+    """‖x‖₂ over the middle axis of x viewed as (outer, n, inner); by default over all
+    elements (a scalar)."""
     cdef Tape t = x.tape
     cdef i64 i
-    _check_dims("norm", x.size)
-    i = t.push(NORM, x.node, -1, 1, 2)
-    (<NormP*>t.params(i)).n = x.size
-    return _recorded(t, i, SCALAR, 1)
+    cdef NormP* p
+    if n < 0:
+        n = x.size
+    _check_dims("norm", n, inner)
+    i = t.push(NORM, x.node, -1, outer * inner, 4)
+    p = <NormP*>t.params(i)
+    p.outer = outer
+    p.n = n
+    p.inner = inner
+    return _recorded(t, i, shape, outer * inner)
 
 
 def _check_dims(str op, *dims):

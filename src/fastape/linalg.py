@@ -189,14 +189,24 @@ def slogdet(a):
 
 def norm(x, ord=None, axis=None, keepdims=False):  # noqa: A002
     """Vector 2-norm / Frobenius norm (the default), and the vector 1- and ∞-norms.
-    Over all elements it is one NORM node whose gradient at 0 is 0 (a subgradient);
-    with ``axis`` it is sqrt(sum(x**2)) along the axis."""
+    The 2-norm is one NORM node (``dnrm2``), over all elements or along ``axis``,
+    whose gradient is 0 (a subgradient) wherever the norm is 0."""
     if type(x) is not Var:
         return np.linalg.norm(x, ord=ord, axis=axis, keepdims=keepdims)
     if axis is not None:
         axes = F._axes(x, axis, "norm")
         if (len(axes) == 1 and ord in (None, 2)) or (len(axes) == 2 and ord in (None, "fro")):
-            return F.sqrt(F.sum(x * x, axis=axes, keepdims=keepdims))
+            if axes != tuple(range(axes[0], axes[-1] + 1)):     # bring the axes together
+                rest = [d for d in range(x.ndim) if d not in axes]
+                x = F.transpose(x, rest[:axes[0]] + list(axes) + rest[axes[0]:])
+                axes = tuple(range(axes[0], axes[0] + len(axes)))
+            lo, hi = axes[0], axes[-1] + 1
+            s = x.shape
+            r = _tape.norm_node(x, _prod(s[:lo]), _prod(s[lo:hi]), _prod(s[hi:]),
+                                s[:lo] + s[hi:])
+            if keepdims:
+                r = F.reshape(r, tuple(1 if d in axes else n for d, n in enumerate(s)))
+            return r
         if len(axes) == 1 and ord == 1:
             return F.sum(F.absolute(x), axis=axes, keepdims=keepdims)
         if len(axes) == 1 and ord == np.inf:

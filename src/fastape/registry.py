@@ -584,7 +584,7 @@ structural("LU", "lu", doc="hidden: LU factors and pivots; its adjoint slot hold
 structural("SOLVE", "solve", b="node", doc="X = A⁻¹ B from an LU node (dtrsm)")
 structural("DET", "det", doc="det A from an LU node")
 structural("LOGDET", "det", doc="log |det A| from an LU node")
-structural("NORM", "norm", doc="‖x‖₂ of all elements (dnrm2)")
+structural("NORM", "norm", doc="‖x‖₂ along the middle axis of (outer, n, inner) (dnrm2)")
 
 
 # ---------------------------------------------------------------------------
