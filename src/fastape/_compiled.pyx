@@ -485,6 +485,7 @@ cdef Tape _forward(Trace tr, list leaves):
 cdef object _ndarray = np.ndarray
 cdef object _F64 = np.dtype(np.float64)
 
+
 def _real_array(x, str op, str arg):
     """x as a float64 array, refusing what a cast would silently change (complex parts
     dropped, strings or objects parsed) as every other entry point does."""
