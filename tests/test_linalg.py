@@ -351,3 +351,26 @@ def test_norm_along_an_axis_is_the_norm_node_with_its_subgradient():
         assert value == pytest.approx(f(np, A), rel=1e-14)
         np.testing.assert_allclose(g, central_diff(lambda v: f(np, v), [A], 0),
                                    rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("A", [
+    np.diag([1.0, 2.0, 0.0]),
+    np.array([[0.0]]),
+    np.array([[1.0, 2.0], [2.0, 4.0]]),
+    np.array([[2.0, 1.0, 3.0], [4.0, 2.0, 6.0], [1.0, -1.0, 0.5]]),     # rows 0, 1 parallel
+    np.array([[0.0, 1.0, 2.0], [0.0, 3.0, 4.0], [0.0, 5.0, 7.0]]),      # a zero column
+    np.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0], [7.0, 8.0, 9.0]]),
+    np.zeros((3, 3)),                                                    # rank 0
+    np.array([[1.0, 1.0, 1.0], [1.0, 1.0, 1.0], [1.0, 1.0, 1.0]]),       # rank 1
+])
+def test_det_gradient_at_singular_matrices_is_the_cofactor_matrix(A):
+    # ∂ det A / ∂A = cof(A), also where det A = 0 (it was 0 instead of the adjugate);
+    # the closed form: cof(A)_ij = (-1)^(i+j) det(A without row i and column j)
+    n = A.shape[0]
+    cof = np.ones((n, n)) if n == 1 else np.array(
+        [[(-1) ** (i + j) * np.linalg.det(np.delete(np.delete(A, i, 0), j, 1))
+          for j in range(n)] for i in range(n)])
+    g = ft.grad(lambda a: ft.linalg.det(a))(A)
+    np.testing.assert_allclose(g, cof, rtol=1e-12, atol=1e-12)
+    F = ft.compile(lambda a: np.linalg.det(a), A + np.eye(n))    # replayed at A too
+    np.testing.assert_allclose(F.grad(A), cof, rtol=1e-12, atol=1e-12)

@@ -406,12 +406,82 @@ cdef void det_forward(Tape t, i64 i) noexcept nogil:
         out[0] = 0.0 if s == 0.0 else s * exp(out[0])
 
 
+cdef void _add_cofactors_singular(const double* lu, i64 n, double scale, double* abar,
+                                  double* work) noexcept nogil:
+    """abar += scale cof(A) for a singular A, from its LU factors, without dividing by
+    det A = 0: cof(A) is 0 when two or more pivots are 0; with exactly one zero pivot
+    u_kk (rank n-1) it is s·c·r uᵀ (row-major), where, with Aᵀ = P L U as LAPACK sees
+    the buffer, U r = 0 and lᵀ U = 0 (r_k = l_k = 1), u = P L⁻ᵀ l, c = Π_{i≠k} u_ii and
+    s = det P: adj(U) = c r lᵀ, adj(L) = L⁻¹, adj(P) = det(P) Pᵀ.
+    # SCRATCH: work (2n doubles)"""
+    cdef const double* piv = lu + n * n
+    cdef double* r = work
+    cdef double* u = work + n
+    cdef i64 i, j, k = -1, zeros = 0
+    cdef double c = 1.0, s = 1.0, acc
+    for i in range(n):                       # U[i, j] = lu[j n + i] (column-major)
+        if lu[i * n + i] == 0.0:
+            zeros += 1
+            k = i
+        else:
+            c *= lu[i * n + i]
+        if <i64>piv[i] - 1 != i:
+            s = -s
+    if zeros != 1 or c != c:
+        return                               # rank ≤ n - 2: the cofactors are all 0
+    # r: U r = 0, r_k = 1, r_j = 0 for j > k; back-substitution in U[:k, :k]
+    for j in range(n):
+        r[j] = 0.0
+    r[k] = 1.0
+    i = k - 1
+    while i >= 0:
+        acc = 0.0
+        for j in range(i + 1, k + 1):
+            acc += lu[j * n + i] * r[j]
+        r[i] = -acc / lu[i * n + i]
+        i -= 1
+    # l: lᵀ U = 0, l_k = 1, l_i = 0 for i < k; forward in U[k+1:, k+1:] (held in u)
+    for j in range(n):
+        u[j] = 0.0
+    u[k] = 1.0
+    for j in range(k + 1, n):
+        acc = 0.0
+        for i in range(k, j):
+            acc += u[i] * lu[j * n + i]
+        u[j] = -acc / lu[j * n + j]
+    # u = L⁻ᵀ l (Lᵀ is unit upper triangular: back-substitution), then P u
+    i = n - 1
+    while i >= 0:
+        acc = u[i]
+        for j in range(i + 1, n):
+            acc -= lu[i * n + j] * u[j]      # Lᵀ[i, j] = L[j, i] = lu[i n + j]
+        u[i] = acc
+        i -= 1
+    i = n - 1
+    while i >= 0:
+        j = <i64>piv[i] - 1
+        if j != i:
+            acc = u[i]
+            u[i] = u[j]
+            u[j] = acc
+        i -= 1
+    scale *= s * c
+    for i in range(n):
+        for j in range(n):
+            abar[i * n + j] += scale * r[i] * u[j]
+
+
 cdef void det_reverse(Tape t, i64 i) noexcept nogil:
-    """log|det A|: Ā += λ A⁻ᵀ;  det A: Ā += λ det(A) A⁻ᵀ (into the LU node's slot)."""
+    """log|det A|: Ā += λ A⁻ᵀ;  det A: Ā += λ cof(A) = λ det(A) A⁻ᵀ, computed from the
+    factors without the division where A is singular (into the LU node's slot)."""
     cdef const SquareP* p = <const SquareP*>t.params(i)
     cdef i64 pa = t.a[i]
     cdef double w = t.adj[t.off[i]]
     if t.op[t.a[pa]] != CONSTANT:
+        if t.op[i] == DET and t.val[t.off[i]] == 0.0 and \
+                _lu_singular(t.val + t.off[pa], p.n):
+            _add_cofactors_singular(t.val + t.off[pa], p.n, w, t.adj + t.off[pa], t.work)
+            return
         if t.op[i] == DET:
             w *= t.val[t.off[i]]
         _add_inverse_transpose(t.val + t.off[pa], p.n, w, t.adj + t.off[pa], t.work)
@@ -422,7 +492,7 @@ def det_node(Var lu not None, i64 n, bint log_abs):
     cdef Tape t = lu.tape
     cdef double s = 0.0
     cdef i64 i
-    t.need_work(n * n)
+    t.need_work(max(n * n, 2 * n))
     i = t.push(LOGDET if log_abs else DET, lu.node, -1, 1, 2)
     (<SquareP*>t.params(i)).n = n
     v = _recorded(t, i, SCALAR, 1)
