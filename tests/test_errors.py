@@ -1,6 +1,9 @@
 """Bad input gets a clear exception naming the op, the argument and the shapes."""
 
 import math
+import os
+import pathlib
+import sys
 
 import numpy as np
 import pytest
@@ -243,3 +246,48 @@ def test_max_traces_must_be_positive():
         with pytest.raises(ValueError, match="max_traces"):
             ft.compile(lambda x: x * 2.0, 1.0, max_traces=bad)
 
+
+
+def test_a_tape_swept_by_one_thread_refuses_another():
+    # a Tape is single-threaded: recording into it, or sweeping it, while another thread
+    # runs its reverse sweep without the GIL raises instead of corrupting it
+    import threading
+    with ft.Tape() as t:
+        x = t.var(np.ones(100_000))
+        s = t.var(1.0)
+        y = x
+        for _ in range(20):
+            y = ft.sin(y)
+        out = ft.sum(y)
+        want = t.gradient(out, x)
+        errors, done = [], threading.Event()
+
+        def sweep():
+            try:
+                for _ in range(10):
+                    t.gradient(out, x)
+            finally:
+                done.set()
+
+        worker = threading.Thread(target=sweep)
+        worker.start()
+        while not done.is_set() and len(errors) < 20:
+            for attempt in (lambda: s * 2.0, lambda: t.gradient(out, x)):
+                try:
+                    attempt()
+                except ft.TapeError as e:
+                    errors.append(str(e))
+        worker.join()
+    assert errors and all("another thread" in e for e in errors)
+    np.testing.assert_array_equal(t.gradient(out, x), want)     # the tape is intact
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_AS and /proc")
+def test_a_failed_gradient_allocation_leaves_the_tape_as_it_was():
+    import subprocess
+    child = pathlib.Path(__file__).with_name("_memory_child.py")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    out = subprocess.run([sys.executable, str(child)], capture_output=True, text=True,
+                         env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\n")[:3] == ["MemoryError", "adjoint 6.0", "record 6.0"]

@@ -33,6 +33,7 @@ cdef class Tape:
     # state: closed once the with-block ends (records nothing more); released once
     # its memory is freed (unusable)
     cdef bint _closed, _released
+    cdef bint _busy           # a sweep without the GIL is running on it
     cdef public i64 seed      # output node of the last reverse sweep (-1: none)
     cdef i64 swept            # nodes the last reverse sweep's adjoint arena covers
     cdef public object on_compare  # None, or called with (Cmp, x node, y node, result)
@@ -47,6 +48,7 @@ cdef class Tape:
     cdef int _to_general_layout(self) except -1
     cdef int _check(self) except -1
     cdef int _check_open(self) except -1
+    cdef int _enter_sweep(self) except -1
     cdef int close(self) except -1
     cdef Tape clone(self)
     cdef i64 copy_node(self, Tape src, i64 i, const i64* remap) except -1

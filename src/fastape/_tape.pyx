@@ -131,6 +131,7 @@ cdef class Tape:
         self.on_compare = None
         self._closed = False
         self._released = False
+        self._busy = False
 
     def __dealloc__(self):
         self._free()
@@ -178,6 +179,8 @@ cdef class Tape:
 
     def release(self):
         """Free the tape's memory. Any later use of it or its values raises TapeError."""
+        if self._busy:
+            raise TapeError("Tape.release: the tape is being swept by another thread")
         self._free()
         self._closed = True
         self._released = True
@@ -188,7 +191,21 @@ cdef class Tape:
                             "(values of a grad() call cannot be used after it returns)")
         return 0
 
+    cdef int _enter_sweep(self) except -1:
+        """A Tape is single-threaded: a sweep runs without the GIL, so another thread
+        recording into the tape (which may move its buffers) or sweeping it at the same
+        time would corrupt it. Checked with the GIL held, so no atomics are needed."""
+        if self._busy:
+            raise TapeError("this tape is being swept by another thread: a Tape is "
+                            "single-threaded (compiled functions may be called from "
+                            "several threads; each call works on its own copy)")
+        self._busy = True
+        return 0
+
     cdef int _check_open(self) except -1:
+        if self._busy:
+            raise TapeError("this tape is being swept by another thread: a Tape is "
+                            "single-threaded; record on a tape of this thread's own")
         if self._closed:
             self._check()
             raise TapeError("this tape is closed (its with-block has ended): "
@@ -552,11 +569,13 @@ cdef class Tape:
                 i -= 1
 
     cdef int prepare_adjoints(self) except -1:
-        """Zeroed adjoint arena of the value arena's layout."""
+        """Zeroed adjoint arena of the value arena's layout. If the allocation fails, the
+        old arena (and the adjoints of the last sweep) stay as they were."""
+        cdef double* fresh
         if self.adj_cap < self.nval:
+            fresh = <double*>_resize(NULL, self.nval, sizeof(double))
             PyMem_Free(self.adj)
-            self.adj = NULL
-            self.adj = <double*>_resize(NULL, self.nval, sizeof(double))
+            self.adj = fresh
             self.adj_cap = self.nval
         memset(self.adj, 0, self.nval * sizeof(double))
         return 0
@@ -592,10 +611,14 @@ cdef class Tape:
             raise ShapeError(f"Tape.gradient: the output must be a scalar, got shape {out.shape}"
                              "; sum it first, or compile the function and use "
                              "Function.vjp(args, cotangent) for a vector output")
-        self.prepare_adjoints()
-        self.adjoint_ptr(out.node)[0] = 1.0
-        with nogil:
-            self.reverse_sweep(out.node)
+        self._enter_sweep()
+        try:
+            self.prepare_adjoints()
+            self.adjoint_ptr(out.node)[0] = 1.0
+            with nogil:
+                self.reverse_sweep(out.node)
+        finally:
+            self._busy = False
         self.seed = out.node
         self.swept = self.n
 
@@ -617,8 +640,12 @@ cdef class Tape:
     def forward(self):
         """Recompute every value from the inputs (the forward sweep); for replay and timing."""
         self._check()
-        with nogil:
-            self.forward_sweep(0, self.n)
+        self._enter_sweep()
+        try:
+            with nogil:
+                self.forward_sweep(0, self.n)
+        finally:
+            self._busy = False
 
 
 include "_var.pxi"
