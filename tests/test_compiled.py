@@ -380,3 +380,15 @@ def test_guard_on_a_whole_array_read_element_by_element():
     G = ft.compile(f, np.array([1.0, 2.0, 3.0]), retrace=False)
     with pytest.raises(ft.BranchChanged):
         G(np.array([1.0, -2.0, 3.0]))
+
+
+def test_batches_share_one_pool_and_cap_threads_at_the_cores(rng):
+    import threading
+    from fastape import _compiled
+    F = ft.compile(lambda x: ft.sum(x * x), np.ones(3))
+    X = rng.normal(size=(64, 3))
+    before = threading.active_count()
+    for k in (2, 3, 8, 40):
+        np.testing.assert_allclose(F.grad_batch(X, threads=k), 2 * X, rtol=1e-15)
+    assert threading.active_count() - before <= max(1, _compiled._usable_cores() - 1)
+    assert F.traces[-1].nclones <= _compiled._usable_cores()

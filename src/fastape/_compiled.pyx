@@ -738,8 +738,9 @@ cdef class Function:
 
     def value_and_grad_batch(self, X, threads=None):
         """Values and gradients at many points: row r of X is the (single) argument.
-        Runs the compiled sweeps on `threads` threads (default: all cores), the GIL
-        released, one tape clone per thread. Returns ``(values, gradients)``."""
+        Runs the compiled sweeps on `threads` threads (default, and at most, the usable
+        cores), the GIL released, one tape clone per thread, from one pool of helper
+        threads shared by the process. Returns ``(values, gradients)``."""
         return self._batch(X, threads)
 
     def grad_batch(self, X, threads=None):
@@ -763,8 +764,8 @@ cdef class Function:
         d = 1
         for s in shape:
             d *= s
-        nthreads = int(threads or os.cpu_count() or 1)
-        nthreads = max(1, min(nthreads, m))
+        # more threads than usable cores only add working copies of the tape
+        nthreads = max(1, min(int(threads or _usable_cores()), _usable_cores(), m))
         values = np.empty(m)
         grads = np.empty((m,) + shape)
         bad = np.zeros(m, dtype=np.uint8)
@@ -799,17 +800,25 @@ cdef class Function:
         return values, grads
 
 
-_EXECUTORS = {}
+_EXECUTOR = []
+
+
+def _usable_cores():
+    import os
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:          # not Linux
+        return max(1, os.cpu_count() or 1)
 
 
 def _executor(int nthreads):
-    """A pool of `nthreads` helper threads kept for the process (the calling thread
-    is the other worker): starting threads per call cost more than a small batch."""
-    ex = _EXECUTORS.get(nthreads)
-    if ex is None:
-        ex = _EXECUTORS.setdefault(nthreads, ThreadPoolExecutor(
-            nthreads, thread_name_prefix="fastape-batch"))
-    return ex
+    """The process's one pool of helper threads (the calling thread is the other
+    worker), sized to the usable cores: starting threads per call cost more than a
+    small batch, and one pool per thread count kept idle threads for ever."""
+    if not _EXECUTOR:
+        _EXECUTOR.append(ThreadPoolExecutor(max(1, _usable_cores() - 1),
+                                            thread_name_prefix="fastape-batch"))
+    return _EXECUTOR[0]
 
 
 cdef extern from *:
