@@ -384,6 +384,7 @@ def test_guard_on_a_whole_array_read_element_by_element():
 
 def test_batches_share_one_pool_and_cap_threads_at_the_cores(rng):
     import threading
+
     from fastape import _compiled
     F = ft.compile(lambda x: ft.sum(x * x), np.ones(3))
     X = rng.normal(size=(64, 3))
