@@ -431,3 +431,13 @@ def test_tape_gradient_keeps_namedtuples_and_dicts():
     g = t.gradient(y, {"p": p, "d": d})
     assert isinstance(g["p"], P) and g["p"].w == 3.0 and g["d"]["x"] == 2.0
     np.testing.assert_array_equal(g["p"].b, [2.0, 2.0])
+
+
+def test_nesting_too_deep_is_a_clear_error():
+    deep = 1.0
+    for _ in range(20_000):
+        deep = [deep]
+    with pytest.raises(ValueError, match="nested more deeply"):
+        ft.compile(lambda x: 1.0, deep)
+    with pytest.raises(ValueError, match="nested more deeply"):
+        ft.grad(lambda x: 1.0)(deep)

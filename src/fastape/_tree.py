@@ -39,6 +39,7 @@ check in C before calling here (see ``Function._leaves``).
 import collections
 import numbers
 import operator
+import sys
 
 import numpy as np
 
@@ -266,6 +267,12 @@ def flatten(tree, root="tree", where=None):
         path = root + "".join(reversed(e.parts))
         raise TypeError(f"{where}: {path} {e.message}" if where else
                         f"{path} {e.message}") from None
+    except RecursionError:
+        # the containers are walked recursively (in Python, so the interpreter's limit
+        # stops it long before the C stack): say what happened instead of where
+        raise ValueError(f"{where + ': ' if where else ''}{root} is nested more deeply "
+                         "than fastape walks (about the interpreter's recursion limit, "
+                         f"{sys.getrecursionlimit()} levels)") from None
     return leaves, _make(key, aux, len(leaves))
 
 
