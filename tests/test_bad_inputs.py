@@ -138,6 +138,7 @@ def close(want_value, want_grad):
     return check
 
 
+nan, inf = math.nan, math.inf
 v3, v4, m23, m32, m22, m33 = (np.ones(3), np.ones(4), np.ones((2, 3)), np.ones((3, 2)),
                                np.eye(2), np.eye(3))
 
@@ -332,8 +333,16 @@ body("empty-max_keep_nonzero_axis", lambda x: ft.sum(ft.max(x, axis=1)), (np.one
      None, check=close(0.0, np.ones((0, 3))))
 body("0d-square", lambda x: x * x, (np.array(3.0),), None, check=close(9.0, 6.0))
 
+body("empty-mean", lambda x: ft.mean(x), (np.ones(0),), None, check=close(nan, np.ones(0)))
+body("empty-cumsum", lambda x: ft.sum(ft.cumsum(x)), (np.ones(0),), None,
+     check=close(0.0, np.ones(0)))
+body("det-singular_is_zero", lambda a: ft.linalg.det(a), (np.ones((2, 2)),), None,
+     check=close(0.0, np.zeros((2, 2))))
+# README: a replay on a singular matrix writes NaN (only recording raises LinAlgError)
+call("solve-replay_singular", lambda a: ft.sum(ft.linalg.solve(a, np.ones(2))), (np.eye(2),),
+     (np.ones((2, 2)),), None, check=close(nan, np.full((2, 2), nan)))
+
 # ---- NaN and inf propagate (IEEE) -------------------------------------------------------
-nan, inf = math.nan, math.inf
 body("nan-sqrt_negative", lambda x: ft.sqrt(x), (-1.0,), None, check=close(nan, nan))
 body("nan-log_zero", lambda x: ft.log(x), (0.0,), None, check=close(-inf, inf))
 body("nan-input", lambda x: ft.sum(ft.sin(x)), (np.array([nan, 0.0]),), None,
@@ -349,6 +358,7 @@ body("nan-where_sqrt_masked", lambda x: ft.sum(ft.where(x > 0, ft.sqrt(x), 0.0))
      (np.array([-1.0, 4.0]),), None, check=close(2.0, [0.0, 0.25]))
 body("nan-matmul", lambda x: ft.sum(x @ np.ones(2)), (np.array([[nan, 1.0], [1.0, 1.0]]),), None,
      check=close(nan, np.ones((2, 2))))
+body("nan-pow_half_negative", lambda x: x ** 0.5, (-1.0,), None, check=close(nan, nan))
 body("nan-inf_times_zero", lambda x: x * 0.0, (inf,), None, check=close(nan, 0.0))
 call("nan-compiled_call", lambda x: ft.sum(ft.exp(x)), (np.zeros(2),), (np.array([nan, inf]),),
      None, check=close(nan, [nan, inf]))
@@ -393,6 +403,10 @@ for name, f in [("np_asarray", lambda x: ft.sum(x) * np.asarray(x).sum()),
                 ("bool_vector", lambda x: ft.sum(x) if x else 0.0)]:
     body(f"convert-{name}", f, (v3,), ValueError if name == "bool_vector" else TypeError,
          DROP if name in ("np_asarray", "np_array") else None)
+
+body("kwarg-reshape_order", lambda x: ft.sum(x.reshape((3,), order="F")), (v3,), TypeError,
+     "order")
+body("kwarg-np_sum_dtype", lambda x: np.sum(x, dtype=np.float32), (v3,), TypeError, "dtype=")
 
 # ---- numpy calls fastape does not take -------------------------------------------------
 for name, f in [
@@ -528,12 +542,40 @@ for name, X in [("row_shape", np.ones((5, 4))), ("1d", np.ones(3)), ("3d", np.on
     call(f"grad_batch-{name}", sumsq, (v3,), (X,), exc,
          r"grad_batch.*\(m, \*\(3,\)\)" if exc is ShapeError else r"grad_batch|real",
          method="grad_batch")
+call("grad_batch-threads_str", sumsq, (v3,), (np.ones((2, 3)), "a"), ValueError, "threads",
+     method="grad_batch",
+     xfail="today ValueError \"invalid literal for int() with base 10: 'a'\": the message "
+           "does not name threads")
 call("grad_batch-two_args", two, (v3, v3), (np.ones((2, 3)),), TypeError, "single",
      method="grad_batch")
 call("grad_batch-vector_output", lambda x: x * 2.0, (v3,), (np.ones((2, 3)),), ShapeError,
      "scalar", method="grad_batch")
 call("grad_batch-empty", sumsq, (v3,), (np.ones((0, 3)),), None, method="grad_batch",
      check=lambda g: (np.testing.assert_array_equal(g, np.ones((0, 3)))))
+
+
+
+
+def _call_with_keyword(expect):
+    F = ft.compile(sumsq, v3)
+    with expect():
+        F(x=v3)
+    assert F(v3) == 3.0
+
+
+def _var_of_var(expect):
+    with ft.Tape() as t:
+        x = t.var(1.0)
+        n = len(t)
+        with expect():
+            t.var(x)
+        assert len(t) == n
+        y = x * 2.0
+    assert t.gradient(y, x) == 2.0
+
+
+custom("input-var_of_var", TypeError, "already a fastape value", tape=_var_of_var)
+custom("call-keyword_argument", TypeError, "keyword", call=_call_with_keyword)
 
 
 # ---- tapes: lifecycle and mixing --------------------------------------------------------
