@@ -276,6 +276,14 @@ body("concatenate-np_off_axis", lambda x: ft.sum(np.concatenate([x, np.ones((3, 
      (m23,), ShapeError, "concatenate")
 body("concatenate-empty_list", lambda x: ft.sum(x) + ft.sum(ft.concatenate([])), (v3,),
      ValueError)
+_A6 = np.arange(6.0)
+body("concatenate-axis_None_2d", lambda x: ft.sum(ft.concatenate([x, x * 2.0], axis=None)
+                                                  * np.arange(12.0)),
+     (_A6.reshape(2, 3),), None,
+     check=close(_A6 @ _A6 + 2.0 * _A6 @ np.arange(6.0, 12.0),
+                 (_A6 + 2.0 * np.arange(6.0, 12.0)).reshape(2, 3)),
+     xfail="today ValueError 'too many values to unpack (expected 1)' (issue 17); numpy "
+           "flattens the parts")
 body("stack-unequal", lambda x: ft.sum(ft.stack([x, x[0]])), (m23,), ShapeError, "stack")
 body("stack-np_unequal", lambda x: ft.sum(np.stack([x, x[:2]])), (v3,), ShapeError, "stack")
 body("stack-axis_out_of_range", lambda x: ft.sum(ft.stack([x, x], axis=3)), (m23,), ShapeError,
