@@ -590,6 +590,12 @@ cdef class Function:
             input_nodes = [(<Var>x).node for x in inputs]
             out = self.fun(*unflatten(self.treedef, inputs))
             if type(out) is not Var:
+                if not (isinstance(out, (int, float, np.number)) and
+                        np.asarray(out).dtype.kind in "biuf") and not (
+                        isinstance(out, np.ndarray) and out.dtype.kind in "biuf"):
+                    raise TypeError(f"compile: {getattr(self.fun, '__name__', 'the function')} "
+                                    "must return a real scalar or array (a fastape value, "
+                                    f"a number or an ndarray), got {type(out).__name__}")
                 out = rec.constant(out)
             v = out
             if v.tape is not rec:
@@ -765,7 +771,10 @@ cdef class Function:
         for s in shape:
             d *= s
         # more threads than usable cores only add working copies of the tape
-        nthreads = max(1, min(int(threads or _usable_cores()), _usable_cores(), m))
+        if threads is not None and (not isinstance(threads, int) or threads < 1):
+            raise ValueError(f"grad_batch: threads must be a positive integer or None, got "
+                             f"{threads!r}")
+        nthreads = max(1, min(threads or _usable_cores(), _usable_cores(), m))
         values = np.empty(m)
         grads = np.empty((m,) + shape)
         bad = np.zeros(m, dtype=np.uint8)

@@ -270,7 +270,7 @@ def where(condition, x=None, y=None):
     cond = np.asarray(cond, dtype=bool)
     vx, vy = _as_var(like, x, "where", "x"), _as_var(like, y, "where", "y")
     try:
-        shape = tuple(np.broadcast_shapes(cond.shape, vx.shape, vy.shape))
+        shape = _tape.broadcast_shapes(cond.shape, vx.shape, vy.shape)
     except ValueError:
         raise ShapeError(f"where: condition of shape {cond.shape}, x of shape {vx.shape} and "
                          f"y of shape {vy.shape} cannot be broadcast together") from None
@@ -298,6 +298,9 @@ def concatenate(arrays, axis=0):
     like, parts = _parts(arrays, "concatenate")
     if like is None:
         return np.concatenate(arrays, axis=axis)
+    if axis is None:            # numpy: the parts flattened, then joined
+        parts = [reshape(p, (-1,)) for p in parts]
+        axis = 0
     s0 = parts[0].shape
     if not s0:
         raise ShapeError("concatenate: zero-dimensional values cannot be concatenated")

@@ -84,9 +84,11 @@ cdef Var _leaf(Tape t, int o, object value, str op, str arg):
     cdef i64 i
     if type(value) is Var:
         raise TypeError(f"{op}: argument '{arg}' is already a fastape value")
+    cdef double d
     if type(value) is float or type(value) is int:
+        d = _as_double(value, op, arg)      # before the push: a refused value leaves no node
         i = t.push(o, -1, -1, 1, 0)
-        t.val[i if t.off == NULL else t.off[i]] = <double>value
+        t.val[i if t.off == NULL else t.off[i]] = d
         return _new(t, i, SCALAR, 1)
     arr = _as_array(value, op, arg)
     shape = arr.shape
@@ -99,6 +101,15 @@ cdef Var _leaf(Tape t, int o, object value, str op, str arg):
     if arr.size:
         memcpy(t.val + t.off[i], &src[0], arr.size * sizeof(double))
     return _new(t, i, shape, arr.size)
+
+
+cdef double _as_double(object v, str op, str arg) except? -1.0:
+    """A Python number as a double; an int beyond float64's range is a TypeError."""
+    try:
+        return <double>v
+    except OverflowError:
+        raise TypeError(f"{op}: argument '{arg}' ({type(v).__name__} of "
+                        f"{len(str(v))} digits) is too large for a float64") from None
 
 
 cdef Var _coerce(Tape t, object v, str op, str arg):
@@ -117,6 +128,21 @@ cdef Var _first_var(tuple args, str op):
         if type(v) is Var:
             return <Var>v
     raise TypeError(f"{op}: no argument is a fastape value")
+
+
+def broadcast_shapes(*shapes):
+    """numpy's broadcast of the shapes, for any number of dimensions (numpy's own
+    broadcast_shapes stops at 32); ValueError when they do not broadcast."""
+    cdef int nd = max(len(s) for s in shapes), d
+    out = [1] * nd
+    for s in shapes:
+        for d in range(len(s)):
+            n = s[len(s) - 1 - d]
+            if n != 1:
+                if out[nd - 1 - d] not in (1, n):
+                    raise ValueError(f"shapes {shapes} cannot be broadcast together")
+                out[nd - 1 - d] = n
+    return tuple(out)
 
 
 cdef inline i64 _prod(tuple shape):
@@ -162,14 +188,14 @@ cpdef object binary(int o, object x, object y):
                 return _new(vx.tape, vx.tape._rec2(o, vx.node, vy.node), SCALAR, 1)
         elif PyFloat_Check(y) or PyLong_Check(y):
             if o == SUB:
-                return _unary_k(vx, ADD_K, -<double>y)
+                return _unary_k(vx, ADD_K, -_as_double(y, OP_NAMES[o], "x2"))
             ko = _k_variant(o, False)
             if ko >= 0:
-                return _unary_k(vx, ko, <double>y)
+                return _unary_k(vx, ko, _as_double(y, OP_NAMES[o], "x2"))
     elif type(y) is Var and (PyFloat_Check(x) or PyLong_Check(x)):
         ko = _k_variant(o, True)
         if ko >= 0:
-            return _unary_k(<Var>y, ko, <double>x)
+            return _unary_k(<Var>y, ko, _as_double(x, OP_NAMES[o], "x1"))
     # general path
     name = OP_NAMES[o]
     t = _first_var((x, y), name).tape
@@ -179,7 +205,7 @@ cpdef object binary(int o, object x, object y):
         shape = vx.shape
     else:
         try:
-            shape = tuple(np.broadcast_shapes(vx.shape, vy.shape))
+            shape = broadcast_shapes(vx.shape, vy.shape)
         except ValueError:
             raise ShapeError(f"{name}: operands could not be broadcast together: "
                              f"x1 has shape {vx.shape}, x2 has shape {vy.shape}") from None
@@ -410,12 +436,12 @@ cdef class Var:
     def __getitem__(self, key):
         cdef i64 j, n
         if type(key) is int and len(self.shape) == 1:
-            j = key
             n = self.shape[0]
+            if not -n <= key < n:       # checked as a Python int: 2**63 must not overflow
+                raise IndexError(f"index {key} is out of bounds for axis 0 with size {n}")
+            j = key
             if j < 0:
                 j += n
-            if j < 0 or j >= n:
-                raise IndexError(f"index {key} is out of bounds for axis 0 with size {n}")
             return item(self, j)
         from fastape import _functions
         return _functions.getitem(self, key)

@@ -68,6 +68,9 @@ def value_and_grad(fun, argnums=0):
                 value = float(np.asarray(out).reshape(()))
                 leaf_grads = {i: [np.zeros(x.shape) if isinstance(x, np.ndarray) else 0.0
                                   for x in leaves] for i, (leaves, _) in flat.items()}
+            elif isinstance(out, np.ndarray) and out.dtype.kind in "biuf":
+                raise ShapeError(f"{where}: the function must return a scalar to be "
+                                 f"differentiated, got an array of shape {out.shape}")
             else:
                 raise TypeError(f"{where}: the function must return a real scalar, got "
                                 f"{type(out).__name__}")
