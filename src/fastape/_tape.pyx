@@ -64,6 +64,13 @@ cdef void* _resize(void* p, i64 count, size_t item) except? NULL:
     return q
 
 
+cdef void* _shrunk(void* p, i64 count, size_t item) noexcept:
+    """p trimmed to `count` items, or p itself when the allocator cannot (a realloc
+    that shrinks may still move and fail): trimming is an economy, never an error."""
+    cdef void* q = PyMem_Realloc(p, <size_t>(count if count > 0 else 1) * item)
+    return q if q != NULL else p
+
+
 cdef void* _dup(const void* p, i64 nbytes) except? NULL:
     cdef void* q = _resize(NULL, nbytes if nbytes > 0 else 1, 1)
     if nbytes > 0:
@@ -216,18 +223,18 @@ cdef class Tape:
         """Trim every buffer to its length (done automatically when the ``with`` block ends)."""
         self._check()
         cdef i64 n = self.n if self.n > 0 else 1
-        self.op = <uint8_t*>_resize(self.op, n, sizeof(uint8_t))
-        self.a = <i32*>_resize(self.a, n, sizeof(i32))
-        self.b = <i32*>_resize(self.b, n, sizeof(i32))
+        self.op = <uint8_t*>_shrunk(self.op, n, sizeof(uint8_t))
+        self.a = <i32*>_shrunk(self.a, n, sizeof(i32))
+        self.b = <i32*>_shrunk(self.b, n, sizeof(i32))
         if self.off != NULL:
-            self.off = <i64*>_resize(self.off, n, sizeof(i64))
-            self.poff = <i64*>_resize(self.poff, n, sizeof(i64))
-            self.P = <i64*>_resize(self.P, self.nP, sizeof(i64))
+            self.off = <i64*>_shrunk(self.off, n, sizeof(i64))
+            self.poff = <i64*>_shrunk(self.poff, n, sizeof(i64))
+            self.P = <i64*>_shrunk(self.P, self.nP, sizeof(i64))
             self.P_cap = self.nP
         self.cap = n
-        self.val = <double*>_resize(self.val, self.nval, sizeof(double))
+        self.val = <double*>_shrunk(self.val, self.nval, sizeof(double))
         self.val_cap = self.nval
-        self.pool = <double*>_resize(self.pool, self.npool, sizeof(double))
+        self.pool = <double*>_shrunk(self.pool, self.npool, sizeof(double))
         self.pool_cap = self.npool
 
     @property
