@@ -29,7 +29,7 @@ adjoints being accumulated.
 """
 cimport cython
 from cpython.mem cimport PyMem_Realloc, PyMem_Free
-from cpython.float cimport PyFloat_Check
+from cpython.float cimport PyFloat_Check, PyFloat_AS_DOUBLE
 from cpython.long cimport PyLong_Check
 from libc.string cimport memcpy, memset
 from libc.math cimport NAN

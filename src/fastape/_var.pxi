@@ -86,7 +86,7 @@ cdef Var _leaf(Tape t, int o, object value, str op, str arg):
         raise TypeError(f"{op}: argument '{arg}' is already a fastape value")
     cdef double d
     if type(value) is float or type(value) is int:
-        d = _as_double(value, op, arg)      # before the push: a refused value leaves no node
+        d = _as_double(value, 0, op, arg)      # before the push: a refused value leaves no node
         i = t.push(o, -1, -1, 1, 0)
         t.val[i if t.off == NULL else t.off[i]] = d
         return _new(t, i, SCALAR, 1)
@@ -103,13 +103,18 @@ cdef Var _leaf(Tape t, int o, object value, str op, str arg):
     return _new(t, i, shape, arr.size)
 
 
-cdef double _as_double(object v, str op, str arg) except? -1.0:
-    """A Python number as a double; an int beyond float64's range is a TypeError."""
+cdef inline double _as_double(object v, int o, str op, str arg) except? -1.0:
+    """A Python number as a double; an int beyond float64's range is a TypeError naming
+    `op` (or, when it is None, opcode o: the fast paths of binary() come here for every
+    number, so the name is looked up only for the error)."""
+    if PyFloat_Check(v):
+        return PyFloat_AS_DOUBLE(v)
     try:
         return <double>v
     except OverflowError:
-        raise TypeError(f"{op}: argument '{arg}' ({type(v).__name__} of "
-                        f"{len(str(v))} digits) is too large for a float64") from None
+        raise TypeError(f"{OP_NAMES[o] if op is None else op}: argument '{arg}' "
+                        f"({type(v).__name__} of {len(str(v))} digits) is too large for a "
+                        "float64") from None
 
 
 cdef Var _coerce(Tape t, object v, str op, str arg):
@@ -188,14 +193,14 @@ cpdef object binary(int o, object x, object y):
                 return _new(vx.tape, vx.tape._rec2(o, vx.node, vy.node), SCALAR, 1)
         elif PyFloat_Check(y) or PyLong_Check(y):
             if o == SUB:
-                return _unary_k(vx, ADD_K, -_as_double(y, OP_NAMES[o], "x2"))
+                return _unary_k(vx, ADD_K, -_as_double(y, o, None, "x2"))
             ko = _k_variant(o, False)
             if ko >= 0:
-                return _unary_k(vx, ko, _as_double(y, OP_NAMES[o], "x2"))
+                return _unary_k(vx, ko, _as_double(y, o, None, "x2"))
     elif type(y) is Var and (PyFloat_Check(x) or PyLong_Check(x)):
         ko = _k_variant(o, True)
         if ko >= 0:
-            return _unary_k(<Var>y, ko, _as_double(x, OP_NAMES[o], "x1"))
+            return _unary_k(<Var>y, ko, _as_double(x, o, None, "x1"))
     # general path
     name = OP_NAMES[o]
     t = _first_var((x, y), name).tape
@@ -437,11 +442,14 @@ cdef class Var:
         cdef i64 j, n
         if type(key) is int and len(self.shape) == 1:
             n = self.shape[0]
-            if not -n <= key < n:       # checked as a Python int: 2**63 must not overflow
-                raise IndexError(f"index {key} is out of bounds for axis 0 with size {n}")
-            j = key
+            try:
+                j = key
+            except OverflowError:       # beyond int64: out of bounds as well
+                j = -n - 1
             if j < 0:
                 j += n
+            if j < 0 or j >= n:
+                raise IndexError(f"index {key} is out of bounds for axis 0 with size {n}")
             return item(self, j)
         from fastape import _functions
         return _functions.getitem(self, key)
