@@ -118,6 +118,14 @@ class Program:
         return Program(self.seed, self.shape, self.stmts[:i] + self.stmts[i + 1:])
 
 
+def _broadcasts(s, t):
+    """Do shapes s and t broadcast together (with at most 4 elements more than t)?"""
+    try:
+        return np.prod(np.broadcast_shapes(s, t)) <= np.prod(t) + 4
+    except ValueError:
+        return False
+
+
 def _num(v):
     return f"{float(v):.6g}"
 
@@ -217,7 +225,7 @@ class Generator:
         if a is None:
             return
         ops = [(a, self.vars[a])]
-        b = self.pick(lambda v: v.ndim == 0 or v.shape == self.vars[a].shape)
+        b = self.pick(lambda v: _broadcasts(v.shape, self.vars[a].shape))
         if b is not None:
             ops.append((b, self.vars[b]))
         self.emit([f"@T = {self.elementwise(ops)}"], {a, b} - {None})
@@ -274,7 +282,7 @@ class Generator:
         else:
             t = float(np.median(v)) + r.uniform(-0.3, 0.3)
             cond, deps = f"{a} {r.choice(['>', '<', '>=', '<='])} {_num(t)}", {a}
-        c = self.pick(lambda w: w.ndim == 0 or w.shape == v.shape)
+        c = self.pick(lambda w: _broadcasts(w.shape, v.shape))
         yes = self.elementwise([(a, v)])
         no = c if r.random() < 0.5 else _num(r.uniform(-1, 1))
         deps.add(c)
@@ -437,7 +445,13 @@ def check(prog):
 
     # (1) eager against numpy and central differences
     value, g = ft.value_and_grad(f_ft)(x0)
-    assert abs(value - v_np) <= 1e-9 * max(1.0, abs(v_np)), ("eager value", value, v_np)
+    if not abs(value - v_np) <= 1e-9 * max(1.0, abs(v_np)):
+        # libm and numpy round differently (an ulp); a program that amplifies that
+        # (sign() of a cancellation, fmod chains) moves as much under a 1e-10 nudge
+        nudged = [_signature(f_np, x0 * (1 + d))[1] for d in (1e-10, -1e-10)]
+        if any(not abs(w - v_np) <= 1e-9 * max(1.0, abs(v_np)) for w in nudged):
+            raise Skip("value ill-conditioned")
+        raise AssertionError(("eager value", value, v_np))
     with np.errstate(all="ignore"):
         fd1 = central_diff(f_np, [x0], 0, h=1e-6)
     floor = 1e-7 * max(1.0, abs(v_np), float(np.max(np.abs(fd1))))
