@@ -13,14 +13,21 @@ values stay finite. The same text runs with ``m = fastape`` (recorded) and with
 
 Each program is checked for
 
-1. eager ``value_and_grad`` against central differences (rel 1e-5 plus an
-   absolute floor); a program whose differences at two step sizes disagree (a
-   kink, jump or branch within the step) is skipped and counted;
-2. ``compile(f, x0)`` against eager at new inputs, some of which flip a branch:
-   value rel 1e-13, gradient rel 1e-12 (of the gradient's largest entry); a
-   flip must re-record (``retrace=True``) or raise ``BranchChanged``
-   (``retrace=False``);
+1. eager ``value_and_grad``: its value against numpy's (rel 1e-9; judged only
+   without step functions and branches, which can turn an ulp between libm and
+   numpy into a jump) and its gradient against central differences (rel 1e-5
+   plus an absolute floor); a program whose differences at two step sizes
+   disagree (a kink, jump or branch within the step) is skipped and counted;
+2. ``compile(f, x0)`` against eager at new inputs, some of which flip a branch,
+   and at x0 again: value rel 1e-13, gradient rel 1e-12 of its largest entry
+   plus 1e-12 * max(1, |value|) (compiled tapes add contributions in another
+   order); a flip must re-record (``retrace=True``), a known branch must not,
+   and ``retrace=False`` must raise ``BranchChanged``;
 3. ``value_and_grad_batch`` against single calls of the compiled function.
+
+About 10,000 programs take 60 s of one core (20 chunks); about 1 in 3,000 is
+skipped, about 0.6 % compile to a grouped (scalar-loop) tape, and most
+programs see a branch flip at one of their points (``STATS``).
 
 A failure prints the seed and the program, shrunk by dropping statements while
 it still fails. ``FASTAPE_FUZZ_N`` sets the number of programs (default
