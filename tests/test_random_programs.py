@@ -26,8 +26,8 @@ Each program is checked for
 3. ``value_and_grad_batch`` against single calls of the compiled function.
 
 About 10,000 programs take 60 s of one core (20 chunks); about 1 in 3,000 is
-skipped, about 0.6 % compile to a grouped (scalar-loop) tape, and most
-programs see a branch flip at one of their points (``STATS``).
+skipped, about 0.6 % compile to a grouped (scalar-loop) tape, and there are
+about 0.4 branch-flipping points per program (``STATS``).
 
 A failure prints the seed and the program, shrunk by dropping statements while
 it still fails. ``FASTAPE_FUZZ_N`` sets the number of programs (default
