@@ -78,7 +78,8 @@ cdef Tape _prune(Tape src, list roots, set inputs, i64[::1] remap):
             if b_kind(o) == B_NODE and src.b[i] >= 0:
                 live[src.b[i]] = 1
                 whole[src.b[i]] = 1
-            if src.nparams_of(i):
+            if src.off != NULL and src.poff[i] >= 0:
+                # (poff, not nparams_of: that scans ahead for the next struct)
                 P = src.params(i)
                 for q in range(node_param_count(o, P)):
                     parent = P[node_param_pos(o, P, q)]

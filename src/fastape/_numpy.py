@@ -78,10 +78,6 @@ PREDICATES = {np.isnan: Cmp.ISNAN, np.isinf: Cmp.ISINF, np.isfinite: Cmp.ISFINIT
 REDUCE = {np.add: F.sum, np.multiply: F.prod, np.maximum: F.max, np.minimum: F.min}
 
 
-def _value(v):
-    return v.value if type(v) is Var else v
-
-
 def array_ufunc(ufunc, method, inputs, kwargs):
     name = display_name(ufunc)
     if kwargs.get("out") is not None:

@@ -39,6 +39,7 @@ from libc.math cimport NAN
 from fastape._ops cimport *  # noqa
 
 import numpy as np
+from fastape import registry as _registry
 from fastape._ops import Op as PyOp
 from fastape.errors import ShapeError, TapeError
 

@@ -157,7 +157,10 @@ cdef inline i64 _prod(tuple shape):
     return s
 
 
-cdef dict OP_NAMES = {int(o): o.name.lower() for o in PyOp}
+# the name an op's errors use: its public name (as the user wrote it: "subtract"),
+# else the opcode's
+cdef dict OP_NAMES = {int(getattr(PyOp, e.name)): e.public or e.name.lower()
+                      for e in _registry.ELEMENTWISE}
 
 
 cdef inline int _k_variant(int o, bint number_first) noexcept:
