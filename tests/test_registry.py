@@ -28,7 +28,7 @@ def test_enum_and_python_view_follow_the_registry():
     for name, code in CODES.items():
         assert int(getattr(ft.Op, name)) == code, name
     assert int(ft.Op.NUM_OPS) == len(CODES)
-    assert {o.name for o in _ops.ELEMENTWISE} == {e.name for e in EW}
+    assert {o.name for o in _ops.ELEMENTWISE} == {e.name for e in EW + registry.DERIVED}
     assert {o.name for o in _ops.STRUCTURAL} == {s.name for s in registry.STRUCTURAL}
     assert [c.name for c in ft.Cmp] == list(registry.COMPARISONS)
 
@@ -120,3 +120,32 @@ def test_aliases_and_the_remainder_operator():
     g = ft.grad(lambda x: x % 1.5 + 7.0 % x)(2.0)      # d/dx: 1, and -floor(7/2)
     assert g == 1.0 - 3.0
     assert ft.value_and_grad(lambda x: x % 1.5)(-2.0)[0] == -2.0 % 1.5
+
+
+@pytest.mark.parametrize("d", registry.DERIVED, ids=lambda d: d.name)
+def test_derived_partial_ops_compute_the_partials(d, rng):
+    """<OP>_D<j> computes ∂op/∂x_j, and its partials are the op's second partials
+    (the substitution of v, d0, d1 into the block's formulas, checked numerically)."""
+    base, j = d.partial_of
+    e = registry.BY_NAME[base]
+    o, od = getattr(ft.Op, base), getattr(ft.Op, d.name)
+    assert registry.PARTIAL_OPS[base][j] == d.name
+    for pt in _points(e, rng, count=3):
+        x = pt[0]
+        y = pt[1] if e.arity == 2 else K_VALUES.get(e.name, 2.5 if e.has_k else 0.0)
+        want = _ops.eval_op(o, x, y)[1 + j]
+        got, g0, g1 = _ops.eval_op(od, x, y)
+        assert got == pytest.approx(want, rel=1e-14, abs=1e-300), (d.name, x, y)
+        d00, d01, d11 = _ops.eval_second(o, x, y)
+        assert g0 == pytest.approx((d00, d01)[j], rel=1e-14, abs=1e-300)
+        if e.arity == 2:
+            assert g1 == pytest.approx((d01, d11)[j], rel=1e-14, abs=1e-300)
+    assert math.isnan(_ops.eval_second(od, 0.5, 0.5)[0])     # no third partials
+
+
+def test_constant_partials_have_no_derived_op():
+    assert registry.PARTIAL_OPS["ADD"] == (None, None)
+    assert registry.PARTIAL_OPS["MUL_K"] == (None,)
+    assert registry.PARTIAL_OPS["SIN"] == ("SIN_D0",)
+    assert registry.PARTIAL_OPS["SUB"] == (None, None)
+    assert registry.PARTIAL_OPS["DIV"] == ("DIV_D0", "DIV_D1")

@@ -37,7 +37,7 @@ def load_registry():
 
 
 def _ranges(reg, codes):
-    ew = reg.ELEMENTWISE
+    ew = reg.ELEMENTWISE + reg.DERIVED
     un = [e.name for e in ew if e.arity == 1 and not e.has_k]
     uk = [e.name for e in ew if e.has_k]
     bi = [e.name for e in ew if e.arity == 2]
@@ -90,7 +90,7 @@ cdef inline double value_and_partials "fastape_value_and_partials"(
     when not NULL, points to the node's stored value (reused by the partials).\"\"\"
     cdef double v
     cdef double k = y""")
-    out += _branches(reg.ELEMENTWISE, lambda e: [
+    out += _branches(reg.ELEMENTWISE + reg.DERIVED, lambda e: [
         f"v = known[0] if known != NULL else ({e.value})", f"d0[0] = {e.d0}",
         f"d1[0] = {e.d1}", "return v"], lambda e: e.doc)
     out += ["    d0[0] = NAN", "    d1[0] = NAN", "    return NAN\n"]
@@ -101,7 +101,7 @@ cdef inline void second_partials(int o, double x, double y, double* d00, double*
     cdef double d0, d1
     cdef double v = value_and_partials(o, x, y, &d0, &d1, NULL)
     cdef double k = y""")
-    out += _branches(reg.ELEMENTWISE, lambda e: [
+    out += _branches(reg.ELEMENTWISE + reg.DERIVED, lambda e: [
         f"d00[0] = {e.d00}", f"d01[0] = {e.d01}", f"d11[0] = {e.d11}", "return"])
     out += ["    d00[0] = NAN", "    d01[0] = NAN", "    d11[0] = NAN\n"]
     # what the b field of a node holds

@@ -160,7 +160,7 @@ cdef inline i64 _prod(tuple shape):
 # the name an op's errors use: its public name (as the user wrote it: "subtract"),
 # else the opcode's
 cdef dict OP_NAMES = {int(getattr(PyOp, e.name)): e.public or e.name.lower()
-                      for e in _registry.ELEMENTWISE}
+                      for e in _registry.ELEMENTWISE + _registry.DERIVED}
 
 
 cdef inline int _k_variant(int o, bint number_first) noexcept:

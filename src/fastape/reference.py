@@ -981,7 +981,8 @@ _REGISTRY = _load_registry()
 #: op name -> opcode, the compiled core's numbering, taken from the registry by name
 OPCODES = {name: code for name, code in _REGISTRY.opcodes().items()
            if name in OPS or name in _REGISTRY.LEAVES}
-OP_NAMES = tuple(sorted(OPCODES, key=OPCODES.get))
+#: opcode -> op name (the reference has no derived partial ops: their codes are absent)
+OP_NAMES = {code: name for name, code in OPCODES.items()}
 _FUNCS = [None] * (max(OPCODES.values()) + 1)   # opcode -> op function (None: leaves)
 for _name, _f in OPS.items():
     _FUNCS[OPCODES[_name]] = _f

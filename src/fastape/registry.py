@@ -48,6 +48,7 @@ here and one block (parameter struct, forward and reverse kernels, recorder) in
 ``_structural.pxi``.
 """
 
+import re
 from dataclasses import dataclass
 
 #: kinds of comparison a guard re-checks (the ``Cmp`` enum of the compiled core): x
@@ -71,6 +72,7 @@ class Elementwise:
     domain: tuple = ((-2.0, 2.0), (-2.0, 2.0))    # where tests sample each operand
     test: tuple = ()             # extra test expressions in m, x, y (m: a namespace)
     doc: str = ""
+    partial_of: tuple = ()       # derived ops: (base op name, operand j) for ∂base/∂x_j
 
 
 @dataclass(frozen=True)
@@ -588,16 +590,70 @@ structural("NORM", "norm", doc="‖x‖₂ along the middle axis of (outer, n, i
 
 
 # ---------------------------------------------------------------------------
+# derived partial ops: ∂f/∂x_j of each op as an op of its own
+# ---------------------------------------------------------------------------
+#
+# Nested differentiation (grad of grad, Hessians) records the reverse sweep on the
+# tape, so each local partial must itself be a node. Where a partial is not a
+# constant, the op <NAME>_D0 (and <NAME>_D1 for the second operand) computes it,
+# from the same operands, with the block's second partials as its own first
+# partials: the registry's second partials are what a Hessian of the op uses. A
+# derived op has no partials of its own (d00 = NAN): a third derivative through
+# one raises (fastape._rules), unless the op's rule there is written with ops.
+
+_NAME = re.compile(r"\b(v|d0|d1)\b")
+
+
+def _subst(expr, names):
+    """expr with the names v, d0, d1 replaced by (their expressions)."""
+    return _NAME.sub(lambda m: f"({names[m.group(1)]})" if m.group(1) in names
+                     else m.group(1), expr)
+
+
+def is_constant(expr):
+    """Is a formula a constant (a literal, or the immediate k)?"""
+    try:
+        float(expr)
+        return True
+    except ValueError:
+        return expr.strip() == "k"
+
+
+def _derived(e):
+    names = {"v": e.value}
+    names["d0"] = _subst(e.d0, names)
+    names["d1"] = _subst(e.d1, names)
+    out = []
+    seconds = ((e.d00, e.d01), (e.d01, e.d11))
+    for j in range(1 if e.arity == 1 else 2):
+        partial = (e.d0, e.d1)[j]
+        if is_constant(partial):
+            continue
+        p0, p1 = (_subst(d, names) for d in seconds[j])
+        out.append(Elementwise(f"{e.name}_D{j}", e.arity, e.has_k, names[f"d{j}"], p0,
+                               p1 if e.arity == 2 else "0.0", "NAN", "NAN", "NAN",
+                               domain=e.domain,
+                               doc=f"∂{e.name.lower()}/∂{'xy'[j]} (derived: the nested rule)",
+                               partial_of=(e.name, j)))
+    return out
+
+
+#: the derived partial ops, after every block (not public, no numpy callables)
+DERIVED = [d for e in ELEMENTWISE for d in _derived(e)]
+
+# ---------------------------------------------------------------------------
 # derived views
 # ---------------------------------------------------------------------------
 
 def opcodes():
     """name -> opcode: leaves, unary, unary_k, binary, then structural ops. The
-    grouping by kind makes each arity class a range of opcodes."""
+    grouping by kind makes each arity class a range of opcodes; the derived partial
+    ops sit in their class after the blocks."""
+    every = ELEMENTWISE + DERIVED
     order = list(LEAVES)
-    order += [e.name for e in ELEMENTWISE if e.arity == 1 and not e.has_k]
-    order += [e.name for e in ELEMENTWISE if e.has_k]
-    order += [e.name for e in ELEMENTWISE if e.arity == 2]
+    order += [e.name for e in every if e.arity == 1 and not e.has_k]
+    order += [e.name for e in every if e.has_k]
+    order += [e.name for e in every if e.arity == 2]
     order += [s.name for s in STRUCTURAL]
     if len(order) != len(set(order)):
         raise ValueError("fastape registry: duplicate op names")
@@ -606,4 +662,7 @@ def opcodes():
     return {name: i for i, name in enumerate(order)}
 
 
-BY_NAME = {e.name: e for e in ELEMENTWISE} | {s.name: s for s in STRUCTURAL}
+BY_NAME = {e.name: e for e in ELEMENTWISE + DERIVED} | {s.name: s for s in STRUCTURAL}
+#: op name -> its derived partial op's name, per operand (None: the partial is constant)
+PARTIAL_OPS = {e.name: tuple(f"{e.name}_D{j}" if f"{e.name}_D{j}" in BY_NAME else None
+                             for j in range(e.arity)) for e in ELEMENTWISE}
