@@ -158,14 +158,16 @@ def test_recorders_refuse_none_instead_of_crashing():
 
 
 def test_messages_point_to_what_exists():
-    with pytest.raises(ft.ShapeError, match="Function.vjp") as e:
+    with pytest.raises(ft.ShapeError, match="fastape.vjp or fastape.jacobian"):
         ft.grad(lambda x: x * 2)(np.ones(2))
-    assert "fastape.vjp" not in str(e.value)
+    assert callable(ft.vjp) and callable(ft.jacobian)
     with ft.Tape() as t:
         x = t.var(np.ones(2))
         y = x * 2
-    with pytest.raises(ft.ShapeError, match="Function.vjp"):
+    with pytest.raises(ft.ShapeError, match=r"Tape.backward\(output, cotangent\)"):
         t.gradient(y, x)
+    t.backward(y, np.array([1.0, 3.0]))
+    np.testing.assert_array_equal(t.adjoint(x), [2.0, 6.0])
 
 
 def test_zero_multiplier_through_matmul_and_solve_is_the_mechanism():

@@ -33,6 +33,7 @@ from fastape._tape cimport (Tape, Var, i64, i32, read_slot, elementwise_forward,
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+from fastape import _nesting
 from fastape._tree import describe, difference, flatten, normalize_argnums, unflatten
 from fastape.errors import BranchChanged, ShapeError, TapeError
 
@@ -589,7 +590,8 @@ cdef class Function:
         with rec:
             inputs = [rec.var(x) for x in leaves]
             input_nodes = [(<Var>x).node for x in inputs]
-            out = self.fun(*unflatten(self.treedef, inputs))
+            with _nesting.recording(rec):   # transforms inside fun record on rec
+                out = self.fun(*unflatten(self.treedef, inputs))
             if type(out) is not Var:
                 if not (isinstance(out, (int, float, np.number)) and
                         np.asarray(out).dtype.kind in "biuf") and not (

@@ -611,18 +611,31 @@ cdef class Tape:
         self.backward(output)
         return _map_structure(inputs, self._adjoint_of, "Tape.gradient")
 
-    def backward(self, output):
-        """Run the reverse sweep seeded with λ_output = 1; read adjoints with adjoint()."""
+    def backward(self, output, cotangent=None):
+        """Run the reverse sweep seeded with λ_output = 1 (a scalar output), or with
+        λ_output = cotangent (an array of the output's shape: a vector-Jacobian
+        product); read the multipliers with adjoint()."""
         self._check()
         cdef Var out = _own(self, output, "Tape.gradient", "output")
-        if out.size != 1:
-            raise ShapeError(f"Tape.gradient: the output must be a scalar, got shape {out.shape}"
-                             "; sum it first, or compile the function and use "
-                             "Function.vjp(args, cotangent) for a vector output")
+        cdef double[::1] ct
+        if cotangent is None:
+            if out.size != 1:
+                raise ShapeError(f"Tape.gradient: the output must be a scalar, got shape "
+                                 f"{out.shape}; sum it first, or pass a cotangent of its "
+                                 "shape to Tape.backward(output, cotangent)")
+        else:
+            c = _as_array(cotangent, "Tape.backward", "cotangent")
+            if c.shape != out.shape:
+                raise ShapeError(f"Tape.backward: the cotangent has shape {c.shape}, the "
+                                 f"output has shape {out.shape}")
+            ct = c.reshape(-1)
         self._enter_sweep()
         try:
             self.prepare_adjoints()
-            self.adjoint_ptr(out.node)[0] = 1.0
+            if cotangent is None:
+                self.adjoint_ptr(out.node)[0] = 1.0
+            elif out.size:
+                memcpy(self.adjoint_ptr(out.node), &ct[0], out.size * sizeof(double))
             with nogil:
                 self.reverse_sweep(out.node)
         finally:

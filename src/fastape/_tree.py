@@ -14,7 +14,8 @@ A *pytree* is a nested container whose ends are *leaves*. The containers:
 * ``None``: a container with no children (an optional argument left out), as in
   JAX.
 
-Everything else is a leaf, and a leaf must be a real number or an array of real
+Everything else is a leaf, and a leaf must be a fastape value (a ``Var``: nested
+transforms pass them), a real number or an array of real
 numbers (numpy bool, integer or float dtype; anything ``np.asarray`` turns into
 one). ``str``, ``bytes``, complex numbers and arrays, and objects numpy can only
 hold as ``dtype=object`` raise a ``TypeError`` that names the leaf's path
@@ -42,6 +43,8 @@ import operator
 import sys
 
 import numpy as np
+
+from fastape._tape import Var
 
 __all__ = ["TreeDef", "flatten", "unflatten", "describe", "difference",
            "normalize_argnums"]
@@ -335,6 +338,8 @@ def _leaf(x):
     cls = type(x)
     if cls is np.ndarray or isinstance(x, np.ndarray):
         return x, _real_shape(x, "an array")
+    if cls is Var:          # a value of a tape (nested transforms take them as leaves)
+        return x, x.shape
     if cls is int or cls is bool:
         try:
             return float(x), ()

@@ -565,3 +565,67 @@ cdef object _compare(Var x, object other, int how):
             other = _leaf(x.tape, CONSTANT, ov, "comparison", "other")
         x.tape.on_compare(how, x.node, (<Var>other).node, r)
     return r
+
+
+# -- the tape as data, for the recorded reverse sweep (fastape._rules) -------------
+
+def node_var(Tape t not None, i64 node, tuple shape):
+    """A Var for recorded node `node` of t, viewed with `shape` (of its size)."""
+    t._check()
+    if node < 0 or node >= t.n or _prod(shape) != t.size_of(node):
+        raise ValueError(f"node_var: node {node} of a tape of {t.n} nodes cannot have "
+                         f"shape {shape}")
+    return _new(t, node, shape, t.size_of(node))
+
+
+def node_record(Tape t not None, i64 i):
+    """(opcode, a, b, size, params) of node i: b is the immediate k (a float) for ops
+    whose b field is a pool index, params the node's parameter struct after its size
+    field (a tuple of ints)."""
+    t._check()
+    cdef int o = t.op[i]
+    cdef i64 j, m = t.nparams_of(i)
+    cdef i64* P
+    b = t.pool[t.b[i]] if b_kind(o) == B_POOL else int(t.b[i])
+    params = ()
+    if m:
+        P = t.params(i)
+        params = tuple(int(P[j]) for j in range(1, m))
+    return o, int(t.a[i]), b, int(t.size_of(i)), params
+
+
+def dependents(Tape t not None, leaves, i64 top):
+    """The nodes 0..top that depend on any of `leaves` (node ids), ascending: their
+    parents (a, b and node-id parameters) reach a leaf."""
+    t._check()
+    cdef i64 lo = top + 1, i, q, pos
+    cdef int o
+    cdef i64* P
+    for v in leaves:
+        if v < lo:
+            lo = v
+    if lo > top:
+        return []
+    dep = np.zeros(top - lo + 1, dtype=np.uint8)
+    cdef unsigned char[::1] d = dep
+    for v in leaves:
+        if v <= top:
+            d[v - lo] = 1
+    out = []
+    for i in range(lo, top + 1):
+        o = t.op[i]
+        if not d[i - lo] and not is_leaf(o):
+            if t.a[i] >= lo and d[t.a[i] - lo]:
+                d[i - lo] = 1
+            elif b_kind(o) == B_NODE and t.b[i] >= lo and d[t.b[i] - lo]:
+                d[i - lo] = 1
+            elif t.off != NULL and t.poff[i] >= 0:
+                P = t.params(i)
+                for q in range(node_param_count(o, P)):
+                    pos = P[node_param_pos(o, P, q)]
+                    if pos >= lo and d[pos - lo]:
+                        d[i - lo] = 1
+                        break
+        if d[i - lo]:
+            out.append(i)
+    return out
