@@ -192,6 +192,62 @@ def test_prod_with_zeros_closed_form():
     np.testing.assert_array_equal(g, [0.0, 0.0, 0.0])
 
 
+# -- second order: nested gradients (the recorded reverse sweep) ------------------------
+
+def _nested_hessian(fn, args):
+    """The Hessian of fn at args by grad of grad (the inner gradient recorded on the
+    outer tape), row i being ∂(∂f/∂x_i)/∂x."""
+    k = len(args)
+    return np.array([[np.asarray(ft.grad(lambda *a, i=i: ft.grad(fn, argnums=i)(*a),
+                                          argnums=j)(*args)) for j in range(k)]
+                     for i in range(k)], dtype=float)
+
+
+@pytest.mark.parametrize("row", ELEMENTWISE_ROWS, ids=repr)
+def test_scalar_second_derivatives_vs_differences_of_the_gradient(row, rng):
+    """Every op's second derivatives, through grad(grad(.)), against central differences
+    of its (first-order, compiled-sweep) gradient."""
+    f = lambda *a: row.fn(ft, *a)      # noqa: E731
+    for _ in range(3):
+        args = _points(row, rng)
+        H = _nested_hessian(f, args)
+        for i in range(row.arity):
+            gi = lambda *a, i=i: ft.grad(f, argnums=i)(*a)     # noqa: E731
+            for j in range(row.arity):
+                fd = central_diff(gi, args, j, h=1e-5)
+                assert H[i, j] == pytest.approx(fd, rel=1e-5, abs=1e-6), (row, args, i, j)
+        assert H == pytest.approx(H.T, rel=1e-12, abs=1e-12)
+
+
+@pytest.mark.parametrize("row", ELEMENTWISE_ROWS, ids=repr)
+def test_array_hessian_vector_products(row, rng):
+    """H·w for each operand of an array row, by the gradient of ⟨∇f, w⟩ recorded on
+    the tape, against central differences of ⟨∇f, w⟩."""
+    args = _points(row, rng, (3,))
+    w = rng.uniform(0.5, 1.5, size=3)
+    loss = lambda *a: ft.sum(row.fn(ft, *a))       # noqa: E731
+    for i in range(row.arity):
+        inner = lambda *a, i=i: ft.sum(ft.grad(loss, argnums=i)(*a) * w)      # noqa: E731
+        for j in range(row.arity):
+            hw = ft.grad(inner, argnums=j)(*args)
+            fd = central_diff(lambda *a, i=i: float(np.sum(ft.grad(loss, argnums=i)(*a) * w)),
+                              args, j, h=1e-5)
+            np.testing.assert_allclose(hw, fd, rtol=1e-5, atol=1e-6, err_msg=repr(row))
+
+
+@pytest.mark.parametrize("name,fn", STRUCTURAL_ROWS, ids=[r[0] for r in STRUCTURAL_ROWS])
+def test_structural_hessian_vector_products(name, fn, rng):
+    """Second order through every structural and linear-algebra op: H·w by grad of
+    ⟨∇f, w⟩ against central differences of ⟨∇f, w⟩ (f's gradient by the compiled
+    reverse sweep)."""
+    w = rng.uniform(0.5, 1.5, size=X23.shape)
+    f = lambda x: fn(ft, x)        # noqa: E731
+    hw = ft.grad(lambda x: ft.sum(ft.grad(f)(x) * w))(X23)
+    fd = central_diff(lambda x: float(np.sum(ft.grad(f)(x) * w)), [X23], 0, h=1e-5)
+    assert hw.shape == X23.shape
+    np.testing.assert_allclose(hw, fd, rtol=1e-5, atol=1e-6)
+
+
 # -- completeness -----------------------------------------------------------------------
 
 UNRECORDED = {Op.INPUT, Op.CONSTANT, Op.NUM_OPS}
@@ -205,6 +261,9 @@ def _recorded_ops():
             with ft.Tape() as t:
                 args = [t.var(a) for a in _points(row, rng, shape)]
                 row.fn(ft, *args)
+                # the gradient recorded on the tape: the derived partial ops
+                ft.grad(lambda *a, fn=row.fn: ft.sum(fn(ft, *a)),
+                        tuple(range(row.arity)))(*args)
             seen.update(int(o) for o in t.opcodes())
     for _, fn in STRUCTURAL_ROWS:
         with ft.Tape() as t:

@@ -6,7 +6,10 @@ Quick start::
     f = lambda x: np.sum(np.sin(x) * x)
     ft.grad(f)(np.linspace(0, 1, 5))
 
-Public API: :func:`grad`, :func:`value_and_grad`, :class:`Tape` (a context
+Public API: the transforms :func:`grad`, :func:`value_and_grad`, :func:`jvp`,
+:func:`vjp`, :func:`linearize`, :func:`jacobian` (:func:`jacfwd`, :func:`jacrev`),
+:func:`hessian`, :func:`hvp` (JAX's names; they nest to any order), :func:`compile`,
+:class:`Tape` (a context
 manager; ``tape.var``, ``tape.gradient``, ``tape.adjoint``), :class:`Var`, the
 numpy-style functions below, and the exceptions :class:`ShapeError`,
 :class:`TapeError`, :class:`BranchChanged`.
@@ -18,13 +21,26 @@ from fastape._functions import *  # noqa: F403 - the numpy-style functions, __al
 from fastape._functions import __all__ as _FUNCTIONS
 from fastape._ops import Cmp, Op
 from fastape._tape import Tape, Var
-from fastape.api import compile, grad, value_and_grad
+from fastape.api import (
+                         compile,
+                         grad,
+                         hessian,
+                         hvp,
+                         jacfwd,
+                         jacobian,
+                         jacrev,
+                         jvp,
+                         linearize,
+                         value_and_grad,
+                         vjp,
+)
 from fastape.errors import BranchChanged, FastapeError, ShapeError, TapeError
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Tape", "Var", "Op", "Cmp", "Function", "compile", "grad", "value_and_grad", "linalg",
+    "jvp", "vjp", "linearize", "jacobian", "jacfwd", "jacrev", "hessian", "hvp",
     "ShapeError", "TapeError", "BranchChanged", "FastapeError",
     *_FUNCTIONS,
 ]

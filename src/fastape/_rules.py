@@ -12,8 +12,8 @@ derivatives of recorded programs, to any order, and compiled functions replay th
 The rules, one per op, use the node's recorded values (``x``, ``y``, the node's own
 value ``z``) and its multiplier ``g``, all as flat values (size 1: a scalar):
 
-* elementwise ops: ``g · ∂f/∂x_j``. A constant partial is a number; the smooth ops
-  of ``EXACT`` below write their partial with ops (so every order is exact); every
+* elementwise ops: ``g · ∂f/∂x_j``. A constant partial is a number; the blocks
+  with ``nested`` expressions write their partials with ops (every order is exact); every
   other op records its derived partial op ``<OP>_D<j>`` (``registry.DERIVED``), whose
   own partials are the registry's second partials. A derived op has no partials of
   its own: a third derivative through one raises rather than guess.
@@ -37,51 +37,21 @@ _BLOCK = {int(getattr(Op, e.name)): e for e in registry.ELEMENTWISE + registry.D
 _PARTIAL_OP = {int(getattr(Op, name)): tuple(None if d is None else int(getattr(Op, d))
                                              for d in ds)
                for name, ds in registry.PARTIAL_OPS.items()}
-_CODE = {o.name: int(o) for o in Op}
 _B_POOL = 2
 
 
-def _exact(name):
-    return _CODE[name]
+def _nested_rule(e):
+    """The block's partials written with ops (its ``nested`` expressions) as a function
+    of (x, y, k, z), or None."""
+    if not e.nested:
+        return None
+    exprs = ", ".join(e.nested) + ("," if len(e.nested) == 1 else "")
+    return eval(f"lambda x, y, k, z: ({exprs})", dict(vars(_ufuncs)))  # noqa: S307
 
 
-# Partials written with ops (x, y: the operands, k: the immediate, z: the node's
-# value): their derivatives are again recorded ops, so every order is exact. Each
-# agrees with its registry block's d0/d1 (tests/test_nested.py checks both).
-_LN2 = 0.6931471805599453
-EXACT = {
-    _exact("NEG"): lambda x, y, k, z: (-1.0, 0.0),
-    _exact("EXP"): lambda x, y, k, z: (z, 0.0),
-    _exact("EXPM1"): lambda x, y, k, z: (z + 1.0, 0.0),
-    _exact("LOG"): lambda x, y, k, z: (_ufuncs.reciprocal(x), 0.0),
-    _exact("LOG1P"): lambda x, y, k, z: (_ufuncs.reciprocal(x + 1.0), 0.0),
-    _exact("LOG2"): lambda x, y, k, z: (1.4426950408889634 / x, 0.0),
-    _exact("LOG10"): lambda x, y, k, z: (0.4342944819032518 / x, 0.0),
-    _exact("EXP2"): lambda x, y, k, z: (_LN2 * z, 0.0),
-    _exact("SQRT"): lambda x, y, k, z: (0.5 / z, 0.0),
-    _exact("SQUARE"): lambda x, y, k, z: (2.0 * x, 0.0),
-    _exact("RECIPROCAL"): lambda x, y, k, z: (-_ufuncs.square(z), 0.0),
-    _exact("SIN"): lambda x, y, k, z: (_ufuncs.cos(x), 0.0),
-    _exact("COS"): lambda x, y, k, z: (-_ufuncs.sin(x), 0.0),
-    _exact("TAN"): lambda x, y, k, z: (1.0 + _ufuncs.square(z), 0.0),
-    _exact("ARCTAN"): lambda x, y, k, z: (_ufuncs.reciprocal(1.0 + _ufuncs.square(x)), 0.0),
-    _exact("SINH"): lambda x, y, k, z: (_ufuncs.cosh(x), 0.0),
-    _exact("COSH"): lambda x, y, k, z: (_ufuncs.sinh(x), 0.0),
-    _exact("TANH"): lambda x, y, k, z: (1.0 - _ufuncs.square(z), 0.0),
-    _exact("SIGMOID"): lambda x, y, k, z: (z * (1.0 - z), 0.0),
-    _exact("SOFTPLUS"): lambda x, y, k, z: (_ufuncs.sigmoid(x), 0.0),
-    _exact("ERF"): lambda x, y, k, z: (1.1283791670955126 * _ufuncs.exp(-_ufuncs.square(x)),
-                                       0.0),
-    _exact("ERFC"): lambda x, y, k, z: (-1.1283791670955126 * _ufuncs.exp(-_ufuncs.square(x)),
-                                        0.0),
-    _exact("NDTR"): lambda x, y, k, z: (0.3989422804014327
-                                        * _ufuncs.exp(-0.5 * _ufuncs.square(x)), 0.0),
-    _exact("DIV_K"): lambda x, y, k, z: (1.0 / k, 0.0),
-    _exact("RDIV_K"): lambda x, y, k, z: (-z / x, 0.0),
-    _exact("POW_K"): lambda x, y, k, z: (0.0 if k == 0.0 else k * x ** (k - 1.0), 0.0),
-    _exact("MUL"): lambda x, y, k, z: (y, x),
-    _exact("DIV"): lambda x, y, k, z: (_ufuncs.reciprocal(y), -z / y),
-}
+#: opcode -> its partials written with fastape ops (registry ``nested``): their
+#: derivatives are again recorded ops, so every order is exact
+EXACT = {o: r for o, e in _BLOCK.items() if (r := _nested_rule(e)) is not None}
 
 
 def _constant(expr, k):
@@ -153,6 +123,14 @@ def _joined(t, pts, size):
 def _view(v, shape):
     """v seen with another shape of its size (no node: a Var is a tape and a node)."""
     return node_var(v.tape, v.node, tuple(shape))
+
+
+def _gather(v, idx):
+    """v.flat[idx] as a flat value (a scalar for one index)."""
+    idx = np.asarray(idx, dtype=np.int64).reshape(-1)
+    if idx.size == 1:
+        return _tape.item(_view(v, (v.size,)), int(idx[0]))
+    return _tape.gather(_view(v, (v.size,)), idx, (idx.size,))
 
 
 def _sum_to(v, size):
@@ -227,17 +205,16 @@ def _scatter(s, x_node, g, idx):
         inv[idx[once]] = np.nonzero(once)[0]
         zero = _tape.constant_like(g, np.zeros(1))
         ext = _tape.concat([_view(g, (n,)), zero], 1, 1, [n, 1], (n + 1,))
-        s.add(x_node, _tape.gather(ext, inv, () if m == 1 else (m,)))
+        s.add(x_node, _gather(ext, inv))
     for p in np.nonzero(counts > 1)[0]:
         pos = np.nonzero(idx == p)[0]
-        s.add_at(x_node, int(p), _tape.reduce(int(Op.SUM), _tape.gather(
-            _view(g, (n,)), pos, (pos.size,)), 1, pos.size, 1, ()))
+        s.add_at(x_node, int(p), _tape.reduce(int(Op.SUM), _gather(g, pos), 1, pos.size,
+                                              1, ()))
 
 
 def _flip(v, outer, n, inner):
     """v viewed as (outer, n, inner), reversed along its middle axis (flat)."""
-    idx = np.arange(outer * n * inner).reshape(outer, n, inner)[:, ::-1, :].reshape(-1)
-    return _tape.gather(_view(v, (v.size,)), idx, (v.size,))
+    return _gather(v, np.arange(outer * n * inner).reshape(outer, n, inner)[:, ::-1, :])
 
 
 def _spread(g, outer, n, inner):
@@ -257,7 +234,7 @@ def _exclusive_products(x, outer, n, inner, reverse):
         cp = _tape.cumulative(int(Op.CUMPROD), v, outer, n, inner, (size,))
         head = np.arange(size).reshape(outer, n, inner)[:, :-1, :].reshape(-1)
         out = _tape.concat([_view(one, (outer * inner,)),
-                            _tape.gather(cp, head, (head.size,))],
+                            _view(_gather(cp, head), (head.size,))],
                            outer, inner, [1, n - 1], (size,))
     return _flip(out, outer, n, inner) if reverse else out
 
@@ -311,8 +288,7 @@ def _concat(s, i, a, size, g, P):
         node, start, length = P[4 + 3 * q: 7 + 3 * q]
         if node in s.dep and length:
             idx = flat[:, start:start + length, :].reshape(-1)
-            s.add(node, _tape.gather(_view(g, (size,)), idx,
-                                     () if idx.size == 1 else (idx.size,)))
+            s.add(node, _gather(g, idx))
 
 
 def _matmul(s, i, a, b, size, g, P):

@@ -176,6 +176,375 @@ def grad(fun, argnums=0):
     return grad_fun
 
 
+# ---------------------------------------------------------------------------
+# forward mode, vector-Jacobian products, Jacobians and Hessians
+# ---------------------------------------------------------------------------
+
+def _name(fun):
+    return getattr(fun, "__name__", "function")
+
+
+def _primals(primals, where, what="primals"):
+    if not isinstance(primals, (tuple, list)):
+        raise TypeError(f"{where}: {what} must be a tuple (or list) of arguments, got "
+                        f"{type(primals).__name__}")
+    return flatten(tuple(primals), what, where)
+
+
+def _as_value(tape, x, shape):
+    """x (a tangent or cotangent leaf) as a value of `tape`, flat: itself, or a constant."""
+    if type(x) is Var:
+        if x.tape is not tape:
+            raise TapeError("a tangent or cotangent belongs to another tape")
+        v = x
+    else:
+        v = tape.constant(np.asarray(x, dtype=np.float64).reshape(shape))
+    return _tape.node_var(tape, v.node, () if v.size == 1 else (v.size,))
+
+
+def _outputs(out, where):
+    """(leaves, treedef) of a function's output pytree: values, numbers and arrays."""
+    return flatten(out, "output", where)
+
+
+def _check_like(found, expected, where, what):
+    from fastape._tree import describe, difference
+    if found is not expected and found != expected:
+        raise ShapeError(f"{where}: {difference(found, expected, what)} ({what} has the "
+                         f"structure {describe(found)}, expected {describe(expected)})")
+
+
+def _value_of(o):
+    if type(o) is Var:
+        v = o.value
+        return float(v) if np.ndim(v) == 0 else v
+    return float(o) if np.ndim(o) == 0 else np.array(o, dtype=np.float64)
+
+
+def _zero_tangent(o):
+    return 0.0 if np.ndim(o) == 0 and not (isinstance(o, Var) and o.shape) else \
+        np.zeros(np.shape(o) if not isinstance(o, Var) else o.shape)
+
+
+def _tangent_sweep(tape, inputs, tangent_leaves, outs):
+    """Tangents of the outputs `outs` (values of `tape`, or constants) by one
+    compiled tangent sweep seeded with tangent_leaves on `inputs`."""
+    tape.forward_tangents(inputs, [np.asarray(v, dtype=np.float64) for v in tangent_leaves])
+    return [tape.tangent(o) if type(o) is Var else _zero_tangent(o) for o in outs]
+
+
+def _nested_jvp(tape, inputs, tangent_leaves, outs):
+    """Tangents of `outs` recorded on `tape` (so that they can be differentiated):
+    J v = ∂/∂u ⟨Jᵀu, v⟩ by two recorded reverse sweeps, u a zero cotangent."""
+    pairs = [(o, tape.constant(np.zeros(o.shape))) for o in outs if type(o) is Var]
+    result = {}
+    if pairs:
+        g = _rules.vjp(tape, pairs, inputs)
+        seeds = [(gj, _as_value(tape, v, x.shape)) for gj, v, x in zip(g, tangent_leaves, inputs)
+                 if gj is not None]
+        if seeds:
+            tl = _rules.vjp(tape, seeds, [u for _, u in pairs])
+            result = {id(o): t for (o, _), t in zip(pairs, tl)}
+    return [_view(result.get(id(o)), o.shape) if type(o) is Var else _zero_tangent(o)
+            for o in outs]
+
+
+def jvp(fun, primals, tangents):
+    """Forward mode: ``(fun(*primals), J·tangents)``, the Jacobian-vector product (JAX's
+    ``jax.jvp``). ``primals`` and ``tangents`` are tuples of the same structure (pytrees
+    of numbers and arrays, one entry per argument of ``fun``); the output may be any
+    pytree of values, and its tangent has its structure.
+
+    One recording of ``fun`` and one tangent sweep (compiled, op-agnostic: each node's
+    tangent is d0·ẋ + d1·ẏ, structural ops their own rule). Nested inside another
+    transform, the tangent is recorded instead, so it can be differentiated.
+
+    >>> import fastape as ft, numpy as np
+    >>> ft.jvp(lambda x: np.sin(x) * x, (1.0,), (1.0,))   # (sin 1, cos 1 + sin 1)
+    (0.8414709848078965, 1.3817732906760363)
+    """
+    where = f"jvp of {_name(fun)}"
+    leaves, td = _primals(primals, where)
+    tleaves, ttd = _primals(tangents, where, "tangents")
+    _check_like(ttd, td, where, "tangents")
+    for t in tleaves:
+        if type(t) is not Var and np.asarray(t).dtype.kind == "c":
+            raise TypeError(f"{where}: a tangent is complex; fastape differentiates real "
+                            "functions")
+    outer = _outer_tape({0: (leaves + [t for t in tleaves if type(t) is Var], td)}, where)
+    if outer is not None:
+        out, inputs = _record_args(fun, primals, td, leaves, outer, where)
+        outs, otd = _outputs(out, where)
+        return out, unflatten(otd, _nested_jvp(outer, inputs, tleaves, outs))
+    tape = Tape()
+    try:
+        with tape:
+            out, inputs = _record_args(fun, primals, td, leaves, tape, where, fresh=True)
+        outs, otd = _outputs(out, where)
+        tans = _tangent_sweep(tape, inputs, tleaves, outs)
+        return unflatten(otd, [_value_of(o) for o in outs]), unflatten(otd, tans)
+    finally:
+        tape.release()
+
+
+def _record_args(fun, primals, td, leaves, tape, where, fresh=False):
+    """fun called with every argument recorded on tape (inputs of a fresh tape, or
+    copies and constants on an enclosing one). Returns (output, input values)."""
+    vs = []
+    for x in leaves:
+        if type(x) is Var:
+            if x.tape is not tape:
+                raise TapeError(f"{where}: the primals hold a value of another tape")
+            vs.append(_tape.copy_as(x, x.shape))
+        else:
+            vs.append(tape.var(x) if fresh else tape.constant(x))
+    with _nesting.recording(tape):
+        out = fun(*unflatten(td, vs))
+    return out, vs
+
+
+def linearize(fun, *primals):
+    """``(fun(*primals), f_jvp)`` where ``f_jvp(*tangents)`` is the Jacobian-vector
+    product at ``primals`` (JAX's ``jax.linearize``): ``fun`` is recorded once and each
+    call runs one tangent sweep over the recording."""
+    where = f"linearize of {_name(fun)}"
+    leaves, td = _primals(primals, where)
+    outer = _outer_tape({0: (leaves, td)}, where)
+    if outer is not None:
+        out = jvp(fun, primals, tuple(_zeros_like(x) if not isinstance(x, Var)
+                                      else np.zeros(x.shape) for x in primals))[0]
+
+        def f_jvp_nested(*tangents):
+            return jvp(fun, primals, tangents)[1]
+        return out, f_jvp_nested
+    tape = Tape()
+    with tape:
+        out, inputs = _record_args(fun, primals, td, leaves, tape, where, fresh=True)
+    outs, otd = _outputs(out, where)
+
+    def f_jvp(*tangents):
+        tleaves, ttd = _primals(tangents, where, "tangents")
+        _check_like(ttd, td, where, "tangents")
+        return unflatten(otd, _tangent_sweep(tape, inputs, tleaves, outs))
+
+    return unflatten(otd, [_value_of(o) for o in outs]), f_jvp
+
+
+def vjp(fun, *primals):
+    """``(fun(*primals), f_vjp)`` where ``f_vjp(cotangent)`` returns the tuple of
+    ``cotangentᵀ ∂fun/∂primals[i]``, one entry per primal in its structure (JAX's
+    ``jax.vjp``). The cotangent has the output's structure. ``fun`` is recorded once;
+    each call of ``f_vjp`` is one reverse sweep."""
+    where = f"vjp of {_name(fun)}"
+    leaves, td = _primals(primals, where)
+    outer = _outer_tape({0: (leaves, td)}, where)
+    tape = outer if outer is not None else Tape()
+    if outer is not None:
+        out, inputs = _record_args(fun, primals, td, leaves, tape, where)
+        outs, otd = _outputs(out, where)
+        packed = None
+    else:
+        with tape:
+            out, inputs = _record_args(fun, primals, td, leaves, tape, where, fresh=True)
+            outs, otd = _outputs(out, where)
+            packed = _pack(outs)
+
+    def f_vjp(cotangent):
+        cleaves, ctd = flatten(cotangent, "cotangent", where)
+        _check_like(ctd, otd, where, "cotangent")
+        if outer is not None:
+            seeds = [(o, _as_value(tape, c, o.shape)) for o, c in zip(outs, cleaves)
+                     if type(o) is Var]
+            gs = _rules.vjp(tape, seeds, inputs) if seeds else [None] * len(inputs)
+            grads = [_view(g, x.shape) for g, x in zip(gs, inputs)]
+        elif packed is None:
+            grads = [_zeros_like(x) for x in leaves]
+        else:
+            for c in cleaves:
+                if type(c) is not Var and np.asarray(c).dtype.kind == "c":
+                    raise TypeError(f"{where}: the cotangent is complex; fastape "
+                                    "differentiates real functions")
+            var_cots = [np.asarray(c, dtype=np.float64).reshape(-1)
+                        for o, c in zip(outs, cleaves) if type(o) is Var]
+            tape.backward(packed, np.concatenate(var_cots).reshape(packed.shape)
+                          if len(var_cots) > 1 or packed.shape != outs[0].shape
+                          else var_cots[0].reshape(packed.shape))
+            grads = [_gradient_like(x, tape.adjoint(v)) for x, v in zip(leaves, inputs)]
+        return tuple(unflatten(td, grads))
+
+    return unflatten(otd, [o if outer is not None else _value_of(o) for o in outs]), f_vjp
+
+
+def _pack(outs):
+    """The output values as one value of the tape (for one sweep over all of them):
+    the value itself when there is one, else their flattened concatenation."""
+    from fastape import _functions
+    vs = [o for o in outs if type(o) is Var]
+    if not vs:
+        return None
+    if len(vs) == 1 and len(outs) == 1:
+        return vs[0]
+    return _functions.concatenate([_functions.reshape(v, (-1,)) for v in vs])
+
+
+def jacobian(fun, argnums=0, mode="auto"):
+    """Return a function computing the Jacobian of ``fun`` with respect to
+    ``args[argnums]``: for an output of shape S and an argument leaf of shape T an
+    array of shape S + T (JAX's layout); pytree arguments give their structure, tuple
+    ``argnums`` a tuple, pytree outputs their structure of those.
+
+    ``mode``: ``"fwd"`` (vector forward mode: tangent sweeps of up to 64 directions
+    each, one pass per block of input elements), ``"rev"`` (one reverse sweep per
+    output element), or ``"auto"``: forward when the inputs are fewer than the outputs.
+    """
+    if mode not in ("auto", "fwd", "rev"):
+        raise ValueError(f"jacobian: mode must be 'auto', 'fwd' or 'rev', got {mode!r}")
+    where = f"jacobian of {_name(fun)}"
+
+    @functools.wraps(fun)
+    def jac_fun(*args, **kwargs):
+        single, nums = normalize_argnums(argnums, len(args), where)
+        flat = {}
+        for i in nums:
+            if i not in flat:
+                flat[i] = flatten(args[i], f"args[{i}]", where)
+        outer = _outer_tape(flat, where)
+        tape = outer if outer is not None else Tape()
+        try:
+            if outer is not None:
+                out, inputs = _record(fun, args, kwargs, flat, tape, where, nested=True)
+            else:
+                with tape:
+                    out, inputs = _record(fun, args, kwargs, flat, tape, where)
+            outs, otd = _outputs(out, where)
+            every = [v for i in flat for v in inputs[i]]
+            blocks = _jacobian_blocks(tape, outer is not None, outs, every, mode)
+            result = []
+            for j in range(len(outs)):
+                per_leaf = iter(blocks[j])
+                per_arg = {i: unflatten(flat[i][1], [next(per_leaf) for _ in inputs[i]])
+                           for i in flat}
+                ga = [per_arg[i] for i in nums]
+                result.append(ga[0] if single else tuple(ga))
+            return unflatten(otd, result)
+        finally:
+            if outer is None:
+                tape.release()
+
+    return jac_fun
+
+
+def _jacobian_blocks(tape, nested, outs, inputs, mode):
+    """blocks[j][q]: ∂outs[j]/∂inputs[q], of shape outs[j].shape + inputs[q].shape."""
+    shapes = [np.shape(o) if type(o) is not Var else o.shape for o in outs]
+    n_out = sum(int(np.prod(s)) for s in shapes)
+    n_in = sum(v.size for v in inputs)
+    if nested:
+        return _nested_jacobian(tape, outs, shapes, inputs)
+    if mode == "auto":
+        mode = "fwd" if n_in < n_out else "rev"
+    J = np.zeros((n_out, n_in))
+    packed = _pack(outs) if mode == "rev" else None
+    var_rows = []               # packed row ranges of the outputs that are values
+    r = 0
+    for o, s in zip(outs, shapes):
+        m = int(np.prod(s))
+        if type(o) is Var:
+            var_rows.append((r, m))
+        r += m
+    if mode == "fwd" and n_in:
+        for lo in range(0, n_in, 64):
+            p = min(64, n_in - lo)
+            dirs, c = [], 0
+            for v in inputs:
+                d = np.zeros((p, v.size))
+                for q in range(p):
+                    if 0 <= lo + q - c < v.size:
+                        d[q, lo + q - c] = 1.0
+                dirs.append(d.reshape((p,) + v.shape))
+                c += v.size
+            tape.forward_tangents(inputs, dirs, p=p)
+            for o, (r0, m) in zip([o for o in outs if type(o) is Var], var_rows):
+                J[r0:r0 + m, lo:lo + p] = np.asarray(tape.tangent(o)).reshape(p, m).T
+    elif mode == "rev" and packed is not None:
+        rows = np.concatenate([np.arange(r0, r0 + m) for r0, m in var_rows])
+        for e, row in enumerate(rows):
+            cot = np.zeros(packed.size)
+            cot[e] = 1.0
+            tape.backward(packed, cot.reshape(packed.shape))
+            J[row] = np.concatenate([np.asarray(tape.adjoint(v), dtype=np.float64).reshape(-1)
+                                     for v in inputs]) if inputs else np.zeros(0)
+    return _split(J, shapes, [v.shape for v in inputs])
+
+
+def _split(J, out_shapes, in_shapes):
+    blocks, r = [], 0
+    for s in out_shapes:
+        m = int(np.prod(s))
+        row, c = [], 0
+        for t in in_shapes:
+            n = int(np.prod(t))
+            row.append(J[r:r + m, c:c + n].reshape(tuple(s) + tuple(t)))
+            c += n
+        blocks.append(row)
+        r += m
+    return blocks
+
+
+def _nested_jacobian(tape, outs, shapes, inputs):
+    """Jacobian blocks recorded on tape (one recorded reverse sweep per output element)."""
+    from fastape import _functions
+    blocks = []
+    for o, s in zip(outs, shapes):
+        m = int(np.prod(s))
+        if type(o) is not Var:
+            blocks.append([np.zeros(tuple(s) + v.shape) for v in inputs])
+            continue
+        rows = [[] for _ in inputs]
+        for e in range(m):
+            cot = np.zeros(m)
+            cot[e] = 1.0
+            gs = _rules.vjp(tape, [(o, tape.constant(cot.reshape(s)))], inputs)
+            for q, (g, v) in enumerate(zip(gs, inputs)):
+                rows[q].append(_tape.node_var(tape, g.node, (v.size,)) if g is not None
+                               else tape.constant(np.zeros(v.size)))
+        blocks.append([_functions.reshape(_functions.stack(rq), tuple(s) + v.shape)
+                       if rq else np.zeros(tuple(s) + v.shape)
+                       for rq, v in zip(rows, inputs)])
+    return blocks
+
+
+def jacfwd(fun, argnums=0):
+    """:func:`jacobian` in forward mode (JAX's ``jax.jacfwd``)."""
+    return jacobian(fun, argnums, mode="fwd")
+
+
+def jacrev(fun, argnums=0):
+    """:func:`jacobian` in reverse mode (JAX's ``jax.jacrev``)."""
+    return jacobian(fun, argnums, mode="rev")
+
+
+def hessian(fun, argnums=0):
+    """Return a function computing the Hessian of scalar ``fun`` with respect to
+    ``args[argnums]``: forward mode over the recorded reverse sweep (the gradient is
+    recorded on the tape, then differentiated by vector tangent sweeps). For an
+    argument of shape T the result has shape T + T.
+
+    >>> import fastape as ft, numpy as np
+    >>> ft.hessian(lambda x: x[0] ** 2 * x[1])(np.array([1.0, 2.0]))
+    array([[4., 2.],
+           [2., 0.]])
+    """
+    return jacobian(grad(fun, argnums), argnums, mode="fwd")
+
+
+def hvp(fun, x, v):
+    """The Hessian-vector product ∇²fun(x)·v of scalar ``fun`` of one argument ``x`` (a
+    pytree; ``v`` of its structure): forward over reverse, one recording and one
+    tangent sweep over the recorded gradient."""
+    return jvp(grad(fun), (x,), (v,))[1]
+
+
 def compile(fun, *example_args, argnums=0, retrace=True, max_traces=8):  # noqa: A001
     """Record ``fun`` once on ``example_args`` and return a :class:`Function` that
     replays the tape on new arguments of the same shapes at C speed.

@@ -72,6 +72,7 @@ class Elementwise:
     domain: tuple = ((-2.0, 2.0), (-2.0, 2.0))    # where tests sample each operand
     test: tuple = ()             # extra test expressions in m, x, y (m: a namespace)
     doc: str = ""
+    nested: tuple = ()           # the partials written with fastape ops (see below)
     partial_of: tuple = ()       # derived ops: (base op name, operand j) for ∂base/∂x_j
 
 
@@ -96,21 +97,23 @@ def _domain(d, arity):
 
 
 def unary(name, *, value, d0, d00, public=None, numpy=(), domain=(-2.0, 2.0), test=(),
-          doc=""):
+          nested=(), doc=""):
     ELEMENTWISE.append(Elementwise(name, 1, False, value, d0, "0.0", d00, "0.0", "0.0",
                                    public, tuple(numpy), _domain(domain, 1), tuple(test),
-                                   doc))
+                                   doc, tuple(nested)))
 
 
-def unary_k(name, *, value, d0, d00, test, domain=(-2.0, 2.0), doc=""):
+def unary_k(name, *, value, d0, d00, test, domain=(-2.0, 2.0), nested=(), doc=""):
     ELEMENTWISE.append(Elementwise(name, 1, True, value, d0, "0.0", d00, "0.0", "0.0",
-                                   None, (), _domain(domain, 1), tuple(test), doc))
+                                   None, (), _domain(domain, 1), tuple(test), doc,
+                                   tuple(nested)))
 
 
 def binary(name, *, value, d0, d1, d00, d01, d11, public=None, numpy=(),
-           domain=((-2.0, 2.0), (-2.0, 2.0)), test=(), doc=""):
+           domain=((-2.0, 2.0), (-2.0, 2.0)), test=(), nested=(), doc=""):
     ELEMENTWISE.append(Elementwise(name, 2, False, value, d0, d1, d00, d01, d11, public,
-                                   tuple(numpy), _domain(domain, 2), tuple(test), doc))
+                                   tuple(numpy), _domain(domain, 2), tuple(test), doc,
+                                   tuple(nested)))
 
 
 def structural(name, kernel, *, b="none", node_params=(), doc=""):
@@ -122,33 +125,42 @@ def structural(name, kernel, *, b="none", node_params=(), doc=""):
 # ---------------------------------------------------------------------------
 
 unary("NEG", public="negative", numpy=("numpy.negative",),
-      value="-x", d0="-1.0", d00="0.0", test=("-x",), doc="-x")
+      value="-x", d0="-1.0", d00="0.0", test=("-x",), nested=("-1.0",), doc="-x")
 unary("ABS", public="absolute", numpy=("numpy.absolute", "numpy.fabs"),
       value="fabs(x)", d0="(x > 0) - (x < 0) + 0.0", d00="0.0", domain=(0.1, 2.0),
       test=("abs(x) * (x - 3.0)",), doc="|x| (partial sign(x), 0 at 0)")
 unary("EXP", public="exp", numpy=("numpy.exp",),
-      value="exp(x)", d0="v", d00="v", doc="e**x")
+      value="exp(x)", d0="v", d00="v", nested=("z",), doc="e**x")
 unary("LOG", public="log", numpy=("numpy.log",),
       value="log(x)", d0="1.0 / x", d00="-d0 * d0", domain=(0.1, 3.0),
+      nested=("reciprocal(x)",),
       doc="natural logarithm")
 unary("LOG1P", public="log1p", numpy=("numpy.log1p",),
       value="log1p(x)", d0="1.0 / (1.0 + x)", d00="-d0 * d0", domain=(-0.9, 3.0),
+      nested=("reciprocal(x + 1.0)",),
       doc="log(1 + x), accurate near 0")
 unary("EXPM1", public="expm1", numpy=("numpy.expm1",),
-      value="expm1(x)", d0="v + 1.0", d00="v + 1.0", doc="e**x - 1, accurate near 0")
+      value="expm1(x)", d0="v + 1.0", d00="v + 1.0",
+      nested=("z + 1.0",), doc="e**x - 1, accurate near 0")
 unary("SQRT", public="sqrt", numpy=("numpy.sqrt",),
       value="sqrt(x)", d0="0.5 / v", d00="-0.25 / (v * v * v)", domain=(0.1, 3.0),
+      nested=("0.5 / z",),
       doc="square root")
 unary("SQUARE", public="square", numpy=("numpy.square",),
-      value="x * x", d0="2.0 * x", d00="2.0", test=("x ** 2",), doc="x**2")
+      value="x * x", d0="2.0 * x", d00="2.0", test=("x ** 2",),
+      nested=("2.0 * x",), doc="x**2")
 unary("RECIPROCAL", public="reciprocal", numpy=("numpy.reciprocal",),
-      value="1.0 / x", d0="-v * v", d00="2.0 * v * v * v", domain=(0.2, 3.0), doc="1/x")
+      value="1.0 / x", d0="-v * v", d00="2.0 * v * v * v", domain=(0.2, 3.0),
+      nested=("-square(z)",), doc="1/x")
 unary("SIN", public="sin", numpy=("numpy.sin",),
-      value="sin(x)", d0="cos(x)", d00="-v", domain=(-3.0, 3.0), doc="sine")
+      value="sin(x)", d0="cos(x)", d00="-v", domain=(-3.0, 3.0),
+      nested=("cos(x)",), doc="sine")
 unary("COS", public="cos", numpy=("numpy.cos",),
-      value="cos(x)", d0="-sin(x)", d00="-v", domain=(-3.0, 3.0), doc="cosine")
+      value="cos(x)", d0="-sin(x)", d00="-v", domain=(-3.0, 3.0),
+      nested=("-sin(x)",), doc="cosine")
 unary("TAN", public="tan", numpy=("numpy.tan",),
       value="tan(x)", d0="1.0 + v * v", d00="2.0 * v * d0", domain=(-1.2, 1.2),
+      nested=("1.0 + square(z)",),
       doc="tangent")
 unary("ARCSIN", public="arcsin", numpy=("numpy.arcsin",),
       value="asin(x)", d0="1.0 / sqrt(1.0 - x * x)", d00="x * d0 * d0 * d0",
@@ -158,20 +170,24 @@ unary("ARCCOS", public="arccos", numpy=("numpy.arccos",),
       domain=(-0.9, 0.9), doc="inverse cosine")
 unary("ARCTAN", public="arctan", numpy=("numpy.arctan",),
       value="atan(x)", d0="1.0 / (1.0 + x * x)", d00="-2.0 * x * d0 * d0",
-      domain=(-3.0, 3.0), doc="inverse tangent")
+      domain=(-3.0, 3.0), nested=("reciprocal(1.0 + square(x))",), doc="inverse tangent")
 unary("SINH", public="sinh", numpy=("numpy.sinh",),
-      value="sinh(x)", d0="cosh(x)", d00="v", doc="hyperbolic sine")
+      value="sinh(x)", d0="cosh(x)", d00="v", nested=("cosh(x)",), doc="hyperbolic sine")
 unary("COSH", public="cosh", numpy=("numpy.cosh",),
-      value="cosh(x)", d0="sinh(x)", d00="v", doc="hyperbolic cosine")
+      value="cosh(x)", d0="sinh(x)", d00="v", nested=("sinh(x)",), doc="hyperbolic cosine")
 unary("TANH", public="tanh", numpy=("numpy.tanh",),
-      value="tanh(x)", d0="1.0 - v * v", d00="-2.0 * v * d0", doc="hyperbolic tangent")
+      value="tanh(x)", d0="1.0 - v * v", d00="-2.0 * v * d0",
+      nested=("1.0 - square(z)",), doc="hyperbolic tangent")
 unary("SIGMOID", public="sigmoid", numpy=("scipy.special.expit",),
       value="_sigmoid(x)", d0="v * (1.0 - v)", d00="d0 * (1.0 - 2.0 * v)",
-      domain=(-30.0, 30.0), doc="logistic function 1/(1 + e**-x), computed without overflow")
+      domain=(-30.0, 30.0),
+      nested=("z * (1.0 - z)",),
+      doc="logistic function 1/(1 + e**-x), computed without overflow")
 unary("SOFTPLUS", public="softplus",
       # log(1 + e^x) without overflow
       value="(x if x > 0 else 0.0) + log1p(exp(-fabs(x)))", d0="_sigmoid(x)",
       d00="d0 * (1.0 - d0)", domain=(-30.0, 30.0),
+      nested=("sigmoid(x)",),
       doc="log(1 + e**x), computed without overflow")
 unary("RELU", public="relu",
       # nan stays nan, as numpy.maximum(x, 0)
@@ -198,13 +214,16 @@ unary_k("ADD_K", value="x + k", d0="1.0", d00="0.0", test=("x + 2.5", "2.5 + x",
         doc="x + k")
 unary_k("MUL_K", value="x * k", d0="k", d00="0.0", test=("x * 3.0", "3 * x"), doc="x * k")
 unary_k("RSUB_K", value="k - x", d0="-1.0", d00="0.0", test=("2.5 - x",), doc="k - x")
-unary_k("DIV_K", value="x / k", d0="1.0 / k", d00="0.0", test=("x / 3.0",), doc="x / k")
+unary_k("DIV_K", value="x / k", d0="1.0 / k", d00="0.0", test=("x / 3.0",),
+        nested=("1.0 / k",), doc="x / k")
 unary_k("RDIV_K", value="k / x", d0="-v / x", d00="-2.0 * d0 / x", domain=(0.2, 3.0),
-        test=("3.0 / x",), doc="k / x")
+        test=("3.0 / x",), nested=("-z / x",), doc="k / x")
 unary_k("POW_K", value="pow(x, k)", domain=(0.1, 3.0),
         d0="0.0 if k == 0.0 else k * pow(x, k - 1.0)",
         d00="0.0 if k == 0.0 or k == 1.0 else k * (k - 1.0) * pow(x, k - 2.0)",
-        test=("x ** 3.5", "x ** 0 + x", "x ** 1.0 * x"), doc="x ** k (x ** 2 records SQUARE)")
+        test=("x ** 3.5", "x ** 0 + x", "x ** 1.0 * x"),
+        nested=("0.0 if k == 0.0 else k * x ** (k - 1.0)",),
+        doc="x ** k (x ** 2 records SQUARE)")
 unary_k("RPOW_K", value="pow(k, x)",
         # d/dx k^x = k^x log k, and 0 where k^x = 0 (k = 0, x > 0)
         d0="0.0 if v == 0.0 else v * log(k)", d00="0.0 if v == 0.0 else d0 * log(k)",
@@ -222,10 +241,11 @@ binary("SUB", public="subtract", numpy=("numpy.subtract",),
        test=("x - y",), doc="x1 - x2")
 binary("MUL", public="multiply", numpy=("numpy.multiply",),
        value="x * y", d0="y", d1="x", d00="0.0", d01="1.0", d11="0.0",
-       test=("x * y",), doc="x1 * x2")
+       test=("x * y",), nested=("y", "x"), doc="x1 * x2")
 binary("DIV", public="divide", numpy=("numpy.true_divide",),
        value="x / y", d0="1.0 / y", d1="-v / y", d00="0.0", d01="-d0 * d0",
        d11="-2.0 * d1 / y", domain=((-2.0, 2.0), (0.3, 3.0)), test=("x / y",),
+       nested=("reciprocal(y)", "-z / y"),
        doc="x1 / x2")
 binary("POW", public="power", numpy=("numpy.power", "numpy.float_power"),
        value="pow(x, y)",
@@ -276,6 +296,7 @@ unary("LOG2", public="log2", numpy=("numpy.log2",),
       d0="1.4426950408889634 / x",
       d00="-d0 / x",
       domain=(0.05, 20.0),
+      nested=("1.4426950408889634 / x",),
       doc="base-2 logarithm")
 
 unary("LOG10", public="log10", numpy=("numpy.log10",),
@@ -283,6 +304,7 @@ unary("LOG10", public="log10", numpy=("numpy.log10",),
       d0="0.4342944819032518 / x",
       d00="-d0 / x",
       domain=(0.05, 20.0),
+      nested=("0.4342944819032518 / x",),
       doc="base-10 logarithm")
 
 unary("EXP2", public="exp2", numpy=("numpy.exp2",),
@@ -290,6 +312,7 @@ unary("EXP2", public="exp2", numpy=("numpy.exp2",),
       d0="0.6931471805599453 * v",
       d00="0.6931471805599453 * d0",
       domain=(-10.0, 10.0),
+      nested=("0.6931471805599453 * z",),
       doc="2**x")
 
 # In terms of v, d0 stays finite for huge |x| and is +inf at 0 (the tangent is
@@ -465,6 +488,7 @@ unary("ERF", public="erf", numpy=("scipy.special.erf",),
       d0="1.1283791670955126 * exp(-x * x)",
       d00="-2.0 * x * d0",
       domain=(-3.0, 3.0),
+      nested=("1.1283791670955126 * exp(-square(x))",),
       doc="error function")
 
 unary("ERFC", public="erfc", numpy=("scipy.special.erfc",),
@@ -472,6 +496,7 @@ unary("ERFC", public="erfc", numpy=("scipy.special.erfc",),
       d0="-1.1283791670955126 * exp(-x * x)",
       d00="-2.0 * x * d0",
       domain=(-3.0, 5.0),
+      nested=("-1.1283791670955126 * exp(-square(x))",),
       doc="complementary error function 1 - erf(x), accurate for large x")
 
 # The inverse-function rule: erf'(v) = 2/sqrt(pi) e^(-v^2), so v' = sqrt(pi)/2 e^(v^2)
@@ -523,6 +548,7 @@ unary("NDTR", public="ndtr", numpy=("scipy.special.ndtr",),
       d0="0.3989422804014327 * exp(-0.5 * x * x)",
       d00="-x * d0",
       domain=(-6.0, 6.0),
+      nested=("0.3989422804014327 * exp(-0.5 * square(x))",),
       doc="standard normal CDF Phi(x)")
 
 # d0 = phi/Phi = exp(-x^2/2 - v)/sqrt(2 pi) never overflows, but for x -> -inf both
@@ -594,8 +620,11 @@ structural("NORM", "norm", doc="‖x‖₂ along the middle axis of (outer, n, i
 # ---------------------------------------------------------------------------
 #
 # Nested differentiation (grad of grad, Hessians) records the reverse sweep on the
-# tape, so each local partial must itself be a node. Where a partial is not a
-# constant, the op <NAME>_D0 (and <NAME>_D1 for the second operand) computes it,
+# tape, so each local partial must itself be a node. A block's ``nested`` gives its
+# partials written with fastape ops, one Python expression per operand in x, y, k and
+# z (the op's value) over the public functions (``cos(x)``, ``reciprocal(y)``): then
+# every order is exact, each derivative being again recorded ops. Elsewhere, where a
+# partial is not a constant, the op <NAME>_D0 (and <NAME>_D1 for the second operand) computes it,
 # from the same operands, with the block's second partials as its own first
 # partials: the registry's second partials are what a Hessian of the op uses. A
 # derived op has no partials of its own (d00 = NAN): a third derivative through
@@ -620,6 +649,8 @@ def is_constant(expr):
 
 
 def _derived(e):
+    if e.nested:
+        return []
     names = {"v": e.value}
     names["d0"] = _subst(e.d0, names)
     names["d1"] = _subst(e.d1, names)
