@@ -34,6 +34,7 @@ from fastape.api import (
                          value_and_grad,
                          vjp,
 )
+from fastape.custom import custom_jvp, custom_vjp
 from fastape.errors import BranchChanged, FastapeError, ShapeError, TapeError
 
 __version__ = "0.1.0"
@@ -41,6 +42,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Tape", "Var", "Op", "Cmp", "Function", "compile", "grad", "value_and_grad", "linalg",
     "jvp", "vjp", "linearize", "jacobian", "jacfwd", "jacrev", "hessian", "hvp",
+    "custom_vjp", "custom_jvp",
     "ShapeError", "TapeError", "BranchChanged", "FastapeError",
     *_FUNCTIONS,
 ]

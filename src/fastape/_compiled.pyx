@@ -471,6 +471,9 @@ cdef Tape _forward(Trace tr, list leaves):
     with nogil:
         tr.forward(t)
         ok = tr.nguards == 0 or tr.guards_hold(t)
+    if t.py_error is not None:          # a custom rule raised during the sweep
+        tr.release(t)
+        t.raise_pending()
     if ok:
         return t
     tr.release(t)
@@ -704,6 +707,7 @@ cdef class Function:
                 memcpy(t.adjoint_ptr(tr.output), &ct[0], tr.out_size * sizeof(double))
         with nogil:
             tr.reverse(t)
+        t.raise_pending()
         return self._grads(tr, t, td)
 
     def __call__(self, *args):
@@ -805,6 +809,8 @@ cdef class Function:
         finally:
             for c in clones:
                 tr.release(c)
+        for c in clones:
+            (<Tape>c).raise_pending()
         for r in np.flatnonzero(bad):       # rows that take another branch
             v, g = self.value_and_grad(Xa[r] if shape else float(Xa[r]))
             values[r] = v

@@ -30,7 +30,7 @@ import numpy as np
 
 from fastape import _tape, _ufuncs, registry
 from fastape._ops import Cmp, Op
-from fastape._tape import node_record, node_var
+from fastape._tape import Var, node_record, node_var
 from fastape.errors import TapeError
 
 _BLOCK = {int(getattr(Op, e.name)): e for e in registry.ELEMENTWISE + registry.DERIVED}
@@ -379,6 +379,23 @@ def _where(s, i, a, b, size, g, P):
                              node_record(t, p)[3]))
 
 
+def _callback(s, i, size, g, P):
+    """A custom rule (fastape.custom): the rule object records its own VJP."""
+    t = s.t
+    slot, nparents = P[0], P[1]
+    parents = P[2:2 + nparents]
+    rule = t.pyobjs[slot]
+    bars = rule.recorded_backward(t, [_flat(t, q) for q in parents],
+                                  _view(g, tuple(rule.out_shapes[0])
+                                        if len(rule.out_shapes) == 1 else (size,)))
+    for q, bar in zip(parents, bars):
+        if bar is None:
+            continue
+        if type(bar) is not Var:
+            bar = _tape.constant_like(g, np.asarray(bar, dtype=np.float64).reshape(-1))
+        s.add(q, _view(bar, () if bar.size == 1 else (bar.size,)))
+
+
 def _node(s, i, g):
     """Record node i's contributions g · ∂z_i/∂parents into the parents' multipliers."""
     t = s.t
@@ -421,6 +438,8 @@ def _node(s, i, g):
         _det(s, i, o, a, g, P)
     elif o == Op.NORM:
         _norm(s, i, a, size, g, P)
+    elif o == Op.CALLBACK:
+        _callback(s, i, size, g, P)
     else:
         raise TapeError(f"nested differentiation: no recorded rule for op {Op(o).name}")
 

@@ -37,6 +37,11 @@ cdef class Tape:
     cdef public i64 seed      # output node of the last reverse sweep (-1: none)
     cdef i64 swept            # nodes the last reverse sweep's adjoint arena covers
     cdef public object on_compare  # None, or called with (Cmp, x node, y node, result)
+    # CALLBACK nodes (_callback.pxi): their rule objects, the residuals of their last
+    # forward call (None until the first one), and an exception a rule raised in a sweep
+    cdef public list pyobjs
+    cdef public list pyres
+    cdef public object py_error
 
     cdef void _free(self) noexcept
     cdef int _grow_nodes(self, i64 need) except -1
@@ -49,6 +54,7 @@ cdef class Tape:
     cdef int _check(self) except -1
     cdef int _check_open(self) except -1
     cdef int _enter_sweep(self) except -1
+    cdef int raise_pending(self) except -1
     cdef int close(self) except -1
     cdef Tape clone(self)
     cdef i64 copy_node(self, Tape src, i64 i, const i64* remap) except -1

@@ -100,6 +100,7 @@ cdef bint _all_zero(const double* x, i64 n) noexcept nogil:
 include "_elementwise.pxi"
 include "_structural.pxi"
 include "_linalg.pxi"
+include "_callback.pxi"
 include "_dispatch.pxi"
 
 
@@ -137,6 +138,9 @@ cdef class Tape:
         self.seed = -1
         self.swept = 0
         self.on_compare = None
+        self.pyobjs = None
+        self.pyres = None
+        self.py_error = None
         self._closed = False
         self._released = False
         self._busy = False
@@ -197,6 +201,14 @@ cdef class Tape:
         if self._released:
             raise TapeError("this tape was released: its memory is freed "
                             "(values of a grad() call cannot be used after it returns)")
+        return 0
+
+    cdef int raise_pending(self) except -1:
+        """Raise (once) the exception a Python rule raised during the last sweep."""
+        e = self.py_error
+        if e is not None:
+            self.py_error = None
+            raise e
         return 0
 
     cdef int _enter_sweep(self) except -1:
@@ -435,6 +447,9 @@ cdef class Tape:
             t.P = <i64*>_dup(self.P, self.nP * sizeof(i64))
             t.nP = t.P_cap = self.nP
         t.need_work(self.work_len)
+        if self.pyobjs is not None:         # the rules are shared, residuals per copy
+            t.pyobjs = self.pyobjs
+            t.pyres = [None] * len(self.pyobjs)
         t._closed = True
         t.prepare_adjoints()
         return t
@@ -459,6 +474,13 @@ cdef class Tape:
             for q in range(node_param_count(o, P)):
                 pos = node_param_pos(o, P, q)
                 P[pos] = remap[P[pos]]
+            if o == CALLBACK:               # its rule object moves to this tape's list
+                if self.pyobjs is None:
+                    self.pyobjs = []
+                    self.pyres = []
+                self.pyobjs.append(src.pyobjs[P[1]])
+                self.pyres.append(src.pyres[P[1]])
+                P[1] = len(self.pyobjs) - 1
         if is_leaf(o):
             memcpy(self.value_ptr(j), src.value_ptr(i), src.size_of(i) * sizeof(double))
         else:
@@ -640,6 +662,7 @@ cdef class Tape:
                 self.reverse_sweep(out.node)
         finally:
             self._busy = False
+        self.raise_pending()
         self.seed = out.node
         self.swept = self.n
 
@@ -667,6 +690,7 @@ cdef class Tape:
                 self.forward_sweep(0, self.n)
         finally:
             self._busy = False
+        self.raise_pending()
 
 
 include "_var.pxi"

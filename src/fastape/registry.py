@@ -613,6 +613,8 @@ structural("SOLVE", "solve", b="node", doc="X = A⁻¹ B from an LU node (dtrsm)
 structural("DET", "det", doc="det A from an LU node")
 structural("LOGDET", "det", doc="log |det A| from an LU node")
 structural("NORM", "norm", doc="‖x‖₂ along the middle axis of (outer, n, inner) (dnrm2)")
+structural("CALLBACK", "callback", node_params=(3, -2, 1),
+           doc="a Python rule (custom_vjp, custom_jvp): value, adjoints and tangents")
 
 
 # ---------------------------------------------------------------------------
