@@ -123,6 +123,24 @@ def test_numpy_dispatch_records_the_same_ops(rng):
 # -- structural ops: checked against finite differences and closed forms ----------
 
 X23 = np.array([[0.3, -1.2, 2.0], [1.5, 0.7, -0.4]])
+
+
+@ft.custom_vjp
+def _softplus_vjp(x):
+    """softplus with its own reverse rule (a CALLBACK node on fastape values)."""
+    return np.log1p(np.exp(x))
+
+
+_softplus_vjp.defvjp(lambda x: (_softplus_vjp(x), x), lambda x, g: (g / (1.0 + np.exp(-x)),))
+
+
+@ft.custom_jvp
+def _sin_jvp(x):
+    return np.sin(x)
+
+
+_sin_jvp.defjvp(lambda p, t: (np.sin(p[0]), np.cos(p[0]) * t[0]))
+
 STRUCTURAL_ROWS = [
     ("item", lambda m, x: x[1, 2] * x[0, 0]),
     ("slice", lambda m, x: m.sum(x[:, ::-2] ** 2)),
@@ -155,6 +173,8 @@ STRUCTURAL_ROWS = [
     ("det", lambda m, x: m.linalg.det(m.matmul(x, x.T) + np.eye(2))),
     ("slogdet", lambda m, x: m.linalg.slogdet(m.matmul(x, x.T) + np.eye(2))[1]),
     ("norm", lambda m, x: m.linalg.norm(x)),
+    ("custom_vjp", lambda m, x: m.sum(_softplus_vjp(x) * x)),
+    ("custom_jvp", lambda m, x: m.sum(_sin_jvp(x * x[0, 1]))),
 ]
 
 
