@@ -44,8 +44,7 @@ def test_up_to_third_order(fun, derivs):
         if derivs is not None:
             assert got == pytest.approx(derivs(x), rel=1e-12)
         # each order against central differences of the one below
-        for k, d in enumerate((d1, d2, d3)):
-            lower = (fun, d1, d2)[k]
+        for k, lower in enumerate((fun, d1, d2)):
             fd = central_diff(lambda t, lower=lower: float(lower(t)), [x], 0, h=1e-5)
             assert got[k + 1] == pytest.approx(fd, rel=1e-6, abs=1e-8)
 
