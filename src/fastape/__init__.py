@@ -16,6 +16,7 @@ numpy-style functions below, and the exceptions :class:`ShapeError`,
 """
 
 from fastape import linalg
+from fastape._check import check_grads
 from fastape._compiled import Function
 from fastape._functions import *  # noqa: F403 - the numpy-style functions, __all__ below
 from fastape._functions import __all__ as _FUNCTIONS
@@ -42,7 +43,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Tape", "Var", "Op", "Cmp", "Function", "compile", "grad", "value_and_grad", "linalg",
     "jvp", "vjp", "linearize", "jacobian", "jacfwd", "jacrev", "hessian", "hvp",
-    "custom_vjp", "custom_jvp",
+    "custom_vjp", "custom_jvp", "check_grads",
     "ShapeError", "TapeError", "BranchChanged", "FastapeError",
     *_FUNCTIONS,
 ]
