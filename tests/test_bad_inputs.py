@@ -377,15 +377,21 @@ body("index-2d_column", lambda x: ft.sum(x[1, 3]), (m23,), IndexError)
 body("index-2d_mask_rows", lambda x: ft.sum(x[np.array([True, False, True])]), (m23,),
      IndexError)
 body("index-slice_step_zero", lambda x: ft.sum(x[::0]), (v3,), ValueError, "step")
-body("index-setitem_on_numpy", lambda x: _store(x), (v3,), TypeError,
-     xfail="today ValueError 'setting an array element with a sequence.', raised from "
-           "float()'s TypeError (issue 17)")
+body("index-setitem_on_numpy", lambda x: _store(x), (v3,), TypeError, "drop it from the tape")
+body("index-setitem_array_on_numpy", lambda x: _store_all(x), (v3,), TypeError,
+     "cannot be converted to a numpy array")
 
 
 def _store(x):
     z = np.zeros(3)
     z[0] = x[0]
     return ft.sum(x) + z[0]
+
+
+def _store_all(x):
+    z = np.zeros((2, 3))
+    z[0] = x
+    return ft.sum(x) + z[0, 0]
 
 
 # ---- values leaving the tape ----------------------------------------------------------

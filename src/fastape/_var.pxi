@@ -527,6 +527,22 @@ cdef class Var:
         return _functions.dot(self, other)
 
 
+# A Var is not a sequence to the C API: numpy, storing an object in a float array
+# (z[0] = v), calls float() and, when that fails on an object that *is* a sequence,
+# replaces our TypeError (which says what to do) with "setting an array element
+# with a sequence". Indexing, len() and iteration go through the mapping slot and
+# __iter__, which stay.
+cdef extern from *:
+    """
+    static void fastape_not_a_sequence(PyTypeObject* t) {
+        if (t->tp_as_sequence != NULL) t->tp_as_sequence->sq_item = NULL;
+    }
+    """
+    void fastape_not_a_sequence(object t)
+
+fastape_not_a_sequence(Var)
+
+
 cpdef object compare(Var x, object other, int how):
     """x (<, <=, >, >=, ==, !=)[how] other on the values, or a predicate of x alone
     (ISNAN, ISINF, ISFINITE, SIGNBIT: other is ignored) (how: a Cmp)."""
