@@ -33,7 +33,7 @@ from fastape._ops cimport (INPUT, GATHER1, TANH, LT, LE, GT, GE, EQ, ISNAN, ISIN
                            node_param_pos)
 from fastape._tape cimport (Tape, Var, i64, i32, read_slot, elementwise_forward,
                             elementwise_reverse, elementwise_tangent, run_forward,
-                            run_reverse, run_tangent)
+                            run_reverse, run_forward_tangent)
 
 from concurrent.futures import ThreadPoolExecutor
 
@@ -223,9 +223,12 @@ cdef class Schedule:
             else:
                 run_reverse(o, t.val, t.adj, t.pool, t.a, t.b, lo, hi)
 
-    cdef void tangent(self, Tape t) noexcept nogil:
-        """The tangent sweep in one direction (t.tan indexed like t.val), run by run: an
-        affine run is the elementwise tangent kernel on arena slices, as in forward."""
+    cdef void forward_tangent(self, Tape t) noexcept nogil:
+        """The forward and tangent sweeps (one direction: t.tan indexed like t.val) in
+        one pass, run by run: an affine run is the elementwise forward, then tangent,
+        kernel on arena slices (cache-hot); any other run the fused run loop, which
+        carries a chain's value and tangent side by side. The values come out bit for
+        bit as forward's."""
         cdef i64 r, lo, hi
         cdef int o
         cdef uint8_t kd
@@ -237,13 +240,16 @@ cdef class Schedule:
                 continue
             kd = self.kind[r]
             if kd & RUN_AFFINE:
+                elementwise_forward(o, t.val + t.a[lo], kd & RUN_SX != 0,
+                                    (t.pool if has_k(o) else t.val) + t.b[lo],
+                                    kd & RUN_SY != 0, t.val + lo, hi - lo)
                 elementwise_tangent(o, t.val + t.a[lo], kd & RUN_SX != 0,
                                     (t.pool if has_k(o) else t.val) + t.b[lo],
                                     kd & RUN_SY != 0, t.val + lo, t.tan + t.a[lo],
                                     t.tan + t.b[lo] if is_binary(o) else NULL, t.tan + lo,
                                     hi - lo, 1, 0)
             else:
-                run_tangent(o, t.val, t.tan, t.pool, t.a, t.b, lo, hi)
+                run_forward_tangent(o, t.val, t.tan, t.pool, t.a, t.b, lo, hi)
 
     cdef void clear(self, Tape t) noexcept nogil:
         memset(t.adj, 0, self.nleaf * sizeof(double))
@@ -392,10 +398,11 @@ cdef class Trace:
             t.forward_sweep(0, t.n)
 
     cdef void tangent(self, Tape t, i64 p) noexcept nogil:
-        """The tangent sweep in p directions (the arena prepared for them): the grouped
-        order is a tape order, so the plain sweep serves every p; p = 1 goes run by run."""
+        """The tangent sweep in p directions (the arena prepared for them) after a forward
+        sweep: the grouped order is a tape order, so the plain sweep serves every p;
+        p = 1 goes run by run (recomputing the values on the way, the same bits)."""
         if self.schedule is not None and p == 1:
-            self.schedule.tangent(t)
+            self.schedule.forward_tangent(t)
         else:
             t.tangent_sweep(0, t.n, p)
 
@@ -511,6 +518,35 @@ cdef Tape _forward(Trace tr, list leaves):
     return None
 
 
+cdef Tape _forward_tangent(Trace tr, list leaves, list diff, list seeds):
+    """A working copy of tr with these inputs swept forward and these tangents (one
+    direction; seeds[q] for input leaf diff[q]) swept too, or None (released) if a
+    guard fails. A grouped tape runs both sweeps in one pass before the guards are
+    checked (on a failure the tangents are simply not used)."""
+    cdef Tape t = tr.acquire()
+    cdef i64 k
+    cdef bint ok
+    try:
+        for k in range(len(leaves)):
+            _write(t, tr.inputs[k], leaves[k])
+        _seed_tangents(tr, t, diff, seeds)
+    except BaseException:
+        tr.release(t)
+        raise
+    with nogil:
+        if tr.schedule is not None:
+            tr.schedule.forward_tangent(t)
+        else:
+            t.forward_sweep(0, t.n)
+        ok = tr.nguards == 0 or tr.guards_hold(t)
+        if ok and tr.schedule is None:
+            t.tangent_sweep(0, t.n, 1)
+    if ok:
+        return t
+    tr.release(t)
+    return None
+
+
 # ---------------------------------------------------------------------------
 # argument handling
 # ---------------------------------------------------------------------------
@@ -551,6 +587,18 @@ cdef void _tangent_io(Tape t, i64 node, i64 k, double* buf, i64 m, bint write) n
             memcpy(tz, buf, m * sizeof(double))
         else:
             memcpy(buf, tz, m * sizeof(double))
+
+
+cdef int _seed_tangents(Trace tr, Tape t, list diff, list seeds) except -1:
+    """One direction: input leaf diff[q] gets the tangents seeds[q] (flat float64)."""
+    cdef double[::1] src
+    cdef i64 q
+    t.prepare_tangents(1, True)
+    for q in range(len(diff)):
+        src = seeds[q]
+        if src.shape[0]:
+            _tangent_io(t, tr.inputs[diff[q]], 0, &src[0], src.shape[0], True)
+    return 0
 
 
 cdef inline int _write(Tape t, i64 node, object leaf) except -1:
@@ -841,22 +889,23 @@ cdef class Function:
         """
         cdef Trace tr
         cdef Tape t
-        cdef double[::1] src
-        cdef i64 q
         if not isinstance(args, (tuple, list)):
             args = (args,)
         leaves, td = self._leaves(tuple(args))
         seeds = self._tangent_leaves(tangents, td)
         diff = self._diff_leaves()
-        tr, t = self._run(leaves)
+        tr = self.last
+        t = _forward_tangent(tr, leaves, diff, seeds)
+        if t is None:       # another branch: find or record its trace, then sweep
+            tr, t = self._run(leaves)
+            try:
+                _seed_tangents(tr, t, diff, seeds)
+                with nogil:
+                    tr.tangent(t, 1)
+            except BaseException:
+                tr.release(t)
+                raise
         try:
-            t.prepare_tangents(1, True)
-            for q in range(len(diff)):
-                src = seeds[q]
-                if src.shape[0]:
-                    _tangent_io(t, tr.inputs[diff[q]], 0, &src[0], src.shape[0], True)
-            with nogil:
-                tr.tangent(t, 1)
             return (read_slot(t, t.val, tr.output, tr.out_shape),
                     read_slot(t, t.tan, tr.output, tr.out_shape))
         finally:

@@ -97,7 +97,7 @@ cdef extern from *:
         const int32_t *, int64_t, int64_t) FASTAPE_KERNEL_INLINE;
     static inline void fastape_run_loop_rev(int, const double *, double *, const double *,
         const int32_t *, const int32_t *, int64_t, int64_t) FASTAPE_KERNEL_INLINE;
-    static inline void fastape_run_loop_tan(int, const double *, double *, const double *,
+    static inline void fastape_run_loop_tan(int, double *, double *, const double *,
         const int32_t *, const int32_t *, int64_t, int64_t) FASTAPE_KERNEL_INLINE;
     """
     # the arguments of an array loop (EW_*) and of a run loop (RUN_*): see _hot
@@ -237,25 +237,47 @@ cdef inline void _run_loop_rev "fastape_run_loop_rev"(
 
 
 cdef inline void _run_loop_tan "fastape_run_loop_tan"(
-        int o, const double* v, double* tan, const double* pool, const i32* pa,
-        const i32* pb, i64 lo, i64 hi) noexcept nogil:
-    """tan is one direction's tangent arena (scalar layout, p = 1): ż[i] = ∂f/∂x ż[a[i]]
-    + ∂f/∂y ż[b[i]] for a run lo..hi-1 of opcode o, in tape order; a zero tangent
-    contributes nothing. A parent that is the node just before (a chain) is read from
-    a register, as in _run_loop."""
+        int o, double* v, double* tan, const double* pool, const i32* pa, const i32* pb,
+        i64 lo, i64 hi) noexcept nogil:
+    """Scalar layout, one direction (tan indexed like v), a run lo..hi-1 of opcode o:
+    the values, exactly as _run_loop computes them, and in the same pass the tangents
+    ż[i] = ∂f/∂x ż[a[i]] + ∂f/∂y ż[b[i]]. Fused, so that a chain (s = s + t) carries its
+    value and its tangent as two independent register chains at the cost of one.
+
+    A zero tangent contributes nothing: the products are summed plainly and only a
+    NaN sum (an inf or NaN partial times a zero tangent, or a NaN operand) is redone
+    with the zero terms dropped. A branch, not selects: selects would put a compare
+    and a blend on the chain's critical path."""
     cdef i64 i
-    cdef double d0, d1, a, b, s
-    cdef double last = tan[lo - 1] if lo > 0 else 0.0
+    cdef double d0, d1, x, y, tx, ty = 0.0, s
+    cdef double last = v[lo - 1] if lo > 0 else 0.0
+    cdef double tlast = tan[lo - 1] if lo > 0 else 0.0
     cdef const double* src = pool if has_k(o) else v
     for i in range(lo, hi):
-        value_and_partials(o, v[pa[i]], src[pb[i]], &d0, &d1, v + i)
-        a = last if pa[i] == i - 1 else tan[pa[i]]
-        s = d0 * a if a != 0.0 else 0.0
+        if pa[i] == i - 1:
+            x = last
+            tx = tlast
+        else:
+            x = v[pa[i]]
+            tx = tan[pa[i]]
+        if not has_k(o) and pb[i] == i - 1:
+            y = last
+            ty = tlast
+        else:
+            y = src[pb[i]]
+            if is_binary(o):
+                ty = tan[pb[i]]
+        last = value_and_partials(o, x, y, &d0, &d1, NULL)
+        v[i] = last
+        s = d0 * tx
         if is_binary(o):
-            b = last if pb[i] == i - 1 else tan[pb[i]]
-            s = s + (d1 * b if b != 0.0 else 0.0)
+            s = s + d1 * ty
+        if s != s:
+            s = d0 * tx if tx != 0.0 else 0.0
+            if is_binary(o):
+                s = s + (d1 * ty if ty != 0.0 else 0.0)
         tan[i] = s
-        last = s
+        tlast = s
 
 
 # The loops above, each instantiated with a constant opcode for the ops listed in
@@ -359,13 +381,12 @@ cdef void run_reverse(int o, double* val, double* adj, const double* pool,
     _hot(RUN_REV, o, NULL, &r)
 
 
-cdef void run_tangent(int o, const double* val, double* tan, const double* pool,
-                      const i32* pa, const i32* pb, i64 lo, i64 hi) noexcept nogil:
-    """The tangent sweep over a run of nodes lo..hi-1 of opcode o (scalar layout, one
-    direction: tan is indexed like val)."""
+cdef void run_forward_tangent(int o, double* val, double* tan, const double* pool,
+                              const i32* pa, const i32* pb, i64 lo, i64 hi) noexcept nogil:
+    """The forward and tangent sweeps fused over a run of nodes lo..hi-1 of opcode o
+    (scalar layout, one direction: tan is indexed like val); see _run_loop_tan."""
     cdef _RunArgs r
-    r.val = <double*>val; r.tan = tan; r.pool = pool; r.pa = pa; r.pb = pb; r.lo = lo
-    r.hi = hi
+    r.val = val; r.tan = tan; r.pool = pool; r.pa = pa; r.pb = pb; r.lo = lo; r.hi = hi
     _hot(RUN_TAN, o, NULL, &r)
 
 

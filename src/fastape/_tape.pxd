@@ -93,8 +93,8 @@ cdef void run_reverse(int o, double* val, double* adj, const double* pool,
                       const i32* pa, const i32* pb, i64 lo, i64 hi) noexcept nogil
 cdef void elementwise_forward(int o, const double* x, i64 sx, const double* y, i64 sy,
                               double* out, i64 n) noexcept nogil
-cdef void run_tangent(int o, const double* val, double* tan, const double* pool,
-                      const i32* pa, const i32* pb, i64 lo, i64 hi) noexcept nogil
+cdef void run_forward_tangent(int o, double* val, double* tan, const double* pool,
+                              const i32* pa, const i32* pb, i64 lo, i64 hi) noexcept nogil
 cdef void elementwise_tangent(int o, const double* x, i64 sx, const double* y, i64 sy,
                               const double* z, const double* tx, const double* ty,
                               double* tz, i64 n, i64 p, i64 ld) noexcept nogil

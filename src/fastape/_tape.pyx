@@ -584,16 +584,22 @@ cdef class Tape:
         # scalar layout: the partials from the stored value (as the reverse sweep), then
         # the node's contiguous block of p tangents
         if p == 1:
+            # a plain sum, redone without the zero terms only when it is NaN: selects
+            # would lengthen a chain's critical path (see _run_loop_tan)
             for i in range(lo, hi):
                 o = op[i]
                 if o > CONSTANT:
                     value_and_partials(o, v[pa[i]], (pool if has_k(o) else v)[pb[i]],
                                        &d0, &d1, v + i)
                     w = T[pa[i]]
-                    s = d0 * w if w != 0.0 else 0.0
+                    s = d0 * w
                     if is_binary(o):
-                        w = T[pb[i]]
-                        s = s + (d1 * w if w != 0.0 else 0.0)
+                        s = s + d1 * T[pb[i]]
+                    if s != s:
+                        s = d0 * w if w != 0.0 else 0.0
+                        if is_binary(o):
+                            w = T[pb[i]]
+                            s = s + (d1 * w if w != 0.0 else 0.0)
                     T[i] = s
             return
         for i in range(lo, hi):
