@@ -10,7 +10,9 @@ into ``src/`` or git:
   per-op facts pruning needs (what the ``b`` field holds, which parameters are
   node ids);
 * ``_dispatch.pxi`` (included by ``_tape.pyx`` after the kernels): the one line
-  per structural op that sends a node to its forward or reverse kernel.
+  per structural op that sends a node to its forward, reverse or tangent kernel
+  (``<kernel>_forward(t, i)``, ``<kernel>_reverse(t, i)``,
+  ``<kernel>_tangent(t, i, T)`` with T one direction's tangent arena).
 
 It also renders ``_ops.pyi`` and ``_ufuncs.pyi``, the stubs type checkers read
 from the source tree; those are committed, and ``tests/test_registry.py`` fails
@@ -157,6 +159,11 @@ def generate_dispatch(reg):
 cdef inline void structural_{sweep}(Tape t, i64 i, int o) noexcept nogil:
     \"\"\"Structural and linear-algebra ops: {what}.\"\"\"""")
         out += _branches(reg.STRUCTURAL, lambda s, sweep=sweep: [f"{s.kernel}_{sweep}(t, i)"])
+    out.append("""
+cdef inline void structural_tangent(Tape t, i64 i, int o, double* T) noexcept nogil:
+    \"\"\"Structural and linear-algebra ops: node i's tangent in one direction, T that
+    direction's arena (the value layout: node j's tangent at T + t.off[j]).\"\"\"""")
+    out += _branches(reg.STRUCTURAL, lambda s: [f"{s.kernel}_tangent(t, i, T)"])
     return "\n".join(out) + "\n"
 
 

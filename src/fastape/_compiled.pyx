@@ -11,6 +11,10 @@ re-records the function on the new inputs (bounded) or raises BranchChanged.
 A tape of scalars whose nodes can be reordered into long runs of one opcode is
 grouped (see _grouped), so that the sweeps dispatch once per run, not per node.
 
+Forward mode: ``jvp`` runs the tangent sweep after the forward sweep (and the guard
+check) on the same clone; ``jacobian`` runs it in vector mode, up to 64 directions
+a sweep, or one reverse sweep per output element.
+
 Concurrency: every trace keeps a pool of tape clones. A call takes a clone (or
 makes one), runs the sweeps on it without the GIL, and puts it back, so calls
 from several Python threads never share a value arena. Batched calls run one
@@ -28,7 +32,8 @@ from fastape._ops cimport (INPUT, GATHER1, TANH, LT, LE, GT, GE, EQ, ISNAN, ISIN
                            is_binary, is_leaf, b_kind, B_NODE, node_param_count,
                            node_param_pos)
 from fastape._tape cimport (Tape, Var, i64, i32, read_slot, elementwise_forward,
-                            elementwise_reverse, run_forward, run_reverse)
+                            elementwise_reverse, elementwise_tangent, run_forward,
+                            run_reverse, run_forward_tangent)
 
 from concurrent.futures import ThreadPoolExecutor
 
@@ -219,6 +224,34 @@ cdef class Schedule:
             else:
                 run_reverse(o, t.val, t.adj, t.pool, t.a, t.b, lo, hi)
 
+    cdef void forward_tangent(self, Tape t) noexcept nogil:
+        """The forward and tangent sweeps (one direction: t.tan indexed like t.val) in
+        one pass, run by run: an affine run is the elementwise forward, then tangent,
+        kernel on arena slices (cache-hot); any other run the fused run loop, which
+        carries a chain's value and tangent side by side. The values come out bit for
+        bit as forward's."""
+        cdef i64 r, lo, hi
+        cdef int o
+        cdef uint8_t kd
+        for r in range(self.nruns):
+            lo = self.runs[r]
+            hi = self.runs[r + 1]
+            o = t.op[lo]
+            if is_leaf(o):
+                continue
+            kd = self.kind[r]
+            if kd & RUN_AFFINE:
+                elementwise_forward(o, t.val + t.a[lo], kd & RUN_SX != 0,
+                                    (t.pool if has_k(o) else t.val) + t.b[lo],
+                                    kd & RUN_SY != 0, t.val + lo, hi - lo)
+                elementwise_tangent(o, t.val + t.a[lo], kd & RUN_SX != 0,
+                                    (t.pool if has_k(o) else t.val) + t.b[lo],
+                                    kd & RUN_SY != 0, t.val + lo, t.tan + t.a[lo],
+                                    t.tan + t.b[lo] if is_binary(o) else NULL, t.tan + lo,
+                                    hi - lo, 1, 0)
+            else:
+                run_forward_tangent(o, t.val, t.tan, t.pool, t.a, t.b, lo, hi)
+
     cdef void clear(self, Tape t) noexcept nogil:
         memset(t.adj, 0, self.nleaf * sizeof(double))
 
@@ -365,6 +398,15 @@ cdef class Trace:
         else:
             t.forward_sweep(0, t.n)
 
+    cdef void tangent(self, Tape t, i64 p) noexcept nogil:
+        """The tangent sweep in p directions (the arena prepared for them) after a forward
+        sweep: the grouped order is a tape order, so the plain sweep serves every p;
+        p = 1 goes run by run (recomputing the values on the way, the same bits)."""
+        if self.schedule is not None and p == 1:
+            self.schedule.forward_tangent(t)
+        else:
+            t.tangent_sweep(0, t.n, p)
+
     cdef void clear_adjoints(self, Tape t) noexcept nogil:
         if self.schedule is not None:
             self.schedule.clear(t)
@@ -480,6 +522,35 @@ cdef Tape _forward(Trace tr, list leaves):
     return None
 
 
+cdef Tape _forward_tangent(Trace tr, list leaves, list diff, list seeds):
+    """A working copy of tr with these inputs swept forward and these tangents (one
+    direction; seeds[q] for input leaf diff[q]) swept too, or None (released) if a
+    guard fails. A grouped tape runs both sweeps in one pass before the guards are
+    checked (on a failure the tangents are simply not used)."""
+    cdef Tape t = tr.acquire()
+    cdef i64 k
+    cdef bint ok
+    try:
+        for k in range(len(leaves)):
+            _write(t, tr.inputs[k], leaves[k])
+        _seed_tangents(tr, t, diff, seeds)
+    except BaseException:
+        tr.release(t)
+        raise
+    with nogil:
+        if tr.schedule is not None:
+            tr.schedule.forward_tangent(t)
+        else:
+            t.forward_sweep(0, t.n)
+        ok = tr.nguards == 0 or tr.guards_hold(t)
+        if ok and tr.schedule is None:
+            t.tangent_sweep(0, t.n, 1)
+    if ok:
+        return t
+    tr.release(t)
+    return None
+
+
 # ---------------------------------------------------------------------------
 # argument handling
 # ---------------------------------------------------------------------------
@@ -500,6 +571,38 @@ def _real_array(x, str op, str arg):
                         + ("; fastape differentiates real float64 functions"
                            if a.dtype.kind == "c" else ""))
     return np.asarray(a, dtype=np.float64)
+
+
+cdef void _tangent_io(Tape t, i64 node, i64 k, double* buf, i64 m, bint write) noexcept:
+    """Copy the m tangents of a leaf (or output) node in direction k from buf (`write`)
+    or to it. In the scalar layout an array input is m consecutive scalar nodes (see
+    _prune), node-major with t.ntan directions; in the general layout one slot."""
+    cdef i64 e, p = t.ntan
+    cdef double* tz
+    if t.tld == 0:
+        for e in range(m):
+            if write:
+                t.tan[(node + e) * p + k] = buf[e]
+            else:
+                buf[e] = t.tan[(node + e) * p + k]
+    elif m:
+        tz = t.tangent_ptr(node, k)
+        if write:
+            memcpy(tz, buf, m * sizeof(double))
+        else:
+            memcpy(buf, tz, m * sizeof(double))
+
+
+cdef int _seed_tangents(Trace tr, Tape t, list diff, list seeds) except -1:
+    """One direction: input leaf diff[q] gets the tangents seeds[q] (flat float64)."""
+    cdef double[::1] src
+    cdef i64 q
+    t.prepare_tangents(1, True)
+    for q in range(len(diff)):
+        src = seeds[q]
+        if src.shape[0]:
+            _tangent_io(t, tr.inputs[diff[q]], 0, &src[0], src.shape[0], True)
+    return 0
 
 
 cdef inline int _write(Tape t, i64 node, object leaf) except -1:
@@ -748,6 +851,152 @@ cdef class Function:
             return read_slot(t, t.val, tr.output, tr.out_shape), g
         finally:
             tr.release(t)
+
+    cdef list _diff_leaves(self):
+        """The flattened leaves of args[argnums], in order."""
+        return [k for i in self.nums for k in range(self.arg_first[i], self.arg_first[i + 1])]
+
+    cdef list _tangent_leaves(self, object tangents, object td):
+        """The tangents of args[argnums] (their structure: one argument's, or a tuple of
+        them for tuple argnums) as flat float64 arrays, one per differentiated leaf."""
+        cdef list out = []
+        arg_defs = td.children()
+        if self.single:
+            parts = (tangents,)
+        else:
+            if not isinstance(tangents, (tuple, list)) or len(tangents) != len(self.nums):
+                raise TypeError(f"jvp: with argnums={self.argnums!r} the tangents must be a "
+                                f"tuple of {len(self.nums)} (one per differentiated "
+                                f"argument), got {type(tangents).__name__}")
+            parts = tuple(tangents)
+        for j in range(len(self.nums)):
+            i = self.nums[j]
+            name = "tangents" if self.single else f"tangents[{j}]"
+            lv, tdef = flatten(parts[j], name, "jvp")
+            if tdef != arg_defs[i]:
+                raise ShapeError(f"jvp: {difference(tdef, arg_defs[i], name)} (the tangents "
+                                 f"are {describe(tdef)}, argument {i} is "
+                                 f"{describe(arg_defs[i])})")
+            for leaf in lv:
+                out.append(np.ascontiguousarray(_real_array(leaf, "jvp", name)).reshape(-1))
+        return out
+
+    def jvp(self, args, tangents):
+        """``(f(*args), J·tangents)``: the Jacobian-vector product by one forward and one
+        tangent sweep (forward mode). ``args`` is the tuple of the call's arguments (or
+        the single argument); ``tangents`` has the structure of ``args[argnums]`` (a
+        tuple of such for tuple argnums). The tangent is a float or an array of the
+        output's shape.
+
+        >>> import numpy as np, fastape as ft
+        >>> F = ft.compile(lambda x: np.sum(x ** 3), np.ones(2))
+        >>> F.jvp(np.array([1.0, 2.0]), np.array([1.0, 0.5]))     # Σ 3 x² ẋ
+        (9.0, 9.0)
+        """
+        cdef Trace tr
+        cdef Tape t
+        if not isinstance(args, (tuple, list)):
+            args = (args,)
+        leaves, td = self._leaves(tuple(args))
+        seeds = self._tangent_leaves(tangents, td)
+        diff = self._diff_leaves()
+        tr = self.last
+        t = _forward_tangent(tr, leaves, diff, seeds)
+        if t is None:       # another branch: find or record its trace, then sweep
+            tr, t = self._run(leaves)
+            try:
+                _seed_tangents(tr, t, diff, seeds)
+                with nogil:
+                    tr.tangent(t, 1)
+            except BaseException:
+                tr.release(t)
+                raise
+        try:
+            return (read_slot(t, t.val, tr.output, tr.out_shape),
+                    read_slot(t, t.tan, tr.output, tr.out_shape))
+        finally:
+            tr.release(t)
+
+    def jacobian(self, *args, mode="auto"):
+        """The Jacobian ∂f/∂args[argnums]: for an array (or number) argument an array of
+        shape ``out_shape + arg_shape``, a tuple of such for tuple argnums, and for a
+        pytree argument its structure with arrays of shape ``out_shape + leaf_shape``.
+
+        ``mode="fwd"``: tangent sweeps in vector mode, one direction per differentiated
+        input scalar, 64 directions a sweep; ``"rev"``: one reverse sweep per output
+        element; ``"auto"``: fwd when the inputs are fewer than the outputs, else rev.
+
+        >>> import numpy as np, fastape as ft
+        >>> F = ft.compile(lambda x: x * x[0], np.ones(2))
+        >>> F.jacobian(np.array([2.0, 3.0]))
+        array([[4., 0.],
+               [3., 2.]])
+        """
+        cdef Trace tr
+        cdef Tape t
+        cdef i64 nin = 0, nout, q, m, b0, d, p, g0, e, r, node
+        cdef double[:, ::1] Jv
+        cdef double[::1] col
+        cdef double* tz
+        if mode not in ("auto", "fwd", "rev"):
+            raise ValueError(f"jacobian: mode must be 'auto', 'fwd' or 'rev', got {mode!r}")
+        leaves, td = self._leaves(args)
+        diff = self._diff_leaves()
+        sizes = [int(np.prod(self.leaf_shapes[k], dtype=np.int64)) for k in diff]
+        first = [0]
+        for m in sizes:
+            nin += m
+            first.append(nin)
+        tr, t = self._run(leaves)
+        try:
+            nout = tr.out_size
+            if mode == "auto":
+                mode = "fwd" if nin < nout else "rev"
+            J = np.zeros((nout, nin))
+            Jv = J
+            if nin and nout and mode == "fwd":
+                col = np.empty(max(nout, max(sizes)))
+                for b0 in range(0, nin, 64):
+                    p = min(64, nin - b0)
+                    t.prepare_tangents(p, True)
+                    for q in range(len(diff)):      # direction d seeds input scalar b0 + d
+                        node = tr.inputs[diff[q]]
+                        m = sizes[q]
+                        g0 = first[q]
+                        for d in range(p):
+                            memset(&col[0], 0, m * sizeof(double))
+                            if g0 <= b0 + d < g0 + m:
+                                col[b0 + d - g0] = 1.0
+                            _tangent_io(t, node, d, &col[0], m, True)
+                    with nogil:
+                        tr.tangent(t, p)
+                    for d in range(p):
+                        _tangent_io(t, tr.output, d, &col[0], nout, False)
+                        for r in range(nout):
+                            Jv[r, b0 + d] = col[r]
+            elif nin and nout:
+                for r in range(nout):
+                    tr.clear_adjoints(t)
+                    t.adjoint_ptr(tr.output)[r] = 1.0
+                    with nogil:
+                        tr.reverse(t)
+                    for q in range(len(diff)):
+                        tz = t.adjoint_ptr(tr.inputs[diff[q]])
+                        for e in range(sizes[q]):
+                            Jv[r, first[q] + e] = tz[e]
+        finally:
+            tr.release(t)
+        arg_defs = td.children()
+        out = []
+        q = 0
+        for i in self.nums:
+            blocks = []
+            for k in range(self.arg_first[i], self.arg_first[i + 1]):
+                blocks.append(J[:, first[q]:first[q + 1]].reshape(
+                    tr.out_shape + self.leaf_shapes[k]).copy())
+                q += 1
+            out.append(blocks[0] if self.arg_is_leaf[i] else unflatten(arg_defs[i], blocks))
+        return out[0] if self.single else tuple(out)
 
     def value_and_grad_batch(self, X, threads=None):
         """Values and gradients at many points: row r of X is the (single) argument.

@@ -1,10 +1,11 @@
 # Elementwise kernels (included into _tape.pyx): the op table applied over arrays
-# and over runs of scalar nodes, forward and reverse side by side. Every loop calls
+# and over runs of scalar nodes, forward, tangent and reverse side by side. Every loop calls
 # value_and_partials (the generated op table, _ops.pxd) with the opcode; the
 # instantiation list in _hot turns that into one specialised loop per cheap op.
 #
 # Names: x, y the operands' values; z the node's own values; lam the node's
-# adjoints (λ); x_bar, y_bar the parents' adjoints, accumulated into.
+# adjoints (λ); x_bar, y_bar the parents' adjoints, accumulated into; tx, ty, tz the
+# operands' and the node's tangents (ẋ, ẏ, ż).
 
 # tanh of a contiguous array: TANH's forward loop in the elementwise kernels below.
 # Branch-free so the compiler vectorises it (glibc's scalar tanh costs ~20 ns an
@@ -68,13 +69,17 @@ cdef extern from *:
     static inline void fastape_ew_loop_rev(int, const double *, int64_t, const double *,
         int64_t, const double *, const double *, double *, double *,
         int64_t) FASTAPE_KERNEL_INLINE;
+    static inline void fastape_ew_loop_tan(int, const double *, int64_t, const double *,
+        int64_t, const double *, const double *, const double *, double *, int64_t,
+        int64_t, int64_t) FASTAPE_KERNEL_INLINE;
     typedef struct {
         const double *x; int64_t sx; const double *y; int64_t sy; const double *z;
         const double *lam; double *x_bar; double *y_bar; double *out; int64_t n;
+        const double *tx; const double *ty; double *tz; int64_t p; int64_t ld;
     } fastape_ew_args;
     typedef struct {
         double *val; double *adj; const double *pool; const int32_t *pa;
-        const int32_t *pb; int64_t lo; int64_t hi;
+        const int32_t *pb; int64_t lo; int64_t hi; double *tan;
     } fastape_run_args;
     static inline void fastape_kernel(int, int, fastape_ew_args *, fastape_run_args *)
         FASTAPE_KERNEL_INLINE;
@@ -85,9 +90,14 @@ cdef extern from *:
     static inline void fastape_ew_ops_rev(int, const double *, int64_t, const double *,
         int64_t, const double *, const double *, double *, double *,
         int64_t) FASTAPE_KERNEL_INLINE;
+    static inline void fastape_ew_ops_tan(int, const double *, int64_t, const double *,
+        int64_t, const double *, const double *, const double *, double *, int64_t,
+        int64_t, int64_t) FASTAPE_KERNEL_INLINE;
     static inline void fastape_run_loop(int, double *, const double *, const int32_t *,
         const int32_t *, int64_t, int64_t) FASTAPE_KERNEL_INLINE;
     static inline void fastape_run_loop_rev(int, const double *, double *, const double *,
+        const int32_t *, const int32_t *, int64_t, int64_t) FASTAPE_KERNEL_INLINE;
+    static inline void fastape_run_loop_tan(int, double *, double *, const double *,
         const int32_t *, const int32_t *, int64_t, int64_t) FASTAPE_KERNEL_INLINE;
     """
     # the arguments of an array loop (EW_*) and of a run loop (RUN_*): see _hot
@@ -102,6 +112,11 @@ cdef extern from *:
         double* y_bar            # EW_REV: y's adjoints (NULL: unary op)
         double* out              # EW_FWD: the node's values
         i64 n                    # elements
+        const double* tx         # EW_TAN: x's tangents (direction k at tx + k·ld)
+        const double* ty         # EW_TAN: y's tangents (ignored for a unary op)
+        double* tz               # EW_TAN: the node's tangents
+        i64 p                    # EW_TAN: directions
+        i64 ld                   # EW_TAN: distance between two directions' arenas
     ctypedef struct _RunArgs "fastape_run_args":
         double* val              # the value arena (scalar layout)
         double* adj              # RUN_REV: the adjoint arena
@@ -110,6 +125,7 @@ cdef extern from *:
         const i32* pb
         i64 lo                   # the run: nodes lo..hi-1
         i64 hi
+        double* tan              # RUN_TAN: the tangent arena (one direction)
 
 
 cdef inline void _ew_loop "fastape_ew_loop"(
@@ -136,6 +152,25 @@ cdef inline void _ew_loop_rev "fastape_ew_loop_rev"(
         x_bar[j * sx] += d0 * w if w != 0.0 else 0.0
         if y_bar != NULL:
             y_bar[j * sy] += d1 * w if w != 0.0 else 0.0
+
+
+cdef inline void _ew_loop_tan "fastape_ew_loop_tan"(
+        int o, const double* x, i64 sx, const double* y, i64 sy, const double* z,
+        const double* tx, const double* ty, double* tz, i64 n, i64 p, i64 ld) noexcept nogil:
+    """ż[k·ld + j] = ∂f/∂x ẋ[k·ld + j·sx] + ∂f/∂y ẏ[k·ld + j·sy] for directions
+    k < p, the partials computed once per element. A zero ẋ (ẏ) contributes nothing,
+    whatever the partial (selects, so the loop still vectorises)."""
+    cdef i64 j, k
+    cdef double d0, d1, a, b, s
+    for j in range(n):
+        value_and_partials(o, x[j * sx], y[j * sy], &d0, &d1, z + j)
+        for k in range(p):
+            a = tx[k * ld + j * sx]
+            s = d0 * a if a != 0.0 else 0.0
+            if is_binary(o):
+                b = ty[k * ld + j * sy]
+                s = s + (d1 * b if b != 0.0 else 0.0)
+            tz[k * ld + j] = s
 
 
 cdef inline void _run_loop "fastape_run_loop"(
@@ -201,12 +236,56 @@ cdef inline void _run_loop_rev "fastape_run_loop_rev"(
         lam[lo - 1] += carry
 
 
+cdef inline void _run_loop_tan "fastape_run_loop_tan"(
+        int o, double* v, double* tan, const double* pool, const i32* pa, const i32* pb,
+        i64 lo, i64 hi) noexcept nogil:
+    """Scalar layout, one direction (tan indexed like v), a run lo..hi-1 of opcode o:
+    the values, exactly as _run_loop computes them, and in the same pass the tangents
+    ż[i] = ∂f/∂x ż[a[i]] + ∂f/∂y ż[b[i]]. Fused, so that a chain (s = s + t) carries its
+    value and its tangent as two independent register chains at the cost of one.
+
+    A zero tangent contributes nothing: the products are summed plainly and only a
+    NaN sum (an inf or NaN partial times a zero tangent, or a NaN operand) is redone
+    with the zero terms dropped. A branch, not selects: selects would put a compare
+    and a blend on the chain's critical path."""
+    cdef i64 i
+    cdef double d0, d1, x, y, tx, ty = 0.0, s
+    cdef double last = v[lo - 1] if lo > 0 else 0.0
+    cdef double tlast = tan[lo - 1] if lo > 0 else 0.0
+    cdef const double* src = pool if has_k(o) else v
+    for i in range(lo, hi):
+        if pa[i] == i - 1:
+            x = last
+            tx = tlast
+        else:
+            x = v[pa[i]]
+            tx = tan[pa[i]]
+        if not has_k(o) and pb[i] == i - 1:
+            y = last
+            ty = tlast
+        else:
+            y = src[pb[i]]
+            if is_binary(o):
+                ty = tan[pb[i]]
+        last = value_and_partials(o, x, y, &d0, &d1, NULL)
+        v[i] = last
+        s = d0 * tx
+        if is_binary(o):
+            s = s + d1 * ty
+        if s != s:
+            s = d0 * tx if tx != 0.0 else 0.0
+            if is_binary(o):
+                s = s + (d1 * ty if ty != 0.0 else 0.0)
+        tan[i] = s
+        tlast = s
+
+
 # The loops above, each instantiated with a constant opcode for the ops listed in
 # _hot: once the op table's branch is folded away the array loops vectorise and the
 # run loops lose their dispatch. `kind` picks the loop; the arguments travel in a
 # struct that the forced inlining dissolves.
 cdef enum:
-    EW_FWD, EW_REV, RUN_FWD, RUN_REV
+    EW_FWD, EW_REV, EW_TAN, RUN_FWD, RUN_REV, RUN_TAN
 
 
 cdef inline void _kernel "fastape_kernel"(int kind, int o, _EwArgs* e,
@@ -218,8 +297,15 @@ cdef inline void _kernel "fastape_kernel"(int kind, int o, _EwArgs* e,
             _ew_loop(o, e.x, e.sx, e.y, e.sy, e.out, e.n)
     elif kind == EW_REV:
         _ew_loop_rev(o, e.x, e.sx, e.y, e.sy, e.z, e.lam, e.x_bar, e.y_bar, e.n)
+    elif kind == EW_TAN:
+        if e.p == 1:        # one direction: constant p, no inner loop, vectorises
+            _ew_loop_tan(o, e.x, e.sx, e.y, e.sy, e.z, e.tx, e.ty, e.tz, e.n, 1, 0)
+        else:
+            _ew_loop_tan(o, e.x, e.sx, e.y, e.sy, e.z, e.tx, e.ty, e.tz, e.n, e.p, e.ld)
     elif kind == RUN_FWD:
         _run_loop(o, r.val, r.pool, r.pa, r.pb, r.lo, r.hi)
+    elif kind == RUN_TAN:
+        _run_loop_tan(o, r.val, r.tan, r.pool, r.pa, r.pb, r.lo, r.hi)
     else:
         _run_loop_rev(o, r.val, r.adj, r.pool, r.pa, r.pb, r.lo, r.hi)
 
@@ -269,6 +355,15 @@ cdef inline void _ew_ops_rev "fastape_ew_ops_rev"(
     _hot(EW_REV, o, &e, NULL)
 
 
+cdef inline void _ew_ops_tan "fastape_ew_ops_tan"(
+        int o, const double* x, i64 sx, const double* y, i64 sy, const double* z,
+        const double* tx, const double* ty, double* tz, i64 n, i64 p, i64 ld) noexcept nogil:
+    cdef _EwArgs e
+    e.x = x; e.sx = sx; e.y = y; e.sy = sy; e.z = z; e.tx = tx; e.ty = ty; e.tz = tz
+    e.n = n; e.p = p; e.ld = ld
+    _hot(EW_TAN, o, &e, NULL)
+
+
 cdef void run_forward(int o, double* val, const double* pool, const i32* pa,
                       const i32* pb, i64 lo, i64 hi) noexcept nogil:
     """The forward sweep over a run of nodes lo..hi-1 of opcode o (scalar layout)."""
@@ -284,6 +379,15 @@ cdef void run_reverse(int o, double* val, double* adj, const double* pool,
     cdef _RunArgs r
     r.val = val; r.adj = adj; r.pool = pool; r.pa = pa; r.pb = pb; r.lo = lo; r.hi = hi
     _hot(RUN_REV, o, NULL, &r)
+
+
+cdef void run_forward_tangent(int o, double* val, double* tan, const double* pool,
+                              const i32* pa, const i32* pb, i64 lo, i64 hi) noexcept nogil:
+    """The forward and tangent sweeps fused over a run of nodes lo..hi-1 of opcode o
+    (scalar layout, one direction: tan is indexed like val); see _run_loop_tan."""
+    cdef _RunArgs r
+    r.val = val; r.tan = tan; r.pool = pool; r.pa = pa; r.pb = pb; r.lo = lo; r.hi = hi
+    _hot(RUN_TAN, o, NULL, &r)
 
 
 cdef void elementwise_forward(int o, const double* x, i64 sx, const double* y, i64 sy,
@@ -311,3 +415,19 @@ cdef void elementwise_reverse(int o, const double* x, i64 sx, const double* y, i
         _ew_ops_rev(o, x, 0, y, 1, z, lam, x_bar, y_bar, n)
     else:
         _ew_ops_rev(o, x, 0, y, 0, z, lam, x_bar, y_bar, n)
+
+
+cdef void elementwise_tangent(int o, const double* x, i64 sx, const double* y, i64 sy,
+                              const double* z, const double* tx, const double* ty,
+                              double* tz, i64 n, i64 p, i64 ld) noexcept nogil:
+    """ż = ∂f/∂x ẋ + ∂f/∂y ẏ for p directions (see _ew_loop_tan); direction k of an
+    operand's (the node's) tangents starts ld after direction k - 1; z: the node's
+    values. ty is ignored for a unary op."""
+    if sx and sy:
+        _ew_ops_tan(o, x, 1, y, 1, z, tx, ty, tz, n, p, ld)
+    elif sx:
+        _ew_ops_tan(o, x, 1, y, 0, z, tx, ty, tz, n, p, ld)
+    elif sy:
+        _ew_ops_tan(o, x, 0, y, 1, z, tx, ty, tz, n, p, ld)
+    else:
+        _ew_ops_tan(o, x, 0, y, 0, z, tx, ty, tz, n, p, ld)

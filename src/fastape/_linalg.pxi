@@ -1,6 +1,6 @@
 # Dense linear algebra on the tape (included into _tape.pyx): MATMUL, LU, SOLVE,
-# DET, LOGDET and NORM, one block each (parameter struct, forward kernel, reverse
-# kernel, recorder), after the BLAS/LAPACK helpers they share. BLAS and LAPACK are
+# DET, LOGDET and NORM, one block each (parameter struct, forward kernel, tangent
+# kernel, reverse kernel, recorder), after the BLAS/LAPACK helpers they share. BLAS and LAPACK are
 # called straight from nogil code through
 # scipy.linalg.cython_blas / cython_lapack, as scikit-learn's _cython_blas does.
 #
@@ -31,6 +31,12 @@
 #   X = A⁻¹ B      ⇔  Xᵀ = Bᵀ U⁻¹ L⁻¹ Pᵀ            (right-side dtrsm on Xᵀ, the
 #   Z = A⁻ᵀ X̄      ⇔  Zᵀ = X̄ᵀ P L⁻ᵀ U⁻ᵀ              column-major view of X)
 #   B̄ += Z,  Ā -= Z Xᵀ;   log|det A|: Ā += λ A⁻ᵀ;   det A: Ā += λ det(A) A⁻ᵀ
+#
+# Tangents (one direction; see _structural.pxi): dC = op(dA) op(B) + op(A) op(dB);
+# the LU node's tangent slot holds dA (then zeros for the pivots), read by
+#   dX = A⁻¹ (dB - dA X),   d log|det A| = tr(A⁻¹ dA),   d det A = Σ cof(A)_ij dA_ij.
+# The products with a tangent go through _adjoint_gemm too (the tangent operand in
+# the multiplier's place), so a zero tangent contributes nothing.
 #
 # A singular A raises numpy.linalg.LinAlgError when SOLVE is recorded; a replay
 # cannot raise, so it writes NaN.
@@ -175,19 +181,24 @@ cdef double _lu_logdet(const double* lu, i64 n, double* sign) noexcept nogil:
     return acc
 
 
-cdef void _add_inverse_transpose(const double* lu, i64 n, double scale,
-                                 double* abar, double* W) noexcept nogil:
-    """abar += scale A⁻ᵀ (row-major), from the factors of an LU node.
-    # SCRATCH: W (n·n doubles)"""
+cdef void _inverse_transpose(const double* lu, i64 n, double* W) noexcept nogil:
+    """W = A⁻ᵀ (row-major, n·n), from the factors of an LU node. # OUT: W"""
     cdef i64 j
-    cdef int nn2 = <int>(n * n), one = 1
-    if n == 0 or scale == 0.0:
-        return
     memset(W, 0, n * n * sizeof(double))
     for j in range(n):
         W[j * n + j] = 1.0
     # the solve turns the column-major Iᵀ into A⁻¹ column-major, i.e. A⁻ᵀ row-major
     _lu_solve(lu, n, n, W, True)
+
+
+cdef void _add_inverse_transpose(const double* lu, i64 n, double scale,
+                                 double* abar, double* W) noexcept nogil:
+    """abar += scale A⁻ᵀ (row-major), from the factors of an LU node.
+    # SCRATCH: W (n·n doubles)"""
+    cdef int nn2 = <int>(n * n), one = 1
+    if n == 0 or scale == 0.0:
+        return
+    _inverse_transpose(lu, n, W)
     daxpy(&nn2, &scale, W, &one, abar, &one)
 
 
@@ -282,6 +293,29 @@ cdef void matmul_reverse(Tape t, i64 i) noexcept nogil:
                               rows if ta else k, bbar + bt * p.sB, k, True)
 
 
+cdef void matmul_tangent(Tape t, i64 i, double* T) noexcept nogil:
+    """dC = op(dA) op(B) + op(A) op(dB); a factor whose tangents are all zero (a
+    constant) is skipped."""
+    cdef const MatmulP* p = <const MatmulP*>t.params(i)
+    cdef i64 pa = t.a[i], pb = t.b[i], bt, rows = p.rows, k = p.k, cols = p.cols
+    cdef const double* A = t.val + t.off[pa]
+    cdef const double* B = t.val + t.off[pb]
+    cdef const double* dA = T + t.off[pa]
+    cdef const double* dB = T + t.off[pb]
+    cdef double* dC = T + t.off[i]
+    cdef bint ta = p.flags & 1, tb = p.flags & 2
+    cdef bint za = _all_zero(dA, t.size_of(pa)), zb = _all_zero(dB, t.size_of(pb))
+    cdef i64 lda = rows if ta else k, ldb = k if tb else cols
+    memset(dC, 0, p.size * sizeof(double))
+    for bt in range(p.batch):
+        if not za:
+            _adjoint_gemm(ta, tb, rows, cols, k, 1.0, dA + bt * p.sA, lda, B + bt * p.sB,
+                          ldb, dC + bt * rows * cols, cols, True)
+        if not zb:
+            _adjoint_gemm(ta, tb, rows, cols, k, 1.0, A + bt * p.sA, lda, dB + bt * p.sB,
+                          ldb, dC + bt * rows * cols, cols, False)
+
+
 def matmul_node(Var a not None, Var b not None, i64 rows, i64 k, i64 cols, i64 batch,
                 i64 sA, i64 sB,
                 bint ta, bint tb, tuple shape):
@@ -315,6 +349,14 @@ ctypedef struct SquareP:
 cdef void lu_forward(Tape t, i64 i) noexcept nogil:
     cdef const SquareP* p = <const SquareP*>t.params(i)
     _lu_factor(t.val + t.off[t.a[i]], t.val + t.off[i], p.n, <int*>t.work)
+
+
+cdef void lu_tangent(Tape t, i64 i, double* T) noexcept nogil:
+    """The slot holds dA (n·n entries), then zeros where the pivots are."""
+    cdef const SquareP* p = <const SquareP*>t.params(i)
+    cdef double* tz = T + t.off[i]
+    memcpy(tz, T + t.off[t.a[i]], p.n * p.n * sizeof(double))
+    memset(tz + p.n * p.n, 0, p.n * sizeof(double))
 
 
 cdef void lu_reverse(Tape t, i64 i) noexcept nogil:
@@ -361,6 +403,32 @@ cdef void solve_forward(Tape t, i64 i) noexcept nogil:
         return
     memcpy(out, t.val + t.off[t.b[i]], p.n * p.r * sizeof(double))
     _lu_solve(lu, p.n, p.r, out, False)
+
+
+cdef void solve_tangent(Tape t, i64 i, double* T) noexcept nogil:
+    """dX = A⁻¹ (dB - dA X), in place in the node's tangent slot (dA: the first n·n
+    entries of the LU node's tangent); NaN where A is singular, as the value."""
+    cdef const SolveP* p = <const SolveP*>t.params(i)
+    cdef i64 pa = t.a[i], pb = t.b[i], j, n = p.n, r = p.r
+    cdef const double* lu = t.val + t.off[pa]
+    cdef const double* dA = T + t.off[pa]
+    cdef const double* dB = T + t.off[pb]
+    cdef double* W = T + t.off[i]
+    cdef bint za = _all_zero(dA, n * n), zb = _all_zero(dB, n * r)
+    if za and zb:
+        memset(W, 0, n * r * sizeof(double))
+        return
+    if _lu_singular(lu, n):
+        for j in range(n * r):
+            W[j] = NAN
+        return
+    if zb:
+        memset(W, 0, n * r * sizeof(double))
+    else:
+        memcpy(W, dB, n * r * sizeof(double))
+    if not za:
+        _adjoint_gemm(False, False, n, r, n, -1.0, dA, n, t.val + t.off[i], r, W, r, True)
+    _lu_solve(lu, n, r, W, False)
 
 
 cdef void solve_reverse(Tape t, i64 i) noexcept nogil:
@@ -471,6 +539,32 @@ cdef void _add_cofactors_singular(const double* lu, i64 n, double scale, double*
             abar[i * n + j] += scale * r[i] * u[j]
 
 
+cdef void det_tangent(Tape t, i64 i, double* T) noexcept nogil:
+    """d log|det A| = tr(A⁻¹ dA) = Σ (A⁻ᵀ)_ij dA_ij;  d det A = det(A) tr(A⁻¹ dA) =
+    Σ cof(A)_ij dA_ij, from the cofactors where A is singular. A zero dA_ij contributes
+    nothing. # SCRATCH: t.work (n·n + 2n doubles)"""
+    cdef const SquareP* p = <const SquareP*>t.params(i)
+    cdef i64 pa = t.a[i], j, n = p.n
+    cdef const double* lu = t.val + t.off[pa]
+    cdef const double* dA = T + t.off[pa]
+    cdef double* W = t.work
+    cdef double acc = 0.0, scale = 1.0
+    if _all_zero(dA, n * n):
+        T[t.off[i]] = 0.0
+        return
+    if t.op[i] == DET and t.val[t.off[i]] == 0.0 and _lu_singular(lu, n):
+        memset(W, 0, n * n * sizeof(double))
+        _add_cofactors_singular(lu, n, 1.0, W, t.work + n * n)
+    else:
+        _inverse_transpose(lu, n, W)
+        if t.op[i] == DET:
+            scale = t.val[t.off[i]]
+    for j in range(n * n):
+        if dA[j] != 0.0:
+            acc += W[j] * dA[j]
+    T[t.off[i]] = scale * acc
+
+
 cdef void det_reverse(Tape t, i64 i) noexcept nogil:
     """log|det A|: Ā += λ A⁻ᵀ;  det A: Ā += λ cof(A) = λ det(A) A⁻ᵀ, computed from the
     factors without the division where A is singular (into the LU node's slot)."""
@@ -492,7 +586,7 @@ def det_node(Var lu not None, i64 n, bint log_abs):
     cdef Tape t = lu.tape
     cdef double s = 0.0
     cdef i64 i
-    t.need_work(max(n * n, 2 * n))
+    t.need_work(n * n + 2 * n)      # A⁻ᵀ or the cofactors, and their solves' scratch
     i = t.push(LOGDET if log_abs else DET, lu.node, -1, 1, 2)
     (<SquareP*>t.params(i)).n = n
     v = _recorded(t, i, SCALAR, 1)
@@ -541,6 +635,29 @@ cdef void norm_reverse(Tape t, i64 i) noexcept nogil:
                 base = q * p.n * p.inner + s
                 for j in range(p.n):
                     x_bar[base + j * p.inner] += w * x[base + j * p.inner]
+
+
+cdef void norm_tangent(Tape t, i64 i, double* T) noexcept nogil:
+    """ż = Σ_j x_j ẋ_j / ‖x‖ along the axis; 0 where ‖x‖ = 0 (the reverse kernel's
+    subgradient). A zero ẋ_j contributes nothing."""
+    cdef const NormP* p = <const NormP*>t.params(i)
+    cdef const double* x = t.val + t.off[t.a[i]]
+    cdef const double* tx = T + t.off[t.a[i]]
+    cdef const double* z = t.val + t.off[i]
+    cdef double* tz = T + t.off[i]
+    cdef i64 q, s, j, base
+    cdef double w, acc
+    for q in range(p.outer):
+        for s in range(p.inner):
+            w = z[q * p.inner + s]
+            acc = 0.0
+            if w > 0.0:
+                base = q * p.n * p.inner + s
+                for j in range(p.n):
+                    if tx[base + j * p.inner] != 0.0:
+                        acc += x[base + j * p.inner] * tx[base + j * p.inner]
+                acc = acc / w
+            tz[q * p.inner + s] = acc
 
 
 def norm_node(Var x not None, i64 outer=1, i64 n=-1, i64 inner=1, tuple shape=()):

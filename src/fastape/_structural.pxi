@@ -1,15 +1,25 @@
 # Structural ops (included into _tape.pyx): ops that move, select or combine the
 # elements of arrays. Each op is one block: its parameter struct (a view of the
 # node's slice of the parameter arena P; the first field is always the size), its
-# forward kernel, its reverse kernel and its recorder. The registry line of each op
-# (registry.py) names the kernels and says which fields are node ids; the generated
-# _dispatch.pxi sends nodes here.
+# forward kernel, its tangent kernel, its reverse kernel and its recorder. The
+# registry line of each op (registry.py) names the kernels and says which fields are
+# node ids; the generated _dispatch.pxi sends nodes here.
+#
+# Tangent kernels: <kernel>_tangent(Tape t, i64 i, double* T) computes node i's
+# tangent in ONE direction, T that direction's arena in the value layout (a parent's
+# tangent at T + t.off[parent], the node's at T + t.off[i]; values from t.val). An
+# op linear in its parents has one body for both: its forward kernel is its tangent
+# kernel applied to the values, <kernel>_tangent(t, i, t.val). A nonlinear kernel
+# lets a zero tangent contribute nothing even through an infinite or NaN partial,
+# element by element (selects) or term by term (a parent whose tangents are all zero
+# is skipped): a zero-tangent parent, a constant for instance, must give 0, not NaN.
 #
 # The reverse kernels may assume the node's adjoints are not all zero: the sweep
 # skips such nodes (a zero multiplier contributes nothing, for every op).
 #
 # Names: x the first parent's values, z the node's values, lam the node's adjoints,
-# x_bar (y_bar) the first (second) parent's adjoints.
+# x_bar (y_bar) the first (second) parent's adjoints, tx (ty, tz) the first (second)
+# parent's (the node's) tangents in one direction.
 
 
 cdef inline const double* _x(Tape t, i64 i) noexcept nogil:
@@ -28,8 +38,13 @@ cdef inline Var _recorded(Tape t, i64 i, tuple shape, i64 size):
 
 # -- GATHER1: z = x.flat[k], k an immediate (pool[b]) ----------------------------
 
+cdef void gather1_tangent(Tape t, i64 i, double* T) noexcept nogil:
+    """ż = ẋ.flat[k]; on the values, the forward kernel."""
+    T[t.off[i]] = T[t.off[t.a[i]] + <i64>t.pool[t.b[i]]]
+
+
 cdef void gather1_forward(Tape t, i64 i) noexcept nogil:
-    t.val[t.off[i]] = _x(t, i)[<i64>t.pool[t.b[i]]]
+    gather1_tangent(t, i, t.val)
 
 
 cdef void gather1_reverse(Tape t, i64 i) noexcept nogil:
@@ -50,13 +65,18 @@ ctypedef struct GatherP:
     i64 idx[1]          # size entries
 
 
-cdef void gather_forward(Tape t, i64 i) noexcept nogil:
+cdef void gather_tangent(Tape t, i64 i, double* T) noexcept nogil:
+    """ż[j] = ẋ[idx[j]]; on the values, the forward kernel."""
     cdef const GatherP* p = <const GatherP*>t.params(i)
-    cdef const double* x = _x(t, i)
-    cdef double* z = t.val + t.off[i]
+    cdef const double* tx = T + t.off[t.a[i]]
+    cdef double* tz = T + t.off[i]
     cdef i64 j
     for j in range(p.size):
-        z[j] = x[p.idx[j]]
+        tz[j] = tx[p.idx[j]]
+
+
+cdef void gather_forward(Tape t, i64 i) noexcept nogil:
+    gather_tangent(t, i, t.val)
 
 
 cdef void gather_reverse(Tape t, i64 i) noexcept nogil:
@@ -103,13 +123,18 @@ ctypedef struct StridedP:
     i64 step
 
 
-cdef void strided_forward(Tape t, i64 i) noexcept nogil:
+cdef void strided_tangent(Tape t, i64 i, double* T) noexcept nogil:
+    """ż[j] = ẋ[start + j·step]; on the values, the forward kernel."""
     cdef const StridedP* p = <const StridedP*>t.params(i)
-    cdef const double* x = _x(t, i) + p.start
-    cdef double* z = t.val + t.off[i]
+    cdef const double* tx = T + t.off[t.a[i]] + p.start
+    cdef double* tz = T + t.off[i]
     cdef i64 j
     for j in range(p.size):
-        z[j] = x[j * p.step]
+        tz[j] = tx[j * p.step]
+
+
+cdef void strided_forward(Tape t, i64 i) noexcept nogil:
+    strided_tangent(t, i, t.val)
 
 
 cdef void strided_reverse(Tape t, i64 i) noexcept nogil:
@@ -164,10 +189,15 @@ cdef void _broadcast(const double* x, double* out, const i64* shape, const i64* 
             d -= 1
 
 
-cdef void broadcast_forward(Tape t, i64 i) noexcept nogil:
+cdef void broadcast_tangent(Tape t, i64 i, double* T) noexcept nogil:
+    """ż = broadcast_to(ẋ); on the values, the forward kernel."""
     cdef const BroadcastP* p = <const BroadcastP*>t.params(i)
-    _broadcast(_x(t, i), t.val + t.off[i], p.dims, p.dims + p.nd, <int>p.nd, p.size,
+    _broadcast(T + t.off[t.a[i]], T + t.off[i], p.dims, p.dims + p.nd, <int>p.nd, p.size,
                False)
+
+
+cdef void broadcast_forward(Tape t, i64 i) noexcept nogil:
+    broadcast_tangent(t, i, t.val)
 
 
 cdef void broadcast_reverse(Tape t, i64 i) noexcept nogil:
@@ -236,6 +266,56 @@ cdef i64 _argbest(int o, const double* x, i64 n, i64 stride) noexcept nogil:
     return arg
 
 
+cdef i64 _prod_zeros(const double* x, i64 n, i64 stride, i64* zpos,
+                     double* nonzero) noexcept nogil:
+    """How many of x[0:n*stride:stride] are 0; zpos[0] = the last zero's index and
+    nonzero[0] = the product of the others, so that Π_{m≠l} x_m needs no division by
+    a zero (PROD's partials, in its tangent and reverse kernels alike)."""
+    cdef i64 q, zeros = 0
+    cdef double nz = 1.0
+    zpos[0] = 0
+    for q in range(n):
+        if x[q * stride] == 0.0:
+            zeros += 1
+            zpos[0] = q
+        else:
+            nz *= x[q * stride]
+    nonzero[0] = nz
+    return zeros
+
+
+cdef void reduce_tangent(Tape t, i64 i, double* T) noexcept nogil:
+    """SUM: ż = Σ_q ẋ_q (on the values, SUM's forward kernel);  PROD: ż = Σ_l ẋ_l
+    Π_{m≠l} x_m;  AMAX, AMIN: ż = ẋ of the selected element (the first maximum,
+    minimum or NaN, as the reverse kernel). A zero ẋ_l contributes nothing."""
+    cdef int o = t.op[i]
+    cdef const ReduceP* P = <const ReduceP*>t.params(i)
+    cdef const double* x = _x(t, i)
+    cdef const double* tx = T + t.off[t.a[i]]
+    cdef double* tz = T + t.off[i]
+    cdef i64 p, q, s, base, zeros, zpos, n = P.n, inner = P.inner
+    cdef double v, w, nz
+    for p in range(P.outer):
+        for s in range(inner):
+            base = p * n * inner + s
+            v = 0.0
+            if o == SUM:
+                for q in range(n):
+                    v += tx[base + q * inner]
+            elif o == PROD:
+                zeros = _prod_zeros(x + base, n, inner, &zpos, &nz)
+                if zeros == 0:
+                    for q in range(n):
+                        w = tx[base + q * inner]
+                        if w != 0.0:
+                            v += w * (nz / x[base + q * inner])
+                elif zeros == 1 and tx[base + zpos * inner] != 0.0:
+                    v = tx[base + zpos * inner] * nz
+            else:
+                v = tx[base + _argbest(o, x + base, n, inner) * inner]
+            tz[p * inner + s] = v
+
+
 cdef void reduce_forward(Tape t, i64 i) noexcept nogil:
     """z[p, t] = ⊕_q x[p, q, t] for ⊕ in (sum, prod, max, min)."""
     cdef int o = t.op[i]
@@ -244,16 +324,16 @@ cdef void reduce_forward(Tape t, i64 i) noexcept nogil:
     cdef double* z = t.val + t.off[i]
     cdef i64 p, q, s, base, n = P.n, inner = P.inner
     cdef double v
+    if o == SUM:
+        reduce_tangent(t, i, t.val)     # linear: its tangent kernel on the values
+        return
     for p in range(P.outer):
         for s in range(inner):
             base = p * n * inner + s
-            if o == SUM or o == PROD:
-                v = 0.0 if o == SUM else 1.0
+            if o == PROD:
+                v = 1.0
                 for q in range(n):
-                    if o == SUM:
-                        v += x[base + q * inner]
-                    else:
-                        v *= x[base + q * inner]
+                    v *= x[base + q * inner]
                 z[p * inner + s] = v
             else:
                 z[p * inner + s] = x[base + _argbest(o, x + base, n, inner) * inner]
@@ -279,15 +359,7 @@ cdef void reduce_reverse(Tape t, i64 i) noexcept nogil:
                     x_bar[base + q * inner] += w
             elif o == PROD:
                 # ∂/∂x_l = Π_{m≠l} x_m, computed without dividing by a zero
-                zeros = 0
-                zpos = 0
-                nz = 1.0
-                for q in range(n):
-                    if x[base + q * inner] == 0.0:
-                        zeros += 1
-                        zpos = q
-                    else:
-                        nz *= x[base + q * inner]
+                zeros = _prod_zeros(x + base, n, inner, &zpos, &nz)
                 if zeros == 0:
                     for q in range(n):
                         x_bar[base + q * inner] += w * (nz / x[base + q * inner])
@@ -340,6 +412,20 @@ cdef void dot_reverse(Tape t, i64 i) noexcept nogil:
         y_bar[j] += w * x[j]
 
 
+cdef void dot_tangent(Tape t, i64 i, double* T) noexcept nogil:
+    """ż = ẋ·y + x·ẏ (a zero tangent contributes nothing)."""
+    cdef const DotP* p = <const DotP*>t.params(i)
+    cdef const double* x = _x(t, i)
+    cdef const double* y = t.val + t.off[t.b[i]]
+    cdef const double* tx = T + t.off[t.a[i]]
+    cdef const double* ty = T + t.off[t.b[i]]
+    cdef double s = 0.0
+    cdef i64 j
+    for j in range(p.n):
+        s += (tx[j] * y[j] if tx[j] != 0.0 else 0.0) + (x[j] * ty[j] if ty[j] != 0.0 else 0.0)
+    T[t.off[i]] = s
+
+
 def dot1(Var x not None, Var y not None):
     """Σ_j x_j y_j of two vectors of equal length (checked by the caller)."""
     cdef Tape t = x.tape
@@ -355,15 +441,21 @@ ctypedef struct WhereP:
     i64 cond            # node id of the condition (a constant of the node's shape)
 
 
-cdef void where_forward(Tape t, i64 i) noexcept nogil:
+cdef void where_tangent(Tape t, i64 i, double* T) noexcept nogil:
+    """ż[j] = cond[j] ? ẋ[j] : ẏ[j], selected by the cond node's values: linear in x
+    and y, so on the values it is the forward kernel."""
     cdef const WhereP* p = <const WhereP*>t.params(i)
-    cdef const double* x = _x(t, i)
-    cdef const double* y = t.val + t.off[t.b[i]]
+    cdef const double* tx = T + t.off[t.a[i]]
+    cdef const double* ty = T + t.off[t.b[i]]
     cdef const double* cond = t.val + t.off[p.cond]
-    cdef double* z = t.val + t.off[i]
+    cdef double* tz = T + t.off[i]
     cdef i64 j, sx = t.size_of(t.a[i]) != 1, sy = t.size_of(t.b[i]) != 1
     for j in range(p.size):
-        z[j] = x[j * sx] if cond[j] != 0.0 else y[j * sy]
+        tz[j] = tx[j * sx] if cond[j] != 0.0 else ty[j * sy]
+
+
+cdef void where_forward(Tape t, i64 i) noexcept nogil:
+    where_tangent(t, i, t.val)
 
 
 cdef void where_reverse(Tape t, i64 i) noexcept nogil:
@@ -407,17 +499,22 @@ ctypedef struct ConcatP:
     ConcatPart parts[1]     # nparts entries
 
 
-cdef void concat_forward(Tape t, i64 i) noexcept nogil:
+cdef void concat_tangent(Tape t, i64 i, double* T) noexcept nogil:
+    """Each part's tangent copied into place; on the values, the forward kernel."""
     cdef const ConcatP* p = <const ConcatP*>t.params(i)
-    cdef double* z = t.val + t.off[i]
+    cdef double* z = T + t.off[i]
     cdef const double* x
     cdef i64 q, s, ln, inner = p.inner
     for q in range(p.nparts):
-        x = t.val + t.off[p.parts[q].node]
+        x = T + t.off[p.parts[q].node]
         ln = p.parts[q].length
         for s in range(p.outer):
             memcpy(z + (s * p.total + p.parts[q].start) * inner, x + s * ln * inner,
                    ln * inner * sizeof(double))
+
+
+cdef void concat_forward(Tape t, i64 i) noexcept nogil:
+    concat_tangent(t, i, t.val)
 
 
 cdef void concat_reverse(Tape t, i64 i) noexcept nogil:
@@ -463,20 +560,48 @@ ctypedef struct CumulativeP:
     i64 inner
 
 
+cdef void cumulative_tangent(Tape t, i64 i, double* T) noexcept nogil:
+    """CUMSUM: ż[q] = ż[q-1] + ẋ[q] (on the values, CUMSUM's forward kernel).
+    CUMPROD: ż[q] = ż[q-1] x[q] + z[q-1] ẋ[q], exact where x has zeros (no division);
+    a zero tangent contributes nothing."""
+    cdef const CumulativeP* P = <const CumulativeP*>t.params(i)
+    cdef const double* x = _x(t, i)
+    cdef const double* z = t.val + t.off[i]
+    cdef const double* tx = T + t.off[t.a[i]]
+    cdef double* tz = T + t.off[i]
+    cdef bint prod = t.op[i] == CUMPROD
+    cdef i64 p, q, s, j, n = P.n, inner = P.inner
+    cdef double acc, w
+    for p in range(P.outer):
+        for s in range(inner):
+            acc = 0.0
+            for q in range(n):
+                j = (p * n + q) * inner + s
+                if prod:
+                    w = tx[j]
+                    acc = ((acc * x[j] if acc != 0.0 else 0.0)
+                           + ((z[j - inner] if q > 0 else 1.0) * w if w != 0.0 else 0.0))
+                else:
+                    acc = acc + tx[j]
+                tz[j] = acc
+
+
 cdef void cumulative_forward(Tape t, i64 i) noexcept nogil:
     """z[q] = z[q-1] ⊕ x[q] along the axis, ⊕ = + (CUMSUM) or × (CUMPROD)."""
     cdef const CumulativeP* P = <const CumulativeP*>t.params(i)
     cdef const double* x = _x(t, i)
     cdef double* z = t.val + t.off[i]
-    cdef bint prod = t.op[i] == CUMPROD
     cdef i64 p, q, s, j, n = P.n, inner = P.inner
     cdef double acc
+    if t.op[i] == CUMSUM:
+        cumulative_tangent(t, i, t.val)     # linear: its tangent kernel on the values
+        return
     for p in range(P.outer):
         for s in range(inner):
-            acc = 1.0 if prod else 0.0
+            acc = 1.0
             for q in range(n):
                 j = (p * n + q) * inner + s
-                acc = acc * x[j] if prod else acc + x[j]
+                acc = acc * x[j]
                 z[j] = acc
 
 

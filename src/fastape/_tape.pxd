@@ -18,6 +18,16 @@ cdef class Tape:
     # first reverse sweep)
     cdef double* adj
     cdef i64 adj_cap
+    # tangents ż (forward mode) of p = ntan directions, allocated by the first tangent
+    # sweep (a clone has none). Two layouts, fixed when the arena is prepared:
+    #   scalar layout (tld == 0): node-major, node i direction k at tan[i*p + k], so the
+    #     scalar loop reads each node's p directions as one contiguous block;
+    #   general layout (tld == nval when prepared): direction-major, direction k is a
+    #     whole arena of the value layout, node j's tangent at tan + k*tld + off[j].
+    # tangent_ptr(i, k) hides the difference. tswept: the nodes the last sweep covers.
+    cdef double* tan
+    cdef i64 tan_cap, ntan, tld, tswept
+    cdef bint _tvector        # the last sweep was in vector mode (p given)
     # immediates of the *_K ops and GATHER1 indices
     cdef double* pool
     cdef i64 npool, pool_cap
@@ -62,6 +72,7 @@ cdef class Tape:
     cdef i64 size_of(self, i64 i) noexcept nogil
     cdef double* value_ptr(self, i64 i) noexcept nogil
     cdef double* adjoint_ptr(self, i64 i) noexcept nogil
+    cdef double* tangent_ptr(self, i64 i, i64 k) noexcept nogil
     cdef i64* params(self, i64 i) noexcept nogil
     cdef void forward_node(self, i64 i) noexcept nogil
     cdef void reverse_node(self, i64 i) noexcept nogil
@@ -69,6 +80,9 @@ cdef class Tape:
     cdef void reverse_sweep(self, i64 top) noexcept nogil
     cdef int prepare_adjoints(self) except -1
     cdef void clear_adjoints(self) noexcept nogil
+    cdef int prepare_tangents(self, i64 p, bint keep) except -1
+    cdef void tangent_node(self, i64 i, i64 p) noexcept nogil
+    cdef void tangent_sweep(self, i64 lo, i64 hi, i64 p) noexcept nogil
 
 
 cdef class Var:
@@ -85,6 +99,11 @@ cdef void run_reverse(int o, double* val, double* adj, const double* pool,
                       const i32* pa, const i32* pb, i64 lo, i64 hi) noexcept nogil
 cdef void elementwise_forward(int o, const double* x, i64 sx, const double* y, i64 sy,
                               double* out, i64 n) noexcept nogil
+cdef void run_forward_tangent(int o, double* val, double* tan, const double* pool,
+                              const i32* pa, const i32* pb, i64 lo, i64 hi) noexcept nogil
+cdef void elementwise_tangent(int o, const double* x, i64 sx, const double* y, i64 sy,
+                              const double* z, const double* tx, const double* ty,
+                              double* tz, i64 n, i64 p, i64 ld) noexcept nogil
 cdef void elementwise_reverse(int o, const double* x, i64 sx, const double* y, i64 sy,
                               const double* z, const double* lam, double* x_bar,
                               double* y_bar, i64 n) noexcept nogil

@@ -1,5 +1,6 @@
 # cython: language_level=3
-"""The compiled Wengert tape: storage (a struct of arrays) and the two sweeps.
+"""The compiled Wengert tape: storage (a struct of arrays) and the sweeps: forward
+(values), tangent (forward-mode derivatives) and reverse (adjoints).
 
 Storage is described in ``_tape.pxd``; appending a node is amortised O(1) and
 creates no Python object. Node values are computed when the node is recorded,
@@ -25,7 +26,8 @@ This module is assembled from one file per job:
 Vocabulary, used everywhere: values ``val``/``z``; adjoints ``adj``/``λ``/``lam``
 (the Lagrange multipliers: λ_j = ∂output/∂z_j); ``partials`` d0, d1 (first) and
 d00, d01, d11 (second); ``parents`` a, b; ``x_bar``/``y_bar`` the parents'
-adjoints being accumulated.
+adjoints being accumulated; tangents ``tan``/``ż`` (ż_j = Σ_k ∂z_j/∂z_k ż_k over the
+seeded leaves k), ``T`` one direction's tangent arena.
 """
 cimport cython
 from cpython.mem cimport PyMem_Realloc, PyMem_Free
@@ -130,6 +132,7 @@ cdef class Tape:
         self.nval = 0
         self.val_cap = 0
         self.adj_cap = 0
+        self.tan_cap = self.ntan = self.tld = self.tswept = 0
         self.npool = 0
         self.pool_cap = 0
         self.nP = 0
@@ -154,6 +157,7 @@ cdef class Tape:
         PyMem_Free(self.b)
         PyMem_Free(self.val)
         PyMem_Free(self.adj)
+        PyMem_Free(self.tan)
         PyMem_Free(self.pool)
         PyMem_Free(self.off)
         PyMem_Free(self.poff)
@@ -164,12 +168,14 @@ cdef class Tape:
         self.b = NULL
         self.val = NULL
         self.adj = NULL
+        self.tan = NULL
         self.pool = NULL
         self.off = NULL
         self.poff = NULL
         self.P = NULL
         self.work = NULL
         self.n = self.cap = self.nval = self.val_cap = self.adj_cap = 0
+        self.tan_cap = self.ntan = self.tld = self.tswept = 0
         self.npool = self.pool_cap = self.nP = self.P_cap = self.work_len = 0
 
     # -- context manager and life cycle ---------------------------------------
@@ -252,13 +258,13 @@ cdef class Tape:
 
     @property
     def nbytes(self):
-        """Bytes held by the tape's buffers (node records, values, adjoints, immediates,
-        parameters, scratch)."""
+        """Bytes held by the tape's buffers (node records, values, adjoints, tangents,
+        immediates, parameters, scratch)."""
         cdef i64 per_node = sizeof(uint8_t) + 2 * sizeof(i32)
         if self.off != NULL:
             per_node += 2 * sizeof(i64)
-        return int(self.cap * per_node + (self.val_cap + self.adj_cap + self.pool_cap
-                                          + self.P_cap + self.work_len) * 8)
+        return int(self.cap * per_node + (self.val_cap + self.adj_cap + self.tan_cap
+                                          + self.pool_cap + self.P_cap + self.work_len) * 8)
 
     @property
     def scalar_layout(self):
@@ -414,6 +420,13 @@ cdef class Tape:
     cdef double* adjoint_ptr(self, i64 i) noexcept nogil:
         return self.adj + (i if self.off == NULL else self.off[i])
 
+    cdef double* tangent_ptr(self, i64 i, i64 k) noexcept nogil:
+        """Node i's tangent in direction k (layouts: _tape.pxd); a general-layout node's
+        elements follow contiguously."""
+        if self.tld == 0:
+            return self.tan + i * self.ntan + k
+        return self.tan + k * self.tld + self.off[i]
+
     cdef i64* params(self, i64 i) noexcept nogil:
         return self.P + self.poff[i]
 
@@ -543,6 +556,113 @@ cdef class Tape:
         if _all_zero(lam, n):
             return
         structural_reverse(self, i, o)
+
+    cdef void tangent_node(self, i64 i, i64 p) noexcept nogil:
+        """Node i's tangents in the p directions from its parents' (general layout):
+        elementwise ops by one array kernel (partials once, all directions),
+        structural ops by their tangent kernel, once per direction."""
+        cdef int o = self.op[i]
+        cdef i64 sx, sy, k, ld = self.tld
+        cdef const double* y
+        if is_leaf(o):
+            return
+        if is_elementwise(o):
+            sx = self.size_of(self.a[i]) != 1
+            if has_k(o):
+                y = self.pool + self.b[i]
+                sy = 0
+            else:
+                y = self.val + self.off[self.b[i]]
+                sy = self.size_of(self.b[i]) != 1
+            elementwise_tangent(o, self.val + self.off[self.a[i]], sx, y, sy,
+                                self.val + self.off[i], self.tan + self.off[self.a[i]],
+                                self.tan + self.off[self.b[i]] if is_binary(o) else NULL,
+                                self.tan + self.off[i], self.size_of(i), p, ld)
+            return
+        for k in range(p):
+            structural_tangent(self, i, o, self.tan + k * ld)
+
+    cdef void tangent_sweep(self, i64 lo, i64 hi, i64 p) noexcept nogil:
+        """ż_i = Σ_parents ∂f_i/∂z_j ż_j for nodes lo..hi-1 in tape order, in the p
+        directions the arena was prepared for (prepare_tangents); the leaves keep
+        the tangents the caller wrote. A zero tangent contributes nothing, even
+        through an infinite or NaN partial (the convention of the reverse sweep)."""
+        cdef i64 i, k
+        cdef int o
+        cdef double d0, d1, s, w
+        cdef const double* v = self.val
+        cdef double* T = self.tan
+        cdef const double* ta
+        cdef const double* tb
+        cdef double* tz
+        cdef const uint8_t* op = self.op
+        cdef const i32* pa = self.a
+        cdef const i32* pb = self.b
+        cdef const double* pool = self.pool
+        if self.off != NULL:
+            for i in range(lo, hi):
+                self.tangent_node(i, p)
+            return
+        # scalar layout: the partials from the stored value (as the reverse sweep), then
+        # the node's contiguous block of p tangents
+        if p == 1:
+            # a plain sum, redone without the zero terms only when it is NaN: selects
+            # would lengthen a chain's critical path (see _run_loop_tan)
+            for i in range(lo, hi):
+                o = op[i]
+                if o > CONSTANT:
+                    value_and_partials(o, v[pa[i]], (pool if has_k(o) else v)[pb[i]],
+                                       &d0, &d1, v + i)
+                    w = T[pa[i]]
+                    s = d0 * w
+                    if is_binary(o):
+                        s = s + d1 * T[pb[i]]
+                    if s != s:
+                        s = d0 * w if w != 0.0 else 0.0
+                        if is_binary(o):
+                            w = T[pb[i]]
+                            s = s + (d1 * w if w != 0.0 else 0.0)
+                    T[i] = s
+            return
+        for i in range(lo, hi):
+            o = op[i]
+            if o > CONSTANT:
+                value_and_partials(o, v[pa[i]], (pool if has_k(o) else v)[pb[i]],
+                                   &d0, &d1, v + i)
+                ta = T + pa[i] * p
+                tz = T + i * p
+                if is_binary(o):
+                    tb = T + pb[i] * p
+                    for k in range(p):
+                        tz[k] = ((d0 * ta[k] if ta[k] != 0.0 else 0.0)
+                                 + (d1 * tb[k] if tb[k] != 0.0 else 0.0))
+                else:
+                    for k in range(p):
+                        tz[k] = d0 * ta[k] if ta[k] != 0.0 else 0.0
+
+    cdef int prepare_tangents(self, i64 p, bint keep) except -1:
+        """A tangent arena for p directions in the tape's current layout, zeroed; with
+        `keep`, one already prepared for the same p and layout is left as it is (a
+        compiled replay overwrites every seeded leaf, and a sweep every non-leaf, so
+        the other leaves' zeros persist). If the allocation fails, the old arena (and
+        the tangents of the last sweep) stay as they were."""
+        cdef double* fresh
+        cdef i64 ld = 0 if self.off == NULL else self.nval
+        if p < 1 or self.nval > MAX_BYTES // 8 // p:
+            raise MemoryError(f"fastape: {p} tangent directions of {self.nval} values are "
+                              "too many to allocate")
+        if keep and self.ntan == p and self.tld == ld and self.tan_cap >= p * self.nval:
+            return 0
+        if self.tan_cap < p * self.nval:
+            fresh = <double*>_resize(NULL, p * self.nval, sizeof(double))
+            PyMem_Free(self.tan)
+            self.tan = fresh
+            self.tan_cap = p * self.nval
+        memset(self.tan, 0, p * self.nval * sizeof(double))
+        self.ntan = p
+        self.tld = ld
+        self.tswept = 0
+        return 0
 
     cdef void forward_sweep(self, i64 lo, i64 hi) noexcept nogil:
         """Recompute the values of nodes lo..hi-1 in tape order."""
@@ -680,6 +800,103 @@ cdef class Tape:
             raise TapeError(f"Tape.adjoint: this value (node {x.node}) was recorded after the "
                             "last gradient(); call gradient() again to get its adjoint")
         return _read(self, self.adj, x)
+
+    def forward_tangents(self, inputs, tangents, p=None):
+        """Run the tangent sweep (forward mode) seeded with these leaves' tangents; read
+        the tangent of any recorded value with :meth:`tangent`.
+
+        ``inputs`` is a list of leaves of this tape (made by :meth:`var` or
+        :meth:`constant`), ``tangents`` a list of as many real numbers or arrays:
+        with ``p=None`` each of its input's shape (one direction), with an int
+        ``p >= 1`` each of shape ``(p,) + input.shape`` (vector mode: p directions in
+        one sweep, the partials computed once). Every other leaf's tangent is 0.
+        Nothing changes when an argument is refused.
+
+        >>> import fastape as ft
+        >>> with ft.Tape() as t:
+        ...     x = t.var(2.0)
+        ...     y = t.var(3.0)
+        ...     z = x * y + ft.sin(x)
+        >>> t.forward_tangents([x], [1.0])
+        >>> round(t.tangent(z), 6)        # ∂z/∂x = y + cos(x)
+        2.583853
+        >>> t.forward_tangents([x, y], [[1.0, 0.0], [0.0, 1.0]], p=2)
+        >>> t.tangent(z).round(6)         # the gradient, one direction per row
+        array([2.583853, 2.      ])
+        """
+        self._check()
+        cdef str op = "Tape.forward_tangents"
+        cdef Var v
+        cdef i64 q, k, size, pp
+        cdef double[::1] src
+        if p is not None and (type(p) is bool or not isinstance(p, (int, np.integer))
+                              or p < 1):
+            raise TypeError(f"{op}: p must be None or an integer >= 1, got {p!r}")
+        if not isinstance(inputs, (list, tuple)):
+            raise TypeError(f"{op}: argument 'inputs' must be a list of fastape values, "
+                            f"got {type(inputs).__name__}")
+        if not isinstance(tangents, (list, tuple)):
+            raise TypeError(f"{op}: argument 'tangents' must be a list of numbers or "
+                            f"arrays, got {type(tangents).__name__}")
+        if len(inputs) != len(tangents):
+            raise ShapeError(f"{op}: {len(inputs)} inputs but {len(tangents)} tangents")
+        pp = 1 if p is None else int(p)
+        nodes = []
+        seeds = []
+        for q in range(len(inputs)):
+            v = _own(self, inputs[q], op, f"inputs[{q}]")
+            if not is_leaf(self.op[v.node]):
+                raise TypeError(f"{op}: argument 'inputs[{q}]' (node {v.node}) is not a leaf: "
+                                "seed inputs or constants (Tape.var, Tape.constant), not "
+                                "the results of operations")
+            arr = _as_array(tangents[q], op, f"tangents[{q}]")
+            want = v.shape if p is None else (pp,) + v.shape
+            if arr.shape != want:
+                raise ShapeError(f"{op}: tangents[{q}] has shape {arr.shape}, input {q} "
+                                 f"needs {want}" + ("" if p is None else
+                                                    f" (p = {pp} directions, then the "
+                                                    f"input's shape {v.shape})"))
+            nodes.append(v)
+            seeds.append(np.ascontiguousarray(arr).reshape(pp, v.size))
+        self._enter_sweep()
+        try:
+            self.prepare_tangents(pp, False)      # may raise; then nothing has changed
+            for q in range(len(nodes)):
+                v = nodes[q]
+                size = v.size
+                for k in range(pp):
+                    if size:
+                        src = seeds[q][k]
+                        memcpy(self.tangent_ptr(v.node, k), &src[0], size * sizeof(double))
+            with nogil:
+                self.tangent_sweep(0, self.n, pp)
+        finally:
+            self._busy = False
+        self.tswept = self.n
+        self._tvector = p is not None
+
+    def tangent(self, v):
+        """The tangent ż_v of the last :meth:`forward_tangents` sweep, for any recorded
+        value v: a float or an array of v's shape, or in vector mode an array of shape
+        ``(p,) + v.shape`` (direction k first)."""
+        self._check()
+        cdef Var x = _own(self, v, "Tape.tangent", "v")
+        cdef i64 k, p = self.ntan
+        cdef double[:, ::1] dst
+        if self.tswept == 0:
+            raise TapeError("Tape.tangent: no tangent sweep has run on this tape yet "
+                            "(call forward_tangents first)")
+        if x.node >= self.tswept:
+            raise TapeError(f"Tape.tangent: this value (node {x.node}) was recorded after "
+                            "the last forward_tangents(); call it again to get its tangent")
+        if not self._tvector:       # one direction: read like a value (tangent_ptr(i, 0))
+            return read_slot(self, self.tan, x.node, x.shape)
+        out = np.empty((p, x.size))
+        dst = out
+        if x.size:
+            for k in range(p):
+                memcpy(&dst[k, 0], self.tangent_ptr(x.node, k), x.size * sizeof(double))
+        return out.reshape((p,) + x.shape)
 
     def forward(self):
         """Recompute every value from the inputs (the forward sweep); for replay and timing."""

@@ -44,8 +44,9 @@ so that pruning and grouping remap them without knowing the op.
 
 Adding an elementwise op: one block here (and, for the tests' oracle, its
 formula in ``fastape.reference``); rebuild. Adding a structural op: one line
-here and one block (parameter struct, forward and reverse kernels, recorder) in
-``_structural.pxi``.
+here and one block (parameter struct, forward, reverse and tangent kernels --
+``<kernel>_tangent(Tape t, i64 i, double* T)``, T one direction's tangent arena --
+and recorder) in ``_structural.pxi``.
 """
 
 import re
@@ -79,7 +80,7 @@ class Elementwise:
 @dataclass(frozen=True)
 class Structural:
     name: str
-    kernel: str                  # forward/reverse kernels <kernel>_forward/_reverse
+    kernel: str                  # kernels <kernel>_forward/_reverse/_tangent
     b: str = "none"              # "node", "pool" (an immediate's index) or "none"
     node_params: tuple = ()      # (first, count, stride): count < 0 means P[-count]
     doc: str = ""
