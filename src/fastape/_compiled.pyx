@@ -545,6 +545,9 @@ cdef Tape _forward_tangent(Trace tr, list leaves, list diff, list seeds):
         ok = tr.nguards == 0 or tr.guards_hold(t)
         if ok and tr.schedule is None:
             t.tangent_sweep(0, t.n, 1)
+    if t.py_error is not None:          # a custom rule raised during the sweeps
+        tr.release(t)
+        t.raise_pending()
     if ok:
         return t
     tr.release(t)
@@ -908,6 +911,7 @@ cdef class Function:
                 _seed_tangents(tr, t, diff, seeds)
                 with nogil:
                     tr.tangent(t, 1)
+                t.raise_pending()
             except BaseException:
                 tr.release(t)
                 raise
@@ -970,6 +974,7 @@ cdef class Function:
                             _tangent_io(t, node, d, &col[0], m, True)
                     with nogil:
                         tr.tangent(t, p)
+                    t.raise_pending()
                     for d in range(p):
                         _tangent_io(t, tr.output, d, &col[0], nout, False)
                         for r in range(nout):
@@ -980,6 +985,7 @@ cdef class Function:
                     t.adjoint_ptr(tr.output)[r] = 1.0
                     with nogil:
                         tr.reverse(t)
+                    t.raise_pending()
                     for q in range(len(diff)):
                         tz = t.adjoint_ptr(tr.inputs[diff[q]])
                         for e in range(sizes[q]):

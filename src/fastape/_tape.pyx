@@ -872,6 +872,7 @@ cdef class Tape:
                 self.tangent_sweep(0, self.n, pp)
         finally:
             self._busy = False
+        self.raise_pending()
         self.tswept = self.n
         self._tvector = p is not None
 
