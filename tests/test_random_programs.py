@@ -23,7 +23,13 @@ Each program is checked for
    plus 1e-12 * max(1, |value|) (compiled tapes add contributions in another
    order); a flip must re-record (``retrace=True``), a known branch must not,
    and ``retrace=False`` must raise ``BranchChanged``;
-3. ``value_and_grad_batch`` against single calls of the compiled function.
+3. ``value_and_grad_batch`` against single calls of the compiled function;
+4. forward against reverse mode: ``jvp`` along a random direction v (eager, and
+   compiled at every point) against ⟨gradient, v⟩ (rel 1e-12 of the terms' scale);
+5. on every tenth program, second order: the eager Hessian-vector product
+   (``fastape.hvp``: a tangent sweep over the recorded reverse sweep) against
+   central differences of the gradient along v (judged like the gradient, with a
+   second step size), and the compiled ``F.hvp`` against it at x0 and at a new point.
 
 About 10,000 programs take 60 s of one core (20 chunks); about 1 in 3,000 is
 skipped, about 0.6 % compile to a grouped (scalar-loop) tape, and there are
@@ -416,7 +422,7 @@ class Generator:
 
 # coverage figures: points whose branches differ from x0's; programs whose compiled
 # tape is grouped into runs (the scalar-loop layout)
-STATS = {"flips": 0, "grouped": 0}
+STATS = {"flips": 0, "grouped": 0, "hvp": 0, "hvp_skipped": 0}
 
 
 class Skip(Exception):
@@ -520,6 +526,36 @@ def check(prog):
             else:
                 raise AssertionError(f"retrace=False: no BranchChanged at point {k}")
 
+    # (4) forward against reverse mode, eager and compiled, at every point
+    v = rng.standard_normal(prog.shape)
+    _, jv = ft.jvp(f_ft, (x0,), (v,))
+    _check_duality(jv, g, v, "eager jvp")
+    for k, x1 in enumerate(points):
+        if x1 is not x0 and not np.isfinite(_signature(f_np, x1)[1]):
+            continue
+        c_val, c_grad = F.value_and_grad(x1)
+        c_val2, c_jv = F.jvp(x1, v)
+        assert _close(c_val2, c_val, 1e-13), (f"compiled jvp value at point {k}", c_val2)
+        _check_duality(c_jv, c_grad, v, f"compiled jvp at point {k}")
+
+    # (5) second order on every tenth program: eager hvp against differences of the
+    # gradient, compiled hvp against eager
+    if prog.seed % 10 == 0:
+        hv = ft.hvp(f_ft, x0, v)
+        fd = (ft.grad(f_ft)(x0 + 1e-5 * v) - ft.grad(f_ft)(x0 - 1e-5 * v)) / 2e-5
+        scale = 1e-6 * max(1.0, float(np.max(np.abs(fd))), float(np.max(np.abs(g))))
+        if not np.all(np.abs(hv - fd) <= 1e-5 * np.abs(fd) + scale):
+            fd2 = (ft.grad(f_ft)(x0 + 1e-4 * v) - ft.grad(f_ft)(x0 - 1e-4 * v)) / 2e-4
+            if np.all(np.abs(fd - fd2) <= 1e-4 * np.abs(fd) + scale):
+                raise AssertionError(("eager hvp vs differences of the gradient", hv, fd))
+            STATS["hvp_skipped"] += 1
+        for k, x1 in enumerate(points[:2]):
+            e_hv = hv if x1 is x0 else ft.hvp(f_ft, x1, v)
+            c_hv = F.hvp(x1, v)
+            assert _close(c_hv, e_hv, 1e-10, 1e-10 * max(1.0, float(np.max(np.abs(e_hv))))), (
+                f"compiled hvp at point {k}", c_hv, e_hv)
+        STATS["hvp"] += 1
+
     # (3) batches against single calls
     X = np.stack(points)
     # two threads on a few programs only: handing work to a thread costs about 1 ms
@@ -529,6 +565,13 @@ def check(prog):
         assert _close(b_val[k], s_val, 1e-13), (f"batch value row {k}", b_val[k], s_val)
         assert _close(b_grad[k], s_grad, 1e-12, 1e-12 * max(1.0, abs(s_val))), (
             f"batch gradient row {k}", b_grad[k], s_grad)
+
+
+def _check_duality(jv, g, v, what):
+    """jvp along v against ⟨gradient, v⟩: equal up to rounding of the terms."""
+    want = float(np.sum(np.asarray(g) * v))
+    scale = float(np.sum(np.abs(np.asarray(g) * v)))
+    assert abs(float(jv) - want) <= 1e-12 * max(1.0, scale), (what, jv, want)
 
 
 def _fails(prog):
@@ -582,20 +625,28 @@ def run_seeds(seeds):
 class _Perturbed:
     """A compiled function whose gradient (or whose retrace flag) is wrong."""
 
-    def __init__(self, F, scale):
-        self.F, self.scale, self.traces, self.max_traces = F, scale, F.traces, F.max_traces
+    def __init__(self, F, scale, what="grad"):
+        self.F, self.traces, self.max_traces = F, F.traces, F.max_traces
+        self.scale = {what: scale}
 
     def value_and_grad(self, x):
         v, g = self.F.value_and_grad(x)
-        return v, g * self.scale
+        return v, g * self.scale.get("grad", 1.0)
+
+    def jvp(self, x, v):
+        val, t = self.F.jvp(x, v)
+        return val, t * self.scale.get("jvp", 1.0)
+
+    def hvp(self, x, v):
+        return self.F.hvp(x, v) * self.scale.get("hvp", 1.0)
 
     def value_and_grad_batch(self, X, threads=None):
         return self.F.value_and_grad_batch(X, threads)
 
 
 def test_checks_can_fail(monkeypatch):
-    """A wrong eager gradient, a wrong compiled gradient and a missed branch change
-    are each caught."""
+    """A wrong eager gradient, a wrong compiled gradient, jvp or hvp, a wrong eager jvp
+    and a missed branch change are each caught."""
     smooth = Program(0, (3,), [Stmt("v0", {"x"}, ["v0 = m.tanh(x) * x[0]"])])
     t = np.sum(np.random.default_rng(1).uniform(-2.0, 2.0, size=2)) + 0.01   # near x0
     flip = Program(1, (2,), [Stmt("v0", {"x"}, [
@@ -613,6 +664,16 @@ def test_checks_can_fail(monkeypatch):
     monkeypatch.setattr(ft, "compile", lambda f, x, **kw: _Perturbed(compile_(f, x, **kw),
                                                                      1 + 1e-11))
     assert "compiled gradient" in str(_fails(smooth))
+    for what, scale in (("jvp", 1 + 1e-9), ("hvp", 1 + 1e-7)):
+        monkeypatch.setattr(ft, "compile", lambda f, x, what=what, scale=scale, **kw:
+                            _Perturbed(compile_(f, x, **kw), scale, what))
+        assert f"compiled {what}" in str(_fails(smooth))
+    monkeypatch.setattr(ft, "compile", compile_)
+    jvp = ft.jvp
+    monkeypatch.setattr(ft, "jvp", lambda f, p, t: (lambda v, j: (v, j * (1 + 1e-9)))(
+        *jvp(f, p, t)))
+    assert "eager jvp" in str(_fails(smooth))
+    monkeypatch.undo()
     monkeypatch.setattr(ft, "compile", lambda f, x, retrace=True: compile_(f, x))
     assert "BranchChanged" in str(_fails(flip))
 
