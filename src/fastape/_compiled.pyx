@@ -654,6 +654,7 @@ cdef class Function:
     cdef Trace last
     cdef int nargs
     cdef object gradient_function    # compiled ∇f (flat), made by the first hvp/hessian
+    cdef tuple example               # copies of the example arguments (recorded on them)
 
     def __init__(self, fun, example_args, argnums=0, retrace=True, max_traces=8):
         self.fun = fun
@@ -680,6 +681,8 @@ cdef class Function:
             else -1
         self.args_are_leaves = all(self.arg_is_leaf)
         self.last = self._trace(leaves)
+        self.example = tuple(unflatten(self.treedef, [np.array(x) if type(x) is np.ndarray
+                                                      else x for x in leaves]))
 
     @property
     def nbytes(self):
@@ -1005,10 +1008,10 @@ cdef class Function:
             out.append(blocks[0] if self.arg_is_leaf[i] else unflatten(arg_defs[i], blocks))
         return out[0] if self.single else tuple(out)
 
-    cdef Function _gradient(self, tuple args):
+    cdef Function _gradient(self):
         """The compiled gradient of f (flattened into one vector): f's recording with
         its reverse sweep recorded after it (fastape._rules), the guards of both kept,
-        made on the first call and replayed after."""
+        recorded on the example arguments when first needed and replayed after."""
         if self.gradient_function is None:
             from fastape import _functions, api
             if not self.single:
@@ -1023,7 +1026,7 @@ cdef class Function:
                          for x in leaves]
                 return parts[0] if len(parts) == 1 else _functions.concatenate(parts)
             flat_gradient.__name__ = f"gradient of {getattr(self.fun, '__name__', 'f')}"
-            self.gradient_function = Function(flat_gradient, args, argnums=self.argnums,
+            self.gradient_function = Function(flat_gradient, self.example, argnums=self.argnums,
                                               retrace=self.retrace,
                                               max_traces=self.max_traces)
         return self.gradient_function
@@ -1042,7 +1045,7 @@ cdef class Function:
         if not isinstance(args, (tuple, list)):
             args = (args,)
         args = tuple(args)
-        G = self._gradient(args)
+        G = self._gradient()
         hv = G.jvp(args, v)[1]
         k = self.nums[0]
         if self.arg_is_leaf[k]:
@@ -1067,7 +1070,7 @@ cdef class Function:
             raise NotImplementedError(f"{self.where}: hessian is defined for one number or "
                                       "array argument; flatten a pytree argument, or use "
                                       "hvp, which takes pytrees")
-        G = self._gradient(args)
+        G = self._gradient()
         shape = self.leaf_shapes[self.arg_first[k]]
         H = np.asarray(G.jacobian(*args, mode="fwd"))
         return H.reshape(shape + shape) if shape else float(H.reshape(()))
