@@ -36,7 +36,7 @@ from fastape.api import (
                          vjp,
 )
 from fastape.custom import custom_jvp, custom_vjp
-from fastape.errors import BranchChanged, FastapeError, ShapeError, TapeError
+from fastape.errors import BranchChanged, FastapeError, NoTangentRule, ShapeError, TapeError
 
 __version__ = "0.1.0"
 
@@ -44,6 +44,6 @@ __all__ = [
     "Tape", "Var", "Op", "Cmp", "Function", "compile", "grad", "value_and_grad", "linalg",
     "jvp", "vjp", "linearize", "jacobian", "jacfwd", "jacrev", "hessian", "hvp",
     "custom_vjp", "custom_jvp", "check_grads",
-    "ShapeError", "TapeError", "BranchChanged", "FastapeError",
+    "ShapeError", "TapeError", "BranchChanged", "FastapeError", "NoTangentRule",
     *_FUNCTIONS,
 ]

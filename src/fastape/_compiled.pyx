@@ -40,7 +40,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from fastape import _nesting
 from fastape._tree import describe, difference, flatten, normalize_argnums, unflatten
-from fastape.errors import BranchChanged, ShapeError, TapeError
+from fastape.errors import BranchChanged, NoTangentRule, ShapeError, TapeError
 
 
 # ---------------------------------------------------------------------------
@@ -1046,7 +1046,14 @@ cdef class Function:
             args = (args,)
         args = tuple(args)
         G = self._gradient()
-        hv = G.jvp(args, v)[1]
+        try:
+            hv = G.jvp(args, v)[1]
+        except NoTangentRule:
+            # a custom_vjp rule has no tangents: ∇²f v = (∂∇f)ᵀ v (∇²f is symmetric),
+            # one reverse sweep over the compiled gradient
+            vl = flatten(v, "v", self.where)[0]
+            flat = np.concatenate([np.asarray(x, dtype=np.float64).reshape(-1) for x in vl])
+            return G.vjp(args, flat.reshape(G.last.out_shape))[1]
         k = self.nums[0]
         if self.arg_is_leaf[k]:
             return np.asarray(hv).reshape(self.leaf_shapes[self.arg_first[k]]) \
@@ -1072,7 +1079,10 @@ cdef class Function:
                                       "hvp, which takes pytrees")
         G = self._gradient()
         shape = self.leaf_shapes[self.arg_first[k]]
-        H = np.asarray(G.jacobian(*args, mode="fwd"))
+        try:
+            H = np.asarray(G.jacobian(*args, mode="fwd"))
+        except NoTangentRule:           # a custom_vjp rule: reverse over reverse
+            H = np.asarray(G.jacobian(*args, mode="rev"))
         return H.reshape(shape + shape) if shape else float(H.reshape(()))
 
     def value_and_grad_batch(self, X, threads=None):

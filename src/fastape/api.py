@@ -9,7 +9,7 @@ from fastape import _nesting, _rules, _tape
 from fastape._compiled import Function
 from fastape._tape import Tape, Var
 from fastape._tree import flatten, normalize_argnums, unflatten
-from fastape.errors import ShapeError, TapeError
+from fastape.errors import NoTangentRule, ShapeError, TapeError
 
 
 def _gradient_like(leaf, g):
@@ -534,15 +534,41 @@ def hessian(fun, argnums=0):
     >>> ft.hessian(lambda x: x[0] ** 2 * x[1])(np.array([1.0, 2.0]))
     array([[4., 2.],
            [2., 0.]])
+
+    A function with a reverse rule only (``custom_vjp``) has no tangents: its Hessian
+    is then taken reverse over reverse (one recorded reverse sweep per gradient entry).
     """
-    return jacobian(grad(fun, argnums), argnums, mode="fwd")
+    fwd = jacobian(grad(fun, argnums), argnums, mode="fwd")
+    rev = jacobian(grad(fun, argnums), argnums, mode="rev")
+
+    @functools.wraps(fun)
+    def hessian_fun(*args, **kwargs):
+        try:
+            return fwd(*args, **kwargs)
+        except NoTangentRule:
+            return rev(*args, **kwargs)
+
+    return hessian_fun
 
 
 def hvp(fun, x, v):
     """The Hessian-vector product ∇²fun(x)·v of scalar ``fun`` of one argument ``x`` (a
     pytree; ``v`` of its structure): forward over reverse, one recording and one
-    tangent sweep over the recorded gradient."""
-    return jvp(grad(fun), (x,), (v,))[1]
+    tangent sweep over the recorded gradient (reverse over reverse, the gradient of
+    ⟨∇fun, v⟩, when fun has a reverse rule only: ``custom_vjp``)."""
+    try:
+        return jvp(grad(fun), (x,), (v,))[1]
+    except NoTangentRule:
+        vl = flatten(v, "v", "hvp")[0]
+        return grad(lambda y: _vdot(grad(fun)(y), vl))(x)
+
+
+def _vdot(tree, vleaves):
+    from fastape import _functions
+    s = 0.0
+    for a, b in zip(flatten(tree, "gradient", "hvp")[0], vleaves):
+        s = s + _functions.sum(a * b) if type(a) is Var else s + float(np.sum(a * b))
+    return s
 
 
 def compile(fun, *example_args, argnums=0, retrace=True, max_traces=8):  # noqa: A001

@@ -55,7 +55,7 @@ import numpy as np
 from fastape import _nesting, _tape
 from fastape._tape import Var
 from fastape._tree import flatten, unflatten
-from fastape.errors import ShapeError, TapeError
+from fastape.errors import NoTangentRule, ShapeError, TapeError
 
 __all__ = ["custom_vjp", "custom_jvp"]
 
@@ -227,18 +227,19 @@ class custom_vjp(_Custom):
         return self.bwd(res, cot)
 
     def _tangent(self, rule, parents, tangents):
-        raise TapeError(f"{self.__name__} has a custom_vjp rule only: forward mode (jvp, "
-                        "jacfwd, hessian) cannot differentiate it; give it a custom_jvp "
-                        "rule, or use reverse mode (jacrev)")
+        raise NoTangentRule(f"{self.__name__} has a custom_vjp rule only: forward mode (jvp, "
+                            "jacfwd) cannot differentiate it; give it a custom_jvp rule, "
+                            "or use reverse mode (jacrev)")
 
     def _recorded_backward(self, rule, tape, parents, g):
         try:
             _, res = self._forward(rule.args(parents))
+            bars = self.bwd(res, rule.unpack(g))
         except TypeError as e:
-            raise TapeError(f"{self.__name__}: nested differentiation runs fwd on fastape "
-                            f"values, and it failed ({e}); write fwd with numpy or fastape "
-                            "operations") from e
-        return rule.parent_leaves(self.bwd(res, rule.unpack(g)), "the backward rule's result")
+            raise TapeError(f"{self.__name__}: nested differentiation runs fwd and bwd on "
+                            f"fastape values, and that failed ({e}); write fwd and bwd with "
+                            "numpy or fastape operations") from e
+        return rule.parent_leaves(bars, "the backward rule's result")
 
 
 class custom_jvp(_Custom):

@@ -16,3 +16,8 @@ class TapeError(FastapeError, RuntimeError):
 class BranchChanged(FastapeError, RuntimeError):
     """A compiled function was called on inputs that take another branch than the
     recorded one, and re-recording was not allowed (``retrace=False``)."""
+
+
+class NoTangentRule(TapeError):
+    """Forward mode met a function that has a reverse rule only (``custom_vjp``).
+    ``hessian`` and ``hvp`` then fall back to reverse over reverse."""
