@@ -796,6 +796,118 @@ def _concat_none(expect):
                                   (np.arange(6.0) + 2 * np.arange(6.0, 12.0)).reshape(2, 3))
 
 
+# ---- forward mode, second order, nesting, custom rules ---------------------------------
+
+def _sq(x):
+    return ft.sum(x ** 2)
+
+
+x3 = np.array([0.5, -1.0, 2.0])
+call("call-jvp_tangent_shape", _sq, (x3,), ((x3,), np.ones(2)), ShapeError, "jvp",
+     method="jvp")
+call("call-jvp_complex_tangent", _sq, (x3,), ((x3,), x3 * 1j), TypeError, "complex",
+     method="jvp")
+call("call-jvp_tangent_str", _sq, (x3,), ((x3,), "abc"), TypeError, None, method="jvp")
+call("call-hvp_v_shape", _sq, (x3,), (x3, np.ones(4)), ShapeError, None, method="hvp")
+call("call-hvp_complex_v", _sq, (x3,), (x3, x3 * 1j), TypeError, "complex", method="hvp")
+call("call-hessian_wrong_shape", _sq, (x3,), (np.ones(2),), ShapeError, None,
+     method="hessian")
+call("call-hessian_pytree", lambda p: ft.sum(p["a"] ** 2), ({"a": x3},), ({"a": x3},),
+     NotImplementedError, "pytree", method="hessian")
+call("call-jacobian_wrong_shape", ft.sin, (x3,), (np.ones(2),), ShapeError, None,
+     method="jacobian")
+
+
+def _eager(thunk):
+    def run(expect):
+        with expect():
+            thunk()
+    return run
+
+
+def _tangent_before_sweep(expect):
+    with ft.Tape() as t:
+        x = t.var(1.0)
+        y = ft.sin(x)
+    with expect():
+        t.tangent(y)
+    t.forward_tangents([x], [1.0])
+    assert t.tangent(y) == math.cos(1.0)
+
+
+def _tangent_of_later_value(expect):
+    with ft.Tape() as t:
+        x = t.var(1.0)
+        y = ft.sin(x)
+        t.forward_tangents([x], [1.0])
+        z = y * 2.0
+        with expect():
+            t.tangent(z)
+    assert t.tangent(y) == math.cos(1.0)
+
+
+def _tangents_of_a_non_leaf(expect):
+    with ft.Tape() as t:
+        x = t.var(1.0)
+        y = ft.sin(x)
+    with expect():
+        t.forward_tangents([y], [1.0])
+
+
+@ft.custom_vjp
+def _no_rules(x):
+    return x * 2.0
+
+
+@ft.custom_vjp
+def _reverse_only(x):
+    return ft.sin(x) if isinstance(x, ft.Var) else np.sin(x)
+
+
+_reverse_only.defvjp(lambda x: (_reverse_only(x), x), lambda x, g: (g * np.cos(x),))
+
+
+def _nested_on_a_closed_tape(expect):
+    with ft.Tape() as t:
+        x = t.var(1.0)
+    with expect():
+        ft.grad(ft.sin)(x)
+
+
+custom("transform-jvp_structure", ShapeError, "tangents",
+       eager=_eager(lambda: ft.jvp(lambda a, b: a * b, (1.0, 2.0), (1.0,))))
+custom("transform-jvp_not_a_tuple", TypeError, "tuple",
+       eager=_eager(lambda: ft.jvp(ft.sin, 1.0, 1.0)))
+custom("transform-jvp_complex", TypeError, "complex",
+       eager=_eager(lambda: ft.jvp(ft.sin, (x3,), (x3 * 1j,))))
+custom("transform-vjp_cotangent_shape", ShapeError, "cotangent",
+       eager=_eager(lambda: ft.vjp(ft.sin, x3)[1](np.ones(2))))
+custom("transform-vjp_cotangent_complex", TypeError, "complex",
+       eager=_eager(lambda: ft.vjp(ft.sin, x3)[1](x3 * 1j)))
+custom("transform-jacobian_mode", ValueError, "mode",
+       eager=_eager(lambda: ft.jacobian(ft.sin, mode="sideways")))
+custom("transform-hvp_v_structure", ShapeError, None,
+       eager=_eager(lambda: ft.hvp(_sq, x3, np.ones(2))))
+custom("transform-hessian_of_vector", ShapeError, "scalar",
+       eager=_eager(lambda: ft.hessian(ft.sin)(x3)))
+custom("transform-tangent_before_sweep", TapeError, None, tape=_tangent_before_sweep)
+custom("transform-tangent_of_later_value", TapeError, None, tape=_tangent_of_later_value)
+custom("transform-tangents_of_non_leaf", TypeError, None, tape=_tangents_of_a_non_leaf)
+custom("transform-custom_vjp_without_rules", TypeError, "defvjp",
+       eager=_eager(lambda: ft.grad(_no_rules)(1.0)))
+custom("transform-custom_vjp_forward_mode", ft.NoTangentRule, "custom_vjp rule only",
+       eager=_eager(lambda: ft.jvp(_reverse_only, (0.3,), (1.0,))),
+       call=_eager(lambda: ft.compile(_reverse_only, 0.3).jvp((0.3,), 1.0)))
+custom("transform-third_order_through_derived", TapeError, "third derivative",
+       eager=_eager(lambda: ft.grad(ft.grad(ft.grad(lambda x: ft.arctan2(x, 2.0))))(0.4)))
+custom("transform-nested_on_closed_tape", TapeError, "recording has ended",
+       tape=_nested_on_a_closed_tape)
+custom("transform-check_grads_modes", ValueError, "modes",
+       eager=_eager(lambda: ft.check_grads(ft.sin, (0.3,), modes=("sideways",))))
+custom("transform-check_grads_args", TypeError, "tuple",
+       eager=_eager(lambda: ft.check_grads(ft.sin, 0.3)))
+
+
 # ---- running a row ------------------------------------------------------------------
 
 def _probe_tape(t):

@@ -633,6 +633,8 @@ cdef class Function:
     Made by :func:`fastape.compile`. ``F(*args)`` is the value; ``F.grad``,
     ``F.value_and_grad`` the gradient with respect to ``args[argnums]``;
     ``F.vjp(args, cotangent)`` a vector-Jacobian product for vector outputs;
+    ``F.jvp(args, tangents)`` and ``F.jacobian`` forward mode; ``F.hvp`` and
+    ``F.hessian`` second derivatives;
     ``F.grad_batch(X)`` / ``F.value_and_grad_batch(X)`` evaluate many input
     points on several threads. Arguments must have the shapes of the example
     arguments. Results never alias internal buffers.
