@@ -118,19 +118,26 @@ def _record(fun, args, kwargs, flat, tape, where, nested=False):
     call_args = list(args)
     inputs = {}
     for i, (leaves, treedef) in flat.items():
-        vs = []
-        for x in leaves:
-            if type(x) is Var:
-                if x.tape is not tape:
-                    raise TapeError(f"{where}: args[{i}] holds a value of another tape")
-                vs.append(_tape.copy_as(x, x.shape))
-            else:
-                vs.append(tape.constant(x) if nested else tape.var(x))
-        inputs[i] = vs
-        call_args[i] = unflatten(treedef, vs)
+        inputs[i] = _inputs(leaves, tape, where, f"args[{i}]", fresh=not nested)
+        call_args[i] = unflatten(treedef, inputs[i])
     with _nesting.recording(tape):
         out = fun(*call_args, **kwargs)
     return out, inputs
+
+
+def _inputs(leaves, tape, where, what, fresh):
+    """The differentiated leaves as values of `tape`: inputs of a fresh tape; on an
+    enclosing one, a copy of each of the caller's values (a node of its own, so that
+    the inner derivative is with respect to this argument only) and constants."""
+    vs = []
+    for x in leaves:
+        if type(x) is Var:
+            if x.tape is not tape:
+                raise TapeError(f"{where}: {what} holds a value of another tape")
+            vs.append(_tape.copy_as(x, x.shape))
+        else:
+            vs.append(tape.var(x) if fresh else tape.constant(x))
+    return vs
 
 
 def _view(g, shape):
@@ -290,14 +297,7 @@ def jvp(fun, primals, tangents):
 def _record_args(fun, primals, td, leaves, tape, where, fresh=False):
     """fun called with every argument recorded on tape (inputs of a fresh tape, or
     copies and constants on an enclosing one). Returns (output, input values)."""
-    vs = []
-    for x in leaves:
-        if type(x) is Var:
-            if x.tape is not tape:
-                raise TapeError(f"{where}: the primals hold a value of another tape")
-            vs.append(_tape.copy_as(x, x.shape))
-        else:
-            vs.append(tape.var(x) if fresh else tape.constant(x))
+    vs = _inputs(leaves, tape, where, "the primals", fresh)
     with _nesting.recording(tape):
         out = fun(*unflatten(td, vs))
     return out, vs
@@ -578,9 +578,9 @@ def compile(fun, *example_args, argnums=0, retrace=True, max_traces=8):  # noqa:
     ``F(*args)`` is the value, ``F.grad(*args)`` / ``F.value_and_grad(*args)`` the
     gradient with respect to ``args[argnums]``, ``F.vjp(args, cotangent)`` a
     vector-Jacobian product, ``F.jvp(args, tangents)`` a Jacobian-vector product
-    (forward mode), ``F.jacobian(*args, mode=)`` the Jacobian, ``F.hvp(args, v)`` and
-    ``F.hessian(*args)`` second derivatives (forward over reverse), ``F.grad_batch(X)``
-    gradients at the rows of X on several threads. All arguments are inputs of the tape (they may change from
+    (forward mode), ``F.jacobian(*args, mode=)`` the Jacobian, ``F.hvp(args, v)``
+    and ``F.hessian(*args)`` second derivatives (forward over reverse),
+    ``F.grad_batch(X)`` gradients at the rows of X on several threads. All arguments are inputs of the tape (they may change from
     call to call); close over anything that must stay fixed.
 
     The tape is pruned to the nodes that reach the output; an array read only as
