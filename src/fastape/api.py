@@ -580,8 +580,9 @@ def compile(fun, *example_args, argnums=0, retrace=True, max_traces=8):  # noqa:
     vector-Jacobian product, ``F.jvp(args, tangents)`` a Jacobian-vector product
     (forward mode), ``F.jacobian(*args, mode=)`` the Jacobian, ``F.hvp(args, v)``
     and ``F.hessian(*args)`` second derivatives (forward over reverse),
-    ``F.grad_batch(X)`` gradients at the rows of X on several threads. All arguments are inputs of the tape (they may change from
-    call to call); close over anything that must stay fixed.
+    ``F.grad_batch(X)`` gradients at the rows of X on several threads. All arguments
+    are inputs of the tape (they may change from call to call); close over anything
+    that must stay fixed.
 
     The tape is pruned to the nodes that reach the output; an array read only as
     ``x[i]`` becomes scalar inputs, and a tape of scalars recorded from a loop is
