@@ -206,3 +206,23 @@ def test_transforms_refuse_bad_input_clearly():
     F = ft.compile(lambda x: ft.sum(x ** 2), np.ones(2))
     with pytest.raises(ft.ShapeError):
         F.hvp(np.ones(2), np.ones(3))
+
+
+def test_hessian_of_the_extended_rosenbrock(rng):
+    """The extended Rosenbrock function Σ_i 100 (x_{2i+1} − x_{2i}²)² + (1 − x_{2i})²
+    (Moré, Garbow and Hillstrom 1981, problem 21): a block-diagonal Hessian of 2×2
+    blocks [[1200 a² − 400 b + 2, −400 a], [−400 a, 200]], (a, b) = (x_{2i}, x_{2i+1})."""
+    def ext_rosenbrock(x):
+        s = 0.0
+        for i in range(0, len(x), 2):
+            s = s + 100.0 * (x[i + 1] - x[i] ** 2) ** 2 + (1.0 - x[i]) ** 2
+        return s
+
+    x = rng.uniform(-1.5, 1.5, 8)
+    H = np.zeros((8, 8))
+    for i in range(0, 8, 2):
+        a, b = x[i], x[i + 1]
+        H[i:i + 2, i:i + 2] = [[1200 * a * a - 400 * b + 2, -400 * a], [-400 * a, 200]]
+    np.testing.assert_allclose(ft.hessian(ext_rosenbrock)(x), H, rtol=1e-13, atol=1e-11)
+    F = ft.compile(ext_rosenbrock, np.zeros(8))
+    np.testing.assert_allclose(F.hessian(x), H, rtol=1e-13, atol=1e-11)
