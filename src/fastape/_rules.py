@@ -30,7 +30,7 @@ import numpy as np
 
 from fastape import _tape, _ufuncs, registry
 from fastape._ops import Cmp, Op
-from fastape._tape import Var, node_record, node_var
+from fastape._tape import Var, node_record, node_size, node_var
 from fastape.errors import TapeError
 
 _BLOCK = {int(getattr(Op, e.name)): e for e in registry.ELEMENTWISE + registry.DERIVED}
@@ -54,16 +54,9 @@ def _nested_rule(e):
 EXACT = {o: r for o, e in _BLOCK.items() if (r := _nested_rule(e)) is not None}
 
 
-def _constant(expr, k):
-    """The value of a constant partial (a literal or the immediate k), else None."""
-    if not registry.is_constant(expr):
-        return None
-    return k if expr.strip() == "k" else float(expr)
-
-
 def _flat(t, node):
-    rec = node_record(t, node)
-    return node_var(t, node, () if rec[3] == 1 else (rec[3],))
+    n = node_size(t, node)
+    return node_var(t, node, () if n == 1 else (n,))
 
 
 class _Sweep:
@@ -142,15 +135,21 @@ def _sum_to(v, size):
 
 # -- elementwise ---------------------------------------------------------------
 
+#: opcode -> its constant partials per operand: a float, "k" (the immediate) or None
+_CONSTANTS = {o: tuple(("k" if expr.strip() == "k" else float(expr))
+                       if registry.is_constant(expr) else None for expr in (e.d0, e.d1))
+              for o, e in _BLOCK.items()}
+
+
 def _partial(o, j, x, y, k, z):
     """∂f_o/∂x_j at the node, as a number (constant) or a recorded value."""
     rule = EXACT.get(o)
     if rule is not None:
         return rule(x, y, k, z)[j]
-    e = _BLOCK[o]
-    c = _constant((e.d0, e.d1)[j], k)
+    c = _CONSTANTS[o][j]
     if c is not None:
-        return c
+        return k if c == "k" else c
+    e = _BLOCK[o]
     if e.partial_of:
         base = e.partial_of[0].lower()
         raise TapeError(f"nested differentiation: a third derivative of {base} is not "
@@ -184,7 +183,7 @@ def _elementwise(s, i, o, a, b, size, g):
             contrib = g if c == 1.0 else (-g if c == -1.0 else g * c)
         else:
             contrib = g * c
-        s.add(p, _sum_to(contrib, node_record(t, p)[3]))
+        s.add(p, contrib if size == 1 else _sum_to(contrib, node_size(t, p)))
 
 
 # -- structural ----------------------------------------------------------------
@@ -193,7 +192,7 @@ def _scatter(s, x_node, g, idx):
     """x̄[idx[j]] += g[j]: one gather through the inverse index for the positions
     hit once, scalar sums for positions hit more than once."""
     t = s.t
-    m = node_record(t, x_node)[3]
+    m = node_size(t, x_node)
     idx = np.asarray(idx, dtype=np.int64).reshape(-1)
     n = idx.size
     if n == 0:
@@ -376,7 +375,7 @@ def _where(s, i, a, b, size, g, P):
     for p, pick in ((a, (gv, zero)), (b, (zero, gv))):
         if p in s.dep:
             s.add(p, _sum_to(_tape.where(c, pick[0], pick[1], (size,)),
-                             node_record(t, p)[3]))
+                             node_size(t, p)))
 
 
 def _callback(s, i, size, g, P):
@@ -462,7 +461,7 @@ def vjp(t, seeds, leaves):
     for i in sorted(dep, reverse=True):
         if i in sources:
             continue
-        g = s.pop(i, node_record(t, i)[3])
+        g = s.pop(i, node_size(t, i))
         if g is not None:
             _node(s, i, g)
     return [s.pop(v.node, v.size) for v in leaves]

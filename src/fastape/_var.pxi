@@ -594,6 +594,11 @@ def node_var(Tape t not None, i64 node, tuple shape):
     return _new(t, node, shape, t.size_of(node))
 
 
+def node_size(Tape t not None, i64 i):
+    """The number of values of node i."""
+    return int(t.size_of(i))
+
+
 def node_record(Tape t not None, i64 i):
     """(opcode, a, b, size, params) of node i: b is the immediate k (a float) for ops
     whose b field is a pool index, params the node's parameter struct after its size
