@@ -1,9 +1,11 @@
 """fastape's benchmark suite: ``python -m fastape bench [--full] [--plot]``.
 
-It lives in the source checkout (``benchmarks/suite.py``), not in the installed
-package; ``python -m fastape bench`` finds it beside a checkout's ``src/fastape``,
-in the current directory's checkout, or through ``FASTAPE_BENCHMARKS``. It also
-runs alone: ``PYTHONPATH=src python benchmarks/suite.py [--full] [--plot]``.
+Shipped in the package (``fastape._bench``), so an installed fastape runs it from any
+folder; ``python benchmarks/suite.py [...]`` in a checkout is a thin entry to the same
+code. Two workloads delegate to scripts of the checkout's ``benchmarks/`` folder
+(``bench_two_layer.py``, ``c_interp.py``): the suite finds that folder through
+``FASTAPE_BENCHMARKS``, beside a checkout's ``src/fastape`` or in the current
+directory's checkout, and without one skips those two with a note.
 
 Every workload computes a value and a gradient. Before any tool is timed its
 gradient is compared with a hand-written one (relative error, max-norm, at most
@@ -17,12 +19,15 @@ follows one protocol everywhere:
   tools alike;
 * medians with min–max over rounds; ratios (against the hand-written code and
   the pure-Python reference) are computed *within* a round and then summarised;
-* BLAS/OpenMP thread pools pinned (threadpoolctl), PyTorch and XLA pinned to
-  the same count; versions, thread pools and the machine are recorded.
+* BLAS/OpenMP thread pools pinned (threadpoolctl; without it, only what
+  ``OPENBLAS_NUM_THREADS``/``OMP_NUM_THREADS`` set before start-up, and the header
+  and the table say so), PyTorch and XLA pinned to the same count; versions, thread
+  pools and the machine are recorded.
 
 Peers (PyTorch, JAX, autograd, CasADi) are optional (``pip install
 ".[bench]"``); a missing one is skipped with a note. Results go to
-``<out>/{quick,full}.json`` and a markdown table; ``--plot`` writes PNGs.
+``<out>/{quick,full}.json`` and a markdown table (``<out>``: the checkout's
+``benchmarks/results``, else ``./fastape_bench_results``); ``--plot`` writes PNGs.
 
 The workloads (see ``benchmarks/README.md``): the seeds' scalar function,
 Rosenbrock as a Python loop of scalar ops (record + gradient, and replay),
@@ -100,15 +105,33 @@ def _compile_fn():
     return compile_
 
 
-# the suite's own folder: the other benchmark scripts it delegates to sit beside it
-BENCH_DIR = Path(__file__).resolve().parent
+BENCH_ENV = "FASTAPE_BENCHMARKS"
+
+
+def benchmarks_dir(environ=None, package_dir=None, cwd=None):
+    """The checkout's benchmarks/ folder, where the scripts the suite delegates to
+    live: ``$FASTAPE_BENCHMARKS``, else beside the checkout this package was imported
+    from (``<checkout>/src/fastape``), else in the current directory's checkout;
+    None for an installed package used outside a checkout."""
+    environ = os.environ if environ is None else environ
+    package_dir = Path(__file__).resolve().parent if package_dir is None else package_dir
+    cwd = Path.cwd() if cwd is None else cwd
+    if environ.get(BENCH_ENV):
+        return Path(environ[BENCH_ENV]).expanduser()
+    for root in (Path(package_dir).parent.parent, Path(cwd)):
+        if (root / "src" / "fastape").is_dir() and (root / "benchmarks").is_dir():
+            return root / "benchmarks"
+    return None
 
 
 def _bench_module(name):
     """Import benchmarks/<name>.py (owned by other engineers) or raise Skip."""
-    d = BENCH_DIR
+    d = benchmarks_dir()
+    if d is None:
+        raise Skip(f"benchmarks/{name}.py is in fastape's source checkout, not in the "
+                   f"installed package (run from a checkout, or set {BENCH_ENV})")
     if not (d / f"{name}.py").is_file():
-        raise Skip(f"benchmarks/{name}.py not found beside {Path(__file__).name}")
+        raise Skip(f"{name}.py not found in {d}")
     key = f"_fastape_bench_{name}"
     if key in sys.modules:
         return sys.modules[key]
@@ -800,11 +823,30 @@ def _version(dist, mod=None):
         return getattr(mod, "__version__", "?")
 
 
+_PIN_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def pinning(threads):
+    """How BLAS/OpenMP threads are held to ``threads``: one sentence, the same in the
+    header and in the table."""
+    try:
+        import threadpoolctl  # noqa: F401
+        return f"BLAS/OpenMP thread pools pinned to {threads} by threadpoolctl"
+    except ImportError:
+        pass
+    set_ = [f"{v}={os.environ[v]}" for v in _PIN_VARS if os.environ.get(v)]
+    if set_ and all(os.environ[v] == str(threads) for v in _PIN_VARS if os.environ.get(v)):
+        return (f"BLAS threads {threads} through {', '.join(set_)} (threadpoolctl not "
+                "installed)")
+    return ("BLAS threads NOT pinned: threadpoolctl not installed (pip install "
+            "threadpoolctl, or start with OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1)")
+
+
 def _threadpools():
     try:
         import threadpoolctl
     except ImportError:
-        return "threadpoolctl not installed: BLAS threads not pinned"
+        return "threadpoolctl not installed"
     return [{k: p.get(k) for k in ("user_api", "internal_api", "num_threads", "version",
                                    "filepath")}
             for p in threadpoolctl.threadpool_info()]
@@ -853,12 +895,14 @@ def run_suite(full=False, rounds=None, quiet=False, check_only=False, tiny=False
     import scipy.linalg  # noqa: F401
     import scipy.optimize  # noqa: F401
     env = environment(1)
+    env["threads"]["pinning"] = pinning(1)
     with _Pinned(1):
         env["threads"]["threadpools"] = _threadpools()
         out = {"suite": "full" if full else ("tiny" if tiny else "quick"),
                "rounds": rounds, "tolerance": TOL, "environment": env, "workloads": []}
         _say(f"fastape {ft.__version__} benchmark suite ({out['suite']}), {rounds} rounds; "
-             f"{env['cpu']}, {env['usable_cpus']} CPUs; threads pinned to 1", quiet)
+             f"{env['cpu']}, {env['usable_cpus']} CPUs; {env['threads']['pinning']}; PyTorch "
+             f"and XLA pinned to 1 thread", quiet)
         for name, note in env["peers_skipped"].items():
             _say(f"  peer {name} skipped: {note}", quiet)
         for w in workloads(full, tiny):
@@ -907,6 +951,12 @@ def _pools_summary(env):
     return ", ".join(sorted(set(names))) or "none found"
 
 
+def _pinning_of(env):
+    # results written before the sentence was recorded said pinned, with threadpoolctl
+    return env["threads"].get("pinning", f"BLAS/OpenMP thread pools pinned to "
+                              f"{env['threads']['pinned_to']} by threadpoolctl")
+
+
 def markdown(out):
     env = out["environment"]
     lines = [f"Suite: `{out['suite']}`, {out['rounds']} rounds after warm-up, tools "
@@ -917,8 +967,9 @@ def markdown(out):
              f"Machine: {env['cpu']}, {env['usable_cpus']} usable CPUs ({env['logical_cpus']} "
              f"logical), {env['platform']}; Python {env['python']}; "
              + ", ".join(f"{k} {v}" for k, v in env["versions"].items())
-             + f". Thread pools ({_pools_summary(env)}), PyTorch and XLA pinned to "
-             f"{env['threads']['pinned_to']} thread (the two-layer network sets its own).", ""]
+             + f". {_pinning_of(env)} (thread pools: {_pools_summary(env)}); PyTorch and XLA "
+             f"pinned to {env['threads']['pinned_to']} thread (the two-layer network sets "
+             "its own).", ""]
     for name, note in env["peers_skipped"].items():
         lines.append(f"* {name} skipped: {note}")
     for w in out["workloads"]:
@@ -1055,7 +1106,8 @@ def plots(out, directory):
 
 
 def _default_out():
-    return BENCH_DIR / "results"
+    d = benchmarks_dir()
+    return d / "results" if d is not None else Path.cwd() / "fastape_bench_results"
 
 
 def _jsonable(obj):
@@ -1076,7 +1128,8 @@ def main(argv=None):
     p.add_argument("--full", action="store_true", help="the whole suite (about 10 minutes)")
     p.add_argument("--plot", action="store_true", help="write PNG plots (needs matplotlib)")
     p.add_argument("--rounds", type=int, default=None, help="timed rounds (default 5, full 7)")
-    p.add_argument("--out", default=None, help="results folder (default benchmarks/results)")
+    p.add_argument("--out", default=None, help="results folder (default: the checkout's "
+                   "benchmarks/results, else ./fastape_bench_results)")
     p.add_argument("--only", nargs="*", default=None,
                    help="run only workloads whose key contains one of these strings")
     p.add_argument("--check", action="store_true",
@@ -1094,8 +1147,8 @@ def main(argv=None):
         directory = Path(args.out) if args.out else _default_out()
     table = markdown(out)
     print("\n" + table)
-    directory.mkdir(parents=True, exist_ok=True)
     if not args.from_json and not args.check:
+        directory.mkdir(parents=True, exist_ok=True)
         jpath = directory / f"{out['suite']}.json"
         jpath.write_text(json.dumps(_jsonable(out), indent=1, ensure_ascii=False))
         mpath = directory / ("RESULTS.md" if out["suite"] == "full" else "QUICK.md")
@@ -1104,10 +1157,15 @@ def main(argv=None):
                          + table)
         print(f"results: {jpath}, {mpath}")
     if args.plot:
+        directory.mkdir(parents=True, exist_ok=True)
         paths = plots(out, directory)
         print("plots: " + (", ".join(paths) if paths else "none (matplotlib not installed)"))
     failed = [(w["key"], n) for w in out["workloads"] for n, e in w.get("tools", {}).items()
               if e.get("status") == "FAILED"]
+    skipped = out["environment"].get("peers_skipped", {})
+    if skipped:   # absent peers are never a failure: said, and the exit code stays 0
+        print("peers skipped (not installed; pip install \".[bench]\" adds them): "
+              + ", ".join(skipped))
     if failed:
         print("FAILED correctness checks: " + ", ".join(f"{k}/{n}" for k, n in failed))
         return 1
