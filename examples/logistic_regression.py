@@ -5,6 +5,8 @@ The negative log-likelihood is written in plain numpy; the data are arguments of
 the compiled function, so the same Function serves any data of the same shape.
 
     python examples/logistic_regression.py
+
+(fastape installed, or ``PYTHONPATH=src`` in a checkout built in place.)
 """
 
 import time

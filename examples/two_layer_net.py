@@ -8,7 +8,9 @@ records it once, and every step replays the tape (two BLAS products forward,
 three backward) on the new weights. Prints the loss as it goes and, when
 matplotlib is installed, saves the loss curve to ``two_layer_loss.png``.
 
-    PYTHONPATH=src python examples/two_layer_net.py [--steps 2000] [--png PATH]
+    python examples/two_layer_net.py [--steps 2000] [--png PATH]
+
+(fastape installed, or ``PYTHONPATH=src`` in a checkout built in place.)
 """
 
 import argparse

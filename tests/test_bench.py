@@ -1,20 +1,17 @@
 """The benchmark suite's correctness checks on tiny sizes (no timing assertions).
 
-The suite (``benchmarks/suite.py``, not part of the installed package) compares
-every tool's gradient with a hand-written one before it times anything; here that
-check runs for every workload of the suite at tiny sizes, for fastape, the
-reference and whichever peers are installed.
+The suite (``fastape._bench``, shipped in the package; ``benchmarks/suite.py`` is its
+thin entry in the checkout) compares every tool's gradient with a hand-written one
+before it times anything; here that check runs for every workload of the suite at tiny
+sizes, for fastape, the reference and whichever peers are installed.
 """
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from fastape.__main__ import load_suite
-
-bench = load_suite(Path(__file__).resolve().parents[1] / "benchmarks" / "suite.py")
+from fastape import _bench as bench
 
 
 @pytest.fixture(scope="module")
@@ -70,3 +67,42 @@ def test_a_wrong_gradient_is_reported_and_not_timed():
 def test_markdown_renders(tiny):
     text = bench.markdown(tiny)
     assert "Seeds' scalar function" in text and "| tool |" in text
+
+
+def test_header_and_table_say_the_same_about_thread_pinning(tiny):
+    sentence = tiny["environment"]["threads"]["pinning"]
+    assert sentence == bench.pinning(1)
+    assert sentence in bench.markdown(tiny)
+    try:
+        import threadpoolctl  # noqa: F401
+        assert "pinned to 1 by threadpoolctl" in sentence
+    except ImportError:
+        assert "threadpoolctl not installed" in sentence
+
+
+def test_pinning_without_threadpoolctl_says_what_holds(monkeypatch):
+    import builtins
+
+    real = builtins.__import__
+
+    def no_threadpoolctl(name, *args, **kwargs):
+        if name == "threadpoolctl":
+            raise ImportError("hidden by the test")
+        return real(name, *args, **kwargs)
+    monkeypatch.setattr(builtins, "__import__", no_threadpoolctl)
+    for v in bench._PIN_VARS:
+        monkeypatch.delenv(v, raising=False)
+    assert "NOT pinned" in bench.pinning(1)
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "1")
+    assert bench.pinning(1).startswith("BLAS threads 1 through OPENBLAS_NUM_THREADS=1")
+    monkeypatch.setenv("OMP_NUM_THREADS", "4")
+    assert "NOT pinned" in bench.pinning(1)
+
+
+def test_the_checkout_entry_runs_the_packaged_suite():
+    import runpy
+    from pathlib import Path
+
+    entry = Path(__file__).resolve().parents[1] / "benchmarks" / "suite.py"
+    ns = runpy.run_path(str(entry), run_name="not_main")
+    assert ns["main"] is bench.main

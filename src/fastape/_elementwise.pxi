@@ -83,16 +83,24 @@ cdef extern from *:
     } fastape_run_args;
     static inline void fastape_kernel(int, int, fastape_ew_args *, fastape_run_args *)
         FASTAPE_KERNEL_INLINE;
-    static inline void fastape_hot(int, int, fastape_ew_args *, fastape_run_args *)
+    static inline void fastape_hot(int, int, fastape_ew_args *, fastape_run_args *, int)
         FASTAPE_KERNEL_INLINE;
+    static inline void fastape_pick(int, int, fastape_ew_args *, fastape_run_args *, int)
+        FASTAPE_KERNEL_INLINE;
+    #if defined(__GNUC__)
+    static void fastape_cold(int, int, fastape_ew_args *, fastape_run_args *)
+        __attribute__((noinline));
+    #else
+    static void fastape_cold(int, int, fastape_ew_args *, fastape_run_args *);
+    #endif
     static inline void fastape_ew_ops(int, const double *, int64_t, const double *,
-        int64_t, double *, int64_t) FASTAPE_KERNEL_INLINE;
+        int64_t, double *, int64_t, int) FASTAPE_KERNEL_INLINE;
     static inline void fastape_ew_ops_rev(int, const double *, int64_t, const double *,
         int64_t, const double *, const double *, double *, double *,
-        int64_t) FASTAPE_KERNEL_INLINE;
+        int64_t, int) FASTAPE_KERNEL_INLINE;
     static inline void fastape_ew_ops_tan(int, const double *, int64_t, const double *,
         int64_t, const double *, const double *, const double *, double *, int64_t,
-        int64_t, int64_t) FASTAPE_KERNEL_INLINE;
+        int64_t, int64_t, int) FASTAPE_KERNEL_INLINE;
     static inline void fastape_run_loop(int, double *, const double *, const int32_t *,
         const int32_t *, int64_t, int64_t) FASTAPE_KERNEL_INLINE;
     static inline void fastape_run_loop_rev(int, const double *, double *, const double *,
@@ -310,58 +318,93 @@ cdef inline void _kernel "fastape_kernel"(int kind, int o, _EwArgs* e,
         _run_loop_rev(o, r.val, r.adj, r.pool, r.pa, r.pb, r.lo, r.hi)
 
 
-cdef inline void _hot "fastape_hot"(int kind, int o, _EwArgs* e,
-                                    _RunArgs* r) noexcept nogil:
+# Which ops a call site of _hot can see: an array loop of a unary op reads no y, so its
+# y stride is moot and the unary ops are instantiated for the x strides only (half the
+# loops); the run loops see every op.
+cdef enum:
+    OPS_ALL, OPS_UNARY, OPS_WITH_Y
+
+
+cdef inline void _pick "fastape_pick"(int kind, int o, _EwArgs* e, _RunArgs* r,
+                                      int ops) noexcept nogil:
+    # o and ops are constants wherever _hot calls this: the test folds away, and an op
+    # the call site cannot see costs no loop (its branch, never taken, goes to _cold)
+    if ops == OPS_ALL or (ops == OPS_UNARY) == (not is_binary(o) and not has_k(o)):
+        _kernel(kind, o, e, r)
+    else:
+        _cold(kind, o, e, r)
+
+
+cdef inline void _hot "fastape_hot"(int kind, int o, _EwArgs* e, _RunArgs* r,
+                                    int ops) noexcept nogil:
     # the cheap ops, memory- or dispatch-bound; tanh, exp, sigmoid and sqrt too (their
     # reverse partials come from the node's value: 1 - v², v, v(1 - v), 0.5/v); the
-    # rest share one loop
-    if o == ADD: _kernel(kind, ADD, e, r)
-    elif o == SUB: _kernel(kind, SUB, e, r)
-    elif o == MUL: _kernel(kind, MUL, e, r)
-    elif o == DIV: _kernel(kind, DIV, e, r)
-    elif o == ADD_K: _kernel(kind, ADD_K, e, r)
-    elif o == MUL_K: _kernel(kind, MUL_K, e, r)
-    elif o == RSUB_K: _kernel(kind, RSUB_K, e, r)
-    elif o == DIV_K: _kernel(kind, DIV_K, e, r)
-    elif o == POW_K: _kernel(kind, POW_K, e, r)
-    elif o == SQUARE: _kernel(kind, SQUARE, e, r)
-    elif o == NEG: _kernel(kind, NEG, e, r)
-    elif o == ABS: _kernel(kind, ABS, e, r)
-    elif o == RELU: _kernel(kind, RELU, e, r)
-    elif o == COPY: _kernel(kind, COPY, e, r)
-    elif o == MAXIMUM: _kernel(kind, MAXIMUM, e, r)
-    elif o == MINIMUM: _kernel(kind, MINIMUM, e, r)
-    elif o == TANH: _kernel(kind, TANH, e, r)
-    elif o == EXP: _kernel(kind, EXP, e, r)
-    elif o == SIGMOID: _kernel(kind, SIGMOID, e, r)
-    elif o == SQRT: _kernel(kind, SQRT, e, r)
-    else: _kernel(kind, o, e, r)
+    # rest share one loop per kind (_cold)
+    if o == ADD: _pick(kind, ADD, e, r, ops)
+    elif o == SUB: _pick(kind, SUB, e, r, ops)
+    elif o == MUL: _pick(kind, MUL, e, r, ops)
+    elif o == DIV: _pick(kind, DIV, e, r, ops)
+    elif o == ADD_K: _pick(kind, ADD_K, e, r, ops)
+    elif o == MUL_K: _pick(kind, MUL_K, e, r, ops)
+    elif o == RSUB_K: _pick(kind, RSUB_K, e, r, ops)
+    elif o == DIV_K: _pick(kind, DIV_K, e, r, ops)
+    elif o == POW_K: _pick(kind, POW_K, e, r, ops)
+    elif o == SQUARE: _pick(kind, SQUARE, e, r, ops)
+    elif o == NEG: _pick(kind, NEG, e, r, ops)
+    elif o == ABS: _pick(kind, ABS, e, r, ops)
+    elif o == RELU: _pick(kind, RELU, e, r, ops)
+    elif o == COPY: _pick(kind, COPY, e, r, ops)
+    elif o == MAXIMUM: _pick(kind, MAXIMUM, e, r, ops)
+    elif o == MINIMUM: _pick(kind, MINIMUM, e, r, ops)
+    elif o == TANH: _pick(kind, TANH, e, r, ops)
+    elif o == EXP: _pick(kind, EXP, e, r, ops)
+    elif o == SIGMOID: _pick(kind, SIGMOID, e, r, ops)
+    elif o == SQRT: _pick(kind, SQRT, e, r, ops)
+    else: _cold(kind, o, e, r)
+
+
+cdef void _cold "fastape_cold"(int kind, int o, _EwArgs* e, _RunArgs* r) noexcept nogil:
+    # The other ops: one copy of each loop over the whole op table, and for the arrays one
+    # more with the strides of a unary op on a contiguous array (x stride 1, y unused)
+    # made constant (without it np.sin's loops ran ~6% slower); other strides are read
+    # at run time. These loops dispatch per element (a switch GCC does not hoist) and
+    # call libm or cython_special; inlined into every stride variant of _hot they made
+    # 19 copies of the op table's switch, a third of _tape's compile time.
+    cdef _EwArgs c
+    if e != NULL and e.sx == 1 and not is_binary(o) and not has_k(o):
+        c = e[0]
+        c.sx = 1
+        c.sy = 0
+        _kernel(kind, o, &c, r)
+    else:
+        _kernel(kind, o, e, r)
 
 
 cdef inline void _ew_ops "fastape_ew_ops"(
         int o, const double* x, i64 sx, const double* y, i64 sy, double* out,
-        i64 n) noexcept nogil:
+        i64 n, int ops) noexcept nogil:
     cdef _EwArgs e
     e.x = x; e.sx = sx; e.y = y; e.sy = sy; e.out = out; e.n = n
-    _hot(EW_FWD, o, &e, NULL)
+    _hot(EW_FWD, o, &e, NULL, ops)
 
 
 cdef inline void _ew_ops_rev "fastape_ew_ops_rev"(
         int o, const double* x, i64 sx, const double* y, i64 sy, const double* z,
-        const double* lam, double* x_bar, double* y_bar, i64 n) noexcept nogil:
+        const double* lam, double* x_bar, double* y_bar, i64 n, int ops) noexcept nogil:
     cdef _EwArgs e
     e.x = x; e.sx = sx; e.y = y; e.sy = sy; e.z = z; e.lam = lam; e.x_bar = x_bar
     e.y_bar = y_bar; e.n = n
-    _hot(EW_REV, o, &e, NULL)
+    _hot(EW_REV, o, &e, NULL, ops)
 
 
 cdef inline void _ew_ops_tan "fastape_ew_ops_tan"(
         int o, const double* x, i64 sx, const double* y, i64 sy, const double* z,
-        const double* tx, const double* ty, double* tz, i64 n, i64 p, i64 ld) noexcept nogil:
+        const double* tx, const double* ty, double* tz, i64 n, i64 p, i64 ld,
+        int ops) noexcept nogil:
     cdef _EwArgs e
     e.x = x; e.sx = sx; e.y = y; e.sy = sy; e.z = z; e.tx = tx; e.ty = ty; e.tz = tz
     e.n = n; e.p = p; e.ld = ld
-    _hot(EW_TAN, o, &e, NULL)
+    _hot(EW_TAN, o, &e, NULL, ops)
 
 
 cdef void run_forward(int o, double* val, const double* pool, const i32* pa,
@@ -369,7 +412,7 @@ cdef void run_forward(int o, double* val, const double* pool, const i32* pa,
     """The forward sweep over a run of nodes lo..hi-1 of opcode o (scalar layout)."""
     cdef _RunArgs r
     r.val = val; r.pool = pool; r.pa = pa; r.pb = pb; r.lo = lo; r.hi = hi
-    _hot(RUN_FWD, o, NULL, &r)
+    _hot(RUN_FWD, o, NULL, &r, OPS_ALL)
 
 
 cdef void run_reverse(int o, double* val, double* adj, const double* pool,
@@ -378,7 +421,7 @@ cdef void run_reverse(int o, double* val, double* adj, const double* pool,
     layout); each node's adjoint is zeroed once passed on."""
     cdef _RunArgs r
     r.val = val; r.adj = adj; r.pool = pool; r.pa = pa; r.pb = pb; r.lo = lo; r.hi = hi
-    _hot(RUN_REV, o, NULL, &r)
+    _hot(RUN_REV, o, NULL, &r, OPS_ALL)
 
 
 cdef void run_forward_tangent(int o, double* val, double* tan, const double* pool,
@@ -387,34 +430,44 @@ cdef void run_forward_tangent(int o, double* val, double* tan, const double* poo
     (scalar layout, one direction: tan is indexed like val); see _run_loop_tan."""
     cdef _RunArgs r
     r.val = val; r.tan = tan; r.pool = pool; r.pa = pa; r.pb = pb; r.lo = lo; r.hi = hi
-    _hot(RUN_TAN, o, NULL, &r)
+    _hot(RUN_TAN, o, NULL, &r, OPS_ALL)
 
 
 cdef void elementwise_forward(int o, const double* x, i64 sx, const double* y, i64 sy,
                               double* out, i64 n) noexcept nogil:
     """out[j] = f_o(x[j·sx], y[j·sy]), strides 0 (a broadcast scalar) or 1."""
-    if sx and sy:
-        _ew_ops(o, x, 1, y, 1, out, n)
+    if not is_binary(o) and not has_k(o):
+        if sx:
+            _ew_ops(o, x, 1, y, 0, out, n, OPS_UNARY)
+        else:
+            _ew_ops(o, x, 0, y, 0, out, n, OPS_UNARY)
+    elif sx and sy:
+        _ew_ops(o, x, 1, y, 1, out, n, OPS_WITH_Y)
     elif sx:
-        _ew_ops(o, x, 1, y, 0, out, n)
+        _ew_ops(o, x, 1, y, 0, out, n, OPS_WITH_Y)
     elif sy:
-        _ew_ops(o, x, 0, y, 1, out, n)
+        _ew_ops(o, x, 0, y, 1, out, n, OPS_WITH_Y)
     else:
-        _ew_ops(o, x, 0, y, 0, out, n)
+        _ew_ops(o, x, 0, y, 0, out, n, OPS_WITH_Y)
 
 
 cdef void elementwise_reverse(int o, const double* x, i64 sx, const double* y, i64 sy,
                               const double* z, const double* lam, double* x_bar,
                               double* y_bar, i64 n) noexcept nogil:
     """x̄, ȳ += the partials of f_o times λ (see _ew_loop_rev); z: the node's values."""
-    if sx and sy:
-        _ew_ops_rev(o, x, 1, y, 1, z, lam, x_bar, y_bar, n)
+    if not is_binary(o) and not has_k(o):
+        if sx:
+            _ew_ops_rev(o, x, 1, y, 0, z, lam, x_bar, y_bar, n, OPS_UNARY)
+        else:
+            _ew_ops_rev(o, x, 0, y, 0, z, lam, x_bar, y_bar, n, OPS_UNARY)
+    elif sx and sy:
+        _ew_ops_rev(o, x, 1, y, 1, z, lam, x_bar, y_bar, n, OPS_WITH_Y)
     elif sx:
-        _ew_ops_rev(o, x, 1, y, 0, z, lam, x_bar, y_bar, n)
+        _ew_ops_rev(o, x, 1, y, 0, z, lam, x_bar, y_bar, n, OPS_WITH_Y)
     elif sy:
-        _ew_ops_rev(o, x, 0, y, 1, z, lam, x_bar, y_bar, n)
+        _ew_ops_rev(o, x, 0, y, 1, z, lam, x_bar, y_bar, n, OPS_WITH_Y)
     else:
-        _ew_ops_rev(o, x, 0, y, 0, z, lam, x_bar, y_bar, n)
+        _ew_ops_rev(o, x, 0, y, 0, z, lam, x_bar, y_bar, n, OPS_WITH_Y)
 
 
 cdef void elementwise_tangent(int o, const double* x, i64 sx, const double* y, i64 sy,
@@ -423,11 +476,16 @@ cdef void elementwise_tangent(int o, const double* x, i64 sx, const double* y, i
     """ż = ∂f/∂x ẋ + ∂f/∂y ẏ for p directions (see _ew_loop_tan); direction k of an
     operand's (the node's) tangents starts ld after direction k - 1; z: the node's
     values. ty is ignored for a unary op."""
-    if sx and sy:
-        _ew_ops_tan(o, x, 1, y, 1, z, tx, ty, tz, n, p, ld)
+    if not is_binary(o) and not has_k(o):
+        if sx:
+            _ew_ops_tan(o, x, 1, y, 0, z, tx, ty, tz, n, p, ld, OPS_UNARY)
+        else:
+            _ew_ops_tan(o, x, 0, y, 0, z, tx, ty, tz, n, p, ld, OPS_UNARY)
+    elif sx and sy:
+        _ew_ops_tan(o, x, 1, y, 1, z, tx, ty, tz, n, p, ld, OPS_WITH_Y)
     elif sx:
-        _ew_ops_tan(o, x, 1, y, 0, z, tx, ty, tz, n, p, ld)
+        _ew_ops_tan(o, x, 1, y, 0, z, tx, ty, tz, n, p, ld, OPS_WITH_Y)
     elif sy:
-        _ew_ops_tan(o, x, 0, y, 1, z, tx, ty, tz, n, p, ld)
+        _ew_ops_tan(o, x, 0, y, 1, z, tx, ty, tz, n, p, ld, OPS_WITH_Y)
     else:
-        _ew_ops_tan(o, x, 0, y, 0, z, tx, ty, tz, n, p, ld)
+        _ew_ops_tan(o, x, 0, y, 0, z, tx, ty, tz, n, p, ld, OPS_WITH_Y)
