@@ -86,16 +86,37 @@ cdef inline bint is_leaf(int o) noexcept nogil:
     return o <= CONSTANT
 
 
+cdef inline double derived_value_and_partials "fastape_derived_value_and_partials"(
+        int o, double x, double y, double* d0, double* d1) noexcept nogil:
+    \"\"\"value_and_partials of the derived partial ops (registry.DERIVED); never inlined
+    (FASTAPE_NOINLINE in _ops.pxd).\"\"\"
+    cdef double k = y
+{{DERIVED_BRANCHES}}
+    d0[0] = NAN
+    d1[0] = NAN
+    return NAN
+
+
 cdef inline double value_and_partials "fastape_value_and_partials"(
         int o, double x, double y, double* d0, double* d1, const double* known) noexcept nogil:
     \"\"\"value = f_o(x, y); d0, d1 = ∂f/∂x, ∂f/∂y (y is k for the *_K ops). `known`,
     when not NULL, points to the node's stored value (reused by the partials).\"\"\"
     cdef double v
     cdef double k = y""")
-    out += _branches(reg.ELEMENTWISE + reg.DERIVED, lambda e: [
+    out += _branches(reg.ELEMENTWISE, lambda e: [
         f"v = known[0] if known != NULL else ({e.value})", f"d0[0] = {e.d0}",
         f"d1[0] = {e.d1}", "return v"], lambda e: e.doc)
+    # the derived partial ops (nested derivatives only) through one call that is not
+    # inlined: their formulas are long, and every sweep loop inlines this switch
+    # (compile time; the base ops' cases stay as they were)
+    if reg.DERIVED:
+        cond = " or ".join(f"o == {e.name}" for e in reg.DERIVED)
+        out.append(f"    elif {cond}:")
+        out.append("        return derived_value_and_partials(o, x, y, d0, d1)")
     out += ["    d0[0] = NAN", "    d1[0] = NAN", "    return NAN\n"]
+    derived = "\n".join(_branches(reg.DERIVED, lambda e: [
+        f"d0[0] = {e.d0}", f"d1[0] = {e.d1}", f"return {e.value}"])) if reg.DERIVED else ""
+    out = [line.replace("{DERIVED_BRANCHES}", derived) for line in out]
     out.append("""
 cdef inline void second_partials(int o, double x, double y, double* d00, double* d01,
                                  double* d11) noexcept nogil:

@@ -30,11 +30,18 @@ cdef extern from *:
        too large for GCC's inlining heuristics, so force it. */
     #if defined(__GNUC__)
     #define FASTAPE_ALWAYS_INLINE __attribute__((always_inline))
+    #define FASTAPE_NOINLINE __attribute__((noinline))
     #else
     #define FASTAPE_ALWAYS_INLINE
+    #define FASTAPE_NOINLINE
     #endif
     static inline double fastape_value_and_partials(int, double, double, double *,
                                                     double *, const double *) FASTAPE_ALWAYS_INLINE;
+    /* The derived partial ops (nested derivatives only) are one call from the
+       inlined switch: their long formulas would otherwise be compiled into every
+       sweep loop. */
+    static inline double fastape_derived_value_and_partials(int, double, double, double *,
+                                                            double *) FASTAPE_NOINLINE;
     """
 
 include "_opmath.pxi"
