@@ -133,6 +133,7 @@ cdef class Tape:
         self.val_cap = 0
         self.adj_cap = 0
         self.tan_cap = self.ntan = self.tld = self.tswept = 0
+        self.tan_adj_cap = self.ntan_adj = 0
         self.npool = 0
         self.pool_cap = 0
         self.nP = 0
@@ -158,6 +159,7 @@ cdef class Tape:
         PyMem_Free(self.val)
         PyMem_Free(self.adj)
         PyMem_Free(self.tan)
+        PyMem_Free(self.tan_adj)
         PyMem_Free(self.pool)
         PyMem_Free(self.off)
         PyMem_Free(self.poff)
@@ -169,6 +171,7 @@ cdef class Tape:
         self.val = NULL
         self.adj = NULL
         self.tan = NULL
+        self.tan_adj = NULL
         self.pool = NULL
         self.off = NULL
         self.poff = NULL
@@ -176,6 +179,7 @@ cdef class Tape:
         self.work = NULL
         self.n = self.cap = self.nval = self.val_cap = self.adj_cap = 0
         self.tan_cap = self.ntan = self.tld = self.tswept = 0
+        self.tan_adj_cap = self.ntan_adj = 0
         self.npool = self.pool_cap = self.nP = self.P_cap = self.work_len = 0
 
     # -- context manager and life cycle ---------------------------------------
@@ -259,12 +263,13 @@ cdef class Tape:
     @property
     def nbytes(self):
         """Bytes held by the tape's buffers (node records, values, adjoints, tangents,
-        immediates, parameters, scratch)."""
+        the adjoints' tangents, immediates, parameters, scratch)."""
         cdef i64 per_node = sizeof(uint8_t) + 2 * sizeof(i32)
         if self.off != NULL:
             per_node += 2 * sizeof(i64)
         return int(self.cap * per_node + (self.val_cap + self.adj_cap + self.tan_cap
-                                          + self.pool_cap + self.P_cap + self.work_len) * 8)
+                                          + self.tan_adj_cap + self.pool_cap + self.P_cap
+                                          + self.work_len) * 8)
 
     @property
     def scalar_layout(self):
@@ -663,6 +668,120 @@ cdef class Tape:
         self.tld = ld
         self.tswept = 0
         return 0
+
+    cdef int prepare_adjoint_tangents(self, i64 p) except -1:
+        """An arena for the adjoints' tangents λ̇ in p directions (scalar layout,
+        node-major as the tangents). One already prepared for p is left as it is: the
+        forward-over-reverse sweeps zero every non-leaf λ̇ they pass on, so the caller
+        only clears the leaves'. Otherwise it is zeroed; if the allocation fails, the old
+        arena stays as it was."""
+        cdef double* fresh
+        if p < 1 or self.nval > MAX_BYTES // 8 // p:
+            raise MemoryError(f"fastape: {p} adjoint tangent directions of {self.nval} "
+                              "values are too many to allocate")
+        if self.ntan_adj == p and self.tan_adj_cap >= p * self.nval:
+            return 0
+        if self.tan_adj_cap < p * self.nval:
+            fresh = <double*>_resize(NULL, p * self.nval, sizeof(double))
+            PyMem_Free(self.tan_adj)
+            self.tan_adj = fresh
+            self.tan_adj_cap = p * self.nval
+        memset(self.tan_adj, 0, p * self.nval * sizeof(double))
+        self.ntan_adj = p
+        return 0
+
+    cdef void hvp_sweep(self, i64 top, i64 p) noexcept nogil:
+        """Forward over reverse (scalar layout), nodes top down to 0: with node i's
+        partials d0, d1 and second partials d00, d01, d11 at its parents a, b,
+            λ_a += λ_i d0,   λ̇_a[k] += λ̇_i[k] d0 + λ_i (d00 ż_a[k] + d01 ż_b[k]),
+            λ_b += λ_i d1,   λ̇_b[k] += λ̇_i[k] d1 + λ_i (d01 ż_a[k] + d11 ż_b[k]),
+        for the p directions of the tangents ż of the last tangent sweep, λ and λ̇ seeded
+        by the caller (λ̇ in the arena of prepare_adjoint_tangents(p)). Zero conventions
+        of the first-order sweeps: a node whose λ and λ̇ are all zero is skipped, and a
+        zero factor (λ, λ̇_k, ż_k) makes its term zero even against an infinite or NaN
+        partial. Every non-leaf λ and λ̇ is zeroed once passed on (as the grouped reverse
+        sweep does), so only the leaves' need clearing before the next sweep."""
+        cdef i64 i, k, ia, ib
+        cdef int o
+        cdef double d0, d1, d00, d01, d11, w, g, gd, c00, c01, c11, e, x, y
+        cdef const double* v = self.val
+        cdef double* lam = self.adj
+        cdef const double* T = self.tan
+        cdef double* L = self.tan_adj
+        cdef const double* ta
+        cdef const double* tb
+        cdef double* li
+        cdef double* la
+        cdef double* lb
+        cdef const uint8_t* op = self.op
+        cdef const i32* pa = self.a
+        cdef const i32* pb = self.b
+        cdef const double* pool = self.pool
+        i = top
+        if p == 1:
+            while i >= 0:
+                o = op[i]
+                w = lam[i]
+                e = L[i]
+                if o > CONSTANT:
+                    lam[i] = 0.0
+                    L[i] = 0.0
+                    if w != 0.0 or e != 0.0:
+                        value_and_second_partials(o, v[pa[i]], (pool if has_k(o) else v)[pb[i]],
+                                                  &d0, &d1, &d00, &d01, &d11, v + i)
+                        ia = pa[i]
+                        x = T[ia]
+                        y = T[pb[i]] if is_binary(o) else 0.0
+                        _hvp_share(is_binary(o), w, e, d0, d00, d01, x, y, &g, &gd)
+                        lam[ia] += g
+                        L[ia] += gd
+                        if is_binary(o):
+                            ib = pb[i]
+                            _hvp_share(True, w, e, d1, d01, d11, x, y, &g, &gd)
+                            lam[ib] += g
+                            L[ib] += gd
+                i -= 1
+            return
+        # p directions: the partials once a node, then loops over k that vectorise (the
+        # zero conventions as selects; the λ factor folded into c00, c01, c11 once)
+        while i >= 0:
+            o = op[i]
+            w = lam[i]
+            li = L + i * p
+            if o > CONSTANT and (w != 0.0 or not _all_zero(li, p)):
+                value_and_second_partials(o, v[pa[i]], (pool if has_k(o) else v)[pb[i]],
+                                          &d0, &d1, &d00, &d01, &d11, v + i)
+                c00 = w * d00 if w != 0.0 else 0.0
+                c01 = w * d01 if w != 0.0 else 0.0
+                c11 = w * d11 if w != 0.0 else 0.0
+                ia = pa[i]
+                ta = T + ia * p
+                la = L + ia * p
+                if w != 0.0:
+                    lam[ia] += w * d0
+                if is_binary(o):
+                    ib = pb[i]
+                    if w != 0.0:
+                        lam[ib] += w * d1
+                    tb = T + ib * p
+                    lb = L + ib * p
+                    for k in range(p):
+                        e = li[k]
+                        x = ta[k]
+                        y = tb[k]
+                        la[k] += ((e * d0 if e != 0.0 else 0.0) + (c00 * x if x != 0.0 else 0.0)
+                                  + (c01 * y if y != 0.0 else 0.0))
+                        lb[k] += ((e * d1 if e != 0.0 else 0.0) + (c01 * x if x != 0.0 else 0.0)
+                                  + (c11 * y if y != 0.0 else 0.0))
+                else:
+                    for k in range(p):
+                        e = li[k]
+                        x = ta[k]
+                        la[k] += (e * d0 if e != 0.0 else 0.0) + (c00 * x if x != 0.0 else 0.0)
+                memset(li, 0, p * sizeof(double))
+            if o > CONSTANT:
+                lam[i] = 0.0
+            i -= 1
 
     cdef void forward_sweep(self, i64 lo, i64 hi) noexcept nogil:
         """Recompute the values of nodes lo..hi-1 in tape order."""
