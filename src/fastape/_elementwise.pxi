@@ -291,22 +291,26 @@ cdef inline void _hvp_share(bint binary, double w, double wd, double d, double d
     """One parent's share of a node in the forward-over-reverse sweep, one direction:
     g = λ d and ġ = λ̇ d + (λ dxx) ẋ + (λ dxy) ẏ, where d is the node's partial with
     respect to this parent and dxx, dxy the second partials of that partial with respect
-    to x and y (dxy, ẏ absent for a unary op). A zero λ, λ̇ or tangent contributes
-    nothing, even through an infinite partial: the sums are plain and redone without the
-    zero terms only when NaN, as the tangent run loop does (selects would lengthen a
-    chain's critical path)."""
+    to x and y (dxy, ẏ absent for a unary op).
+
+    g keeps the reverse sweep's convention (a zero λ contributes nothing). In ġ a term
+    with any zero factor contributes nothing, even through an infinite partial or
+    tangent: the sums are plain and redone without the zero terms only when NaN, as the
+    tangent run loop does (a select would lengthen a chain's critical path); the
+    selects on a zero second partial fold away when the op's is a constant (linear
+    ops), so those terms cost nothing."""
     g[0] = w * d
+    gd[0] = wd * d + ((w * dxx) * tx if dxx != 0.0 else 0.0)
     if binary:
-        gd[0] = wd * d + (w * dxx) * tx + (w * dxy) * ty
-    else:
-        gd[0] = wd * d + (w * dxx) * tx
+        gd[0] = gd[0] + ((w * dxy) * ty if dxy != 0.0 else 0.0)
     if g[0] != g[0]:
         g[0] = w * d if w != 0.0 else 0.0
     if gd[0] != gd[0]:
-        gd[0] = ((wd * d if wd != 0.0 else 0.0)
-                 + ((w * dxx) * tx if w != 0.0 and tx != 0.0 else 0.0))
+        gd[0] = ((wd * d if wd != 0.0 and d != 0.0 else 0.0)
+                 + ((w * dxx) * tx if w != 0.0 and dxx != 0.0 and tx != 0.0 else 0.0))
         if binary:
-            gd[0] = gd[0] + ((w * dxy) * ty if w != 0.0 and ty != 0.0 else 0.0)
+            gd[0] = gd[0] + ((w * dxy) * ty if w != 0.0 and dxy != 0.0 and ty != 0.0
+                             else 0.0)
 
 
 cdef inline void _run_loop_hvp "fastape_run_loop_hvp"(

@@ -696,11 +696,13 @@ cdef class Tape:
             λ_a += λ_i d0,   λ̇_a[k] += λ̇_i[k] d0 + λ_i (d00 ż_a[k] + d01 ż_b[k]),
             λ_b += λ_i d1,   λ̇_b[k] += λ̇_i[k] d1 + λ_i (d01 ż_a[k] + d11 ż_b[k]),
         for the p directions of the tangents ż of the last tangent sweep, λ and λ̇ seeded
-        by the caller (λ̇ in the arena of prepare_adjoint_tangents(p)). Zero conventions
-        of the first-order sweeps: a node whose λ and λ̇ are all zero is skipped, and a
-        zero factor (λ, λ̇_k, ż_k) makes its term zero even against an infinite or NaN
-        partial. Every non-leaf λ and λ̇ is zeroed once passed on (as the grouped reverse
-        sweep does), so only the leaves' need clearing before the next sweep."""
+        by the caller (λ̇ in the arena of prepare_adjoint_tangents(p)). Zero conventions:
+        a node whose λ and λ̇ are all zero is skipped; λ follows the reverse sweep's (a
+        zero λ contributes nothing); in λ̇ a term with a zero factor (λ, λ̇_k, ż_k, a
+        partial) contributes nothing even through an infinite or NaN other factor (the
+        recorded gradient has no such term when the partial is a constant 0). Every
+        non-leaf λ and λ̇ is zeroed once passed on (as the grouped reverse sweep does), so
+        only the leaves' need clearing before the next sweep."""
         cdef i64 i, k, ia, ib
         cdef int o
         cdef double d0, d1, d00, d01, d11, w, g, gd, c00, c01, c11, e, x, y
@@ -742,8 +744,9 @@ cdef class Tape:
                             L[ib] += gd
                 i -= 1
             return
-        # p directions: the partials once a node, then loops over k that vectorise (the
-        # zero conventions as selects; the λ factor folded into c00, c01, c11 once)
+        # p directions: the partials once a node, then loops over k that vectorise: the
+        # zero conventions as selects, each coefficient (λ d00, ...) formed once a node
+        # and 0 when a factor is zero (its condition is loop-invariant)
         while i >= 0:
             o = op[i]
             w = lam[i]
@@ -751,9 +754,9 @@ cdef class Tape:
             if o > CONSTANT and (w != 0.0 or not _all_zero(li, p)):
                 value_and_second_partials(o, v[pa[i]], (pool if has_k(o) else v)[pb[i]],
                                           &d0, &d1, &d00, &d01, &d11, v + i)
-                c00 = w * d00 if w != 0.0 else 0.0
-                c01 = w * d01 if w != 0.0 else 0.0
-                c11 = w * d11 if w != 0.0 else 0.0
+                c00 = w * d00 if w != 0.0 and d00 != 0.0 else 0.0
+                c01 = w * d01 if w != 0.0 and d01 != 0.0 else 0.0
+                c11 = w * d11 if w != 0.0 and d11 != 0.0 else 0.0
                 ia = pa[i]
                 ta = T + ia * p
                 la = L + ia * p
@@ -769,15 +772,18 @@ cdef class Tape:
                         e = li[k]
                         x = ta[k]
                         y = tb[k]
-                        la[k] += ((e * d0 if e != 0.0 else 0.0) + (c00 * x if x != 0.0 else 0.0)
-                                  + (c01 * y if y != 0.0 else 0.0))
-                        lb[k] += ((e * d1 if e != 0.0 else 0.0) + (c01 * x if x != 0.0 else 0.0)
-                                  + (c11 * y if y != 0.0 else 0.0))
+                        la[k] += ((e * d0 if e != 0.0 and d0 != 0.0 else 0.0)
+                                  + (c00 * x if x != 0.0 and c00 != 0.0 else 0.0)
+                                  + (c01 * y if y != 0.0 and c01 != 0.0 else 0.0))
+                        lb[k] += ((e * d1 if e != 0.0 and d1 != 0.0 else 0.0)
+                                  + (c01 * x if x != 0.0 and c01 != 0.0 else 0.0)
+                                  + (c11 * y if y != 0.0 and c11 != 0.0 else 0.0))
                 else:
                     for k in range(p):
                         e = li[k]
                         x = ta[k]
-                        la[k] += (e * d0 if e != 0.0 else 0.0) + (c00 * x if x != 0.0 else 0.0)
+                        la[k] += ((e * d0 if e != 0.0 and d0 != 0.0 else 0.0)
+                                  + (c00 * x if x != 0.0 and c00 != 0.0 else 0.0))
                 memset(li, 0, p * sizeof(double))
             if o > CONSTANT:
                 lam[i] = 0.0
