@@ -28,6 +28,9 @@ cdef class Tape:
     cdef double* tan
     cdef i64 tan_cap, ntan, tld, tswept
     cdef bint _tvector        # the last sweep was in vector mode (p given)
+    # the last sweep seeded a CONSTANT leaf (only forward_tangents can): else every
+    # constant's tangents are zero, and the tangent kernels need not scan them
+    cdef bint _tconst
     # tangents λ̇ of the adjoints (forward over reverse, scalar layout only), p = ntan_adj
     # directions node-major like tan: node i direction k at tan_adj[i*p + k]. Allocated
     # by prepare_adjoint_tangents (a clone has none).

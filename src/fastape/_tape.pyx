@@ -92,10 +92,21 @@ cdef inline i64 _grown(i64 cap, i64 need) except -1:
 
 
 cdef bint _all_zero(const double* x, i64 n) noexcept nogil:
-    cdef i64 j
-    for j in range(n):
+    # blocks of 16 without an exit inside, so that the compare loop vectorises (an exit
+    # in the loop keeps GCC scalar): the tangent kernels scan whole arrays with it
+    cdef i64 j = 0, q
+    cdef int nz
+    while j + 16 <= n:
+        nz = 0
+        for q in range(16):
+            nz |= x[j + q] != 0.0
+        if nz:
+            return False
+        j += 16
+    while j < n:
         if x[j] != 0.0:
             return False
+        j += 1
     return True
 
 
@@ -584,6 +595,9 @@ cdef class Tape:
                                 self.tan + self.off[self.b[i]] if is_binary(o) else NULL,
                                 self.tan + self.off[i], self.size_of(i), p, ld)
             return
+        if o == MATMUL and p > 1:   # vector mode: its checks once, a gemm over directions
+            matmul_tangents(self, i, p, ld)
+            return
         for k in range(p):
             structural_tangent(self, i, o, self.tan + k * ld)
 
@@ -968,6 +982,7 @@ cdef class Tape:
         pp = 1 if p is None else int(p)
         nodes = []
         seeds = []
+        seeds_constant = False
         for q in range(len(inputs)):
             v = _own(self, inputs[q], op, f"inputs[{q}]")
             if not is_leaf(self.op[v.node]):
@@ -983,9 +998,11 @@ cdef class Tape:
                                                     f"input's shape {v.shape})"))
             nodes.append(v)
             seeds.append(np.ascontiguousarray(arr).reshape(pp, v.size))
+            seeds_constant |= self.op[v.node] == CONSTANT
         self._enter_sweep()
         try:
             self.prepare_tangents(pp, False)      # may raise; then nothing has changed
+            self._tconst = seeds_constant
             for q in range(len(nodes)):
                 v = nodes[q]
                 size = v.size
@@ -1000,6 +1017,7 @@ cdef class Tape:
         self.raise_pending()
         self.tswept = self.n
         self._tvector = p is not None
+        self._tconst = seeds_constant
 
     def tangent(self, v):
         """The tangent ż_v of the last :meth:`forward_tangents` sweep, for any recorded
