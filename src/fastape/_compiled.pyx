@@ -1182,10 +1182,13 @@ cdef class Function:
         nin = int(np.prod(shape, dtype=np.int64))
         H = np.empty((nin, nin))
         Hv = H
+        # every block has p directions, the last one's surplus seeded with zeros: the
+        # arenas are then made once and kept (a new p would zero them again, which costs
+        # more than the surplus, whose support stays empty: see Tape.tspan)
+        p = min(64, nin)
         try:
             node = tr.inputs[self.arg_first[k]]       # nin consecutive scalar inputs
-            for b0 in range(0, nin, 64):
-                p = min(64, nin - b0)
+            for b0 in range(0, nin, p):
                 t.prepare_tangents(p, True)
                 for r in range(nin):    # seeds: direction d is input scalar b0 + d
                     for d in range(p):
@@ -1196,7 +1199,7 @@ cdef class Function:
                     tr.hvp(t, p)
                 L = t.tan_adj
                 for r in range(nin):
-                    for d in range(p):
+                    for d in range(min(p, nin - b0)):
                         Hv[r, b0 + d] = L[(node + r) * p + d]
         finally:
             tr.release(t)

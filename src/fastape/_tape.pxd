@@ -36,6 +36,15 @@ cdef class Tape:
     # by prepare_adjoint_tangents (a clone has none).
     cdef double* tan_adj
     cdef i64 tan_adj_cap, ntan_adj
+    # supports in vector mode (scalar layout, p > 1): directions lo <= k < hi of node i
+    # may be nonzero, every other is zero in its arena (lo >= hi: none), with
+    # lo, hi = span[2i], span[2i+1]. tspan describes tan between sweeps (kept with it);
+    # aspan describes tan_adj during a forward-over-reverse sweep. With identity seeds
+    # (a Hessian) most nodes reach a few inputs, so the k-loops run over a few
+    # directions instead of p.
+    cdef i32* tspan
+    cdef i32* aspan
+    cdef i64 tspan_cap, aspan_cap
     # immediates of the *_K ops and GATHER1 indices
     cdef double* pool
     cdef i64 npool, pool_cap
