@@ -229,7 +229,9 @@ cdef class Schedule:
         one pass, run by run: an affine run is the elementwise forward, then tangent,
         kernel on arena slices (cache-hot); any other run the fused run loop, which
         carries a chain's value and tangent side by side. The values come out bit for
-        bit as forward's."""
+        bit as forward's. (One array kernel computing value and tangent in one pass was
+        measured on the loop Rosenbrock, n = 10 000: no gain, jvp/value 2.53-2.60x
+        either way; these runs move twice the memory of the value's and are bound by it.)"""
         cdef i64 r, lo, hi
         cdef int o
         cdef uint8_t kd
