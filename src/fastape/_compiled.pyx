@@ -551,6 +551,19 @@ cdef Trace _make_trace(Tape rec, list input_nodes, Var out, list guards):
     return tr
 
 
+cdef i64 MAX_DIRECTIONS = 64       # directions of one vector-mode sweep
+
+
+cdef inline i64 _block(i64 n) noexcept:
+    """The directions per sweep for n in blocks of at most MAX_DIRECTIONS, the blocks as
+    even as can be: every block then has the same p (the last one padded with zero
+    seeds), so the arenas made for p are kept from block to block and call to call (a
+    new p zeroes them again: a third of a 100-direction Jacobian's time with blocks of
+    64 and 36)."""
+    cdef i64 nblocks = (n + MAX_DIRECTIONS - 1) // MAX_DIRECTIONS
+    return (n + nblocks - 1) // nblocks if n > 0 else 1
+
+
 cdef Tape _forward(Trace tr, list leaves):
     """A working copy of tr with these inputs swept forward, or None (released) if a
     guard fails."""
@@ -983,7 +996,7 @@ cdef class Function:
         pytree argument its structure with arrays of shape ``out_shape + leaf_shape``.
 
         ``mode="fwd"``: tangent sweeps in vector mode, one direction per differentiated
-        input scalar, 64 directions a sweep; ``"rev"``: one reverse sweep per output
+        input scalar, at most 64 directions a sweep; ``"rev"``: one reverse sweep per output
         element; ``"auto"``: fwd when the inputs are fewer than the outputs, else rev.
 
         >>> import numpy as np, fastape as ft
@@ -1016,8 +1029,8 @@ cdef class Function:
             Jv = J
             if nin and nout and mode == "fwd":
                 col = np.empty(max(nout, max(sizes)))
-                for b0 in range(0, nin, 64):
-                    p = min(64, nin - b0)
+                p = _block(nin)
+                for b0 in range(0, nin, p):
                     t.prepare_tangents(p, True)
                     for q in range(len(diff)):      # direction d seeds input scalar b0 + d
                         node = tr.inputs[diff[q]]
@@ -1031,7 +1044,7 @@ cdef class Function:
                     with nogil:
                         tr.tangent(t, p)
                     t.raise_pending()
-                    for d in range(p):
+                    for d in range(min(p, nin - b0)):
                         _tangent_io(t, tr.output, d, &col[0], nout, False)
                         for r in range(nout):
                             Jv[r, b0 + d] = col[r]
@@ -1160,8 +1173,8 @@ cdef class Function:
 
     def hessian(self, *args):
         """The Hessian ∇²f of scalar f with respect to ``args[argnums]`` (a number or an
-        array of shape T: an array of shape T + T): vector-mode forward over reverse, 64
-        directions (identity seeds) a sweep. On a trace in the scalar layout, the direct
+        array of shape T: an array of shape T + T): vector-mode forward over reverse, at
+        most 64 directions (identity seeds) a sweep. On a trace in the scalar layout, the direct
         sweeps of :meth:`hvp` in vector mode; otherwise vector-mode tangent sweeps over
         the compiled gradient."""
         cdef Trace tr
@@ -1184,10 +1197,9 @@ cdef class Function:
         nin = int(np.prod(shape, dtype=np.int64))
         H = np.empty((nin, nin))
         Hv = H
-        # every block has p directions, the last one's surplus seeded with zeros: the
-        # arenas are then made once and kept (a new p would zero them again, which costs
-        # more than the surplus, whose support stays empty: see Tape.tspan)
-        p = min(64, nin)
+        # every block has p directions (see _block; a padding direction's support stays
+        # empty, Tape.tspan, so it costs nothing)
+        p = _block(nin)
         try:
             node = tr.inputs[self.arg_first[k]]       # nin consecutive scalar inputs
             for b0 in range(0, nin, p):
