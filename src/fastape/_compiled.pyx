@@ -15,6 +15,12 @@ Forward mode: ``jvp`` runs the tangent sweep after the forward sweep (and the gu
 check) on the same clone; ``jacobian`` runs it in vector mode, up to 64 directions
 a sweep, or one reverse sweep per output element.
 
+Second order: on a trace in the scalar layout whose ops all have second partials,
+``hvp`` runs the tangent sweep, then one reverse sweep that carries the adjoints'
+tangents with the ops' second partials (Schedule.hvp_reverse run by run, or
+Tape.hvp_sweep), and ``hessian`` the same in vector mode; any other trace goes
+through the compiled gradient (f's tape with its reverse sweep recorded after it).
+
 Concurrency: every trace keeps a pool of tape clones. A call takes a clone (or
 makes one), runs the sweeps on it without the GIL, and puts it back, so calls
 from several Python threads never share a value arena. Batched calls run one
@@ -695,6 +701,7 @@ cdef class Function:
     Made by :func:`fastape.compile`. ``F(*args)`` is the value; ``F.grad``,
     ``F.value_and_grad`` the gradient with respect to ``args[argnums]``;
     ``F.vjp(args, cotangent)`` a vector-Jacobian product for vector outputs;
+    ``F.jvp``, ``F.jacobian`` forward mode; ``F.hvp``, ``F.hessian`` second order;
     ``F.grad_batch(X)`` / ``F.value_and_grad_batch(X)`` evaluate many input
     points on several threads. Arguments must have the shapes of the example
     arguments. Results never alias internal buffers.
