@@ -23,6 +23,7 @@ path, so the build can run it before fastape is compiled.
 """
 
 import importlib.util
+import re
 import sys
 from pathlib import Path
 
@@ -54,6 +55,11 @@ def _branches(ops, body, comment=None):
         out.append(f"    {'if' if j == 0 else 'elif'} o == {op.name}:{note}")
         out += [f"        {line}" for line in body(op)]
     return out
+
+
+def _named(expr):
+    """A second partial's formula reading the first partials from their pointers."""
+    return re.sub(r"\b(d0|d1)\b", r"\1[0]", expr)
 
 
 def generate_opgen(reg):
@@ -127,6 +133,31 @@ cdef inline void second_partials(int o, double x, double y, double* d00, double*
     out += _branches(reg.ELEMENTWISE + reg.DERIVED, lambda e: [
         f"d00[0] = {e.d00}", f"d01[0] = {e.d01}", f"d11[0] = {e.d11}", "return"])
     out += ["    d00[0] = NAN", "    d01[0] = NAN", "    d11[0] = NAN\n"]
+    # the forward-over-reverse sweeps need all five at once: one switch, and the
+    # value and first partials (which the second partials' formulas name) computed once
+    out.append("""
+cdef inline double value_and_second_partials "fastape_value_and_second_partials"(
+        int o, double x, double y, double* d0, double* d1, double* d00, double* d01,
+        double* d11, const double* known) noexcept nogil:
+    \"\"\"value_and_partials(o, x, y, d0, d1, known), and d00, d01, d11 as second_partials
+    gives them (from the stored value when `known` is not NULL).\"\"\"
+    cdef double v
+    cdef double k = y""")
+    out += _branches(reg.ELEMENTWISE + reg.DERIVED, lambda e: [
+        f"v = known[0] if known != NULL else ({e.value})", f"d0[0] = {e.d0}",
+        f"d1[0] = {e.d1}", f"d00[0] = {_named(e.d00)}", f"d01[0] = {_named(e.d01)}",
+        f"d11[0] = {_named(e.d11)}", "return v"])
+    out += ["    d0[0] = NAN", "    d1[0] = NAN", "    d00[0] = NAN", "    d01[0] = NAN",
+            "    d11[0] = NAN", "    return NAN\n"]
+    derived = [e.name for e in reg.DERIVED]
+    out.append("""
+cdef inline bint has_second_partials(int o) noexcept nogil:
+    \"\"\"Does elementwise op o have second partials? (A derived partial op has none:
+    its registry block's are NAN.)\"\"\"""")
+    if derived:
+        out.append("    if " + " or ".join(f"o == {n}" for n in derived) + ":")
+        out.append("        return False")
+    out.append("    return is_elementwise(o)\n")
     # what the b field of a node holds
     out.append("""
 cdef enum:

@@ -5,7 +5,8 @@
 #
 # Names: x, y the operands' values; z the node's own values; lam the node's
 # adjoints (λ); x_bar, y_bar the parents' adjoints, accumulated into; tx, ty, tz the
-# operands' and the node's tangents (ẋ, ẏ, ż).
+# operands' and the node's tangents (ẋ, ẏ, ż); tlam the adjoints' tangents (λ̇, forward
+# over reverse).
 
 # tanh of a contiguous array: TANH's forward loop in the elementwise kernels below.
 # Branch-free so the compiler vectorises it (glibc's scalar tanh costs ~20 ns an
@@ -79,7 +80,7 @@ cdef extern from *:
     } fastape_ew_args;
     typedef struct {
         double *val; double *adj; const double *pool; const int32_t *pa;
-        const int32_t *pb; int64_t lo; int64_t hi; double *tan;
+        const int32_t *pb; int64_t lo; int64_t hi; double *tan; double *tlam;
     } fastape_run_args;
     static inline void fastape_kernel(int, int, fastape_ew_args *, fastape_run_args *)
         FASTAPE_KERNEL_INLINE;
@@ -107,6 +108,9 @@ cdef extern from *:
         const int32_t *, const int32_t *, int64_t, int64_t) FASTAPE_KERNEL_INLINE;
     static inline void fastape_run_loop_tan(int, double *, double *, const double *,
         const int32_t *, const int32_t *, int64_t, int64_t) FASTAPE_KERNEL_INLINE;
+    static inline void fastape_run_loop_hvp(int, const double *, double *, const double *,
+        double *, const double *, const int32_t *, const int32_t *, int64_t,
+        int64_t) FASTAPE_KERNEL_INLINE;
     """
     # the arguments of an array loop (EW_*) and of a run loop (RUN_*): see _hot
     ctypedef struct _EwArgs "fastape_ew_args":
@@ -133,7 +137,8 @@ cdef extern from *:
         const i32* pb
         i64 lo                   # the run: nodes lo..hi-1
         i64 hi
-        double* tan              # RUN_TAN: the tangent arena (one direction)
+        double* tan              # RUN_TAN, RUN_HVP: the tangent arena (one direction)
+        double* tlam             # RUN_HVP: the adjoints' tangents (one direction)
 
 
 cdef inline void _ew_loop "fastape_ew_loop"(
@@ -288,12 +293,89 @@ cdef inline void _run_loop_tan "fastape_run_loop_tan"(
         tlast = s
 
 
+cdef inline void _hvp_share(bint binary, double w, double wd, double d, double dxx,
+                            double dxy, double tx, double ty, double* g,
+                            double* gd) noexcept nogil:
+    """One parent's share of a node in the forward-over-reverse sweep, one direction:
+    g = λ d and ġ = λ̇ d + (λ dxx) ẋ + (λ dxy) ẏ, where d is the node's partial with
+    respect to this parent and dxx, dxy the second partials of that partial with respect
+    to x and y (dxy, ẏ absent for a unary op).
+
+    g keeps the reverse sweep's convention (a zero λ contributes nothing). In ġ a term
+    with any zero factor contributes nothing, even through an infinite partial or
+    tangent: the sums are plain and redone without the zero terms only when NaN, as the
+    tangent run loop does (a select would lengthen a chain's critical path); the
+    selects on a zero second partial fold away when the op's is a constant (linear
+    ops), so those terms cost nothing."""
+    g[0] = w * d
+    gd[0] = wd * d + ((w * dxx) * tx if dxx != 0.0 else 0.0)
+    if binary:
+        gd[0] = gd[0] + ((w * dxy) * ty if dxy != 0.0 else 0.0)
+    if g[0] != g[0]:
+        g[0] = w * d if w != 0.0 else 0.0
+    if gd[0] != gd[0]:
+        gd[0] = ((wd * d if wd != 0.0 and d != 0.0 else 0.0)
+                 + ((w * dxx) * tx if w != 0.0 and dxx != 0.0 and tx != 0.0 else 0.0))
+        if binary:
+            gd[0] = gd[0] + ((w * dxy) * ty if w != 0.0 and dxy != 0.0 and ty != 0.0
+                             else 0.0)
+
+
+cdef inline void _run_loop_hvp "fastape_run_loop_hvp"(
+        int o, const double* v, double* lam, const double* tan, double* tlam,
+        const double* pool, const i32* pa, const i32* pb, i64 lo, i64 hi) noexcept nogil:
+    """Forward over reverse, one direction, a run hi-1 down to lo of opcode o (scalar
+    layout): λ[a] += ∂f/∂x λ[i] and λ̇[a] += ∂f/∂x λ̇[i] + λ[i] (∂²f/∂x² ż[a] +
+    ∂²f/∂x∂y ż[b]), the same for b, then λ[i] = λ̇[i] = 0 (consumed). A node with zero
+    λ and λ̇ contributes nothing (see _hvp_share for the terms).
+
+    As in _run_loop_rev, what a node sends to the node just before it (a chain) is
+    carried in registers, its λ and λ̇ side by side, and skipping a zero node is a
+    branch: both keep the chain's critical path to the multiply-adds."""
+    cdef i64 i = hi - 1
+    cdef double d0, d1, d00, d01, d11, w, wd, tx, ty = 0.0, g, gd
+    cdef double carry = 0.0, tcarry = 0.0      # owed to λ[i], λ̇[i] by node i + 1
+    cdef const double* src = pool if has_k(o) else v
+    while i >= lo:
+        w = lam[i] + carry
+        wd = tlam[i] + tcarry
+        lam[i] = 0.0
+        tlam[i] = 0.0
+        carry = 0.0
+        tcarry = 0.0
+        if w != 0.0 or wd != 0.0:
+            value_and_second_partials(o, v[pa[i]], src[pb[i]], &d0, &d1, &d00, &d01, &d11,
+                                      v + i)
+            tx = tan[pa[i]]
+            if is_binary(o):
+                ty = tan[pb[i]]
+            _hvp_share(is_binary(o), w, wd, d0, d00, d01, tx, ty, &g, &gd)
+            if pa[i] == i - 1:
+                carry = g
+                tcarry = gd
+            else:
+                lam[pa[i]] += g
+                tlam[pa[i]] += gd
+            if is_binary(o):
+                _hvp_share(True, w, wd, d1, d01, d11, tx, ty, &g, &gd)
+                if pb[i] == i - 1:
+                    carry += g
+                    tcarry += gd
+                else:
+                    lam[pb[i]] += g
+                    tlam[pb[i]] += gd
+        i -= 1
+    if carry != 0.0 or tcarry != 0.0:
+        lam[lo - 1] += carry
+        tlam[lo - 1] += tcarry
+
+
 # The loops above, each instantiated with a constant opcode for the ops listed in
 # _hot: once the op table's branch is folded away the array loops vectorise and the
 # run loops lose their dispatch. `kind` picks the loop; the arguments travel in a
 # struct that the forced inlining dissolves.
 cdef enum:
-    EW_FWD, EW_REV, EW_TAN, RUN_FWD, RUN_REV, RUN_TAN
+    EW_FWD, EW_REV, EW_TAN, RUN_FWD, RUN_REV, RUN_TAN, RUN_HVP
 
 
 cdef inline void _kernel "fastape_kernel"(int kind, int o, _EwArgs* e,
@@ -314,6 +396,8 @@ cdef inline void _kernel "fastape_kernel"(int kind, int o, _EwArgs* e,
         _run_loop(o, r.val, r.pool, r.pa, r.pb, r.lo, r.hi)
     elif kind == RUN_TAN:
         _run_loop_tan(o, r.val, r.tan, r.pool, r.pa, r.pb, r.lo, r.hi)
+    elif kind == RUN_HVP:
+        _run_loop_hvp(o, r.val, r.adj, r.tan, r.tlam, r.pool, r.pa, r.pb, r.lo, r.hi)
     else:
         _run_loop_rev(o, r.val, r.adj, r.pool, r.pa, r.pb, r.lo, r.hi)
 
@@ -431,6 +515,17 @@ cdef void run_forward_tangent(int o, double* val, double* tan, const double* poo
     cdef _RunArgs r
     r.val = val; r.tan = tan; r.pool = pool; r.pa = pa; r.pb = pb; r.lo = lo; r.hi = hi
     _hot(RUN_TAN, o, NULL, &r, OPS_ALL)
+
+
+cdef void run_hvp_reverse(int o, const double* val, double* adj, const double* tan,
+                          double* tan_adj, const double* pool, const i32* pa, const i32* pb,
+                          i64 lo, i64 hi) noexcept nogil:
+    """Forward over reverse over a run of nodes hi-1 down to lo of opcode o (scalar
+    layout, one direction: tan, tan_adj indexed like val); see _run_loop_hvp."""
+    cdef _RunArgs r
+    r.val = val; r.adj = adj; r.tan = <double*>tan; r.tlam = tan_adj; r.pool = pool
+    r.pa = pa; r.pb = pb; r.lo = lo; r.hi = hi
+    _hot(RUN_HVP, o, NULL, &r, OPS_ALL)
 
 
 cdef void elementwise_forward(int o, const double* x, i64 sx, const double* y, i64 sy,

@@ -203,12 +203,14 @@ cdef void _add_inverse_transpose(const double* lu, i64 n, double scale,
 
 
 cdef bint _all_finite(const double* x, i64 rows, i64 cols, i64 ld) noexcept nogil:
+    # an AND of compares, which vectorises (a floating-point sum of x·0 would be one
+    # serial chain of adds: 4 cycles an entry)
     cdef i64 r, c
-    cdef double s = 0.0
+    cdef int ok = 1
     for r in range(rows):
         for c in range(cols):
-            s += x[r * ld + c] * 0.0      # NaN iff some entry is inf or NaN
-    return s == 0.0
+            ok &= x[r * ld + c] - x[r * ld + c] == 0.0     # false for inf and NaN
+    return ok != 0
 
 
 cdef void _adjoint_gemm(bint ta, bint tb, i64 M, i64 N, i64 K, double alpha,
@@ -314,6 +316,69 @@ cdef void matmul_tangent(Tape t, i64 i, double* T) noexcept nogil:
         if not zb:
             _adjoint_gemm(ta, tb, rows, cols, k, 1.0, A + bt * p.sA, lda, dB + bt * p.sB,
                           ldb, dC + bt * rows * cols, cols, False)
+
+
+cdef bint _zero_tangents(Tape t, i64 j, i64 p, i64 ld) noexcept nogil:
+    """Are node j's tangents zero in all p directions (direction d's arena at
+    t.tan + d·ld)? A constant's are, without a scan, unless constants were seeded."""
+    cdef i64 d
+    if t.op[j] == CONSTANT and not t._tconst:
+        return True
+    for d in range(p):
+        if not _all_zero(t.tan + d * ld + t.off[j], t.size_of(j)):
+            return False
+    return True
+
+
+cdef void matmul_tangents(Tape t, i64 i, i64 np_, i64 ld) noexcept nogil:
+    """dC_d = op(dA_d) op(B) + op(A) op(dB_d) for np_ directions d at once (direction
+    d's tangent arena at t.tan + d·ld). What matmul_tangent checks per direction is
+    checked once: a factor whose tangents are zero in every direction is skipped (a
+    constant's without a scan), the finiteness of A and B is tested once; and for a
+    matrix-vector product (one batch, one column) the op(A) op(dB_d) of all directions
+    are one gemm, the directions being the rows of a matrix of row stride ld:
+    dCᵀ = dBᵀ op(A)ᵀ."""
+    cdef const MatmulP* p = <const MatmulP*>t.params(i)
+    cdef i64 pa = t.a[i], pb = t.b[i], bt, d, rows = p.rows, k = p.k, cols = p.cols
+    cdef const double* A = t.val + t.off[pa]
+    cdef const double* B = t.val + t.off[pb]
+    cdef bint ta = p.flags & 1, tb = p.flags & 2
+    cdef i64 lda = rows if ta else k, ldb = k if tb else cols
+    cdef bint za = _zero_tangents(t, pa, np_, ld), zb = _zero_tangents(t, pb, np_, ld)
+    cdef bint fa = True, fb = True
+    cdef const double* dA
+    cdef const double* dB
+    cdef double* dC
+    for bt in range(p.batch):
+        if not zb:
+            fa = fa and _all_finite(A + bt * p.sA, k if ta else rows, rows if ta else k, lda)
+        if not za:
+            fb = fb and _all_finite(B + bt * p.sB, cols if tb else k, k if tb else cols, ldb)
+    for d in range(np_):
+        memset(t.tan + d * ld + t.off[i], 0, p.size * sizeof(double))
+    if not zb and fa and p.batch == 1 and cols == 1:
+        _gemm(False, not ta, np_, rows, k, 1.0, t.tan + t.off[pb], ld, A, lda, 1.0,
+              t.tan + t.off[i], ld)
+        zb = True
+    for d in range(np_):
+        dA = t.tan + d * ld + t.off[pa]
+        dB = t.tan + d * ld + t.off[pb]
+        dC = t.tan + d * ld + t.off[i]
+        for bt in range(p.batch):
+            if not za:
+                if fb:
+                    _gemm(ta, tb, rows, cols, k, 1.0, dA + bt * p.sA, lda, B + bt * p.sB,
+                          ldb, 1.0, dC + bt * rows * cols, cols)
+                else:
+                    _adjoint_gemm(ta, tb, rows, cols, k, 1.0, dA + bt * p.sA, lda,
+                                  B + bt * p.sB, ldb, dC + bt * rows * cols, cols, True)
+            if not zb:
+                if fa:
+                    _gemm(ta, tb, rows, cols, k, 1.0, A + bt * p.sA, lda, dB + bt * p.sB,
+                          ldb, 1.0, dC + bt * rows * cols, cols)
+                else:
+                    _adjoint_gemm(ta, tb, rows, cols, k, 1.0, A + bt * p.sA, lda,
+                                  dB + bt * p.sB, ldb, dC + bt * rows * cols, cols, False)
 
 
 def matmul_node(Var a not None, Var b not None, i64 rows, i64 k, i64 cols, i64 batch,

@@ -11,7 +11,8 @@ binary ops, the node's immediate ``k`` for the ``*_K`` ops, and unused by the
 other unary ops. The sweeps are op-agnostic: the forward sweep keeps ``value``;
 the reverse sweep calls the same function and adds ``d0 λ`` to the first
 parent's adjoint and ``d1 λ`` to the second's. ``second_partials`` gives
-``d00, d01, d11`` for forward-over-reverse sweeps.
+``d00, d01, d11``, and ``value_and_second_partials`` all five in one call, for
+forward-over-reverse sweeps.
 
 The formulas, domains and numpy names live in ``registry.py``, one block per op;
 this file only holds what the generated code needs around it.
@@ -42,6 +43,8 @@ cdef extern from *:
        sweep loop. */
     static inline double fastape_derived_value_and_partials(int, double, double, double *,
                                                             double *) FASTAPE_NOINLINE;
+    static inline double fastape_value_and_second_partials(int, double, double, double *,
+        double *, double *, double *, double *, const double *) FASTAPE_ALWAYS_INLINE;
     """
 
 include "_opmath.pxi"

@@ -28,6 +28,23 @@ cdef class Tape:
     cdef double* tan
     cdef i64 tan_cap, ntan, tld, tswept
     cdef bint _tvector        # the last sweep was in vector mode (p given)
+    # the last sweep seeded a CONSTANT leaf (only forward_tangents can): else every
+    # constant's tangents are zero, and the tangent kernels need not scan them
+    cdef bint _tconst
+    # tangents λ̇ of the adjoints (forward over reverse, scalar layout only), p = ntan_adj
+    # directions node-major like tan: node i direction k at tan_adj[i*p + k]. Allocated
+    # by prepare_adjoint_tangents (a clone has none).
+    cdef double* tan_adj
+    cdef i64 tan_adj_cap, ntan_adj
+    # supports in vector mode (scalar layout, p > 1): directions lo <= k < hi of node i
+    # may be nonzero, every other is zero in its arena (lo >= hi: none), with
+    # lo, hi = span[2i], span[2i+1]. tspan describes tan between sweeps (kept with it);
+    # aspan describes tan_adj during a forward-over-reverse sweep. With identity seeds
+    # (a Hessian) most nodes reach a few inputs, so the k-loops run over a few
+    # directions instead of p.
+    cdef i32* tspan
+    cdef i32* aspan
+    cdef i64 tspan_cap, aspan_cap
     # immediates of the *_K ops and GATHER1 indices
     cdef double* pool
     cdef i64 npool, pool_cap
@@ -83,6 +100,8 @@ cdef class Tape:
     cdef int prepare_tangents(self, i64 p, bint keep) except -1
     cdef void tangent_node(self, i64 i, i64 p) noexcept nogil
     cdef void tangent_sweep(self, i64 lo, i64 hi, i64 p) noexcept nogil
+    cdef int prepare_adjoint_tangents(self, i64 p) except -1
+    cdef void hvp_sweep(self, i64 top, i64 p) noexcept nogil
 
 
 cdef class Var:
@@ -101,6 +120,9 @@ cdef void elementwise_forward(int o, const double* x, i64 sx, const double* y, i
                               double* out, i64 n) noexcept nogil
 cdef void run_forward_tangent(int o, double* val, double* tan, const double* pool,
                               const i32* pa, const i32* pb, i64 lo, i64 hi) noexcept nogil
+cdef void run_hvp_reverse(int o, const double* val, double* adj, const double* tan,
+                          double* tan_adj, const double* pool, const i32* pa, const i32* pb,
+                          i64 lo, i64 hi) noexcept nogil
 cdef void elementwise_tangent(int o, const double* x, i64 sx, const double* y, i64 sy,
                               const double* z, const double* tx, const double* ty,
                               double* tz, i64 n, i64 p, i64 ld) noexcept nogil

@@ -91,11 +91,47 @@ cdef inline i64 _grown(i64 cap, i64 need) except -1:
     return c
 
 
+cdef inline void _widen(i32* span, i32 lo, i32 hi) noexcept nogil:
+    """span (lo, hi pair; lo >= hi: empty) := the smallest range holding it and lo..hi-1."""
+    if lo >= hi:
+        return
+    if span[0] >= span[1]:
+        span[0] = lo
+        span[1] = hi
+        return
+    if lo < span[0]:
+        span[0] = lo
+    if hi > span[1]:
+        span[1] = hi
+
+
+cdef inline void _leaf_span(const double* x, i64 p, i32* span) noexcept nogil:
+    """The range of x[0..p-1] outside which every entry is zero."""
+    cdef i64 lo = 0, hi = p
+    while lo < p and x[lo] == 0.0:
+        lo += 1
+    while hi > lo and x[hi - 1] == 0.0:
+        hi -= 1
+    span[0] = <i32>lo
+    span[1] = <i32>hi
+
+
 cdef bint _all_zero(const double* x, i64 n) noexcept nogil:
-    cdef i64 j
-    for j in range(n):
+    # blocks of 16 without an exit inside, so that the compare loop vectorises (an exit
+    # in the loop keeps GCC scalar): the tangent kernels scan whole arrays with it
+    cdef i64 j = 0, q
+    cdef int nz
+    while j + 16 <= n:
+        nz = 0
+        for q in range(16):
+            nz |= x[j + q] != 0.0
+        if nz:
+            return False
+        j += 16
+    while j < n:
         if x[j] != 0.0:
             return False
+        j += 1
     return True
 
 
@@ -133,6 +169,7 @@ cdef class Tape:
         self.val_cap = 0
         self.adj_cap = 0
         self.tan_cap = self.ntan = self.tld = self.tswept = 0
+        self.tan_adj_cap = self.ntan_adj = self.tspan_cap = self.aspan_cap = 0
         self.npool = 0
         self.pool_cap = 0
         self.nP = 0
@@ -158,6 +195,9 @@ cdef class Tape:
         PyMem_Free(self.val)
         PyMem_Free(self.adj)
         PyMem_Free(self.tan)
+        PyMem_Free(self.tan_adj)
+        PyMem_Free(self.tspan)
+        PyMem_Free(self.aspan)
         PyMem_Free(self.pool)
         PyMem_Free(self.off)
         PyMem_Free(self.poff)
@@ -169,6 +209,9 @@ cdef class Tape:
         self.val = NULL
         self.adj = NULL
         self.tan = NULL
+        self.tan_adj = NULL
+        self.tspan = NULL
+        self.aspan = NULL
         self.pool = NULL
         self.off = NULL
         self.poff = NULL
@@ -176,6 +219,7 @@ cdef class Tape:
         self.work = NULL
         self.n = self.cap = self.nval = self.val_cap = self.adj_cap = 0
         self.tan_cap = self.ntan = self.tld = self.tswept = 0
+        self.tan_adj_cap = self.ntan_adj = self.tspan_cap = self.aspan_cap = 0
         self.npool = self.pool_cap = self.nP = self.P_cap = self.work_len = 0
 
     # -- context manager and life cycle ---------------------------------------
@@ -259,12 +303,14 @@ cdef class Tape:
     @property
     def nbytes(self):
         """Bytes held by the tape's buffers (node records, values, adjoints, tangents,
-        immediates, parameters, scratch)."""
+        the adjoints' tangents, immediates, parameters, scratch)."""
         cdef i64 per_node = sizeof(uint8_t) + 2 * sizeof(i32)
         if self.off != NULL:
             per_node += 2 * sizeof(i64)
         return int(self.cap * per_node + (self.val_cap + self.adj_cap + self.tan_cap
-                                          + self.pool_cap + self.P_cap + self.work_len) * 8)
+                                          + self.tan_adj_cap + self.pool_cap + self.P_cap
+                                          + self.work_len) * 8
+                   + (self.tspan_cap + self.aspan_cap) * sizeof(i32))
 
     @property
     def scalar_layout(self):
@@ -579,6 +625,9 @@ cdef class Tape:
                                 self.tan + self.off[self.b[i]] if is_binary(o) else NULL,
                                 self.tan + self.off[i], self.size_of(i), p, ld)
             return
+        if o == MATMUL and p > 1:   # vector mode: its checks once, a gemm over directions
+            matmul_tangents(self, i, p, ld)
+            return
         for k in range(p):
             structural_tangent(self, i, o, self.tan + k * ld)
 
@@ -599,6 +648,9 @@ cdef class Tape:
         cdef const i32* pa = self.a
         cdef const i32* pb = self.b
         cdef const double* pool = self.pool
+        cdef i32* S = self.tspan
+        cdef i32 n0, n1, o0, o1
+        cdef i32 sp[2]
         if self.off != NULL:
             for i in range(lo, hi):
                 self.tangent_node(i, p)
@@ -624,21 +676,47 @@ cdef class Tape:
                             s = s + (d1 * w if w != 0.0 else 0.0)
                     T[i] = s
             return
+        # p directions: each node's k-loop over the support of its parents' tangents
+        # (tspan: outside it both are zero, so is the node's), the rest of its old support
+        # zeroed; the same numbers as a loop over all p
         for i in range(lo, hi):
             o = op[i]
-            if o > CONSTANT:
-                value_and_partials(o, v[pa[i]], (pool if has_k(o) else v)[pb[i]],
-                                   &d0, &d1, v + i)
-                ta = T + pa[i] * p
-                tz = T + i * p
-                if is_binary(o):
-                    tb = T + pb[i] * p
-                    for k in range(p):
-                        tz[k] = ((d0 * ta[k] if ta[k] != 0.0 else 0.0)
-                                 + (d1 * tb[k] if tb[k] != 0.0 else 0.0))
+            tz = T + i * p
+            if o <= CONSTANT:       # the seeds the caller wrote
+                _leaf_span(tz, p, S + 2 * i)
+                continue
+            sp[0] = S[2 * pa[i]]
+            sp[1] = S[2 * pa[i] + 1]
+            if is_binary(o):
+                _widen(sp, S[2 * pb[i]], S[2 * pb[i] + 1])
+            n0 = sp[0]
+            n1 = sp[1]
+            o0 = S[2 * i]
+            o1 = S[2 * i + 1]
+            if o0 < o1:             # what the last sweep left outside the new support
+                if n0 >= n1:
+                    memset(tz + o0, 0, (o1 - o0) * sizeof(double))
                 else:
-                    for k in range(p):
-                        tz[k] = d0 * ta[k] if ta[k] != 0.0 else 0.0
+                    if o0 < n0:
+                        memset(tz + o0, 0, (min(o1, n0) - o0) * sizeof(double))
+                    if o1 > n1:
+                        o0 = max(o0, n1)
+                        memset(tz + o0, 0, (o1 - o0) * sizeof(double))
+            S[2 * i] = n0
+            S[2 * i + 1] = n1
+            if n0 >= n1:
+                continue
+            value_and_partials(o, v[pa[i]], (pool if has_k(o) else v)[pb[i]],
+                               &d0, &d1, v + i)
+            ta = T + pa[i] * p
+            if is_binary(o):
+                tb = T + pb[i] * p
+                for k in range(n0, n1):
+                    tz[k] = ((d0 * ta[k] if ta[k] != 0.0 else 0.0)
+                             + (d1 * tb[k] if tb[k] != 0.0 else 0.0))
+            else:
+                for k in range(n0, n1):
+                    tz[k] = d0 * ta[k] if ta[k] != 0.0 else 0.0
 
     cdef int prepare_tangents(self, i64 p, bint keep) except -1:
         """A tangent arena for p directions in the tape's current layout, zeroed; with
@@ -653,16 +731,184 @@ cdef class Tape:
                               "too many to allocate")
         if keep and self.ntan == p and self.tld == ld and self.tan_cap >= p * self.nval:
             return 0
+        if ld == 0 and p > 1 and self.tspan_cap < 2 * self.nval:
+            self.tspan = <i32*>_resize(self.tspan, 2 * self.nval, sizeof(i32))
+            self.tspan_cap = 2 * self.nval
         if self.tan_cap < p * self.nval:
             fresh = <double*>_resize(NULL, p * self.nval, sizeof(double))
             PyMem_Free(self.tan)
             self.tan = fresh
             self.tan_cap = p * self.nval
         memset(self.tan, 0, p * self.nval * sizeof(double))
+        if ld == 0 and p > 1:       # all zero: every support empty
+            memset(self.tspan, 0, 2 * self.nval * sizeof(i32))
         self.ntan = p
         self.tld = ld
         self.tswept = 0
         return 0
+
+    cdef int prepare_adjoint_tangents(self, i64 p) except -1:
+        """An arena for the adjoints' tangents λ̇ in p directions (scalar layout,
+        node-major as the tangents). One already prepared for p is left as it is: the
+        forward-over-reverse sweeps zero every non-leaf λ̇ they pass on, so the caller
+        only clears the leaves'. Otherwise it is zeroed; if the allocation fails, the old
+        arena stays as it was."""
+        cdef double* fresh
+        if p < 1 or self.nval > MAX_BYTES // 8 // p:
+            raise MemoryError(f"fastape: {p} adjoint tangent directions of {self.nval} "
+                              "values are too many to allocate")
+        if p > 1 and self.aspan_cap < 2 * self.nval:
+            self.aspan = <i32*>_resize(self.aspan, 2 * self.nval, sizeof(i32))
+            self.aspan_cap = 2 * self.nval
+        if self.ntan_adj == p and self.tan_adj_cap >= p * self.nval:
+            return 0
+        if self.tan_adj_cap < p * self.nval:
+            fresh = <double*>_resize(NULL, p * self.nval, sizeof(double))
+            PyMem_Free(self.tan_adj)
+            self.tan_adj = fresh
+            self.tan_adj_cap = p * self.nval
+        memset(self.tan_adj, 0, p * self.nval * sizeof(double))
+        self.ntan_adj = p
+        return 0
+
+    cdef void hvp_sweep(self, i64 top, i64 p) noexcept nogil:
+        """Forward over reverse (scalar layout), nodes top down to 0: with node i's
+        partials d0, d1 and second partials d00, d01, d11 at its parents a, b,
+            λ_a += λ_i d0,   λ̇_a[k] += λ̇_i[k] d0 + λ_i (d00 ż_a[k] + d01 ż_b[k]),
+            λ_b += λ_i d1,   λ̇_b[k] += λ̇_i[k] d1 + λ_i (d01 ż_a[k] + d11 ż_b[k]),
+        for the p directions of the tangents ż of the last tangent sweep, λ seeded by
+        the caller, and λ̇ too, at node top only, in the arena of
+        prepare_adjoint_tangents(p) (zero elsewhere). Zero conventions:
+        a node whose λ and λ̇ are all zero is skipped; λ follows the reverse sweep's (a
+        zero λ contributes nothing); in λ̇ a term with a zero factor (λ, λ̇_k, ż_k, a
+        partial) contributes nothing even through an infinite or NaN other factor (the
+        recorded gradient has no such term when the partial is a constant 0). Every
+        non-leaf λ and λ̇ is zeroed once passed on (as the grouped reverse sweep does), so
+        only the leaves' need clearing before the next sweep."""
+        cdef i64 i, k, ia, ib
+        cdef int o
+        cdef double d0, d1, d00, d01, d11, w, g, gd, c00, c01, c11, e, x, y
+        cdef const double* v = self.val
+        cdef double* lam = self.adj
+        cdef const double* T = self.tan
+        cdef double* L = self.tan_adj
+        cdef const double* ta
+        cdef const double* tb
+        cdef double* li
+        cdef double* la
+        cdef double* lb
+        cdef const uint8_t* op = self.op
+        cdef const i32* pa = self.a
+        cdef const i32* pb = self.b
+        cdef const double* pool = self.pool
+        cdef const i32* S = self.tspan
+        cdef i32* A = self.aspan
+        cdef i32 l0, l1
+        cdef i32 sp[2]
+        i = top
+        if p == 1:
+            while i >= 0:
+                o = op[i]
+                w = lam[i]
+                e = L[i]
+                if o > CONSTANT:
+                    lam[i] = 0.0
+                    L[i] = 0.0
+                    if w != 0.0 or e != 0.0:
+                        value_and_second_partials(o, v[pa[i]], (pool if has_k(o) else v)[pb[i]],
+                                                  &d0, &d1, &d00, &d01, &d11, v + i)
+                        ia = pa[i]
+                        x = T[ia]
+                        y = T[pb[i]] if is_binary(o) else 0.0
+                        _hvp_share(is_binary(o), w, e, d0, d00, d01, x, y, &g, &gd)
+                        lam[ia] += g
+                        L[ia] += gd
+                        if is_binary(o):
+                            ib = pb[i]
+                            _hvp_share(True, w, e, d1, d01, d11, x, y, &g, &gd)
+                            lam[ib] += g
+                            L[ib] += gd
+                i -= 1
+            return
+        # p directions: the partials once a node, then loops over k that vectorise: the
+        # zero conventions as selects, each coefficient (λ d00, ...) formed once a node
+        # and 0 when a factor is zero (its condition is loop-invariant). Each loop runs
+        # over the support of its nonzero terms only (tspan for ż, aspan for λ̇: outside
+        # them the terms are zero), which widens the parent's λ̇ support.
+        memset(A, 0, 2 * (top + 1) * sizeof(i32))
+        if top >= 0:
+            _leaf_span(L + top * p, p, A + 2 * top)
+        while i >= 0:
+            o = op[i]
+            w = lam[i]
+            li = L + i * p
+            l0 = A[2 * i]
+            l1 = A[2 * i + 1]
+            if o > CONSTANT and (w != 0.0 or (l0 < l1 and not _all_zero(li + l0, l1 - l0))):
+                value_and_second_partials(o, v[pa[i]], (pool if has_k(o) else v)[pb[i]],
+                                          &d0, &d1, &d00, &d01, &d11, v + i)
+                c00 = w * d00 if w != 0.0 and d00 != 0.0 else 0.0
+                c01 = w * d01 if w != 0.0 and d01 != 0.0 else 0.0
+                c11 = w * d11 if w != 0.0 and d11 != 0.0 else 0.0
+                ia = pa[i]
+                ta = T + ia * p
+                la = L + ia * p
+                if w != 0.0:
+                    lam[ia] += w * d0
+                if is_binary(o):
+                    ib = pb[i]
+                    if w != 0.0:
+                        lam[ib] += w * d1
+                    tb = T + ib * p
+                    lb = L + ib * p
+                    sp[0] = sp[1] = 0       # parent a's terms
+                    if d0 != 0.0:
+                        _widen(sp, l0, l1)
+                    if c00 != 0.0:
+                        _widen(sp, S[2 * ia], S[2 * ia + 1])
+                    if c01 != 0.0:
+                        _widen(sp, S[2 * ib], S[2 * ib + 1])
+                    for k in range(sp[0], sp[1]):
+                        e = li[k]
+                        x = ta[k]
+                        y = tb[k]
+                        la[k] += ((e * d0 if e != 0.0 and d0 != 0.0 else 0.0)
+                                  + (c00 * x if x != 0.0 and c00 != 0.0 else 0.0)
+                                  + (c01 * y if y != 0.0 and c01 != 0.0 else 0.0))
+                    _widen(A + 2 * ia, sp[0], sp[1])
+                    sp[0] = sp[1] = 0       # parent b's
+                    if d1 != 0.0:
+                        _widen(sp, l0, l1)
+                    if c01 != 0.0:
+                        _widen(sp, S[2 * ia], S[2 * ia + 1])
+                    if c11 != 0.0:
+                        _widen(sp, S[2 * ib], S[2 * ib + 1])
+                    for k in range(sp[0], sp[1]):
+                        e = li[k]
+                        x = ta[k]
+                        y = tb[k]
+                        lb[k] += ((e * d1 if e != 0.0 and d1 != 0.0 else 0.0)
+                                  + (c01 * x if x != 0.0 and c01 != 0.0 else 0.0)
+                                  + (c11 * y if y != 0.0 and c11 != 0.0 else 0.0))
+                    _widen(A + 2 * ib, sp[0], sp[1])
+                else:
+                    sp[0] = sp[1] = 0
+                    if d0 != 0.0:
+                        _widen(sp, l0, l1)
+                    if c00 != 0.0:
+                        _widen(sp, S[2 * ia], S[2 * ia + 1])
+                    for k in range(sp[0], sp[1]):
+                        e = li[k]
+                        x = ta[k]
+                        la[k] += ((e * d0 if e != 0.0 and d0 != 0.0 else 0.0)
+                                  + (c00 * x if x != 0.0 and c00 != 0.0 else 0.0))
+                    _widen(A + 2 * ia, sp[0], sp[1])
+            if o > CONSTANT:
+                lam[i] = 0.0
+                if l0 < l1:
+                    memset(li + l0, 0, (l1 - l0) * sizeof(double))
+                A[2 * i] = A[2 * i + 1] = 0
+            i -= 1
 
     cdef void forward_sweep(self, i64 lo, i64 hi) noexcept nogil:
         """Recompute the values of nodes lo..hi-1 in tape order."""
@@ -843,6 +1089,7 @@ cdef class Tape:
         pp = 1 if p is None else int(p)
         nodes = []
         seeds = []
+        seeds_constant = False
         for q in range(len(inputs)):
             v = _own(self, inputs[q], op, f"inputs[{q}]")
             if not is_leaf(self.op[v.node]):
@@ -858,9 +1105,11 @@ cdef class Tape:
                                                     f"input's shape {v.shape})"))
             nodes.append(v)
             seeds.append(np.ascontiguousarray(arr).reshape(pp, v.size))
+            seeds_constant |= self.op[v.node] == CONSTANT
         self._enter_sweep()
         try:
             self.prepare_tangents(pp, False)      # may raise; then nothing has changed
+            self._tconst = seeds_constant
             for q in range(len(nodes)):
                 v = nodes[q]
                 size = v.size
@@ -875,6 +1124,7 @@ cdef class Tape:
         self.raise_pending()
         self.tswept = self.n
         self._tvector = p is not None
+        self._tconst = seeds_constant
 
     def tangent(self, v):
         """The tangent ż_v of the last :meth:`forward_tangents` sweep, for any recorded
