@@ -148,7 +148,7 @@ cdef inline void _ew_loop "fastape_ew_loop"(
     cdef i64 j
     cdef double d0, d1
     for j in range(n):
-        out[j] = value_and_partials(o, x[j * sx], y[j * sy], &d0, &d1, NULL)
+        out[j] = vp_loop(o, x[j * sx], y[j * sy], &d0, &d1, NULL)
 
 
 cdef inline void _ew_loop_rev "fastape_ew_loop_rev"(
@@ -161,7 +161,7 @@ cdef inline void _ew_loop_rev "fastape_ew_loop_rev"(
     cdef double d0, d1, w
     for j in range(n):
         w = lam[j]
-        value_and_partials(o, x[j * sx], y[j * sy], &d0, &d1, z + j)
+        vp_loop(o, x[j * sx], y[j * sy], &d0, &d1, z + j)
         x_bar[j * sx] += d0 * w if w != 0.0 else 0.0
         if y_bar != NULL:
             y_bar[j * sy] += d1 * w if w != 0.0 else 0.0
@@ -176,7 +176,7 @@ cdef inline void _ew_loop_tan "fastape_ew_loop_tan"(
     cdef i64 j, k
     cdef double d0, d1, a, b, s
     for j in range(n):
-        value_and_partials(o, x[j * sx], y[j * sy], &d0, &d1, z + j)
+        vp_loop(o, x[j * sx], y[j * sy], &d0, &d1, z + j)
         for k in range(p):
             a = tx[k * ld + j * sx]
             s = d0 * a if a != 0.0 else 0.0
@@ -208,7 +208,7 @@ cdef inline void _run_loop "fastape_run_loop"(
             y = last
         else:
             y = src[pb[i]]
-        last = value_and_partials(o, x, y, &d0, &d1, NULL)
+        last = vp_loop(o, x, y, &d0, &d1, NULL)
         v[i] = last
 
 
@@ -232,7 +232,7 @@ cdef inline void _run_loop_rev "fastape_run_loop_rev"(
         carry = 0.0
         if w != 0.0:        # a branch, not a select: a select puts a compare and
             # moves through integer registers on the chain's critical path
-            value_and_partials(o, v[pa[i]], src[pb[i]], &d0, &d1, v + i)
+            vp_loop(o, v[pa[i]], src[pb[i]], &d0, &d1, v + i)
             gx = d0 * w
             if pa[i] == i - 1:
                 carry = gx
@@ -280,7 +280,7 @@ cdef inline void _run_loop_tan "fastape_run_loop_tan"(
             y = src[pb[i]]
             if is_binary(o):
                 ty = tan[pb[i]]
-        last = value_and_partials(o, x, y, &d0, &d1, NULL)
+        last = vp_loop(o, x, y, &d0, &d1, NULL)
         v[i] = last
         s = d0 * tx
         if is_binary(o):
@@ -344,8 +344,7 @@ cdef inline void _run_loop_hvp "fastape_run_loop_hvp"(
         carry = 0.0
         tcarry = 0.0
         if w != 0.0 or wd != 0.0:
-            value_and_second_partials(o, v[pa[i]], src[pb[i]], &d0, &d1, &d00, &d01, &d11,
-                                      v + i)
+            vsp_loop(o, v[pa[i]], src[pb[i]], &d0, &d1, &d00, &d01, &d11, v + i)
             tx = tan[pa[i]]
             if is_binary(o):
                 ty = tan[pb[i]]

@@ -45,7 +45,44 @@ cdef extern from *:
                                                             double *) FASTAPE_NOINLINE;
     static inline double fastape_value_and_second_partials(int, double, double, double *,
         double *, double *, double *, double *, const double *) FASTAPE_ALWAYS_INLINE;
+    /* The array and run loops of _elementwise.pxi are instantiated once per hot op, the
+       opcode a constant (the switch folds away), and once for every other op (the cold
+       loops: the opcode a variable). There the op table is one call rather than an
+       inlined switch: those ops call libm or cython_special per element anyway, and the
+       inlined copies of the whole table (one per loop kind and stride variant) were
+       most of _tape's compile time. */
+    static inline double fastape_vp_call(int, double, double, double *, double *,
+                                         const double *) FASTAPE_NOINLINE;
+    static inline double fastape_vsp_call(int, double, double, double *, double *,
+        double *, double *, double *, const double *) FASTAPE_NOINLINE;
+    #if defined(__GNUC__)
+    #define fastape_vp_loop(o, x, y, d0, d1, known) (__builtin_constant_p(o) ? \
+        fastape_value_and_partials(o, x, y, d0, d1, known) : \
+        fastape_vp_call(o, x, y, d0, d1, known))
+    #define fastape_vsp_loop(o, x, y, d0, d1, d00, d01, d11, known) (__builtin_constant_p(o) ? \
+        fastape_value_and_second_partials(o, x, y, d0, d1, d00, d01, d11, known) : \
+        fastape_vsp_call(o, x, y, d0, d1, d00, d01, d11, known))
+    #else
+    #define fastape_vp_loop fastape_value_and_partials
+    #define fastape_vsp_loop fastape_value_and_second_partials
+    #endif
     """
+    double vp_loop "fastape_vp_loop"(int o, double x, double y, double* d0, double* d1,
+                                     const double* known) noexcept nogil
+    double vsp_loop "fastape_vsp_loop"(int o, double x, double y, double* d0, double* d1,
+                                       double* d00, double* d01, double* d11,
+                                       const double* known) noexcept nogil
 
 include "_opmath.pxi"
 include "_opgen.pxi"
+
+
+cdef inline double _vp_call "fastape_vp_call"(int o, double x, double y, double* d0,
+                                              double* d1, const double* known) noexcept nogil:
+    return value_and_partials(o, x, y, d0, d1, known)
+
+
+cdef inline double _vsp_call "fastape_vsp_call"(
+        int o, double x, double y, double* d0, double* d1, double* d00, double* d01,
+        double* d11, const double* known) noexcept nogil:
+    return value_and_second_partials(o, x, y, d0, d1, d00, d01, d11, known)
