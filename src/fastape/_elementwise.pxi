@@ -412,10 +412,19 @@ cdef inline void _pick "fastape_pick"(int kind, int o, _EwArgs* e, _RunArgs* r,
                                       int ops) noexcept nogil:
     # o and ops are constants wherever _hot calls this: the test folds away, and an op
     # the call site cannot see costs no loop (its branch, never taken, goes to _cold)
-    if ops == OPS_ALL or (ops == OPS_UNARY) == (not is_binary(o) and not has_k(o)):
+    if (ops == OPS_ALL or (ops == OPS_UNARY) == (not is_binary(o) and not has_k(o))) and \
+            (kind != RUN_HVP or _hvp_hot(o)):
         _kernel(kind, o, e, r)
     else:
         _cold(kind, o, e, r)
+
+
+cdef inline bint _hvp_hot(int o) noexcept nogil:
+    # the forward-over-reverse run loops carry second partials: instantiated for the
+    # polynomial ops only (a loop each costs compile time; the others' libm calls
+    # dominate their runs anyway)
+    return (o == ADD or o == SUB or o == MUL or o == ADD_K or o == MUL_K or o == RSUB_K
+            or o == SQUARE or o == NEG or o == COPY or o == DIV_K)
 
 
 cdef inline void _hot "fastape_hot"(int kind, int o, _EwArgs* e, _RunArgs* r,
