@@ -7,26 +7,36 @@ outer transform differentiates through it (fastape._rules records the inner
 reverse sweep). Each recording pushes its tape here for the duration of the call.
 """
 
-import contextlib
 import threading
 
-_local = threading.local()
+
+class _Stack(threading.local):
+    def __init__(self):
+        self.tapes = []
+
+
+_local = _Stack()
 
 
 def active():
     """The innermost tape recording a transform's function in this thread, or None."""
-    stack = getattr(_local, "stack", None)
-    return stack[-1] if stack else None
+    tapes = _local.tapes
+    return tapes[-1] if tapes else None
 
 
-@contextlib.contextmanager
-def recording(tape):
-    """Mark `tape` as the one recording while the block runs."""
-    stack = getattr(_local, "stack", None)
-    if stack is None:
-        stack = _local.stack = []
-    stack.append(tape)
-    try:
-        yield tape
-    finally:
-        stack.pop()
+class recording:
+    """``with recording(tape):`` marks `tape` as the one recording while the block runs
+    (a class, not a generator: it is entered on every eager grad call)."""
+
+    __slots__ = ("tape",)
+
+    def __init__(self, tape):
+        self.tape = tape
+
+    def __enter__(self):
+        _local.tapes.append(self.tape)
+        return self.tape
+
+    def __exit__(self, *exc):
+        _local.tapes.pop()
+        return False

@@ -97,17 +97,20 @@ def _outer_tape(flat, where):
     """The tape a transform must record on: that of the fastape values among the
     differentiated leaves, else the tape of an enclosing transform (None: neither,
     the transform runs its own tape and the compiled sweeps)."""
-    tapes = {id(x.tape): x.tape for leaves, _ in flat.values() for x in leaves
-             if type(x) is Var}
-    if len(tapes) > 1:
-        raise TapeError(f"{where}: the arguments hold values of several tapes")
-    if tapes:
-        (tape,) = tapes.values()
-        if tape.closed:
-            raise TapeError(f"{where}: the arguments are values of a tape whose recording "
-                            "has ended; a nested transform records on the enclosing tape")
-        return tape
-    return _nesting.active()
+    tape = None
+    for leaves, _ in flat.values():
+        for x in leaves:
+            if type(x) is Var:
+                if tape is None:
+                    tape = x.tape
+                elif x.tape is not tape:
+                    raise TapeError(f"{where}: the arguments hold values of several tapes")
+    if tape is None:
+        return _nesting.active()
+    if tape.closed:
+        raise TapeError(f"{where}: the arguments are values of a tape whose recording "
+                        "has ended; a nested transform records on the enclosing tape")
+    return tape
 
 
 def _record(fun, args, kwargs, flat, tape, where, nested=False):
