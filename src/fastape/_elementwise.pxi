@@ -91,7 +91,9 @@ cdef extern from *:
     #if defined(__GNUC__)
     static void fastape_cold(int, int, fastape_ew_args *, fastape_run_args *)
         __attribute__((noinline));
+    static void fastape_ew_tan_directions(int, fastape_ew_args *) __attribute__((noinline));
     #else
+    static void fastape_ew_tan_directions(int, fastape_ew_args *);
     static void fastape_cold(int, int, fastape_ew_args *, fastape_run_args *);
     #endif
     static inline void fastape_ew_ops(int, const double *, int64_t, const double *,
@@ -390,7 +392,7 @@ cdef inline void _kernel "fastape_kernel"(int kind, int o, _EwArgs* e,
         if e.p == 1:        # one direction: constant p, no inner loop, vectorises
             _ew_loop_tan(o, e.x, e.sx, e.y, e.sy, e.z, e.tx, e.ty, e.tz, e.n, 1, 0)
         else:
-            _ew_loop_tan(o, e.x, e.sx, e.y, e.sy, e.z, e.tx, e.ty, e.tz, e.n, e.p, e.ld)
+            _ew_tan_directions(o, e)
     elif kind == RUN_FWD:
         _run_loop(o, r.val, r.pool, r.pa, r.pb, r.lo, r.hi)
     elif kind == RUN_TAN:
@@ -399,6 +401,13 @@ cdef inline void _kernel "fastape_kernel"(int kind, int o, _EwArgs* e,
         _run_loop_hvp(o, r.val, r.adj, r.tan, r.tlam, r.pool, r.pa, r.pb, r.lo, r.hi)
     else:
         _run_loop_rev(o, r.val, r.adj, r.pool, r.pa, r.pb, r.lo, r.hi)
+
+
+cdef void _ew_tan_directions "fastape_ew_tan_directions"(int o, _EwArgs* e) noexcept nogil:
+    # vector mode: the partials once an element are spread over p directions, so one
+    # copy of this loop (the op a variable: one call of the op table an element) serves
+    # every op and stride instead of one inlined copy per hot op and stride variant
+    _ew_loop_tan(o, e.x, e.sx, e.y, e.sy, e.z, e.tx, e.ty, e.tz, e.n, e.p, e.ld)
 
 
 # Which ops a call site of _hot can see: an array loop of a unary op reads no y, so its
