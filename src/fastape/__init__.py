@@ -1,4 +1,5 @@
-"""fastape: reverse-mode automatic differentiation on a compiled Wengert tape.
+"""fastape: automatic differentiation on a compiled Wengert tape (reverse and forward
+mode, Hessians, derivatives of derivatives).
 
 Quick start::
 

@@ -13,7 +13,7 @@ import numpy as np
 def demo():
     import fastape as ft
 
-    print("fastape", ft.__version__, "- reverse-mode AD on a compiled Wengert tape\n")
+    print("fastape", ft.__version__, "- automatic differentiation on a compiled Wengert tape\n")
     print("f(x) = exp(exp(x) + exp(x)**2) + sin(exp(x) + exp(x)**2)")
     print("f'(x) = (exp(b) + cos(b)) * (exp(x) + 2 exp(2x)),  b = exp(x) + exp(2x)\n")
 
