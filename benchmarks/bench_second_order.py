@@ -53,17 +53,16 @@ import numpy as np  # noqa: E402
 
 import fastape as ft  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+# the workloads and the timing of bench_forward.py, shared
+from bench_forward import _per_call, _reps, rosen_loop, two_layer_problem  # noqa: E402
+
 try:
     from threadpoolctl import threadpool_limits  # noqa: E402
 except ImportError:          # the environment variables above still pin OpenBLAS
     threadpool_limits = None
 
 
-def rosen_loop(x):
-    s = 0.0
-    for i in range(len(x) - 1):
-        s = s + 100 * (x[i + 1] - x[i] ** 2) ** 2 + (1 - x[i]) ** 2
-    return s
 
 
 def rosen_hessian(x):
@@ -77,33 +76,10 @@ def rosen_hessian(x):
     return H
 
 
-def two_layer_problem(n=256, d=64, h=64, seed=0):
-    """The seeds' network of benchmarks/bench_two_layer.py at (n, d, h)."""
-    rng = np.random.default_rng(seed)
-    X = rng.standard_normal((n, d))
-    y = np.sin(X[:, 0]) + 0.1 * rng.standard_normal(n)
-    W1 = rng.standard_normal((d, h)) / np.sqrt(d)
-    W2 = rng.standard_normal(h) / np.sqrt(h)
-
-    def f(W):
-        W1, W2 = W
-        r = np.tanh(X @ W1) @ W2 - y
-        return np.sum(r * r)
-
-    return f, (W1, W2)
 
 
-def _per_call(fn, reps):
-    t0 = time.perf_counter()
-    for _ in range(reps):
-        fn()
-    return (time.perf_counter() - t0) / reps
 
 
-def _reps(fn, budget=0.05):
-    """Calls per timed batch so that a batch lasts about `budget` seconds."""
-    t = min(_per_call(fn, 1), _per_call(fn, 1))
-    return max(1, int(budget / max(t, 1e-9)))
 
 
 def measure(tools, rounds):
