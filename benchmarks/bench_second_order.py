@@ -55,7 +55,14 @@ import fastape as ft  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 # the workloads and the timing of bench_forward.py, shared
-from bench_forward import _per_call, _reps, rosen_loop, two_layer_problem  # noqa: E402
+from bench_forward import _per_call, _reps, rosen_loop  # noqa: E402
+from bench_forward import two_layer_problem as _two_layer  # noqa: E402
+
+
+def two_layer_problem(n=256, d=64, h=64, seed=0):
+    """bench_forward's network with its weights as one argument, the tuple (W1, W2)."""
+    f, W1, W2 = _two_layer(n, d, h, seed)
+    return (lambda W: f(*W)), (W1, W2)
 
 try:
     from threadpoolctl import threadpool_limits  # noqa: E402
