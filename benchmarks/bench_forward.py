@@ -62,6 +62,7 @@ def two_layer_problem(n=256, d=64, h=64, seed=0):
         r = np.tanh(X @ W1) @ W2 - y
         return np.sum(r * r)
 
+    f.data = (X, y)                 # for peers that build the same function
     return f, W1, W2
 
 

@@ -62,7 +62,12 @@ from bench_forward import two_layer_problem as _two_layer  # noqa: E402
 def two_layer_problem(n=256, d=64, h=64, seed=0):
     """bench_forward's network with its weights as one argument, the tuple (W1, W2)."""
     f, W1, W2 = _two_layer(n, d, h, seed)
-    return (lambda W: f(*W)), (W1, W2)
+
+    def f_tuple(W):
+        return f(*W)
+
+    f_tuple.data = f.data
+    return f_tuple, (W1, W2)
 
 try:
     from threadpoolctl import threadpool_limits  # noqa: E402
@@ -138,6 +143,21 @@ def casadi_tanh(A):
     g = ca.gradient(s, x)
     return {"hvp": ca.Function("hvp", [x, v], [ca.jtimes(g, x, v)]),
             "hessian": ca.Function("H", [x], [ca.hessian(s, x)[0]])}
+
+
+def casadi_two_layer(X, y, d, h):
+    """The two-layer network as a CasADi SX Function of w = [vec(W1) (column-major),
+    W2]: value, value + gradient, jvp (jtimes of f) and hvp (jtimes of the gradient)."""
+    import casadi as ca
+    W1 = ca.SX.sym("W1", d, h)
+    W2 = ca.SX.sym("W2", h)
+    w = ca.vertcat(ca.vec(W1), W2)
+    v = ca.SX.sym("v", w.shape[0])
+    f = ca.sumsqr(ca.mtimes(ca.tanh(ca.mtimes(ca.DM(X), W1)), W2) - ca.DM(y))
+    g = ca.gradient(f, w)
+    return {"value": ca.Function("f", [w], [f]), "value+grad": ca.Function("fg", [w], [f, g]),
+            "jvp": ca.Function("jvp", [w, v], [f, ca.jtimes(f, w, v)]),
+            "hvp": ca.Function("hvp", [w, v], [ca.jtimes(g, w, v)])}
 
 
 def _np(dm):
@@ -224,7 +244,7 @@ def _rosen_hvp(x, v):
     return out
 
 
-def case_two_layer(rounds):
+def case_two_layer(rounds, use_casadi=False):
     f, W = two_layer_problem()
     rng = np.random.default_rng(2)
     dW = (rng.standard_normal(W[0].shape), rng.standard_normal(W[1].shape))
@@ -238,12 +258,33 @@ def case_two_layer(rounds):
         assert np.allclose(a, (p - m) / (2 * h), rtol=1e-5, atol=1e-5)
     tools = {"value": lambda: F(W), "value+grad": lambda: F.value_and_grad(W),
              "jvp": lambda: F.jvp((W,), dW), "hvp": lambda: F.hvp((W,), dW)}
+    build = {}
+    ratios = {}
+    if use_casadi:
+        X, y = f.data
+        d, h = W[0].shape
+        cas, build["casadi build"] = _timed(lambda: casadi_two_layer(X, y, d, h))
+        w = np.concatenate([W[0].ravel(order="F"), W[1]])
+        dw = np.concatenate([dW[0].ravel(order="F"), dW[1]])
+        # check: CasADi's value and hvp are fastape's (in CasADi's column-major order)
+        assert np.isclose(float(cas["value"](w)), F(W), rtol=1e-12)
+        chv = _np(cas["hvp"](w, dw))
+        assert np.allclose(chv, np.concatenate([hv[0].ravel(order="F"), hv[1]]),
+                           rtol=1e-9, atol=1e-9)
+        tools.update({"casadi value": lambda: cas["value"](w),
+                      "casadi value+grad": lambda: cas["value+grad"](w),
+                      "casadi jvp": lambda: cas["jvp"](w, dw),
+                      "casadi hvp": lambda: cas["hvp"](w, dw)})
     med, ratio = measure(tools, rounds)
+    ratios["jvp / value"] = ratio("jvp", "value")
+    ratios["hvp / value+grad"] = ratio("hvp", "value+grad")
+    if use_casadi:
+        for k in ("value+grad", "jvp", "hvp"):
+            ratios[f"fastape / casadi, {k}"] = ratio(k, f"casadi {k}")
     return {"key": "two_layer", "title": "two-layer network ||tanh(X W1) W2 - y||², "
             "(n, d, h) = (256, 64, 64), in (W1, W2)", "nodes": F.nodes,
-            "direct": F.traces[-1].direct_hvp, "seconds": med, "build_seconds": {},
-            "ratios": {"jvp / value": ratio("jvp", "value"),
-                       "hvp / value+grad": ratio("hvp", "value+grad")}}
+            "direct": F.traces[-1].direct_hvp, "seconds": med, "build_seconds": build,
+            "ratios": ratios}
 
 
 def _hessian_case(key, title, F, x, want, rounds, casadi=None, jax_fn=None):
@@ -341,7 +382,7 @@ def main(argv=None):
     limit = threadpool_limits(1) if threadpool_limits else None
     try:
         results = [case_rosen(args.rounds, use_casadi, use_jax, args.n),
-                   case_two_layer(args.rounds),
+                   case_two_layer(args.rounds, use_casadi),
                    case_hess_rosen(args.rounds, use_casadi, use_jax),
                    case_hess_tanh(args.rounds, use_casadi, use_jax)]
     finally:
