@@ -45,7 +45,6 @@ os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false "
 import argparse  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
-import statistics  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 
@@ -55,7 +54,7 @@ import fastape as ft  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 # the workloads and the timing of bench_forward.py, shared
-from bench_forward import _per_call, _reps, rosen_loop  # noqa: E402
+from bench_forward import measure, rosen_loop  # noqa: E402
 from bench_forward import two_layer_problem as _two_layer  # noqa: E402
 
 
@@ -92,20 +91,6 @@ def rosen_hessian(x):
 
 
 
-
-
-def measure(tools, rounds):
-    """{name: median seconds per call}, {name: {other: median ratio name/other}}."""
-    reps = {k: _reps(f) for k, f in tools.items()}
-    times = {k: [] for k in tools}
-    for _ in range(rounds):
-        for k, f in tools.items():
-            times[k].append(_per_call(f, reps[k]))
-    med = {k: statistics.median(v) for k, v in times.items()}
-
-    def ratio(a, b):
-        return statistics.median(x / y for x, y in zip(times[a], times[b], strict=True))
-    return med, ratio
 
 
 def _timed(build):

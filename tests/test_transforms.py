@@ -226,3 +226,15 @@ def test_hessian_of_the_extended_rosenbrock(rng):
     np.testing.assert_allclose(ft.hessian(ext_rosenbrock)(x), H, rtol=1e-13, atol=1e-11)
     F = ft.compile(ext_rosenbrock, np.zeros(8))
     np.testing.assert_allclose(F.hessian(x), H, rtol=1e-13, atol=1e-11)
+
+
+def test_nested_linearize_of_a_pytree_primal():
+    """linearize inside another transform, on a dict of values: the directional
+    derivative of Σ a·b along (da, db) = (1, 0) is Σ b = Σ x² for b = x², whose
+    gradient is 2x."""
+    def inner(x):
+        _, f_jvp = ft.linearize(lambda p: ft.sum(p["a"] * p["b"]), {"a": x, "b": x ** 2})
+        return f_jvp({"a": np.ones(2), "b": np.zeros(2)})
+
+    x = np.array([0.5, -1.5])
+    np.testing.assert_allclose(ft.grad(inner)(x), 2 * x, rtol=1e-14)

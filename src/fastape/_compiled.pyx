@@ -1090,9 +1090,7 @@ cdef class Function:
         recorded on the example arguments when first needed and replayed after."""
         if self.gradient_function is None:
             from fastape import _functions, api
-            if not self.single:
-                raise NotImplementedError(f"{self.where}: hvp and hessian differentiate one "
-                                          "argument: compile with an int argnums")
+            self._one_argument()
             g = api.grad(self.fun, self.argnums)
 
             def flat_gradient(*a):

@@ -37,7 +37,6 @@ _BLOCK = {int(getattr(Op, e.name)): e for e in registry.ELEMENTWISE + registry.D
 _PARTIAL_OP = {int(getattr(Op, name)): tuple(None if d is None else int(getattr(Op, d))
                                              for d in ds)
                for name, ds in registry.PARTIAL_OPS.items()}
-_B_POOL = 2
 
 
 def _nested_rule(e):

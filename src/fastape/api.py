@@ -231,16 +231,11 @@ def _value_of(o):
     return float(o) if np.ndim(o) == 0 else np.array(o, dtype=np.float64)
 
 
-def _zero_tangent(o):
-    return 0.0 if np.ndim(o) == 0 and not (isinstance(o, Var) and o.shape) else \
-        np.zeros(np.shape(o) if not isinstance(o, Var) else o.shape)
-
-
 def _tangent_sweep(tape, inputs, tangent_leaves, outs):
     """Tangents of the outputs `outs` (values of `tape`, or constants) by one
     compiled tangent sweep seeded with tangent_leaves on `inputs`."""
     tape.forward_tangents(inputs, [np.asarray(v, dtype=np.float64) for v in tangent_leaves])
-    return [tape.tangent(o) if type(o) is Var else _zero_tangent(o) for o in outs]
+    return [tape.tangent(o) if type(o) is Var else _zeros_like(o) for o in outs]
 
 
 def _nested_jvp(tape, inputs, tangent_leaves, outs):
@@ -255,7 +250,7 @@ def _nested_jvp(tape, inputs, tangent_leaves, outs):
         if seeds:
             tl = _rules.vjp(tape, seeds, [u for _, u in pairs])
             result = {id(o): t for (o, _), t in zip(pairs, tl)}
-    return [_view(result.get(id(o)), o.shape) if type(o) is Var else _zero_tangent(o)
+    return [_view(result.get(id(o)), o.shape) if type(o) is Var else _zeros_like(o)
             for o in outs]
 
 
@@ -314,8 +309,7 @@ def linearize(fun, *primals):
     leaves, td = _primals(primals, where)
     outer = _outer_tape({0: (leaves, td)}, where)
     if outer is not None:
-        out = jvp(fun, primals, tuple(_zeros_like(x) if not isinstance(x, Var)
-                                      else np.zeros(x.shape) for x in primals))[0]
+        out = jvp(fun, primals, unflatten(td, [_zeros_like(x) for x in leaves]))[0]
 
         def f_jvp_nested(*tangents):
             return jvp(fun, primals, tangents)[1]
@@ -567,10 +561,11 @@ def hvp(fun, x, v):
 
 
 def _vdot(tree, vleaves):
+    """⟨tree, v⟩ over the leaves (fastape values stay on the tape)."""
     from fastape import _functions
     s = 0.0
     for a, b in zip(flatten(tree, "gradient", "hvp")[0], vleaves):
-        s = s + _functions.sum(a * b) if type(a) is Var else s + float(np.sum(a * b))
+        s = s + (_functions.sum(a * b) if type(a) is Var else float(np.sum(a * b)))
     return s
 
 
