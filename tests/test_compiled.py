@@ -393,3 +393,20 @@ def test_batches_share_one_pool_and_cap_threads_at_the_cores(rng):
         np.testing.assert_allclose(F.grad_batch(X, threads=k), 2 * X, rtol=1e-15)
     assert threading.active_count() - before <= max(1, _compiled._usable_cores() - 1)
     assert F.traces[-1].nclones <= _compiled._usable_cores()
+
+
+def test_read_only_inputs():
+    """Read-only arrays (np.broadcast_to, memory maps, frozen arrays) are inputs and
+    constants like any other (they once failed with "buffer source array is read-only")."""
+    x = np.array([1.0, 2.0, 3.0])
+    x.flags.writeable = False
+    c = np.broadcast_to(0.5, (1,))
+    f = lambda x: np.sum(ft.concatenate([x, c]) ** 2)      # noqa: E731
+    assert ft.grad(f)(x).tolist() == [2.0, 4.0, 6.0]
+    F = ft.compile(f, x)
+    assert F(x) == 14.25
+    assert F.grad(x).tolist() == [2.0, 4.0, 6.0]
+    assert F.jvp(x, np.broadcast_to(1.0, (3,)))[1] == 12.0
+    assert F.vjp(x, np.broadcast_to(2.0, ()))[1].tolist() == [4.0, 8.0, 12.0]
+    vals, grads = F.value_and_grad_batch(np.broadcast_to(x, (3, 3)))
+    assert vals.tolist() == [14.25] * 3 and grads.tolist() == [[2.0, 4.0, 6.0]] * 3

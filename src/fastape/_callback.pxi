@@ -31,7 +31,7 @@ cdef list _callback_inputs(Tape t, const CallbackP* p, double* arena):
 
 
 cdef int _write_slot(double* dst, object values, i64 n, str what) except -1:
-    cdef double[::1] src = np.ascontiguousarray(values, dtype=np.float64).reshape(-1)
+    cdef const double[::1] src = np.ascontiguousarray(values, dtype=np.float64).reshape(-1)
     if src.shape[0] != n:
         raise ShapeError(f"{what}: the rule returned {src.shape[0]} numbers where {n} are "
                          "expected")
@@ -46,7 +46,7 @@ cdef void _callback(Tape t, i64 i, int which, double* T) noexcept with gil:
     cdef const CallbackP* p = <const CallbackP*>t.params(i)
     cdef i64 q, j, n, node
     cdef double* dst
-    cdef double[::1] g
+    cdef const double[::1] g
     if t.py_error is not None:
         return
     try:

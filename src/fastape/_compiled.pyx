@@ -666,7 +666,7 @@ cdef void _tangent_io(Tape t, i64 node, i64 k, double* buf, i64 m, bint write) n
 
 cdef int _seed_tangents(Trace tr, Tape t, list diff, list seeds) except -1:
     """One direction: input leaf diff[q] gets the tangents seeds[q] (flat float64)."""
-    cdef double[::1] src
+    cdef const double[::1] src
     cdef i64 q
     t.prepare_tangents(1, True)
     for q in range(len(diff)):
@@ -677,7 +677,7 @@ cdef int _seed_tangents(Trace tr, Tape t, list diff, list seeds) except -1:
 
 
 cdef inline int _write(Tape t, i64 node, object leaf) except -1:
-    cdef double[::1] src
+    cdef const double[::1] src
     cdef i64 n
     if PyFloat_Check(leaf):
         t.value_ptr(node)[0] = PyFloat_AS_DOUBLE(leaf)
@@ -873,7 +873,7 @@ cdef class Function:
         return out[0] if self.single else tuple(out)
 
     cdef object _reverse(self, Trace tr, Tape t, object cotangent, object td):
-        cdef double[::1] ct
+        cdef const double[::1] ct
         if cotangent is None:
             if tr.out_size != 1:
                 raise ShapeError(f"compiled {getattr(self.fun, '__name__', 'function')}: the "
@@ -1283,7 +1283,7 @@ cdef class Function:
         values = np.empty(m)
         grads = np.empty((m,) + shape)
         bad = np.zeros(m, dtype=np.uint8)
-        cdef double[:, ::1] Xv = Xa.reshape(m, d)
+        cdef const double[:, ::1] Xv = Xa.reshape(m, d)
         cdef double[:, ::1] Gv = grads.reshape(m, d)
         cdef double[::1] Vv = values
         cdef unsigned char[::1] Bv = bad

@@ -1005,7 +1005,7 @@ cdef class Tape:
         product); read the multipliers with adjoint()."""
         self._check()
         cdef Var out = _own(self, output, "Tape.gradient", "output")
-        cdef double[::1] ct
+        cdef const double[::1] ct
         if cotangent is None:
             if out.size != 1:
                 raise ShapeError(f"Tape.gradient: the output must be a scalar, got shape "
@@ -1074,7 +1074,7 @@ cdef class Tape:
         cdef str op = "Tape.forward_tangents"
         cdef Var v
         cdef i64 q, k, size, pp
-        cdef double[::1] src
+        cdef const double[::1] src
         if p is not None and (type(p) is bool or not isinstance(p, (int, np.integer))
                               or p < 1):
             raise TypeError(f"{op}: p must be None or an integer >= 1, got {p!r}")

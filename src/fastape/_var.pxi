@@ -80,7 +80,7 @@ cdef object _as_array(object value, str op, str arg):
 
 
 cdef Var _leaf(Tape t, int o, object value, str op, str arg):
-    cdef double[::1] src
+    cdef const double[::1] src
     cdef i64 i
     if type(value) is Var:
         raise TypeError(f"{op}: argument '{arg}' is already a fastape value")
