@@ -88,7 +88,7 @@ def test_numpy_conversions_never_drop_the_tape():
         with pytest.raises(TypeError, match="drop it from the tape"):
             math.sin(s)
         with pytest.raises(TypeError, match="not supported"):
-            np.diff(x)
+            np.convolve(x, x)
         with pytest.raises(TypeError, match="out="):
             np.cumsum(x, out=np.empty(3))
         with pytest.raises(TypeError, match="out="):

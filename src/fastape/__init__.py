@@ -16,12 +16,16 @@ numpy-style functions below, and the exceptions :class:`ShapeError`,
 :class:`TapeError`, :class:`BranchChanged`.
 """
 
-from fastape import linalg
+from fastape import linalg, scipy
+from fastape._arrays import *  # noqa: F403 - numpy's shape and assembly functions
+from fastape._arrays import __all__ as _ARRAYS
 from fastape._check import check_grads
 from fastape._compiled import Function
 from fastape._functions import *  # noqa: F403 - the numpy-style functions, __all__ below
 from fastape._functions import __all__ as _FUNCTIONS
 from fastape._ops import Cmp, Op
+from fastape._stats import *  # noqa: F403 - numpy's statistics
+from fastape._stats import __all__ as _STATS
 from fastape._tape import Tape, Var
 from fastape.api import (
                          compile,
@@ -46,5 +50,5 @@ __all__ = [
     "jvp", "vjp", "linearize", "jacobian", "jacfwd", "jacrev", "hessian", "hvp",
     "custom_vjp", "custom_jvp", "check_grads",
     "ShapeError", "TapeError", "BranchChanged", "FastapeError", "NoTangentRule",
-    *_FUNCTIONS,
+    "scipy", *_FUNCTIONS, *_ARRAYS, *_STATS,
 ]

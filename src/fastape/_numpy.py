@@ -12,8 +12,8 @@ import sys
 
 import numpy as np
 
+from fastape import _arrays, _stats, _tape, _ufuncs, registry
 from fastape import _functions as F
-from fastape import _tape, _ufuncs, registry
 from fastape import linalg as _linalg
 from fastape._ops import Cmp, Op
 from fastape._tape import Var
@@ -189,13 +189,18 @@ FUNCTIONS = {
     np.amax: _reduction(F.max, "amax"), np.min: _reduction(F.min, "min"),
     np.amin: _reduction(F.min, "amin"), np.dot: _dot, np.where: F.where,
     np.cumsum: _cumulative(F.cumsum, "cumsum"), np.cumprod: _cumulative(F.cumprod, "cumprod"),
-    np.reshape: _reshape, np.ravel: lambda a, order="C": F.reshape(a, (-1,)),
+    np.reshape: _reshape,
     np.transpose: _transpose, np.concatenate: _concatenate, np.stack: _stack,
     np.round: _round, np.around: _round,
     np.shape: lambda a: a.shape, np.ndim: lambda a: len(a.shape),
     np.size: lambda a, axis=None: a.size if axis is None else a.shape[axis],
     np.zeros_like: _like(0.0), np.ones_like: _like(1.0),
 }
+# shapes, assembly and statistics (issue 13): numpy's signatures, numpy's names
+FUNCTIONS.update({getattr(np, name): getattr(module, name) for module in (_arrays, _stats)
+                  for name in module.__all__ if hasattr(np, name)})
+if hasattr(np, "trapz"):                    # numpy < 2.0's name of trapezoid
+    FUNCTIONS[np.trapz] = _arrays.trapezoid
 # np.matmul is a ufunc (array_ufunc above); np.inner, np.outer, np.trace, np.linalg.*
 FUNCTIONS.update(_linalg.NUMPY_FUNCTIONS)
 # registry callables that are plain functions, not ufuncs (numpy.sinc), arrive through

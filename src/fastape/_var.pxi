@@ -488,11 +488,70 @@ cdef class Var:
             shape = shape[0]
         return _functions.reshape(self, shape)
 
-    def ravel(self):
-        from fastape import _functions
-        return _functions.reshape(self, (-1,))
+    def ravel(self, order="C"):
+        from fastape import _arrays
+        return _arrays.ravel(self, order)
 
-    flatten = ravel
+    def flatten(self, order="C"):
+        from fastape import _arrays
+        return _arrays.ravel(self, order)
+
+    def squeeze(self, axis=None):
+        from fastape import _arrays
+        return _arrays.squeeze(self, axis)
+
+    def swapaxes(self, axis1, axis2):
+        from fastape import _arrays
+        return _arrays.swapaxes(self, axis1, axis2)
+
+    def repeat(self, repeats, axis=None):
+        from fastape import _arrays
+        return _arrays.repeat(self, repeats, axis)
+
+    def diagonal(self, offset=0, axis1=0, axis2=1):
+        from fastape import _arrays
+        return _arrays.diagonal(self, offset, axis1, axis2)
+
+    def take(self, indices, axis=None):
+        from fastape import _arrays
+        return _arrays.take(self, indices, axis)
+
+    def clip(self, min=None, max=None):  # noqa: A002 - numpy's names
+        from fastape import _arrays
+        return _arrays.clip(self, min, max)
+
+    def copy(self, order="C"):
+        """The value itself: fastape values are immutable."""
+        return self
+
+    def astype(self, dtype, order="K", casting="unsafe", subok=True, copy=True):
+        """float64 (the only dtype of fastape values): the value itself; any other dtype
+        would drop the derivative, so it raises."""
+        if np.dtype(dtype) != np.float64:
+            raise TypeError(f"astype({dtype!r}): fastape values are float64; converting "
+                            "to another dtype would drop the derivative (read x.value "
+                            "for the numbers)")
+        return self
+
+    def sort(self, axis=-1, kind=None, order=None):
+        raise TypeError("fastape values are immutable: x.sort() sorts in place; use "
+                        "y = numpy.sort(x) (or fastape.sort(x)), whose derivative follows "
+                        "the permutation")
+
+    def var(self, axis=None, ddof=0, keepdims=False):
+        from fastape import _stats
+        return _stats.var(self, axis=axis, ddof=ddof, keepdims=keepdims)
+
+    def std(self, axis=None, ddof=0, keepdims=False):
+        from fastape import _stats
+        return _stats.std(self, axis=axis, ddof=ddof, keepdims=keepdims)
+
+    def ptp(self, axis=None, keepdims=False):
+        from fastape import _stats
+        return _stats.ptp(self, axis=axis, keepdims=keepdims)
+
+    def trace(self, offset=0, axis1=0, axis2=1):
+        return np.trace(self, offset, axis1, axis2)
 
     def sum(self, axis=None, keepdims=False):
         from fastape import _functions

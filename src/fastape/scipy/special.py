@@ -1,0 +1,19 @@
+"""``scipy.special`` for fastape values (as ``jax.scipy.special``).
+
+The special-function ufuncs the op registry holds (``erf``, ``gammaln``, ``expit``,
+``xlogy``, …) are recorded ops: calling scipy's own ufuncs on fastape values works as
+well. ``logsumexp``, ``softmax`` and ``log_softmax`` are Python functions in scipy
+(which convert their argument with ``np.asarray``), so they are here, written with
+recorded ops and shifted by the maximum as scipy's are: stable values and stable
+gradients (the softmax). On plain numbers and arrays each calls scipy's function.
+"""
+
+from fastape import _ufuncs, registry
+from fastape._stats import log_softmax, logsumexp, softmax
+
+#: scipy.special name -> the registry op's public function
+_UFUNCS = {d.split(".")[-1]: _ufuncs.ELEMENTWISE[e.public]
+           for e in registry.ELEMENTWISE for d in e.numpy if d.startswith("scipy.special.")}
+globals().update(_UFUNCS)
+
+__all__ = ["logsumexp", "softmax", "log_softmax", *sorted(_UFUNCS)]
