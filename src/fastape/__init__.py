@@ -21,6 +21,7 @@ from fastape._arrays import *  # noqa: F403 - numpy's shape and assembly functio
 from fastape._arrays import __all__ as _ARRAYS
 from fastape._check import check_grads
 from fastape._compiled import Function
+from fastape._einsum import einsum, tensordot
 from fastape._functions import *  # noqa: F403 - the numpy-style functions, __all__ below
 from fastape._functions import __all__ as _FUNCTIONS
 from fastape._ops import Cmp, Op
@@ -48,7 +49,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Tape", "Var", "Op", "Cmp", "Function", "compile", "grad", "value_and_grad", "linalg",
     "jvp", "vjp", "linearize", "jacobian", "jacfwd", "jacrev", "hessian", "hvp",
-    "custom_vjp", "custom_jvp", "check_grads",
+    "custom_vjp", "custom_jvp", "check_grads", "einsum", "tensordot",
     "ShapeError", "TapeError", "BranchChanged", "FastapeError", "NoTangentRule",
     "scipy", *_FUNCTIONS, *_ARRAYS, *_STATS,
 ]

@@ -228,7 +228,8 @@ def _as_var(like, v, name, arg):
 
 
 def dot(a, b):
-    """Dot product of two vectors (matrix products come with ``matmul``)."""
+    """numpy.dot: the inner product of vectors, matrix products, and for N-d operands
+    the sum over a's last axis and b's second-to-last."""
     like = _first_var((a, b), "dot")
     if like is None:
         return np.dot(a, b)
@@ -239,12 +240,12 @@ def dot(a, b):
         if a.shape != b.shape:
             raise ShapeError(f"dot: shapes {a.shape} and {b.shape} not aligned")
         return _tape.dot1(a, b)
-    if b.ndim > 2:
-        # numpy.dot contracts a's last axis with b's second-to-last, unlike matmul
-        raise ShapeError(f"dot: a second argument of {b.ndim} dimensions (shape {b.shape}) "
-                         "is not supported; use matmul")
     if a.shape[-1] != b.shape[0 if b.ndim == 1 else -2]:
         raise ShapeError(f"dot: shapes {a.shape} and {b.shape} not aligned")
+    if b.ndim > 2:
+        # numpy.dot contracts a's last axis with b's second-to-last, unlike matmul
+        from fastape._einsum import dot_nd
+        return dot_nd(a, b)
     return matmul(a, b)
 
 

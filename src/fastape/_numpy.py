@@ -9,10 +9,11 @@ instead; nothing silently drops the tape.
 
 import importlib
 import sys
+import threading
 
 import numpy as np
 
-from fastape import _arrays, _stats, _tape, _ufuncs, registry
+from fastape import _arrays, _einsum, _stats, _tape, _ufuncs, registry
 from fastape import _functions as F
 from fastape import linalg as _linalg
 from fastape._ops import Cmp, Op
@@ -197,7 +198,8 @@ FUNCTIONS = {
     np.zeros_like: _like(0.0), np.ones_like: _like(1.0),
 }
 # shapes, assembly and statistics (issue 13): numpy's signatures, numpy's names
-FUNCTIONS.update({getattr(np, name): getattr(module, name) for module in (_arrays, _stats)
+FUNCTIONS.update({getattr(np, name): getattr(module, name)
+                  for module in (_arrays, _stats, _einsum)
                   for name in module.__all__ if hasattr(np, name)})
 if hasattr(np, "trapz"):                    # numpy < 2.0's name of trapezoid
     FUNCTIONS[np.trapz] = _arrays.trapezoid
@@ -209,6 +211,9 @@ FUNCTIONS.update({fn: _ufuncs.ELEMENTWISE[e.public] for fn, e in UFUNCS.items()
                   if not isinstance(fn, np.ufunc)})
 
 
+_ACTIVE = threading.local()
+
+
 def array_function(func, args, kwargs):
     impl = FUNCTIONS.get(func)
     if impl is None:
@@ -217,4 +222,19 @@ def array_function(func, args, kwargs):
             "(np.sin, np.exp, np.maximum, …), "
             + ", ".join(sorted({f"np.{f.__name__}" for f in FUNCTIONS}))
             + "; or read numbers with x.value")
-    return impl(*args, **kwargs)
+    # An implementation hands plain arguments back to numpy; if numpy comes back here
+    # for the same function, a fastape value sits in an argument that is not
+    # differentiated (np.take(a, indices=v), np.quantile(a, q=v)): say so, rather than
+    # recurse.
+    active = getattr(_ACTIVE, "funcs", None)
+    if active is None:
+        active = _ACTIVE.funcs = set()
+    if func in active:
+        raise TypeError(f"{display_name(func)}: a fastape value was given for an argument "
+                        "that is not differentiated here (indices, counts, shapes, "
+                        "quantiles…); pass plain numbers there (v.value)")
+    active.add(func)
+    try:
+        return impl(*args, **kwargs)
+    finally:
+        active.discard(func)
