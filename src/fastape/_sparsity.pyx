@@ -360,7 +360,10 @@ cdef class _Pass:
     cdef ISet** N           # per column: its nonlinear interactions (hessian) or NULL
     cdef i64 ncols
     cdef uint8_t* varies    # per node: depends on an input (differentiated or not)
-    cdef uint8_t* live      # per node: its multipliers can be nonzero (hessian)
+    # hessian: per value slot, can its multiplier be nonzero (it reaches the output
+    # through partials that are not identically zero)? nlive: per node, any of them
+    cdef uint8_t* live
+    cdef uint8_t* nlive
     cdef i64* last          # per node: the last node that reads it
     cdef _Builder bld, bld2
 
@@ -376,6 +379,7 @@ cdef class _Pass:
             free(self.N)
         free(self.varies)
         free(self.live)
+        free(self.nlive)
         free(self.last)
 
     cdef inline ISet* X(self, i64 node, i64 e) noexcept nogil:
@@ -393,6 +397,44 @@ cdef class _Pass:
                 _union_into(&self.N[_d(b)[j]], a)
         return 0
 
+    cdef inline bint lv(self, i64 node, i64 e) noexcept nogil:
+        return self.live[_slot(self.t, node) + e]
+
+    cdef inline void setlv(self, i64 node, i64 e) noexcept nogil:
+        self.live[_slot(self.t, node) + e] = 1
+        self.nlive[node] = 1
+
+    cdef int prod_pairs(self, i64 node, i64 first, i64 m, i64 stride) except -1:
+        """Interactions of a product of m factors (elements first + q·stride of node):
+        X_q × X_l for q ≠ l, through the unions of the factors before and after q."""
+        cdef ISet** pre = <ISet**>malloc((m + 1) * sizeof(ISet*))
+        cdef ISet* suf = NULL
+        cdef ISet* u
+        cdef ISet* o
+        cdef i64 q, j
+        if pre == NULL:
+            raise MemoryError()
+        try:
+            pre[0] = NULL
+            for q in range(m):
+                pre[q + 1] = _union(pre[q], self.X(node, first + q * stride))
+            for q in range(m - 1, -1, -1):
+                u = self.X(node, first + q * stride)
+                if u != NULL:
+                    o = _union(pre[q], suf)
+                    for j in range(u.n):
+                        _union_into(&self.N[_d(u)[j]], o)
+                    _unref(o)
+                o = _union(suf, u)
+                _unref(suf)
+                suf = o
+        finally:
+            for q in range(m + 1):
+                _unref(pre[q])
+            free(pre)
+            _unref(suf)
+        return 0
+
     cdef inline bint zero_const(self, i64 node, i64 e) noexcept nogil:
         """Is element e of node an exact zero that no input changes?"""
         return not self.varies[node] and self.t.val[_slot(self.t, node) + e] == 0.0
@@ -408,7 +450,7 @@ cdef class _Pass:
         cdef ISet* u
         cdef ISet** out = self.S + base
         cdef const i64* P
-        cdef bint live = hess and self.live[i], d0, d1, steal_a, steal_b
+        cdef bint live = hess and self.nlive[i], d0, d1, steal_a, steal_b
         if kind == K_CONSTANT or kind == K_INPUT:
             return 0            # inputs are seeded by the caller
         if kind == K_UNARY or kind == K_UNARY_K:
@@ -418,7 +460,7 @@ cdef class _Pass:
                 xa = self.X(a, e * sx)
                 if d0:
                     out[e] = _ref(xa)
-                if live and fl & F_D00 and d0:
+                if live and fl & F_D00 and d0 and self.lv(i, e):
                     self.pairs(xa, xa)
             return 0
         if kind == K_BINARY:
@@ -426,14 +468,15 @@ cdef class _Pass:
             sy = t.size_of(b) != 1
             sa = _slot(t, a)
             sb = _slot(t, b)
-            steal_a = self.last[a] == i and a != b and sx
-            steal_b = self.last[b] == i and a != b and sy
+            # a parent read by this node last, element for element, gives its sets up
+            steal_a = self.last[a] == i and a != b and t.size_of(a) == n
+            steal_b = self.last[b] == i and a != b and t.size_of(b) == n
             for e in range(n):
                 xa = self.S[sa + e * sx]
                 xb = self.S[sb + e * sy]
                 d0 = fl & F_D0 and not (fl & F_PROD and self.zero_const(b, e * sy))
                 d1 = fl & F_D1 and not (fl & F_PROD and self.zero_const(a, e * sx))
-                if live:
+                if live and self.lv(i, e):
                     if fl & F_D00:
                         self.pairs(xa, xa)
                     if fl & F_D11:
@@ -488,20 +531,26 @@ cdef class _Pass:
                         self.bld.add(self.X(a, (p * m + q) * P[3] + s))
                     u = self.bld.finish()
                     out[p * P[3] + s] = u
-                    if live and (kind == K_NORM or (kind == K_PROD and m > 1)):
-                        self.pairs(u, u)
+                    if live and self.lv(i, p * P[3] + s):
+                        if kind == K_NORM:
+                            self.pairs(u, u)
+                        elif kind == K_PROD:
+                            self.prod_pairs(a, p * m * P[3] + s, m, P[3])
         elif kind == K_CUMSUM or kind == K_CUMPROD:
             m = P[2]
             for p in range(P[1]):
                 for s in range(P[3]):
                     u = NULL
+                    r = -1          # the last live element: its product has them all
                     for q in range(m):
                         j = (p * m + q) * P[3] + s
                         xb = _union(u, self.X(a, j))
                         out[j] = xb
                         u = xb
-                    if live and kind == K_CUMPROD and m > 1:
-                        self.pairs(u, u)
+                        if live and self.lv(i, j):
+                            r = q
+                    if kind == K_CUMPROD and r > 0:
+                        self.prod_pairs(a, p * m * P[3] + s, r + 1, P[3])
         elif kind == K_DOT:
             self.bld.begin()
             for j in range(P[1]):
@@ -511,7 +560,7 @@ cdef class _Pass:
                     self.bld.add(xa)
                 if not self.zero_const(a, j):
                     self.bld.add(xb)
-                if live:
+                if live and self.lv(i, 0):
                     self.pairs(xa, xb)
             out[0] = self.bld.finish()
         elif kind == K_WHERE:
@@ -540,7 +589,7 @@ cdef class _Pass:
         elif kind == K_DET:
             u = self.X(a, 0)      # every slot of an LU node holds the same set
             out[0] = _ref(u)
-            if live:
+            if live and self.lv(i, 0):
                 self.pairs(u, u)
         elif kind == K_SOLVE:
             # X[:, c] = A⁻¹ B[:, c]: all of A (dense: what a solve must densify) and
@@ -553,8 +602,10 @@ cdef class _Pass:
                 for j in range(P[1]):
                     self.bld.add(self.X(b, j * r + c))
                 xb = self.bld.finish()
-                if live:
-                    self.pairs(u, xb)
+                for j in range(P[1]):
+                    if live and self.lv(i, j * r + c):
+                        self.pairs(u, xb)
+                        break
                 for j in range(P[1]):
                     out[j * r + c] = _ref(xb)
                 _unref(xb)
@@ -586,9 +637,11 @@ cdef class _Pass:
         cdef ISet** out = self.S + _slot(t, i)
         cdef ISet* xa
         cdef ISet* xb
+        cdef bint lc
         for bt in range(P[4]):
             for r in range(rows):
                 for c in range(cols):
+                    lc = live and self.lv(i, (bt * rows + r) * cols + c)
                     self.bld.begin()
                     for kk in range(K):
                         ia = bt * P[5] + (kk * rows + r if ta else r * K + kk)
@@ -599,9 +652,108 @@ cdef class _Pass:
                             self.bld.add(xa)
                         if xb != NULL and not self.zero_const(a, ia):
                             self.bld.add(xb)
-                        if live:
+                        if lc:
                             self.pairs(xa, xb)
                     out[(bt * rows + r) * cols + c] = self.bld.finish()
+        return 0
+
+    cdef int mark(self, i64 i) except -1:
+        """Node i's live elements make live the parents' elements they read through a
+        partial that is not identically zero (the reverse sweep's reach, element by
+        element)."""
+        cdef Tape t = self.t
+        cdef int kind = self.kind[t.op[i]], fl = self.flags[t.op[i]]
+        cdef i64 n = t.size_of(i), e, a = t.a[i], b = t.b[i], sx, sy, q, p, s, m, j, ln
+        cdef i64 r, c, kk, src, d, nd, rows, K, cols, bt
+        cdef i64 idx[64]
+        cdef const i64* P = t.params(i) if t.off != NULL and t.poff[i] >= 0 else NULL
+        cdef bint any_, ta, tb
+        if kind == K_UNARY or kind == K_UNARY_K or kind == K_BINARY:
+            sx = t.size_of(a) != 1
+            sy = t.size_of(b) != 1 if kind == K_BINARY else 0
+            for e in range(n):
+                if self.lv(i, e):
+                    if fl & F_D0:
+                        self.setlv(a, e * sx)
+                    if kind == K_BINARY and fl & F_D1:
+                        self.setlv(b, e * sy)
+        elif kind == K_GATHER1:
+            self.setlv(a, <i64>t.pool[b])
+        elif kind == K_GATHER or kind == K_STRIDED:
+            for e in range(n):
+                if self.lv(i, e):
+                    self.setlv(a, P[1 + e] if kind == K_GATHER else P[1] + e * P[2])
+        elif kind == K_BROADCAST:
+            nd = P[1]
+            memset(idx, 0, sizeof(idx))
+            src = 0
+            for e in range(n):
+                if self.lv(i, e):
+                    self.setlv(a, src)
+                d = nd - 1
+                while d >= 0:
+                    idx[d] += 1
+                    src += P[2 + nd + d]
+                    if idx[d] < P[2 + d]:
+                        break
+                    src -= P[2 + nd + d] * P[2 + d]
+                    idx[d] = 0
+                    d -= 1
+        elif kind == K_REDUCE or kind == K_PROD or kind == K_NORM or kind == K_CUMSUM or \
+                kind == K_CUMPROD:
+            m = P[2]
+            for p in range(P[1]):
+                for s in range(P[3]):
+                    any_ = False
+                    for q in range(m - 1, -1, -1):  # element q reaches outputs q' >= q
+                        j = (p * m + q) * P[3] + s
+                        if kind == K_CUMSUM or kind == K_CUMPROD:
+                            any_ = any_ or self.lv(i, j)
+                        else:
+                            any_ = self.lv(i, p * P[3] + s)
+                        if any_:
+                            self.setlv(a, j)
+        elif kind == K_WHERE:
+            sx = t.size_of(a) != 1
+            sy = t.size_of(b) != 1
+            for e in range(n):
+                if self.lv(i, e):
+                    self.setlv(a, e * sx)
+                    self.setlv(b, e * sy)
+        elif kind == K_CONCAT:
+            for q in range(P[4]):
+                j = P[5 + 3 * q]
+                ln = P[7 + 3 * q] * P[2]
+                for s in range(P[1]):
+                    for e in range(ln):
+                        if self.lv(i, (s * P[3] + P[6 + 3 * q]) * P[2] + e):
+                            self.setlv(j, s * ln + e)
+        elif kind == K_MATMUL:
+            rows, K, cols = P[1], P[2], P[3]
+            ta, tb = P[7] & 1, P[7] & 2
+            for bt in range(P[4]):
+                for r in range(rows):
+                    for c in range(cols):
+                        if not self.lv(i, (bt * rows + r) * cols + c):
+                            continue
+                        for kk in range(K):
+                            self.setlv(a, bt * P[5] + (kk * rows + r if ta else r * K + kk))
+                            self.setlv(b, bt * P[6] + (c * K + kk if tb else kk * cols + c))
+        elif kind == K_SOLVE:
+            r = P[2]
+            for c in range(r):
+                for j in range(P[1]):
+                    if self.lv(i, j * r + c):
+                        for e in range(P[1]):
+                            self.setlv(b, e * r + c)
+                        break
+            for e in range(t.size_of(a)):
+                self.setlv(a, e)
+        else:           # DOT, LU, DET, CALLBACK: every element of every parent
+            for q in range(_nparents(t, i, kind)):
+                j = _parent(t, i, kind, q)
+                for e in range(t.size_of(j)):
+                    self.setlv(j, e)
         return 0
 
     cdef int release(self, i64 node) noexcept:
@@ -632,12 +784,15 @@ def patterns(Tape t not None, const uint8_t[::1] kinds, const uint8_t[::1] flags
     ps.nslots = t.nval if t.off != NULL else n
     ps.S = <ISet**>malloc((ps.nslots + 1) * sizeof(ISet*))
     ps.varies = <uint8_t*>malloc(n + 1)
-    ps.live = <uint8_t*>malloc(n + 1)
+    ps.live = <uint8_t*>malloc(ps.nslots + 1)
+    ps.nlive = <uint8_t*>malloc(n + 1)
     ps.last = <i64*>malloc((n + 1) * sizeof(i64))
-    if ps.S == NULL or ps.varies == NULL or ps.live == NULL or ps.last == NULL:
+    if ps.S == NULL or ps.varies == NULL or ps.live == NULL or ps.nlive == NULL or \
+            ps.last == NULL:
         raise MemoryError("sparsity: out of memory")
     memset(ps.S, 0, (ps.nslots + 1) * sizeof(ISet*))
-    memset(ps.live, 0, n + 1)
+    memset(ps.live, 0, ps.nslots + 1)
+    memset(ps.nlive, 0, n + 1)
     if hessian:
         ps.N = <ISet**>malloc((ncols + 1) * sizeof(ISet*))
         if ps.N == NULL:
@@ -656,18 +811,11 @@ def patterns(Tape t not None, const uint8_t[::1] kinds, const uint8_t[::1] flags
                 ps.varies[i] |= ps.varies[p]
     ps.last[output] = n            # the output's sets are read at the end
     if hessian:
-        ps.live[output] = 1
+        for e in range(t.size_of(output)):
+            ps.setlv(output, e)
         for i in range(n - 1, -1, -1):
-            if not ps.live[i]:
-                continue
-            kd = kinds[t.op[i]]
-            for q in range(_nparents(t, i, kd)):
-                if (kd == K_UNARY or kd == K_UNARY_K or kd == K_BINARY) and \
-                        not flags[t.op[i]] & (F_D0 if q == 0 else F_D1):
-                    continue
-                p = _parent(t, i, kd, q)
-                if p >= 0:
-                    ps.live[p] = 1
+            if ps.nlive[i] and kinds[t.op[i]] > K_CONSTANT:
+                ps.mark(i)
     for q in range(inputs.shape[0]):
         for e in range(inputs[q, 1]):
             ps.S[_slot(t, inputs[q, 0]) + e] = _single(<i32>(inputs[q, 2] + e))
