@@ -53,7 +53,7 @@ if ASAN:
 
 # longest compile first: a parallel build starts it at once (gcc: _tape ~35 s, _compiled
 # ~23 s, _ops ~9 s here)
-MODULES = ["_tape", "_compiled", "_ops"]
+MODULES = ["_tape", "_compiled", "_ops", "_sparsity"]
 CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 # The op table and the structural dispatch are generated from the op registry

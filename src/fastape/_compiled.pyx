@@ -725,6 +725,7 @@ cdef class Function:
     cdef int nargs
     cdef object gradient_function    # compiled ∇f (flat), made by the first hvp/hessian
     cdef tuple example               # copies of the example arguments (recorded on them)
+    cdef public object _sparse       # fastape.sparse's fixed patterns and colorings
 
     def __init__(self, fun, example_args, argnums=0, retrace=True, max_traces=8):
         self.fun = fun
@@ -1246,6 +1247,110 @@ cdef class Function:
         except NoTangentRule:           # a custom_vjp rule: reverse over reverse
             H = np.asarray(G.jacobian(*args, mode="rev"))
         return H.reshape(shape + shape) if shape else float(H.reshape(()))
+
+    # -- sparse Jacobians and Hessians: fastape.sparse does the work -------------------
+
+    def jacobian_sparsity(self):
+        """The pattern of the Jacobian as a ``scipy.sparse.csr_array`` of bools, shape
+        (m, n): rows the flattened output, columns the flattened ``args[argnums]`` in
+        order (``F.jacobian``'s layout, flattened). Computed once from the tape by
+        propagating index sets, then fixed; see :mod:`fastape.sparse`."""
+        from fastape import sparse
+        return sparse.jacobian_sparsity(self)
+
+    def hessian_sparsity(self):
+        """The symmetric (n, n) pattern of the Hessian (scalar output) or of the
+        Lagrangian Hessian Σ vᵢ ∇²fᵢ (vector output), a ``csr_array`` of bools."""
+        from fastape import sparse
+        return sparse.hessian_sparsity(self)
+
+    def sparse_jacobian(self, *args):
+        """The Jacobian at ``args`` as a ``csr_array`` (m, n) with exactly the entries of
+        :meth:`jacobian_sparsity` (explicit zeros kept), by vector-mode forward sweeps
+        over a column coloring."""
+        from fastape import sparse
+        return sparse.sparse_jacobian(self, *args)
+
+    def sparse_hessian(self, *args, v=None):
+        """The (Lagrangian) Hessian at ``args`` as a symmetric ``csr_array`` (n, n), both
+        triangles, with exactly the entries of :meth:`hessian_sparsity`; ``v`` weights
+        the outputs (length m; required for a vector output). Vector-mode forward over
+        reverse over a star coloring."""
+        from fastape import sparse
+        return sparse.sparse_hessian(self, *args, v=v)
+
+    def _sparse_layout(self, args=None):
+        """(trace, [(input node, size) per differentiated leaf]): the trace whose guards
+        hold for ``args`` (a tuple; None: the last one used)."""
+        cdef Trace tr = self.last
+        cdef Tape t
+        if args is not None:
+            tr, t = self._run(self._leaves(tuple(args))[0])
+            tr.release(t)
+        sizes = [int(np.prod(self.leaf_shapes[k], dtype=np.int64)) for k in self._diff_leaves()]
+        return tr, [(tr.inputs[k], m) for k, m in zip(self._diff_leaves(), sizes)]
+
+    def _gradient_function(self):
+        """The compiled flat gradient of f (see _gradient)."""
+        return self._gradient()
+
+    def _compressed(self, args, colors, i64 ncolors, bint hessian):
+        """(B, trace): B = J S (m × ncolors) or, hessian, ∇²f S (n × ncolors) on a trace with
+        the direct forward-over-reverse sweep (None there otherwise), S the seed matrix
+        S[j, colors[j]] = 1, by vector-mode sweeps of at most 64 directions."""
+        cdef Trace tr
+        cdef Tape t
+        cdef i64 nin, nout, b0, p, d, e, node, j, c
+        cdef const i64[::1] col = colors
+        cdef double[:, ::1] Bv
+        cdef double[::1] buf
+        if not isinstance(args, tuple):
+            args = (args,)
+        leaves = self._leaves(args)[0]
+        diff = self._diff_leaves()
+        tr, t = self._run(leaves)
+        try:
+            if hessian and not tr.direct_hvp:
+                return None, tr
+            layout = [(tr.inputs[k], int(np.prod(self.leaf_shapes[k], dtype=np.int64)))
+                      for k in diff]
+            nin = sum(m for _, m in layout)
+            nout = nin if hessian else tr.out_size
+            B = np.zeros((nout, ncolors))
+            Bv = B
+            buf = np.zeros(max(nout, max([m for _, m in layout], default=0), 1))
+            p = _block(ncolors)
+            for b0 in range(0, ncolors, p):
+                t.prepare_tangents(p, True)
+                j = 0
+                for node, m in layout:      # direction d seeds the columns of color b0 + d
+                    for d in range(p):
+                        for e in range(m):
+                            buf[e] = 1.0 if col[j + e] == b0 + d else 0.0
+                        _tangent_io(t, node, d, &buf[0], m, True)
+                    j += m
+                if hessian:
+                    tr.prepare_hvp(t, p)
+                with nogil:
+                    tr.tangent(t, p)
+                    if hessian:
+                        tr.hvp(t, p)
+                t.raise_pending()
+                for d in range(min(p, ncolors - b0)):
+                    c = b0 + d
+                    if hessian:     # scalar layout: node-major λ̇, p directions
+                        j = 0
+                        for node, m in layout:
+                            for e in range(m):
+                                Bv[j + e, c] = t.tan_adj[(node + e) * p + d]
+                            j += m
+                    else:
+                        _tangent_io(t, tr.output, d, &buf[0], nout, False)
+                        for e in range(nout):
+                            Bv[e, c] = buf[e]
+            return B, tr
+        finally:
+            tr.release(t)
 
     def value_and_grad_batch(self, X, threads=None):
         """Values and gradients at many points: row r of X is the (single) argument.

@@ -1,0 +1,374 @@
+"""Sparse Jacobians and Hessians of compiled functions (``fastape.sparse``).
+
+A compiled :class:`fastape.Function` knows its sparsity exactly: its tape is the
+computation. ``F.jacobian_sparsity()`` and ``F.hessian_sparsity()`` propagate index sets
+forward over the recorded tape (compiled: ``fastape._sparsity``); ``F.sparse_jacobian``
+and ``F.sparse_hessian`` color the pattern, evaluate the compressed derivative by
+vector-mode sweeps (forward for J S, forward over reverse for ∇²f S, at most 64
+directions a sweep) and scatter it into a ``scipy.sparse.csr_array`` whose structure is
+fixed by the first call and shared by every later one.
+
+Layout: rows are the flattened output, columns the flattened differentiated arguments
+``args[argnums]`` in order, the layout of ``F.jacobian`` flattened to two dimensions.
+
+What the patterns are:
+
+* exact for the path the tape recorded, up to cancellation (``x - x`` depends on x), with
+  these conservative rules: ``where`` and the NaN-ignoring or tie-splitting extrema
+  (``maximum``, ``max`` reductions, ...) depend on both sides, so that no value flips
+  their pattern; ``solve``, ``inv``, ``det`` and ``slogdet`` depend on the whole matrix;
+  custom rules (``custom_vjp``/``custom_jvp``) on all their inputs, nonlinearly; a
+  product's Hessian entries are those of every pair of its factors.
+* a product (``*``, ``@``, ``dot``) with an exact zero of a *constant* drops that term
+  (a constant banded matrix times x is banded); other constants' values are not looked at.
+* whether an op is linear in an argument is read from the registry: its second partials
+  identically zero or not.
+* a Python branch (``if x > 0``) is not on the tape: each recorded branch has its own
+  pattern. The structure is fixed by the first call; a call whose inputs take another
+  branch is evaluated on that branch's trace, whose pattern is computed and must lie
+  inside the fixed one (its entries are then explicit zeros elsewhere), else
+  :class:`SparsityChanged` is raised: never a wrong matrix.
+
+Colorings: :func:`color_columns` (distance-2, for J S) and :func:`color_symmetric` (star
+coloring, for the symmetric Hessian, with direct recovery: each entry is read from one
+entry of the compressed product, no substitution), both greedy in two orders (natural and
+largest first), the one with fewer colors kept.
+"""
+
+import numpy as np
+
+from fastape import _sparsity, registry
+from fastape.errors import BranchChanged, ShapeError
+
+__all__ = ["jacobian_sparsity", "hessian_sparsity", "sparse_jacobian", "sparse_hessian",
+           "color_columns", "color_symmetric", "SparsityChanged"]
+
+
+class SparsityChanged(BranchChanged):
+    """A compiled function's inputs take a branch whose sparsity pattern has entries
+    outside the pattern fixed by the first call."""
+
+
+# ---------------------------------------------------------------------------
+# the op table the propagation reads, derived from the registry
+# ---------------------------------------------------------------------------
+
+#: structural op -> its pattern rule in _sparsity (every registry op must have one)
+_STRUCTURAL = {"GATHER1": "GATHER1", "GATHER": "GATHER", "STRIDED": "STRIDED",
+               "BROADCAST": "BROADCAST", "SUM": "REDUCE", "AMAX": "REDUCE",
+               "AMIN": "REDUCE", "PROD": "PROD", "CUMSUM": "CUMSUM", "CUMPROD": "CUMPROD",
+               "DOT": "DOT", "WHERE": "WHERE", "CONCAT": "CONCAT", "MATMUL": "MATMUL",
+               "LU": "LU", "SOLVE": "SOLVE", "DET": "DET", "LOGDET": "DET", "NORM": "NORM",
+               "CALLBACK": "CALLBACK"}
+
+
+def _is_zero(expr):
+    """Is a registry formula identically zero?"""
+    return registry.is_constant(expr) and expr.strip() != "k" and float(expr) == 0.0
+
+
+def op_tables():
+    """(kinds, flags): per opcode, its pattern rule and which of its partials are not
+    identically zero (``_sparsity.KINDS``, ``_sparsity.FLAGS``), from the registry."""
+    codes = registry.opcodes()
+    K, Fl = _sparsity.KINDS, _sparsity.FLAGS
+    kinds = np.full(256, 255, dtype=np.uint8)
+    flags = np.zeros(256, dtype=np.uint8)
+    kinds[codes["INPUT"]] = K["INPUT"]
+    kinds[codes["CONSTANT"]] = K["CONSTANT"]
+    for e in registry.ELEMENTWISE + registry.DERIVED:
+        o = codes[e.name]
+        kinds[o] = K["UNARY_K"] if e.has_k else K["UNARY"] if e.arity == 1 else K["BINARY"]
+        f = 0
+        parts = (("D0", e.d0), ("D00", e.d00)) if e.arity == 1 else (
+            ("D0", e.d0), ("D1", e.d1), ("D00", e.d00), ("D01", e.d01), ("D11", e.d11))
+        for name, expr in parts:
+            if not _is_zero(expr):
+                f |= Fl[name]
+        # a partial that is the other factor (x * y) or the immediate (x * k) vanishes
+        # where that factor is an exact constant zero
+        if (e.arity == 2 and e.d0.strip() == "y" and e.d1.strip() == "x") or \
+                (e.has_k and e.d0.strip() == "k"):
+            f |= Fl["PROD"]
+        flags[o] = f
+    for s in registry.STRUCTURAL:
+        if s.name not in _STRUCTURAL:
+            raise NotImplementedError(f"fastape.sparse: structural op {s.name} has no "
+                                      "sparsity rule")
+        kinds[codes[s.name]] = K[_STRUCTURAL[s.name]]
+    return kinds, flags
+
+
+_TABLES = []
+
+
+def _tables():
+    if not _TABLES:
+        _TABLES.append(op_tables())
+    return _TABLES[0]
+
+
+# ---------------------------------------------------------------------------
+# patterns and colorings
+# ---------------------------------------------------------------------------
+
+def _csr(indptr, indices, shape):
+    """A read-only structure as a csr_array of bools (its arrays shared, not copied)."""
+    from scipy.sparse import csr_array
+    data = np.ones(len(indices), dtype=bool)
+    return csr_array((data, indices, indptr), shape=shape, copy=False)
+
+
+def _trace_patterns(trace, layout, hessian):
+    """(jacobian (indptr, indices), hessian (indptr, indices) or None, ncols) of one
+    trace; layout: (input node, size) per differentiated leaf."""
+    kinds, flags = _tables()
+    rows = np.zeros((len(layout), 3), dtype=np.int64)
+    ncols = 0
+    for q, (node, m) in enumerate(layout):
+        rows[q] = (node, m, ncols)
+        ncols += m
+    jac, hess = _sparsity.patterns(trace.tape, kinds, flags, rows, ncols, trace.output,
+                                   hessian)
+    return jac, hess, ncols
+
+
+def _pattern_arrays(pattern, square=False, name="pattern"):
+    """(indptr int64, indices int32, shape) of a sparse or dense pattern, canonical."""
+    import scipy.sparse as sp
+    if sp.issparse(pattern):
+        P = sp.csr_array(pattern)
+    else:
+        a = np.asarray(pattern)
+        if a.ndim != 2:
+            raise ShapeError(f"{name}: the pattern must be 2-D, got shape {a.shape}")
+        P = sp.csr_array(a != 0)
+    if square and P.shape[0] != P.shape[1]:
+        raise ShapeError(f"{name}: a symmetric pattern must be square, got shape {P.shape}")
+    P = P.copy()
+    P.sum_duplicates()
+    P.sort_indices()
+    return (np.ascontiguousarray(P.indptr, dtype=np.int64),
+            np.ascontiguousarray(P.indices, dtype=np.int32), P.shape)
+
+
+def _best(colorings):
+    return min(colorings, key=lambda c: (c.max() + 1) if len(c) else 0)
+
+
+def color_columns(pattern):
+    """A distance-2 column coloring of an (m, n) pattern: columns that share a row get
+    different colors, so J S with S[j, colors[j]] = 1 holds every entry of J once.
+    Greedy (compiled) in natural and in largest-first order (by the rows' sizes),
+    the fewer colors kept; a banded pattern of bandwidth b (lower + upper) gets b + 1.
+    Returns an int64 array of n colors 0, 1, ..."""
+    indptr, indices, (m, n) = _pattern_arrays(pattern, name="color_columns")
+    cp, ci = _sparsity.transpose(indptr, indices, n)
+    lengths = np.diff(indptr)
+    degree = np.zeros(n, dtype=np.int64)
+    np.add.at(degree, indices, lengths[np.repeat(np.arange(m), lengths)])
+    orders = (np.arange(n, dtype=np.int64),
+              np.argsort(-degree, kind="stable").astype(np.int64))
+    return _best([_sparsity.greedy_columns(indptr, indices, cp, ci, o) for o in orders])
+
+
+def color_symmetric(pattern):
+    """A star coloring of a symmetric (n, n) pattern (its off-diagonal entries the edges
+    of a graph): adjacent vertices differ and every path on four vertices has at least
+    three colors. H S with S[j, colors[j]] = 1 then gives every entry of the symmetric
+    H directly (direct recovery: H[i, j] is B[i, c(j)] when j is i's only neighbor of
+    color c(j), else B[j, c(i)]). Greedy (compiled) in natural and largest-first order,
+    the fewer colors kept: a tridiagonal pattern gets 3, an arrow 2. The pattern is
+    symmetrised (P | Pᵀ) first. Returns an int64 array of n colors."""
+    import scipy.sparse as sp
+    indptr, indices, shape = _pattern_arrays(pattern, square=True, name="color_symmetric")
+    P = sp.csr_array((np.ones(len(indices), bool), indices, indptr), shape=shape)
+    indptr, indices, _ = _pattern_arrays(P + P.T, square=True)
+    n = shape[0]
+    degree = np.diff(indptr)
+    orders = (np.arange(n, dtype=np.int64),
+              np.argsort(-degree, kind="stable").astype(np.int64))
+    return _best([_sparsity.greedy_star(indptr, indices, o) for o in orders])
+
+
+# ---------------------------------------------------------------------------
+# the fixed structures of a compiled function
+# ---------------------------------------------------------------------------
+
+class _Fixed:
+    """A pattern fixed at first use: its structure (read-only arrays shared by every
+    result), coloring, where each entry is read in the compressed product, and which
+    traces (recorded branches) are known to fit it."""
+
+    def __init__(self, indptr, indices, shape, colors, src, trace):
+        # shared by every result (scipy copies read-only index arrays, so they stay
+        # writeable: the README asks not to modify a result's structure in place)
+        self.indptr = np.asarray(indptr)
+        self.indices = np.asarray(indices)
+        self.shape = shape
+        self.colors = np.ascontiguousarray(colors, dtype=np.int64)
+        self.ncolors = int(self.colors.max()) + 1 if len(self.colors) else 0
+        self.src = src
+        self.fits = {trace: True}
+
+    def pattern(self):
+        return _csr(self.indptr, self.indices, self.shape).copy()
+
+
+class _State:
+    def __init__(self):
+        self.jac = None
+        self.hess = None
+        self.lagrangian = None      # the compiled Σ vᵢ fᵢ of a vector output
+
+
+def _state(F):
+    if F._sparse is None:
+        F._sparse = _State()
+    return F._sparse
+
+
+def _out_size(trace):
+    return int(np.prod(trace.out_shape, dtype=np.int64))
+
+
+def _fixed_jacobian(F):
+    st = _state(F)
+    if st.jac is None:
+        trace, layout = F._sparse_layout()
+        (indptr, indices), _, n = _trace_patterns(trace, layout, False)
+        m = _out_size(trace)
+        P = (indptr.astype(np.int64), indices)
+        colors = color_columns(_csr(indptr, indices, (m, n)))
+        nc = int(colors.max()) + 1 if n else 0
+        rows = np.repeat(np.arange(m, dtype=np.int64), np.diff(P[0]))
+        src = rows * nc + colors[indices]
+        st.jac = _Fixed(indptr, indices, (m, n), colors, src, trace)
+    return st.jac
+
+
+def _fixed_hessian(F):
+    st = _state(F)
+    if st.hess is None:
+        trace, layout = F._sparse_layout()
+        _, (indptr, indices), n = _trace_patterns(trace, layout, True)
+        colors = color_symmetric(_csr(indptr, indices, (n, n)))
+        nc = int(colors.max()) + 1 if n else 0
+        src = _sparsity.star_sources(indptr.astype(np.int64), indices, colors, nc)
+        st.hess = _Fixed(indptr, indices, (n, n), colors, src, trace)
+    return st.hess
+
+
+def _check_fits(F, fixed, trace, hessian):
+    """Refuse a trace whose pattern is not inside the fixed one (SparsityChanged)."""
+    ok = fixed.fits.get(trace)
+    if ok is None:
+        import scipy.sparse as sp
+        _, layout = F._sparse_layout()
+        jac, hess, n = _trace_patterns(trace, layout, hessian)
+        indptr, indices = hess if hessian else jac
+        new = _csr(indptr, indices, fixed.shape)
+        old = _csr(fixed.indptr, fixed.indices, fixed.shape)
+        outside = sp.csr_array(new.astype(np.int8) - new.multiply(old).astype(np.int8))
+        outside.eliminate_zeros()
+        ok = True if outside.nnz == 0 else outside
+        # known traces only: a trace dropped from F's cache can be collected
+        fixed.fits = {t: v for t, v in fixed.fits.items() if t in F.traces}
+        fixed.fits[trace] = ok
+    if ok is not True:
+        outside = ok
+        r, c = outside.nonzero()
+        what = "Hessian" if hessian else "Jacobian"
+        raise SparsityChanged(
+            f"compiled {getattr(F.fun, '__name__', 'function')}: these inputs take another "
+            f"branch, whose {what} has {outside.nnz} entries outside the sparsity pattern "
+            f"fixed by the first call (the first at ({r[0]}, {c[0]})); a sparse structure "
+            "cannot change between calls: write the branch with numpy.where (both sides "
+            "stay on the tape and the pattern covers them) or compile a new function")
+
+
+def jacobian_sparsity(F):
+    """The Jacobian pattern of compiled F as a ``csr_array`` of bools (m, n); see
+    :meth:`fastape.Function.jacobian_sparsity`."""
+    return _fixed_jacobian(F).pattern()
+
+
+def hessian_sparsity(F):
+    """The symmetric (Lagrangian) Hessian pattern of compiled F as a ``csr_array`` of
+    bools (n, n); see :meth:`fastape.Function.hessian_sparsity`."""
+    return _fixed_hessian(F).pattern()
+
+
+def _scatter(fixed, B):
+    from scipy.sparse import csr_array
+    data = np.take(B.reshape(-1), fixed.src)
+    out = csr_array((data, fixed.indices, fixed.indptr), shape=fixed.shape, copy=False)
+    out.has_canonical_format = True     # sorted, no duplicates: nothing to redo in place
+    return out
+
+
+def sparse_jacobian(F, *args):
+    """J(args) of compiled F as a ``csr_array`` with the fixed pattern; see
+    :meth:`fastape.Function.sparse_jacobian`."""
+    fixed = _fixed_jacobian(F)
+    B, trace = F._compressed(args, fixed.colors, fixed.ncolors, False)
+    _check_fits(F, fixed, trace, False)
+    return _scatter(fixed, B)
+
+
+def _compressed_hessian(G, args, fixed):
+    """∇²g S at args for compiled scalar g: the direct sweep when its trace allows it,
+    else forward mode over its compiled gradient."""
+    B, trace = G._compressed(args, fixed.colors, fixed.ncolors, True)
+    if B is None:
+        B, _ = G._gradient_function()._compressed(args, fixed.colors, fixed.ncolors, False)
+    return B
+
+
+def sparse_hessian(F, *args, v=None):
+    """∇²f(args), or Σ vᵢ ∇²fᵢ(args) for a vector output, of compiled F as a symmetric
+    ``csr_array`` with the fixed pattern; see :meth:`fastape.Function.sparse_hessian`."""
+    fixed = _fixed_hessian(F)
+    trace, _ = F._sparse_layout(args)       # checks the arguments; its branch's trace
+    m = _out_size(trace)
+    where = f"sparse_hessian of compiled {getattr(F.fun, '__name__', 'function')}"
+    if v is None and m != 1:
+        raise ShapeError(f"{where}: the output has {m} elements, so v (their weights, "
+                         f"length {m}) is required for the Lagrangian Hessian")
+    if v is not None:
+        w = np.asarray(v)
+        if w.dtype.kind not in "biuf":
+            raise TypeError(f"{where}: v must be real numbers, got dtype {w.dtype}")
+        w = np.asarray(w, dtype=np.float64)
+        if w.size != m or (w.ndim > 1 and w.shape != tuple(trace.out_shape)):
+            raise ShapeError(f"{where}: v must have one weight per output element "
+                             f"(shape ({m},) or {tuple(trace.out_shape)}), got shape "
+                             f"{w.shape}")
+        w = np.ascontiguousarray(w).reshape(-1)
+    _check_fits(F, fixed, trace, True)
+    if m == 1:
+        B = _compressed_hessian(F, tuple(args), fixed)
+        if v is not None:
+            B = B * w[0]
+    else:
+        L = _lagrangian(F, args, w)
+        B = _compressed_hessian(L, (w,) + tuple(args), fixed)
+    return _scatter(fixed, B)
+
+
+def _lagrangian(F, args, w):
+    """Σ vᵢ fᵢ(args) compiled, v its first argument (so the weights are not recorded)."""
+    st = _state(F)
+    if st.lagrangian is None:
+        from fastape import _functions, api
+        fun = F.fun
+
+        def lagrangian(weights, *a):
+            return _functions.sum(_functions.reshape(fun(*a), (-1,)) * weights)
+        lagrangian.__name__ = f"lagrangian of {getattr(fun, '__name__', 'f')}"
+        nums = F.argnums
+        argnums = (nums + 1 if nums >= 0 else nums) if isinstance(nums, int) else \
+            tuple(k + 1 if k >= 0 else k for k in nums)
+        st.lagrangian = api.compile(lagrangian, w, *args, argnums=argnums,
+                                    retrace=F.retrace, max_traces=F.max_traces)
+    return st.lagrangian
