@@ -12,7 +12,12 @@ A *pytree* is a nested container whose ends are *leaves*. The containers:
   ``{'w': …, 'b': …}`` lists ``'w'`` first, like its argument. That order is kept
   beside the structure and is not part of it;
 * ``None``: a container with no children (an optional argument left out), as in
-  JAX.
+  JAX;
+* dataclass instances (``@dataclasses.dataclass``, frozen or not): the children are
+  the fields, in declaration order. A dataclass is rebuilt field by field without
+  calling ``__init__`` or ``__post_init__`` (a gradient is no longer a valid
+  argument for validation code, and ``init=False`` fields are kept too); attributes
+  that are not fields are not carried.
 
 Everything else is a leaf, and a leaf must be a fastape value (a ``Var``: nested
 transforms pass them), a real number or an array of real
@@ -38,6 +43,7 @@ check in C before calling here (see ``Function._leaves``).
 """
 
 import collections
+import dataclasses
 import numbers
 import operator
 import sys
@@ -59,7 +65,7 @@ __all__ = ["TreeDef", "flatten", "unflatten", "describe", "difference",
 # Beside it, an aux tree carries what rebuilding needs but equality must ignore (the
 # insertion order of a dict's keys, a defaultdict's factory): None for a subtree
 # without dicts, else (extra, children's auxes).
-_LEAF, _NONE, _SEQ, _NAMEDTUPLE, _DICT = range(5)
+_LEAF, _NONE, _SEQ, _NAMEDTUPLE, _DICT, _DATACLASS = range(6)
 _F64 = np.dtype(np.float64)
 _REAL_KINDS = "biuf"
 
@@ -79,6 +85,8 @@ def _kind(cls):
             k = _SEQ
         elif issubclass(cls, dict):
             k = _DICT
+        elif dataclasses.is_dataclass(cls):
+            k = _DATACLASS
         else:
             k = _LEAF
         if len(_KINDS) > 1024:       # classes made on the fly must not pile up
@@ -86,6 +94,19 @@ def _kind(cls):
             _KINDS.update(_BUILTIN_KINDS)
         _KINDS[cls] = k
     return k
+
+
+_FIELDS = {}
+
+
+def _fields(cls):
+    """A dataclass's field names, in declaration order."""
+    f = _FIELDS.get(cls)
+    if f is None:
+        if len(_FIELDS) > 1024:      # as _KINDS: classes made on the fly must not pile up
+            _FIELDS.clear()
+        f = _FIELDS[cls] = tuple(x.name for x in dataclasses.fields(cls))
+    return f
 
 
 def _is_leaf(key):
@@ -213,6 +234,8 @@ def _accessor(cls, keys, i):
         return f"[{keys[i]!r}]"
     if _kind(cls) == _NAMEDTUPLE:
         return f".{cls._fields[i]}"
+    if _kind(cls) == _DATACLASS:
+        return f".{_fields(cls)[i]}"
     return f"[{i}]"
 
 
@@ -303,6 +326,9 @@ def _flatten(x, leaves):
         items = [x[k] for k in keys]
         extra = (tuple(x), x.default_factory if isinstance(x, collections.defaultdict)
                  else None)
+    elif kind == _DATACLASS:
+        items = [getattr(x, f) for f in _fields(cls)]
+        keys = extra = None
     else:
         items = x
         keys = extra = None
@@ -411,7 +437,15 @@ def _build(key, aux, it):
             return values
         if cls is tuple:
             return tuple(values)
-        return cls(*values) if _kind(cls) == _NAMEDTUPLE else cls(values)
+        kind = _kind(cls)
+        if kind == _NAMEDTUPLE:
+            return cls(*values)
+        if kind == _DATACLASS:
+            obj = object.__new__(cls)
+            for f, v in zip(_fields(cls), values):
+                object.__setattr__(obj, f, v)       # frozen ones too
+            return obj
+        return cls(values)
     order, factory = aux[0]
     by_key = dict(zip(keys, values))
     pairs = [(k, by_key[k]) for k in order]
@@ -442,9 +476,10 @@ def _describe(key):
     if keys is not None:
         body = "{" + ", ".join(f"{k!r}: {_describe(c)}" for k, c in zip(keys, children)) + "}"
         return body if cls is dict else f"{cls.__name__}({body})"
-    if _kind(cls) == _NAMEDTUPLE:
+    if _kind(cls) in (_NAMEDTUPLE, _DATACLASS):
+        names = cls._fields if _kind(cls) == _NAMEDTUPLE else _fields(cls)
         return f"{cls.__name__}(" + ", ".join(
-            f"{f}={_describe(k)}" for f, k in zip(cls._fields, children)) + ")"
+            f"{f}={_describe(k)}" for f, k in zip(names, children)) + ")"
     parts = [_describe(c) for c in children]
     if len(parts) > 8:      # a long list of numbers (a Python loop's argument)
         parts = parts[:3] + [f"… {len(parts) - 4} more …"] + parts[-1:]
@@ -469,6 +504,8 @@ def _what(key):
         return f"{a} {name} with keys {list(keys)}"
     if _kind(cls) == _NAMEDTUPLE:
         return f"{a} {name} namedtuple"
+    if _kind(cls) == _DATACLASS:
+        return f"{a} {name} dataclass"
     return f"{a} {name} of {len(children)}"
 
 
