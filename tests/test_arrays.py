@@ -169,6 +169,16 @@ ROWS = [
      (B234, rng.standard_normal((4, 5, 2)))),
     ("tensordot_int1", lambda a, b: np.tensordot(a, b, 1), (A34, A44)),
     ("dot_nd", lambda a, b: np.dot(a, b), (B234, rng.standard_normal((2, 4, 3)))),
+    ("setitem_scalar", lambda x: _updated(x, lambda y: y.__setitem__((1, 2), x[0, 0] ** 2)),
+     (A34,)),
+    ("setitem_slice_broadcast", lambda x: _updated(x, lambda y: y.__setitem__(
+        (slice(None), slice(1, 3)), np.sin(x[:, :1]))), (A34,)),
+    ("setitem_fancy_repeated", lambda x: _updated(x, lambda y: y.__setitem__(
+        [0, 2, 0], np.array([[1.0], [2.0], [3.0]]) * x[1])), (A34,)),
+    ("setitem_mask", lambda x: _updated(x, lambda y: y.__setitem__(A34 > 0, -y[A34 > 0])),
+     (A34,)),
+    ("setitem_chain", lambda x: _updated(x, lambda y: [y.__setitem__(i, y[i - 1] * y[i])
+                                                       for i in range(1, 5)]), (V5,)),
     ("nansum", lambda x: np.nansum(x * np.where(np.arange(12).reshape(3, 4) % 5 == 1,
                                                 np.nan, 1.0), axis=0), (A34,)),
     ("nanmean", lambda x: np.nanmean(x * np.where(np.arange(12).reshape(3, 4) % 5 == 1,
@@ -186,6 +196,13 @@ SPECIAL = [
     ("log_softmax", lambda x: (scipy.special.log_softmax if type(x) is np.ndarray else
                                ft.scipy.special.log_softmax)(x, axis=-1), (B234,)),
 ]
+
+
+def _updated(x, update):
+    """y = a copy of x (numpy or fastape alike) after update(y)."""
+    y = x.copy()
+    update(y)
+    return y
 
 
 def _leaves(x):
@@ -355,3 +372,55 @@ def test_bad_input(call, exc, words):
     for w in words:
         assert w in str(err.value), (w, str(err.value))
     np.testing.assert_array_equal(x0, A23)
+
+
+def test_update_of_an_argument_inside_grad():
+    """x[0] = ... inside the function rebinds the function's own handle only: the
+    derivative is still with respect to the argument, and the caller's array is
+    unchanged (closed form: f = 25 x1² + x1² + x2²)."""
+    def f(x):
+        x[0] = 5.0 * x[1]
+        return np.sum(x ** 2)
+    x0 = np.array([1.0, 2.0, 3.0])
+    want = np.array([0.0, 52.0 * 2.0, 6.0])
+    np.testing.assert_array_equal(ft.grad(f)(x0), want)
+    np.testing.assert_array_equal(x0, [1.0, 2.0, 3.0])
+    np.testing.assert_array_equal(ft.compile(f, x0.copy()).grad(x0.copy()), want)
+    np.testing.assert_array_equal(ft.hessian(f)(x0), np.diag([0.0, 52.0, 2.0]))
+    np.testing.assert_array_equal(ft.jvp(f, (x0,), (np.ones(3),))[1], want.sum())
+
+
+def test_update_leaves_other_handles_alone():
+    with ft.Tape() as t:
+        x = t.var(np.array([1.0, 2.0]))
+        y = x.copy()
+        y[0] = 7.0
+        z = x[0:2]
+        z[1] = 0.0
+    assert x.value.tolist() == [1.0, 2.0] and y.value.tolist() == [7.0, 2.0]
+    assert z.value.tolist() == [1.0, 0.0]
+
+
+def test_filling_a_numpy_array_says_what_to_do():
+    def f(x):
+        out = np.zeros(3)
+        out[0] = x[0]
+        return np.sum(out)
+    with pytest.raises(TypeError, match=r"np\.stack.*y = x\.copy\(\); y\[i\] = v"):
+        ft.grad(f)(np.ones(3))
+
+
+@pytest.mark.parametrize("key, value, exc, words", [
+    (5, 1.0, IndexError, []),
+    (slice(0, 2), np.ones(3), ShapeError, ["(3,)", "(2,)"]),
+    (0, "a", TypeError, ["dtype"]),
+])
+def test_bad_update(key, value, exc, words):
+    def f(x):
+        y = x.copy()
+        y[key] = value
+        return np.sum(y)
+    with pytest.raises(exc) as err:
+        ft.grad(f)(np.ones(3))
+    for w in words:
+        assert w in str(err.value)

@@ -200,7 +200,7 @@ for name, f in [
         ("index_var", lambda x: ft.sum(x[x[0]])),
         ("len_scalar", lambda x: len(x[0]) * ft.sum(x)),
         ("iter_scalar", lambda x: sum(x[0])),
-        ("setitem_var", lambda x: x.__setitem__(0, 1.0)),
+        ("setitem_var_index", lambda x: x.__setitem__(x[0], 1.0) or ft.sum(x)),
         ("erf_str", lambda x: ft.sum(ft.erf(x) + scipy.special.erf("a"))),
 ]:
     body(f"operand-{name}", f, (v3,), TypeError)

@@ -151,10 +151,54 @@ def ravel(a, order="C"):
 
 
 def copy(a, order="K", subok=False):
-    """numpy.copy: fastape values are immutable, so a copy is the value itself."""
+    """numpy.copy: another Var of the same value (an update of one through ``[...] =``
+    leaves the other as it was)."""
     if type(a) is not Var:
         return np.copy(a, order=order, subok=subok)
-    return a
+    return a.copy()
+
+
+def updated(x, key, value):
+    """The value of ``x`` after ``x[key] = value`` (numpy's indexing and broadcasting;
+    the last write wins where an index repeats): one gather of x's and value's
+    elements. Used by ``Var.__setitem__``; it records O(x.size) work, so a loop that
+    fills an array element by element is quadratic: build a list and ``np.stack`` it
+    instead."""
+    keys = key if isinstance(key, tuple) else (key,)
+    if builtins.any(type(k) is Var for k in keys):
+        raise TypeError("x[key] = value: indexing with a fastape value is not "
+                        "differentiable; index with k.value (a plain number or array)")
+    target = np.asarray(_positions(x.shape)[key])
+    if type(value) is Var:
+        if value.tape is not x.tape:
+            from fastape.errors import TapeError
+            raise TapeError("x[key] = value: value belongs to another tape")
+        v = value
+    else:
+        arr = np.asarray(value)
+        if arr.dtype.kind not in "biuf":
+            raise TypeError(f"x[key] = value: value must be real numbers, got dtype "
+                            f"{arr.dtype}")
+        v = _tape.constant_like(x, arr.astype(np.float64))
+    vshape = v.shape
+    while len(vshape) > target.ndim and vshape[0] == 1:     # numpy drops leading 1s
+        vshape = vshape[1:]
+    try:
+        ok = np.broadcast_shapes(vshape, target.shape) == target.shape
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ShapeError(f"x[key] = value: could not broadcast a value of shape {v.shape} "
+                         f"into the indexed shape {target.shape} (x has shape {x.shape})")
+    if vshape != v.shape:
+        v = reshape(v, vshape)
+    if target.size == 0:
+        return x.copy()
+    v = broadcast_to(v, target.shape)
+    idx = np.arange(x.size, dtype=np.int64)
+    idx[target.reshape(-1)] = x.size + np.arange(target.size, dtype=np.int64)
+    ext = concatenate([reshape(x, (-1,)), reshape(v, (-1,))])
+    return _gathered(x, idx.reshape(x.shape), ext)
 
 
 def flip(m, axis=None):

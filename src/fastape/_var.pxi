@@ -412,8 +412,10 @@ cdef class Var:
     def __float__(self):
         raise TypeError(
             "float() of a fastape value would drop it from the tape (math.* functions "
-            "do this too); use numpy or fastape functions (np.sqrt(x), fastape.exp(x)), "
-            "or x.value to read the number")
+            "do this too, and so does storing it into a numpy array: out = np.zeros(n); "
+            "out[i] = v); use numpy or fastape functions (np.sqrt(x), fastape.exp(x)), "
+            "build arrays with np.stack(list_of_values) or update a fastape array "
+            "(y = x.copy(); y[i] = v), or read the number with x.value")
 
     def __int__(self):
         raise TypeError("int() of a fastape value would drop it from the tape; "
@@ -458,8 +460,14 @@ cdef class Var:
         return _functions.getitem(self, key)
 
     def __setitem__(self, key, value):
-        raise TypeError("fastape values are immutable; build a new value with "
-                        "fastape.where, fastape.concatenate or fastape.stack")
+        """x[key] = value, numpy's semantics, recorded as a functional update: a new node
+        (one gather of x and value, fastape._arrays.updated) that this Var then stands
+        for. x's old multiplier flows through the elements left unchanged, value's
+        through the ones written. Other Vars of the old value are unchanged (a slice
+        is a copy, not a view)."""
+        from fastape import _arrays
+        cdef Var new = _arrays.updated(self, key, value)
+        self.node = new.node
 
     # numpy protocols
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
@@ -521,8 +529,9 @@ cdef class Var:
         return _arrays.clip(self, min, max)
 
     def copy(self, order="C"):
-        """The value itself: fastape values are immutable."""
-        return self
+        """Another Var of the same value (the same node: an update of one through
+        ``[...] =`` leaves the other as it was)."""
+        return _new(self.tape, self.node, self.shape, self.size)
 
     def astype(self, dtype, order="K", casting="unsafe", subok=True, copy=True):
         """float64 (the only dtype of fastape values): the value itself; any other dtype

@@ -122,10 +122,17 @@ def _record(fun, args, kwargs, flat, tape, where, nested=False):
     inputs = {}
     for i, (leaves, treedef) in flat.items():
         inputs[i] = _inputs(leaves, tape, where, f"args[{i}]", fresh=not nested)
-        call_args[i] = unflatten(treedef, inputs[i])
+        call_args[i] = unflatten(treedef, _handles(inputs[i]))
     with _nesting.recording(tape):
         out = fun(*call_args, **kwargs)
     return out, inputs
+
+
+def _handles(vs):
+    """Other Vars of the same input values, for the function to hold: an update inside
+    it (``x[i] = v`` rebinds x to a new node) must not move the input whose derivative
+    is taken."""
+    return [v.copy() for v in vs]
 
 
 def _inputs(leaves, tape, where, what, fresh):
@@ -297,7 +304,7 @@ def _record_args(fun, primals, td, leaves, tape, where, fresh=False):
     copies and constants on an enclosing one). Returns (output, input values)."""
     vs = _inputs(leaves, tape, where, "the primals", fresh)
     with _nesting.recording(tape):
-        out = fun(*unflatten(td, vs))
+        out = fun(*unflatten(td, _handles(vs)))
     return out, vs
 
 
