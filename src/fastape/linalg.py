@@ -17,21 +17,34 @@ Adjoints, with Λ the multipliers of the result (kernels in ``_linalg.pxi``)::
 """
 
 import operator
-from collections import namedtuple
 from math import prod as _prod
 
 import numpy as np
 
+from fastape import _decomp, _tape
 from fastape import _functions as F
-from fastape import _tape
+from fastape._decomp import (
+    EighResult,
+    SVDResult,
+    cholesky,
+    cond,
+    eigh,
+    eigvalsh,
+    lstsq,
+    matrix_power,
+    pinv,
+    svd,
+    svdvals,
+)
 from fastape._tape import Var
 from fastape.errors import ShapeError
 
 __all__ = ["matmul", "inner", "outer", "solve", "inv", "det", "slogdet", "norm", "trace",
-           "LinAlgError", "SlogdetResult"]
+           "cholesky", "eigh", "eigvalsh", "svd", "svdvals", "matrix_power", "pinv", "lstsq",
+           "cond", "LinAlgError", "SlogdetResult", "EighResult", "SVDResult"]
 
 LinAlgError = np.linalg.LinAlgError
-SlogdetResult = namedtuple("SlogdetResult", ["sign", "logabsdet"])
+SlogdetResult = _decomp._result_type(np.linalg.slogdet, "SlogdetResult", ["sign", "logabsdet"])
 
 
 def _vars(a, b, name):
@@ -144,11 +157,14 @@ def _lu(a, name, need_regular):
 
 def solve(a, b):
     """x with ``a @ x = b`` (LU with partial pivoting); b is a vector (n,) or a matrix
-    (n, r). A singular ``a`` raises numpy.linalg.LinAlgError."""
+    (n, r), and stacks of both (leading axes, numpy's rules: one solve each). A
+    singular ``a`` raises numpy.linalg.LinAlgError."""
     vs = _vars(a, b, "solve")
     if vs is None:
         return np.linalg.solve(a, b)
     a, b = vs
+    if a.ndim > 2:
+        return _solve_stacked(a, b)
     n = _square(a, "solve")
     if b.ndim not in (1, 2) or b.shape[0] != n:
         raise ShapeError(f"solve: a has shape {a.shape} but b has shape {b.shape}; "
@@ -158,11 +174,30 @@ def solve(a, b):
     return _tape.solve_node(lu, b, n, r, b.shape)
 
 
+def _solve_stacked(a, b):
+    """solve over the leading axes of a (b: one vector (n,), or a stack of matrices
+    (..., n, r) broadcast against a's, as numpy >= 2 reads it)."""
+    lead, n = a.shape[:-2], a.shape[-1]
+    vec = b.ndim == 1            # numpy >= 2: only a 1-D b is a vector
+    bshape = lead + ((n,) if vec else b.shape[-2:])
+    try:
+        if b.shape != bshape:
+            b = _tape.broadcast_to(b, bshape, "solve", "b")
+    except (ValueError, ShapeError):
+        raise ShapeError(f"solve: a has shape {a.shape} but b has shape {b.shape}") from None
+    A = F.reshape(a, (-1, n, n))
+    B = F.reshape(b, (A.shape[0],) + bshape[len(lead):])
+    xs = [solve(A[k], B[k]) for k in range(A.shape[0])]
+    return F.reshape(F.stack(xs), bshape)
+
+
 def inv(a):
-    """The inverse of a square matrix (a solve with the identity). A singular ``a``
-    raises numpy.linalg.LinAlgError."""
+    """The inverse of a square matrix (a solve with the identity), and of each of a
+    stack of them. A singular ``a`` raises numpy.linalg.LinAlgError."""
     if type(a) is not Var:
         return np.linalg.inv(a)
+    if a.ndim > 2:
+        return _decomp._stacked(inv, "inv")(a)
     n = _square(a, "inv")
     lu, n = _lu(a, "inv", True)
     eye = _tape.constant_like(a, np.eye(n))
@@ -173,6 +208,8 @@ def det(a):
     """The determinant of a square matrix (from its LU factors)."""
     if type(a) is not Var:
         return np.linalg.det(a)
+    if a.ndim > 2:
+        return _decomp._stacked(det, "det")(a)
     lu, n = _lu(a, "det", False)
     return _tape.det_node(lu, n, False)[0]
 
@@ -182,15 +219,20 @@ def slogdet(a):
     derivative is zero), ``logabsdet`` a value on the tape."""
     if type(a) is not Var:
         return np.linalg.slogdet(a)
+    if a.ndim > 2:
+        r = _decomp._stacked(lambda m: tuple(slogdet(m)), "slogdet")(a)
+        return SlogdetResult(r[0], r[1])
     lu, n = _lu(a, "slogdet", False)
     v, sign = _tape.det_node(lu, n, True)
     return SlogdetResult(float(sign), v)
 
 
 def norm(x, ord=None, axis=None, keepdims=False):  # noqa: A002
-    """Vector 2-norm / Frobenius norm (the default), and the vector 1- and ∞-norms.
-    The 2-norm is one NORM node (``dnrm2``), over all elements or along ``axis``,
-    whose gradient is 0 (a subgradient) wherever the norm is 0."""
+    """numpy.linalg.norm, every order numpy has: the vector 2-norm / Frobenius norm (the
+    default) is one NORM node (``dnrm2``), over all elements or along ``axis``, whose
+    gradient is 0 (a subgradient) wherever the norm is 0; vector p-norms
+    (Σ|x|^p)^(1/p), ±inf and 0; matrix norms 1, -1, inf, -inf (column and row sums),
+    2, -2 and 'nuc' (singular values; fastape._decomp)."""
     if type(x) is not Var:
         return np.linalg.norm(x, ord=ord, axis=axis, keepdims=keepdims)
     if axis is not None:
@@ -213,6 +255,15 @@ def norm(x, ord=None, axis=None, keepdims=False):  # noqa: A002
             return F.max(F.absolute(x), axis=axes, keepdims=keepdims)
         if len(axes) == 1 and ord == -np.inf:
             return F.min(F.absolute(x), axis=axes, keepdims=keepdims)
+        if len(axes) == 1 and isinstance(ord, (int, float)) and not isinstance(ord, bool):
+            return _decomp.vector_norm(x, ord, axes, keepdims)
+        if len(axes) == 2:
+            rest = [d for d in range(x.ndim) if d not in axes]
+            m = F.transpose(x, rest + list(axes))
+            r = _decomp._stacked(lambda a: _decomp.matrix_norm(a, ord), "norm")(m)
+            if keepdims:
+                r = F.reshape(r, tuple(1 if d in axes else n for d, n in enumerate(x.shape)))
+            return r
         raise ValueError(f"norm: ord={ord!r} with axis={axis!r} is not supported on "
                          "fastape values")
     if ord is None or (ord == "fro" and x.ndim == 2) or (ord == 2 and x.ndim == 1):
@@ -223,10 +274,13 @@ def norm(x, ord=None, axis=None, keepdims=False):  # noqa: A002
         r = F.max(F.absolute(x))
     elif x.ndim == 1 and ord == -np.inf:
         r = F.min(F.absolute(x))
+    elif x.ndim == 1 and isinstance(ord, (int, float)) and not isinstance(ord, bool):
+        r = _decomp.vector_norm(x, ord, None, False)
+    elif x.ndim == 2:
+        r = _decomp.matrix_norm(x, ord)
     else:
         raise ValueError(f"norm: ord={ord!r} for a value of shape {x.shape} is not "
-                         "supported (supported: the 2-norm and Frobenius norm, and the "
-                         "vector 1- and inf-norms)")
+                         "supported (numpy: ord needs a vector or a matrix)")
     if keepdims:
         r = F.reshape(r, (1,) * x.ndim)
     return r
@@ -275,7 +329,12 @@ NUMPY_FUNCTIONS = {
     np.linalg.solve: solve, np.linalg.inv: inv, np.linalg.det: det,
     np.linalg.slogdet: slogdet, np.linalg.norm: norm,
 }
-for _name, _fn in (("matmul", matmul), ("outer", outer), ("trace", _linalg_trace)):
+NUMPY_FUNCTIONS.update({np.linalg.cholesky: cholesky, np.linalg.eigh: eigh,
+                        np.linalg.eigvalsh: eigvalsh, np.linalg.svd: svd,
+                        np.linalg.matrix_power: matrix_power, np.linalg.pinv: pinv,
+                        np.linalg.lstsq: lstsq, np.linalg.cond: cond})
+for _name, _fn in (("matmul", matmul), ("outer", outer), ("trace", _linalg_trace),
+                   ("svdvals", svdvals)):
     if hasattr(np.linalg, _name):       # numpy >= 2
         NUMPY_FUNCTIONS[getattr(np.linalg, _name)] = _fn
 del _name, _fn
