@@ -326,3 +326,24 @@ def test_plain_numbers_simply_solve():
     assert isinstance(z, float) and z == pytest.approx(np.cos(z), abs=1e-10)
     x = ft.linear_solve(lambda x: 2.0 * x, np.array([1.0, 4.0]))
     np.testing.assert_allclose(x, [0.5, 2.0])
+
+
+@pytest.mark.parametrize("dense_max", [ft.implicit.DENSE_MAX, 0])
+def test_large_tapes_dropped_between_steps_are_recorded_again(rng, monkeypatch, dense_max):
+    monkeypatch.setattr(ft.implicit, "_KEEP_BYTES", 0)      # every tape of H counts as large
+    n = 5
+    A, w = _contraction(rng, n), rng.standard_normal(n)
+    M = np.linalg.inv(np.eye(n) - A)
+
+    def loss(b):
+        z = ft.fixed_point(lambda z, b: A @ z + b * b, np.zeros(n), b, dense_max=dense_max)
+        return np.sum(w * np.sin(z))
+
+    b = rng.standard_normal(n)
+    z = M @ (b * b)
+    np.testing.assert_allclose(ft.grad(loss)(b), 2 * b * (M.T @ (w * np.cos(z))), rtol=1e-9)
+    H = 2 * np.diag(M.T @ (w * np.cos(z))) - 4 * np.diag(b) @ M.T @ np.diag(w * np.sin(z)) \
+        @ M @ np.diag(b)
+    np.testing.assert_allclose(ft.hessian(loss)(b), H, rtol=1e-8, atol=1e-12)
+    F = ft.compile(loss, b)
+    np.testing.assert_allclose(F.hessian(b), H, rtol=1e-8, atol=1e-12)

@@ -19,14 +19,16 @@ values the function is given in ``*params`` or closes over. With ``A = ∂H/∂u
   are again solves, and compiled functions replay them (re-solving on new inputs).
 
 The linear systems with ``A`` are dense when ``u`` has at most ``dense_max`` elements
-(default :data:`DENSE_MAX`): ``A`` from a vector-mode tangent sweep (``jacfwd``),
+(default :data:`DENSE_MAX`): ``A`` from vector-mode tangent sweeps of a tape of ``H``,
 factored once per solution by LAPACK (``getrf``) and checked for singularity
-(reciprocal condition number below :data:`RCOND_MIN`: ``numpy.linalg.LinAlgError``).
-Larger ones are matrix-free: GMRES (``scipy.sparse.linalg.gmres``) over a
-``LinearOperator`` whose matvec is one reverse sweep of a tape of ``H`` recorded once
-per solution (``fastape.vjp``: ``w ↦ Aᵀ w``) or one tangent sweep (``fastape.linearize``:
-``w ↦ A w``). These solves stop at a relative residual ``adjoint_tol`` within
-``adjoint_max_iter`` matrix-vector products; otherwise :class:`ConvergenceError`.
+(reciprocal condition number, ``gecon``, below :data:`RCOND_MIN`:
+``numpy.linalg.LinAlgError``). Larger ones are matrix-free: restarted GMRES(50) whose
+matvec is one reverse sweep (``w ↦ Aᵀ w``) or one tangent sweep (``w ↦ A w``) of a tape
+of ``H`` recorded once per solution. GMRES is written here (``_gmres``) rather than
+taken from ``scipy.sparse.linalg.gmres`` because scipy's per-iteration Python
+bookkeeping cost more than the products for z of a few hundred elements. These
+solves stop at a relative residual ``adjoint_tol`` within ``adjoint_max_iter``
+matrix-vector products; otherwise :class:`ConvergenceError`.
 
 Closed-over values: the parents are found in ``*params`` (pytrees) and in the
 function's closure cells, its argument defaults and a ``functools.partial``'s
@@ -41,7 +43,6 @@ import types
 
 import numpy as np
 import scipy.linalg
-import scipy.sparse.linalg
 
 from fastape import _nesting, _tape
 from fastape._tape import Var
@@ -56,7 +57,11 @@ DENSE_MAX = 200
 #: a dense ``∂H/∂u`` whose reciprocal condition number (LAPACK ``gecon``) is below
 #: this is singular
 RCOND_MIN = 1e-13
-_CACHE = 4              # solutions a node keeps (forward, reverse and tangent share them)
+#: solutions a node keeps (its forward, reverse and tangent steps at one point share one;
+#: each holds tapes of H as large as H's constants, so few)
+_CACHE = 2
+#: a tape of H larger than this is not kept with its solution between steps
+_KEEP_BYTES = 8 << 20
 
 
 # ---------------------------------------------------------------------------
@@ -82,6 +87,7 @@ class _Bound:
         self.base = base
         # sources: [kind, key, treedef, leaves]; kinds: param, cell, default, parg, pkw
         self.sources = []
+        self.bare = []                  # the source is one fastape value itself
         self.nparams = len(params)
         for k, p in enumerate(params):
             self._add("param", k, p, f"params[{k}]")
@@ -123,14 +129,23 @@ class _Bound:
                 return
             leaves, td = None, value
         self.sources.append([kind, key, td, leaves or []])
+        self.bare.append(type(value) is Var)
 
     def call(self, z, ps):
         """fun(z, *params) with the parents' values `ps` (flat: numbers or values)."""
-        values = [list(src[3]) for src in self.sources]
-        for (s, j), p, shape in zip(self.var_pos, ps, self.shapes):
-            values[s][j] = _shaped(p, shape)
-        built = {(src[0], src[1]): src[2] if not src[3] else unflatten(src[2], v)
-                 for src, v in zip(self.sources, values)}
+        built = {}
+        for src in self.sources:
+            if not src[3]:
+                built[(src[0], src[1])] = src[2]
+        if self.parents:
+            values = {}
+            for (s, j), p, shape in zip(self.var_pos, ps, self.shapes):
+                values.setdefault(s, list(self.sources[s][3]))[j] = _shaped(p, shape)
+            for s, leaves in values.items():
+                kind, key, td, template = self.sources[s]
+                # a bare value (the common case) needs no unflatten
+                built[(kind, key)] = leaves[0] if len(template) == 1 and \
+                    type(template[0]) is Var and self.bare[s] else unflatten(td, leaves)
         params = [built[("param", k)] for k in range(self.nparams)]
         fun = self.base
         if self.rebind:
@@ -162,6 +177,57 @@ def _plain():
     return _nesting.recording(None)
 
 
+class _Recorded:
+    """A function of flat arrays recorded once on a tape of its own at a point: its
+    vector-Jacobian products (one reverse sweep each) and Jacobian-vector products
+    (one tangent sweep each) with respect to its inputs, the Tape API called directly
+    (the products are the inner loop of the Krylov solves)."""
+
+    def __init__(self, fun, inputs):
+        from fastape._tape import Tape
+        self.tape = Tape()
+        self.sizes = [x.size for x in inputs]
+        with self.tape, _nesting.recording(self.tape):
+            self.vars = [self.tape.var(x) for x in inputs]
+            out = fun(*self.vars)
+        self.out = out if type(out) is Var else None
+        self.n_out = out.size if self.out is not None else np.size(out)
+
+    def vjp(self, w, which):
+        """[(∂fun/∂input_k)ᵀ w for k in which]."""
+        if self.out is None:
+            return [np.zeros(self.sizes[k]) for k in which]
+        self.tape.backward(self.out, np.asarray(w, dtype=np.float64).reshape(self.out.shape))
+        return [np.asarray(self.tape.adjoint(self.vars[k]), dtype=np.float64).reshape(-1)
+                for k in which]
+
+    def jvp(self, tangents, which, p=None):
+        """Σ_{k in which} (∂fun/∂input_k) tangent_k (p: that many directions, each
+        tangent of shape (p, size)); the other inputs' tangents are 0."""
+        if self.out is None:
+            return np.zeros(self.n_out if p is None else (p, self.n_out))
+        self.tape.forward_tangents([self.vars[k] for k in which],
+                                   [np.asarray(t, dtype=np.float64) for t in tangents], p=p)
+        t = np.asarray(self.tape.tangent(self.out), dtype=np.float64)
+        return t.reshape(-1) if p is None else t.reshape(p, -1)
+
+    def jacobian(self):
+        """The dense Jacobian with respect to the first input, by vector-mode tangent sweeps in
+        blocks of directions. Each block's tangents span every value of the tape,
+        constants too, so blocks are small (16 directions measured fastest per
+        direction for a 100 x 100 layer: 6 µs against 9 µs at 64) and shrink as the
+        tape grows (at most ~2 MB of tangents)."""
+        n = self.sizes[0]
+        J = np.empty((self.n_out, n))
+        p = int(max(1, min(n, 16, (1 << 18) // max(1, self.tape.nbytes // 8))))
+        for lo in range(0, n, p):
+            q = min(p, n - lo)
+            seeds = np.zeros((q, n))
+            seeds[np.arange(q), lo + np.arange(q)] = 1.0
+            J[:, lo:lo + q] = self.jvp([seeds], [0], p=q).T
+        return J
+
+
 # ---------------------------------------------------------------------------
 # the node: u* with H(u*, p) = 0
 # ---------------------------------------------------------------------------
@@ -169,11 +235,11 @@ def _plain():
 class _Point:
     """One solution u*(p) and what its linear systems need, made on first use."""
 
-    __slots__ = ("ps", "u", "lu", "pull_u", "push_u", "pull_p", "push_p")
+    __slots__ = ("ps", "u", "lu", "rec_u", "rec_p")
 
     def __init__(self, ps, u):
         self.ps, self.u = ps, u
-        self.lu = self.pull_u = self.push_u = self.pull_p = self.push_p = None
+        self.lu = self.rec_u = self.rec_p = None
 
 
 class _Implicit:
@@ -191,22 +257,25 @@ class _Implicit:
         self.opts = opts
         self.a_name = a_name                # how errors call ∂H/∂u
         self.linear = linear
-        self.points = {}
+        self.points = []                # the latest solutions, newest first
         self.adjoint_rule = None
 
     # -- solutions ------------------------------------------------------------------
 
     def point(self, ps):
-        """The solution at parents' values ps (flat arrays), solved or remembered."""
-        key = b"".join(p.tobytes() for p in ps)
-        pt = self.points.get(key)
-        if pt is None:
-            with _plain():
-                u = np.asarray(self.solver(self, ps), dtype=np.float64).reshape(-1)
-            pt = _Point([p.copy() for p in ps], u)
-            if len(self.points) >= _CACHE:
-                self.points.pop(next(iter(self.points)))
-            self.points[key] = pt
+        """The solution at parents' values ps (flat arrays, which the point keeps: the
+        callers pass fresh copies), solved or, at the same values, remembered. The
+        values are compared, not hashed: a key would copy every parent once more."""
+        for pt in self.points:
+            if len(pt.ps) == len(ps) and all(np.array_equal(a, b) for a, b in zip(pt.ps, ps)):
+                return pt
+        with _plain():
+            u = self.solver(self, ps)
+        # a solver may return its point (a linear solve's factors serve the adjoint)
+        pt = u if type(u) is _Point else _Point(list(ps), np.asarray(u, dtype=np.float64)
+                                                .reshape(-1))
+        self.points.insert(0, pt)
+        del self.points[_CACHE:]
         return pt
 
     def h(self, u, ps):
@@ -222,10 +291,8 @@ class _Implicit:
 
     def _factor(self, pt):
         if pt.lu is None:
-            from fastape import api
-            with _plain():
-                A = np.asarray(api.jacfwd(lambda u: self.h(u, pt.ps))(pt.u),
-                               dtype=np.float64).reshape(self.n, self.n)
+            A = self.at(pt, "u").jacobian()
+            self.done(pt, "u")
             if not np.all(np.isfinite(A)):
                 raise np.linalg.LinAlgError(f"{self.name}: {self.a_name} at the solution "
                                             "is not finite")
@@ -247,20 +314,42 @@ class _Implicit:
         if self.n <= self.opts["dense_max"]:
             lu, piv = self._factor(pt)
             return scipy.linalg.lu_solve((lu, piv), rhs, trans=1 if transpose else 0)
-        from fastape import api
-        with _plain():
-            if transpose:
-                if pt.pull_u is None:
-                    pt.pull_u = api.vjp(lambda u: self.h(u, pt.ps), pt.u)[1]
-                matvec = _first(pt.pull_u)
-            else:
-                if pt.push_u is None:
-                    pt.push_u = api.linearize(lambda u: self.h(u, pt.ps), pt.u)[1]
-                matvec = _flat_result(pt.push_u)
-            what = "the adjoint" if transpose else "the tangent"
-            return krylov(matvec, rhs, self.opts["adjoint_tol"],
-                          self.opts["adjoint_max_iter"], f"{self.name}: {what} solve",
+        rec = self.at(pt, "u")
+        if transpose:
+            def matvec(w):
+                return rec.vjp(w, [0])[0]
+        else:
+            def matvec(w):
+                return rec.jvp([w], [0])
+        what = "the adjoint" if transpose else "the tangent"
+        try:
+            return krylov(matvec, rhs, self.opts["adjoint_tol"], self.opts["adjoint_max_iter"],
+                          f"{self.name}: {what} solve",
                           self.a_name + ("ᵀ" if transpose else ""))
+        finally:
+            self.done(pt, "u")
+
+    def at(self, pt, wrt):
+        """H at the solution recorded as a function of u (``wrt="u"``, the parents
+        constants: the products with A) or of the parents (``"p"``, u a constant),
+        kept with the solution while small (see :meth:`done`)."""
+        if wrt == "u":
+            if pt.rec_u is None:
+                pt.rec_u = _Recorded(lambda u: self.h(u, pt.ps), [pt.u])
+            return pt.rec_u
+        if pt.rec_p is None:
+            pt.rec_p = _Recorded(lambda *ps: self.h(pt.u, list(ps)), pt.ps)
+        return pt.rec_p
+
+    @staticmethod
+    def done(pt, wrt):
+        """Drop a tape of H that holds large parents (a 2,000 x 2,000 W: 64 MB with
+        its multipliers) once its step is over, so that the u-tape and the p-tape are
+        never both alive: a later step at the same point records it again."""
+        name = "rec_u" if wrt == "u" else "rec_p"
+        rec = getattr(pt, name)
+        if rec is not None and rec.tape.nbytes > _KEEP_BYTES:
+            setattr(pt, name, None)
 
     # -- what the sweeps call (on numbers) ------------------------------------------
 
@@ -270,22 +359,17 @@ class _Implicit:
 
     def backward(self, pt, lam):
         nu = self.solve_a(pt, -np.asarray(lam, dtype=np.float64).reshape(-1), True)
-        if pt.pull_p is None:
-            from fastape import api
-            with _plain():
-                pt.pull_p = api.vjp(lambda *ps: self.h(pt.u, list(ps)), *pt.ps)[1]
-        with _plain():
-            return [np.asarray(b, dtype=np.float64) for b in pt.pull_p(nu)]
+        try:
+            return self.at(pt, "p").vjp(nu, range(len(pt.ps)))
+        finally:
+            self.done(pt, "p")
 
     def tangent(self, parents, tangents):
         pt = self.point(parents)
-        if pt.push_p is None:
-            from fastape import api
-            with _plain():
-                pt.push_p = api.linearize(lambda *ps: self.h(pt.u, list(ps)), *pt.ps)[1]
-        with _plain():
-            rhs = pt.push_p(*[np.asarray(t, dtype=np.float64).reshape(-1) for t in tangents])
-        return self.solve_a(pt, -np.asarray(rhs, dtype=np.float64).reshape(-1), False)
+        rhs = self.at(pt, "p").jvp([np.asarray(t, dtype=np.float64).reshape(-1)
+                                    for t in tangents], range(len(pt.ps)))
+        self.done(pt, "p")
+        return self.solve_a(pt, -rhs, False)
 
     # -- the recorded reverse sweep (fastape._rules): on values of the tape ---------
 
@@ -322,14 +406,6 @@ class _Implicit:
         return self.adjoint_rule
 
 
-def _first(pull):
-    return lambda w: np.asarray(pull(w)[0], dtype=np.float64).reshape(-1)
-
-
-def _flat_result(push):
-    return lambda w: np.asarray(push(w), dtype=np.float64).reshape(-1)
-
-
 # ---------------------------------------------------------------------------
 # solvers on numbers
 # ---------------------------------------------------------------------------
@@ -337,42 +413,90 @@ def _flat_result(push):
 def krylov(matvec, rhs, tol, max_iter, name, a_name):
     """x with M x = rhs by restarted GMRES over ``matvec`` (w ↦ M w), to a relative
     residual ``tol`` within ``max_iter`` products; else :class:`ConvergenceError`."""
-    n = rhs.size
-    scale = float(np.linalg.norm(rhs))
-    if scale == 0.0:
-        return np.zeros(n)
-    count = [0]
-
-    def mv(w):
-        count[0] += 1
-        return matvec(np.asarray(w, dtype=np.float64).reshape(-1))
-
-    op = scipy.sparse.linalg.LinearOperator((n, n), matvec=mv, dtype=np.float64)
-    restart = max(1, min(n, 50, max_iter))
-    x, _ = scipy.sparse.linalg.gmres(op, rhs, rtol=tol, atol=0.0, restart=restart,
-                                     maxiter=max(1, -(-max_iter // restart)))
-    residual = float(np.linalg.norm(mv(x) - rhs)) / scale
-    if not residual <= 10.0 * tol:
-        raise ConvergenceError(name, residual, count[0], tol,
-                               f"GMRES on {a_name} ({n} unknowns); {a_name} may be "
+    x, residual, count = _gmres(matvec, np.asarray(rhs, dtype=np.float64).reshape(-1), tol,
+                                max_iter)
+    if not residual <= tol:
+        raise ConvergenceError(name, residual, count, tol,
+                               f"GMRES on {a_name} ({rhs.size} unknowns); {a_name} may be "
                                "singular or badly conditioned at the solution")
     return x
 
 
+def _gmres(matvec, b, tol, max_iter, restart=50):
+    """Restarted GMRES(restart) from x = 0: Arnoldi with classical Gram-Schmidt done
+    twice (two matrix-vector products of the basis per step, where modified
+    Gram-Schmidt would be k dot products: BLAS, not a Python loop) and Givens
+    rotations. Returns (x, true relative residual, products used). scipy's gmres
+    does the same but its Python bookkeeping costs more than the products here."""
+    n = b.size
+    x = np.zeros(n)
+    bnorm = float(np.linalg.norm(b))
+    if bnorm == 0.0 or n == 0:
+        return x, 0.0, 0
+    r, beta, count = b, bnorm, 0
+    while beta > tol * bnorm and count < max_iter:
+        m = max(1, min(restart, n, max_iter - count))
+        V = np.empty((m + 1, n))
+        V[0] = r / beta
+        R = np.zeros((m + 1, m))          # the Hessenberg matrix, rotated to triangular
+        cs, sn = [0.0] * m, [0.0] * m
+        g = [beta] + [0.0] * m
+        k_used = 0
+        for k in range(m):
+            w = np.asarray(matvec(V[k]), dtype=np.float64).reshape(-1)
+            count += 1
+            Vk = V[:k + 1]
+            h = Vk @ w
+            w = w - h @ Vk
+            h2 = Vk @ w
+            w -= h2 @ Vk
+            h += h2
+            hn = float(np.linalg.norm(w))
+            col = [float(v) for v in h] + [hn]
+            for i in range(k):
+                a, c = col[i], col[i + 1]
+                col[i], col[i + 1] = cs[i] * a + sn[i] * c, -sn[i] * a + cs[i] * c
+            d = float(np.hypot(col[k], col[k + 1]))
+            if d == 0.0:                  # breakdown: no new direction
+                break
+            cs[k], sn[k] = col[k] / d, col[k + 1] / d
+            col[k], col[k + 1] = d, 0.0
+            R[:k + 2, k] = col
+            g[k + 1], g[k] = -sn[k] * g[k], cs[k] * g[k]
+            k_used = k + 1
+            if abs(g[k + 1]) <= tol * bnorm or hn == 0.0 or count >= max_iter:
+                break
+            V[k + 1] = w / hn
+        if k_used == 0:
+            break
+        y = scipy.linalg.solve_triangular(R[:k_used, :k_used], np.array(g[:k_used]))
+        x = x + y @ V[:k_used]
+        r = b - np.asarray(matvec(x), dtype=np.float64).reshape(-1)
+        count += 1
+        beta = float(np.linalg.norm(r))
+    return x, beta / bnorm, count
+
+
 def _converged(r, u, tol, relative):
-    size = float(np.max(np.abs(r))) if r.size else 0.0
-    return size, size <= tol * (max(1.0, float(np.max(np.abs(u)))) if relative and u.size
-                                else 1.0)
+    """(max|r|, whether max|r| ≤ tol, times max(1, max|u|) when relative)."""
+    size = float(np.abs(r).max()) if r.size else 0.0
+    if size <= tol or not relative or not u.size:
+        return size, size <= tol
+    return size, size <= tol * float(np.abs(u).max())
 
 
-def _iterate(rule, ps, step, u0, tol, max_iter, anderson):
+def _iterate(rule, step, u0, tol, max_iter, anderson, memory=5):
     """The fixed point of u ↦ step(u) from u0: plain iteration, or Anderson
-    acceleration (type II, memory 5, restarted when the residual grows tenfold)."""
+    acceleration (type II, the last `memory` differences; restarted when the residual
+    grows tenfold). The small least-squares problem is solved by its normal equations
+    (m ≤ 5 unknowns, regularised): lstsq's SVD costs more than the step itself for
+    the sizes where step is cheap."""
     u = u0.copy()
     f = step(u)
     r = f - u
-    hist_u, hist_r = [], []
-    best = np.inf
+    n = u.size
+    dF, dR = np.empty((memory, n)), np.empty((memory, n))
+    m, slot, best = 0, 0, np.inf
     for _ in range(max_iter):
         size, done = _converged(r, u, tol, True)
         if done:
@@ -380,26 +504,28 @@ def _iterate(rule, ps, step, u0, tol, max_iter, anderson):
         if not np.isfinite(size):
             break
         if anderson and size > 10 * best:
-            hist_u.clear()
-            hist_r.clear()
+            m = slot = 0
         best = min(best, size)
-        if anderson and hist_r:
-            dR = np.stack([r - q for q in hist_r], axis=1)
-            dF = np.stack([f - q for q in hist_u], axis=1)
-            gamma = np.linalg.lstsq(dR, r, rcond=None)[0]
-            u_new = f - dF @ gamma
-        else:
-            u_new = f
-        if anderson:
-            hist_u.insert(0, f)
-            hist_r.insert(0, r)
-            del hist_u[5:], hist_r[5:]
-        u = u_new
-        f = step(u)
-        r = f - u
+        u_new = f
+        if anderson and m:
+            G = dR[:m] @ dR[:m].T
+            G.flat[::m + 1] += 1e-14 * G.trace() + 1e-300
+            _, gamma, info = scipy.linalg.lapack.dposv(G, dR[:m] @ r)
+            if info == 0:
+                u_new = f - gamma @ dF[:m]
+            else:
+                m = slot = 0
+        f_new = step(u_new)
+        r_new = f_new - u_new
+        if anderson:                          # a ring: the least squares ignore order
+            np.subtract(f_new, f, out=dF[slot])
+            np.subtract(r_new, r, out=dR[slot])
+            slot = (slot + 1) % memory
+            m = min(m + 1, memory)
+        u, f, r = u_new, f_new, r_new
     size, done = _converged(r, u, tol, True)
     if done:
-        return u
+        return f
     raise ConvergenceError(rule.name, size, max_iter, tol,
                            "max|F(z) − z| (relative to max(1, max|z|))")
 
@@ -408,7 +534,6 @@ def _newton(rule, ps, u0, tol, max_iter, g_of):
     """A root of g_of(u) from u0: Newton's method with the Jacobian from the tape
     (dense for at most dense_max unknowns, else GMRES over tangent sweeps), and a
     backtracking (Armijo) line search on ½‖G‖²."""
-    from fastape import api
     u = u0.copy()
     g = g_of(u)
     dense = rule.n <= rule.opts["dense_max"]
@@ -418,8 +543,9 @@ def _newton(rule, ps, u0, tol, max_iter, g_of):
             return u
         if it == max_iter or not np.isfinite(size):
             break
+        rec = _Recorded(lambda v: rule.h(v, ps), [u])
         if dense:
-            J = np.asarray(api.jacfwd(lambda v: rule.h(v, ps))(u)).reshape(rule.n, rule.n)
+            J = rec.jacobian()
             lu, piv, info = scipy.linalg.lapack.dgetrf(J)
             rcond = scipy.linalg.lapack.dgecon(lu, np.linalg.norm(J, 1), norm="1")[0] \
                 if info == 0 and np.all(np.isfinite(J)) else 0.0
@@ -430,8 +556,7 @@ def _newton(rule, ps, u0, tol, max_iter, g_of):
                     "try another z0")
             step = -scipy.linalg.lu_solve((lu, piv), g)
         else:
-            push = api.linearize(lambda v: rule.h(v, ps), u)[1]
-            step = -krylov(_flat_result(push), g, min(1e-3, max(tol, 1e-12)),
+            step = -krylov(lambda w, rec=rec: rec.jvp([w], [0]), g, min(1e-3, max(tol, 1e-12)),
                            rule.opts["adjoint_max_iter"], f"{rule.name}: a Newton step",
                            rule.a_name)
         phi = 0.5 * float(g @ g)
@@ -480,6 +605,8 @@ def _start(z0, where, what="z0"):
 
 def _output(out, shape, where, fname):
     """A function's output on numbers, checked: a float64 array of `shape`."""
+    if type(out) is np.ndarray and out.dtype == np.float64 and out.shape == shape:
+        return out.reshape(-1)
     if type(out) is Var:
         raise TapeError(f"{where}: {fname} returned a fastape value on plain numbers: it "
                         "uses a fastape value it reaches neither through its arguments "
@@ -527,7 +654,8 @@ def fixed_point(F, z0, *params, tol=1e-10, max_iter=500, method="anderson",
     On the tape the result is one node: reverse mode solves ``(I − ∂F/∂z)ᵀ μ = λ̄`` at
     ``z*`` (densely by LAPACK for at most ``dense_max`` elements, else GMRES over
     reverse sweeps of F, to the relative residual ``adjoint_tol`` within
-    ``adjoint_max_iter`` products), then passes ``(∂F/∂θ)ᵀ μ`` to the params; forward
+    ``adjoint_max_iter`` products, default 1e-10 and 1000), then passes ``(∂F/∂θ)ᵀ μ``
+    to the params; forward
     mode solves ``(I − ∂F/∂z) ż = (∂F/∂θ) θ̇``. A singular ``I − ∂F/∂z`` raises
     ``numpy.linalg.LinAlgError``. Nested derivatives, ``hessian`` and compiled
     functions (which re-solve on new inputs) work through it; see ``fastape.implicit``.
@@ -555,7 +683,7 @@ def fixed_point(F, z0, *params, tol=1e-10, max_iter=500, method="anderson",
         if method == "newton":
             return _newton(rule, ps, start.reshape(-1), opts["tol"], opts["max_iter"],
                            lambda u: step(u) - u)
-        return _iterate(rule, ps, step, start.reshape(-1), opts["tol"], opts["max_iter"],
+        return _iterate(rule, step, start.reshape(-1), opts["tol"], opts["max_iter"],
                         method == "anderson")
 
     rule = _Implicit(where, residual, shape, solver, opts, "I − ∂F/∂z")
@@ -641,8 +769,12 @@ def linear_solve(matvec, b, *params, tol=1e-10, max_iter=1000, adjoint_tol=None,
         bb, rest = split(ps)
         bb = np.asarray(bb, dtype=np.float64).reshape(-1)
         if rule.n <= opts["dense_max"]:
-            pt = _Point(ps, np.zeros(rule.n))
-            return scipy.linalg.lu_solve(rule._factor(pt), bb)
+            # H is linear in x: ∂H/∂x at 0 is the one at the solution, so the factors
+            # serve the adjoint (not the tape at 0: ∂H/∂θ depends on x)
+            lu = rule._factor(_Point(list(ps), np.zeros(rule.n)))
+            pt = _Point(list(ps), scipy.linalg.lu_solve(lu, bb))
+            pt.lu = lu
+            return pt
 
         def mv(x):
             return _output(bound.call(_shaped(x, shape), rest), shape, where, _name(matvec))
