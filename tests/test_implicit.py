@@ -347,3 +347,18 @@ def test_large_tapes_dropped_between_steps_are_recorded_again(rng, monkeypatch, 
     np.testing.assert_allclose(ft.hessian(loss)(b), H, rtol=1e-8, atol=1e-12)
     F = ft.compile(loss, b)
     np.testing.assert_allclose(F.hessian(b), H, rtol=1e-8, atol=1e-12)
+
+
+def test_compiled_closure_and_batches_re_solve_per_input():
+    F = ft.compile(cos_closed, 1.0)            # t closed over: rebound at every replay
+    ts = np.array([[0.3], [1.0], [1.7], [1.0]])
+    for t in ts[:, 0]:
+        z, d1, _ = _cos_exact(t)
+        assert F(t) == pytest.approx(z, abs=1e-13)
+        assert F.grad(t) == pytest.approx(d1, rel=1e-10)
+    G = ft.compile(lambda x: cos_fixed_point(x[0]) * x[0], np.ones(1))
+    values, grads = G.value_and_grad_batch(ts, threads=2)
+    for t, v, g in zip(ts[:, 0], values, grads):
+        z, d1, _ = _cos_exact(t)
+        assert v == pytest.approx(z * t, rel=1e-12)
+        assert g[0] == pytest.approx(d1 * t + z, rel=1e-10)

@@ -39,6 +39,7 @@ to pass the value in ``params``.
 """
 
 import functools
+import threading
 import types
 
 import numpy as np
@@ -247,7 +248,7 @@ class _Implicit:
     sweeps): u*(p) solving H(u*, p) = 0 with H = ``residual(u, ps)`` (flat u, parents
     ps; numbers or fastape values), found on numbers by ``solver(self, ps)``."""
 
-    def __init__(self, name, residual, shape, solver, opts, a_name, linear=False):
+    def __init__(self, name, residual, shape, solver, opts, a_name):
         self.name = name
         self.residual = residual
         self.shape = tuple(shape)
@@ -256,7 +257,9 @@ class _Implicit:
         self.solver = solver
         self.opts = opts
         self.a_name = a_name                # how errors call ∂H/∂u
-        self.linear = linear
+        # compiled functions may sweep from several threads (grad_batch); the GIL is
+        # released inside numpy, and a tape of H is swept by one thread at a time
+        self.lock = threading.RLock()
         self.points = []                # the latest solutions, newest first
         self.adjoint_rule = None
 
@@ -354,22 +357,25 @@ class _Implicit:
     # -- what the sweeps call (on numbers) ------------------------------------------
 
     def forward(self, parents):
-        pt = self.point(parents)
+        with self.lock:
+            pt = self.point(parents)
         return pt.u, pt
 
     def backward(self, pt, lam):
-        nu = self.solve_a(pt, -np.asarray(lam, dtype=np.float64).reshape(-1), True)
-        try:
-            return self.at(pt, "p").vjp(nu, range(len(pt.ps)))
-        finally:
-            self.done(pt, "p")
+        with self.lock:
+            nu = self.solve_a(pt, -np.asarray(lam, dtype=np.float64).reshape(-1), True)
+            try:
+                return self.at(pt, "p").vjp(nu, range(len(pt.ps)))
+            finally:
+                self.done(pt, "p")
 
     def tangent(self, parents, tangents):
-        pt = self.point(parents)
-        rhs = self.at(pt, "p").jvp([np.asarray(t, dtype=np.float64).reshape(-1)
-                                    for t in tangents], range(len(pt.ps)))
-        self.done(pt, "p")
-        return self.solve_a(pt, -rhs, False)
+        with self.lock:
+            pt = self.point(parents)
+            rhs = self.at(pt, "p").jvp([np.asarray(t, dtype=np.float64).reshape(-1)
+                                        for t in tangents], range(len(pt.ps)))
+            self.done(pt, "p")
+            return self.solve_a(pt, -rhs, False)
 
     # -- the recorded reverse sweep (fastape._rules): on values of the tape ---------
 
@@ -402,7 +408,7 @@ class _Implicit:
                 return outer.solve_a(pt, -g, True)
 
             self.adjoint_rule = _Implicit(f"adjoint of {self.name}", residual, (self.n,),
-                                          solver, self.opts, f"({self.a_name})ᵀ", linear=True)
+                                          solver, self.opts, f"({self.a_name})ᵀ")
         return self.adjoint_rule
 
 
@@ -643,8 +649,9 @@ def fixed_point(F, z0, *params, tol=1e-10, max_iter=500, method="anderson",
     """``z*`` with ``z* = F(z*, *params)``, differentiable in the params (and in the
     fastape values ``F`` closes over) by the implicit function theorem.
 
-    ``z0`` (a number or an array; not differentiated) starts the solver; ``F(z,
-    *params)`` returns a value of z's shape; the params are pytrees. The forward solve
+    ``z0`` (a number or an array of any shape, not a pytree; not differentiated)
+    starts the solver; ``F(z, *params)`` returns a value of z's shape; the params are
+    pytrees (objects that are not are passed through untouched). The forward solve
     runs on plain numbers, from ``z0`` on every call: ``method="anderson"`` (default:
     Anderson acceleration of ``z ← F(z)``, memory 5, restarted when the residual grows
     tenfold), ``"iterate"`` (plain iteration) or ``"newton"`` (Newton on ``F(z) − z``,
@@ -780,5 +787,5 @@ def linear_solve(matvec, b, *params, tol=1e-10, max_iter=1000, adjoint_tol=None,
             return _output(bound.call(_shaped(x, shape), rest), shape, where, _name(matvec))
         return krylov(mv, bb, opts["tol"], opts["max_iter"], where, "the operator")
 
-    rule = _Implicit(where, residual, shape, solver, opts, "the operator", linear=True)
+    rule = _Implicit(where, residual, shape, solver, opts, "the operator")
     return _finish(rule, parents, shape)
