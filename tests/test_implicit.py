@@ -362,3 +362,26 @@ def test_compiled_closure_and_batches_re_solve_per_input():
         z, d1, _ = _cos_exact(t)
         assert v == pytest.approx(z * t, rel=1e-12)
         assert g[0] == pytest.approx(d1 * t + z, rel=1e-10)
+
+
+def test_perturbation_confusion_closed_over_and_passed_values_are_kept_apart():
+    # g(x) = x · ∂/∂y z*(x, y) at y = x, z* = 0.5 cos z* + x + y: the inner derivative
+    # is in y alone (x closed over), then the outer one in x through both
+    def zstar(x, y):
+        return ft.fixed_point(lambda z, y: 0.5 * np.cos(z) + x + y, 0.0, y, tol=1e-14)
+
+    def g(x):
+        return x * ft.grad(lambda y: zstar(x, y))(x)
+
+    def plain_g(x, h=1e-6):
+        return x * (zstar(x, x + h) - zstar(x, x - h)) / (2 * h)
+
+    for x in (0.2, 0.9):
+        z = zstar(x, x)
+        dz = 1 / (1 + 0.5 * np.sin(z))              # ∂z/∂y = ∂z/∂x
+        assert g(x) == pytest.approx(x * dz, rel=1e-12)
+        # d/dx [x dz(z(x))]: dz depends on z, and z on x through both x and y
+        d2 = dz + x * (-0.5 * np.cos(z) * dz ** 2) * (2 * dz)
+        assert ft.grad(g)(x) == pytest.approx(d2, rel=1e-10)
+        assert ft.grad(g)(x) == pytest.approx(central_diff(plain_g, [x], 0, h=1e-4),
+                                              rel=1e-5)
