@@ -61,6 +61,9 @@ RCOND_MIN = 1e-13
 #: solutions a node keeps (its forward, reverse and tangent steps at one point share one;
 #: each holds tapes of H as large as H's constants, so few)
 _CACHE = 2
+#: fixed_point's Anderson acceleration is dropped when plain steps shrink the
+#: residual by at least this factor each
+_FAST = 0.5
 #: a tape of H larger than this is not kept with its solution between steps
 _KEEP_BYTES = 8 << 20
 
@@ -494,26 +497,35 @@ def _converged(r, u, tol, relative):
 def _iterate(rule, step, u0, tol, max_iter, anderson, memory=5):
     """The fixed point of u ↦ step(u) from u0: plain iteration, or Anderson
     acceleration (type II, the last `memory` differences; restarted when the residual
-    grows tenfold). The small least-squares problem is solved by its normal equations
-    (m ≤ 5 unknowns, regularised): lstsq's SVD costs more than the step itself for
-    the sizes where step is cheap."""
+    grows tenfold). The first three steps are plain, and Anderson goes on only when
+    the last two of them shrank the residual by less than a factor :data:`_FAST`
+    a step (the first step, from z0, says little): for a fast contraction its
+    extrapolation saves few evaluations and doubles the cost of each where F is
+    cheap (the 100-unit layer of bench_implicit.py: 21 evaluations against 24, in
+    0.78 ms against 0.52 ms). The small least-squares
+    problem is solved by its normal equations (m ≤ 5 unknowns, regularised):
+    lstsq's SVD costs more than the step itself for the sizes where step is cheap."""
     u = u0.copy()
     f = step(u)
     r = f - u
     n = u.size
     dF, dR = np.empty((memory, n)), np.empty((memory, n))
-    m, slot, best = 0, 0, np.inf
-    for _ in range(max_iter):
+    m, slot, best, first = 0, 0, np.inf, None
+    for it in range(max_iter):
         size, done = _converged(r, u, tol, True)
         if done:
             return f
         if not np.isfinite(size):
             break
+        if it == 1:
+            first = size
+        elif it == 3 and anderson and size <= _FAST ** 2 * first:
+            anderson = False            # two plain steps shrank it by _FAST each or more
         if anderson and size > 10 * best:
             m = slot = 0
         best = min(best, size)
         u_new = f
-        if anderson and m:
+        if anderson and m and it >= 3:
             G = dR[:m] @ dR[:m].T
             G.flat[::m + 1] += 1e-14 * G.trace() + 1e-300
             _, gamma, info = scipy.linalg.lapack.dposv(G, dR[:m] @ r)
