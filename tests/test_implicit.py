@@ -385,3 +385,14 @@ def test_perturbation_confusion_closed_over_and_passed_values_are_kept_apart():
         assert ft.grad(g)(x) == pytest.approx(d2, rel=1e-10)
         assert ft.grad(g)(x) == pytest.approx(central_diff(plain_g, [x], 0, h=1e-4),
                                               rel=1e-5)
+
+
+def test_compiled_second_derivatives_of_a_scalar_implicit_node():
+    F = ft.compile(cos_fixed_point, 1.0)                   # a tape of scalars
+    G = ft.compile(lambda x: cos_fixed_point(x[0]) * x[1], np.ones(2))
+    for t in (0.4, 1.2):
+        z, d1, d2 = _cos_exact(t)
+        assert F.hessian(t) == pytest.approx(d2, rel=1e-9)
+        assert F.hvp(t, 2.0) == pytest.approx(2 * d2, rel=1e-9)
+        np.testing.assert_allclose(G.hessian(np.array([t, 2.0])),
+                                   [[2 * d2, d1], [d1, 0.0]], rtol=1e-9, atol=1e-14)
