@@ -28,12 +28,17 @@ COMMAND = re.compile(r"^ {4}(python examples/\S+\.py.*)$", re.M)
 SMALL = {
     "rosenbrock_lbfgs.py": ["12"],
     "two_layer_net.py": ["--steps", "20", "--png", "{tmp}/loss.png"],
+    "deq_layer.py": ["--steps", "20"],
 }
 # what each run must print: the example did its job, not merely exited 0
 EXPECT = {
     "rosenbrock_lbfgs.py": ["BLAS threads: 1", "trust-krylov", "reached f within"],
     "logistic_regression.py": ["finite differences", "max |w_fastape - w_fd|"],
     "two_layer_net.py": ["20 steps in"],
+    "deq_layer.py": ["max |implicit gradient - unrolled 50 gradient|", "trained 20 steps"],
+    "ridge_hyperparameter.py": ["closed form", "grid search", "gradient descent: λ ="],
+    "reaction_steady_state.py": ["normalised sensitivities",
+                                 "max |implicit - finite differences of solve_ivp|"],
 }
 
 

@@ -10,10 +10,11 @@ Quick start::
 Public API: the transforms :func:`grad`, :func:`value_and_grad`, :func:`jvp`,
 :func:`vjp`, :func:`linearize`, :func:`jacobian` (:func:`jacfwd`, :func:`jacrev`),
 :func:`hessian`, :func:`hvp` (JAX's names; they nest to any order), :func:`compile`,
+the implicit functions :func:`fixed_point`, :func:`root`, :func:`linear_solve`,
 :class:`Tape` (a context
 manager; ``tape.var``, ``tape.gradient``, ``tape.adjoint``), :class:`Var`, the
 numpy-style functions below, and the exceptions :class:`ShapeError`,
-:class:`TapeError`, :class:`BranchChanged`.
+:class:`TapeError`, :class:`BranchChanged`, :class:`ConvergenceError`.
 """
 
 from fastape import linalg, scipy
@@ -42,7 +43,15 @@ from fastape.api import (
                          vjp,
 )
 from fastape.custom import custom_jvp, custom_vjp
-from fastape.errors import BranchChanged, FastapeError, NoTangentRule, ShapeError, TapeError
+from fastape.errors import (
+                            BranchChanged,
+                            ConvergenceError,
+                            FastapeError,
+                            NoTangentRule,
+                            ShapeError,
+                            TapeError,
+)
+from fastape.implicit import fixed_point, linear_solve, root
 
 __version__ = "0.1.0"
 
@@ -50,6 +59,8 @@ __all__ = [
     "Tape", "Var", "Op", "Cmp", "Function", "compile", "grad", "value_and_grad", "linalg",
     "jvp", "vjp", "linearize", "jacobian", "jacfwd", "jacrev", "hessian", "hvp",
     "custom_vjp", "custom_jvp", "check_grads", "einsum", "tensordot",
+    "fixed_point", "root", "linear_solve",
     "ShapeError", "TapeError", "BranchChanged", "FastapeError", "NoTangentRule",
+    "ConvergenceError",
     "scipy", *_FUNCTIONS, *_ARRAYS, *_STATS,
 ]

@@ -21,3 +21,16 @@ class BranchChanged(FastapeError, RuntimeError):
 class NoTangentRule(TapeError):
     """Forward mode met a function that has a reverse rule only (``custom_vjp``).
     ``hessian`` and ``hvp`` then fall back to reverse over reverse."""
+
+
+class ConvergenceError(FastapeError, RuntimeError):
+    """An implicit node's solve (``fastape.fixed_point``, ``root``, ``linear_solve``,
+    or the linear solve of its adjoint or tangent) did not reach its tolerance: no
+    derivative of an unconverged point is returned. ``name`` is the node,
+    ``residual`` the residual reached, ``iterations`` the count spent."""
+
+    def __init__(self, name, residual, iterations, tol, detail=""):
+        self.name, self.residual, self.iterations, self.tol = name, residual, iterations, tol
+        super().__init__(f"{name}: did not converge: residual {residual:.3g} after "
+                         f"{iterations} iterations (tol {tol:g})"
+                         + (f"; {detail}" if detail else ""))
