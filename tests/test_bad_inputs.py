@@ -426,18 +426,18 @@ for name, f in [
         ("sin_dtype", lambda x: ft.sum(np.sin(x, dtype=np.complex128))),
 ]:
     body(f"kwarg-{name}", f, (v3,), TypeError, r"out=|where=|initial=|dtype=|not supported")
-# (diff, sort, median, clip, tile and einsum moved to tests/test_arrays.py, svd, eigh
-# and cholesky to tests/test_decomp.py, when they became supported)
+# (diff, sort, median, clip, tile and einsum moved to tests/test_arrays.py, svd, eigh,
+# cholesky, eig and qr to tests/test_decomp.py, when they became supported)
 for name, f in [("convolve", lambda x: ft.sum(np.convolve(x, x))),
                 ("fft", lambda x: ft.sum(np.fft.fft(x))),
-                ("eig", lambda x: ft.sum(np.linalg.eig(x)[0])),
-                ("qr", lambda x: ft.sum(np.linalg.qr(x)[1])),
+                ("eigvals", lambda x: ft.sum(np.linalg.eigvals(x))),
+                ("tensorinv", lambda x: ft.sum(np.linalg.tensorinv(x, ind=1))),
                 ("gamma", lambda x: ft.sum(scipy.special.gamma(x))),
                 ("ufunc_accumulate", lambda x: ft.sum(np.multiply.accumulate(x))),
                 ("ufunc_outer", lambda x: ft.sum(np.add.outer(x, x))),
                 ("ufunc_at", lambda x: np.add.at(x, [0], 1.0) or ft.sum(x)),
 ]:
-    m = m33 if name in ("eig", "qr") else v3
+    m = m33 if name in ("eigvals", "tensorinv") else v3
     xf = None
     body(f"unsupported-{name}", f, (m,), TypeError, "not supported|numpy|scipy", xfail=xf)
 # numpy's own refusal, as on a plain array

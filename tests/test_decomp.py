@@ -14,6 +14,8 @@ B4 = rng.standard_normal((4, 4))
 SPD = (B4 @ B4.T + 4 * np.eye(4)) * 0.3
 G = rng.standard_normal((4, 4)) * 0.5
 R43 = rng.standard_normal((4, 3))
+_S = rng.standard_normal((4, 4)) + 3 * np.eye(4)
+REAL_SPECTRUM = _S @ np.diag([0.5, -1.0, 2.0, 3.5]) @ np.linalg.inv(_S)   # not symmetric
 
 
 def _sp(name):
@@ -38,6 +40,13 @@ ROWS = [
     ("svd_square", lambda a: np.linalg.svd(a), (G,)),
     ("svd_tall", lambda a: np.linalg.svd(a, full_matrices=False), (R43,)),
     ("svd_wide", lambda a: np.linalg.svd(a, full_matrices=False), (R43.T,)),
+    ("qr_tall", lambda a: np.linalg.qr(a), (R43,)),
+    ("qr_square", lambda a: np.linalg.qr(a), (G,)),
+    ("qr_wide", lambda a: np.linalg.qr(a), (R43.T,)),
+    ("qr_r", lambda a: np.linalg.qr(a, mode="r"), (R43,)),
+    ("qr_stack", lambda a: np.linalg.qr(np.stack([a, 2 * a])).Q, (R43,)),
+    ("eig_values", lambda a: np.linalg.eig(a).eigenvalues, (REAL_SPECTRUM,)),
+    ("eig_vectors", lambda a: np.linalg.eig(a).eigenvectors, (REAL_SPECTRUM,)),
     ("solve_triangular", lambda a, b: _sp("solve_triangular")(a, b, lower=True), (G, R43)),
     ("solve_triangular_T_unit", lambda a, b: _sp("solve_triangular")(
         a, b, trans=1, unit_diagonal=True), (G, R43[:, 0])),
@@ -139,6 +148,10 @@ def test_compiled_replay():
     (lambda a: np.linalg.lstsq(a[:3], a[:3, 0], rcond=None), np.linalg.LinAlgError,
      ["underdetermined"]),
     (lambda a: ft.scipy.linalg.solve_triangular(a, a[:3, 0]), ShapeError, ["(3,)"]),
+    (lambda a: np.linalg.eig(np.array([[0.0, -1.0], [1.0, 0.0]]) + 0 * a[:2, :2]).eigenvalues,
+     np.linalg.LinAlgError, ["complex"]),
+    (lambda a: np.linalg.qr(a[:, :1] @ a[:1, :3]).R, np.linalg.LinAlgError, ["full column"]),
+    (lambda a: np.linalg.qr(a[:, :3], mode="complete").R, ValueError, ["complete"]),
 ])
 def test_bad_input(call, exc, words):
     a0 = G.copy()

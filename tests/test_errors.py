@@ -204,8 +204,8 @@ def test_errors_name_the_module_path():
     import scipy.special
     with ft.Tape() as t:
         x = t.var(np.ones((2, 2)))
-        with pytest.raises(TypeError, match=r"numpy\.linalg\.eig\b"):
-            np.linalg.eig(x)
+        with pytest.raises(TypeError, match=r"numpy\.linalg\.eigvals\b"):
+            np.linalg.eigvals(x)
         with pytest.raises(TypeError, match=r"scipy\.special\.gamma\b"):
             scipy.special.gamma(x)
 

@@ -45,9 +45,9 @@ def _result_type(fn, name, fields):
 EighResult = _result_type(np.linalg.eigh, "EighResult", ["eigenvalues", "eigenvectors"])
 SVDResult = _result_type(np.linalg.svd, "SVDResult", ["U", "S", "Vh"])
 
-__all__ = ["cholesky", "eigh", "eigvalsh", "svd", "svdvals", "matrix_power", "pinv",
+__all__ = ["cholesky", "eigh", "eigvalsh", "svd", "svdvals", "qr", "eig", "matrix_power", "pinv",
            "lstsq", "cond", "solve_triangular", "cho_factor", "cho_solve", "expm",
-           "EighResult", "SVDResult"]
+           "EighResult", "SVDResult", "QRResult", "EigResult"]
 
 
 def _T(x):
@@ -298,6 +298,109 @@ def svd(a, full_matrices=True, compute_uv=True, hermitian=False):
 def svdvals(x, /):
     """numpy.linalg.svdvals: the singular values (descending)."""
     return svd(x, compute_uv=False)
+
+
+# -- QR and the general eigenproblem ----------------------------------------------
+
+QRResult = _result_type(np.linalg.qr, "QRResult", ["Q", "R"])
+EigResult = _result_type(np.linalg.eig, "EigResult", ["eigenvalues", "eigenvectors"])
+
+
+@custom_jvp
+def _qr_tall(a):
+    q, r = np.linalg.qr(a)
+    return q, r
+
+
+@_qr_tall.defjvp
+def _qr_jvp(primals, tangents):
+    """M = Qᵀ dA R⁻¹, Ω = L - Lᵀ (L its strictly lower part): dQ = Q Ω + (I - Q Qᵀ) dA R⁻¹,
+    dR = (M - Ω) R (upper triangular by construction)."""
+    from fastape import linalg
+    (a,), (da,) = primals, tangents
+    Q, R = _qr_tall(a)
+    rv = np.asarray(R.value if type(R) is Var else R)
+    d = np.abs(np.diagonal(rv))
+    if d.size and d.min() <= 1e-13 * max(d.max(), 1.0):
+        raise LinAlgError("qr: the derivative of the factors needs a matrix of full column "
+                          "rank (R has a zero on its diagonal)")
+    daRi = _T(linalg.solve(_T(R), _T(da)))                 # dA R⁻¹
+    M = _T(Q) @ daRi
+    L = _arrays.tril(M, -1)
+    omega = L - _T(L)
+    dQ = Q @ omega + daRi - Q @ (_T(Q) @ daRi)
+    dR = (M - omega) @ R
+    return (Q, R), (dQ, dR)
+
+
+def _qr(a, mode="reduced"):
+    if mode not in ("reduced", "r", "complete"):
+        raise ValueError(f"qr: mode={mode!r} is not supported on fastape values (use "
+                         "'reduced' or 'r')")
+    m, n = a.shape
+    if mode == "complete" and m > n:
+        raise ValueError(f"qr: mode='complete' of a {m} x {n} matrix adds columns of Q that "
+                         "are not unique (not differentiable); use mode='reduced'")
+    if m >= n:
+        Q, R = _qr_tall(a)
+    else:                       # A = [X Y] with X square: Q R_X = X, R = [R_X, Qᵀ Y]
+        Q, RX = _qr_tall(a[:, :m])
+        R = F.concatenate([RX, _T(Q) @ a[:, m:]], axis=1)
+    return R if mode == "r" else QRResult(Q, R)
+
+
+def qr(a, mode="reduced"):
+    """numpy.linalg.qr (modes 'reduced', 'r', and 'complete' for m <= n): Q with
+    orthonormal columns and upper triangular R, A = Q R. Its derivative needs full
+    rank (else LinAlgError)."""
+    if type(a) is not Var:
+        return np.linalg.qr(a, mode)
+    if a.ndim < 2:
+        raise ShapeError(f"qr: expected a matrix (or a stack of them), got shape {a.shape}")
+    return _stacked(_qr, "qr")(a, mode)
+
+
+@custom_jvp
+def _eig_real(a):
+    w, v = np.linalg.eig(a)
+    if np.iscomplexobj(w):
+        raise LinAlgError("eig: the matrix has complex eigenvalues; fastape differentiates "
+                          "real functions (eig of matrices with a real spectrum only)")
+    return w, v
+
+
+@_eig_real.defjvp
+def _eig_jvp(primals, tangents):
+    """P = V⁻¹ dA V: dw = diag(P), dV = V (F ∘ P), then each column's component along
+    itself removed (numpy's eigenvectors have unit length)."""
+    from fastape import linalg
+    (a,), (da,) = primals, tangents
+    w, V = _eig_real(a)
+    P = linalg.solve(V, da @ V)
+    d = _gaps(w, "eig", "eigenvectors")
+    n = d.shape[0]
+    eye = np.eye(n)
+    if type(w) is Var:
+        Fm = (1.0 - eye) / (F.reshape(w, (1, -1)) - F.reshape(w, (-1, 1)) + eye)
+    else:
+        Fm = np.where(eye.astype(bool), 0.0, 1.0 / np.where(d == 0, 1, d))
+    dV = V @ (Fm * P)
+    dV = dV - V * np.sum(V * dV, axis=0, keepdims=True)
+    return (w, V), (_arrays.diagonal(P), dV)
+
+
+def _eig(a):
+    _square(a, "eig")
+    return EigResult(*_eig_real(a))
+
+
+def eig(a):
+    """numpy.linalg.eig of a real matrix with real, distinct eigenvalues (complex ones
+    raise LinAlgError: fastape is real; repeated ones too, for the vectors): the
+    eigenvalues and unit-length eigenvectors, as numpy orders them."""
+    if type(a) is not Var:
+        return np.linalg.eig(a)
+    return _stacked(_eig, "eig")(a)
 
 
 # -- triangular and Cholesky solves ------------------------------------------------

@@ -25,14 +25,18 @@ from fastape import _decomp, _tape
 from fastape import _functions as F
 from fastape._decomp import (
     EighResult,
+    EigResult,
+    QRResult,
     SVDResult,
     cholesky,
     cond,
+    eig,
     eigh,
     eigvalsh,
     lstsq,
     matrix_power,
     pinv,
+    qr,
     svd,
     svdvals,
 )
@@ -41,7 +45,8 @@ from fastape.errors import ShapeError
 
 __all__ = ["matmul", "inner", "outer", "solve", "inv", "det", "slogdet", "norm", "trace",
            "cholesky", "eigh", "eigvalsh", "svd", "svdvals", "matrix_power", "pinv", "lstsq",
-           "cond", "LinAlgError", "SlogdetResult", "EighResult", "SVDResult"]
+           "cond", "qr", "eig", "LinAlgError", "SlogdetResult", "EighResult", "SVDResult",
+           "QRResult", "EigResult"]
 
 LinAlgError = np.linalg.LinAlgError
 SlogdetResult = _decomp._result_type(np.linalg.slogdet, "SlogdetResult", ["sign", "logabsdet"])
@@ -332,7 +337,8 @@ NUMPY_FUNCTIONS = {
 NUMPY_FUNCTIONS.update({np.linalg.cholesky: cholesky, np.linalg.eigh: eigh,
                         np.linalg.eigvalsh: eigvalsh, np.linalg.svd: svd,
                         np.linalg.matrix_power: matrix_power, np.linalg.pinv: pinv,
-                        np.linalg.lstsq: lstsq, np.linalg.cond: cond})
+                        np.linalg.lstsq: lstsq, np.linalg.cond: cond, np.linalg.qr: qr,
+                        np.linalg.eig: eig})
 for _name, _fn in (("matmul", matmul), ("outer", outer), ("trace", _linalg_trace),
                    ("svdvals", svdvals)):
     if hasattr(np.linalg, _name):       # numpy >= 2
