@@ -58,3 +58,17 @@ def rosenbrock_grad(x):
     g[:-1] = -400 * x[:-1] * (x[1:] - x[:-1] ** 2) - 2 * (1 - x[:-1])
     g[1:] += 200 * (x[1:] - x[:-1] ** 2)
     return g
+
+
+def assert_refused(call, x0, exc, words):
+    """grad of sum(call(x)) at x0 raises exc whose message holds every one of words,
+    and x0 is left as it was."""
+    import pytest
+
+    import fastape as ft
+    keep = np.array(x0, copy=True)
+    with pytest.raises(exc) as err:
+        ft.grad(lambda x: np.sum(call(x)))(x0)
+    for w in words:
+        assert w in str(err.value), (w, str(err.value))
+    np.testing.assert_array_equal(x0, keep)

@@ -132,20 +132,24 @@ def cholesky(a, /, *, upper=False):
 
 # -- symmetric eigenproblem ------------------------------------------------------------
 
-def _gaps(w, name, what):
-    """F_ij = 1 / (w_j - w_i) off the diagonal (plain numbers; they are the rule's
-    coefficients, recorded through w on a tape)."""
+def _gap_matrix(w, name, what):
+    """F with F_ij = 1 / (w_j - w_i) off the diagonal and 0 on it: the coefficients of
+    the eigenvector (singular vector) rules, built from w's values on its tape when w
+    is a fastape value (exact at every order). Raises LinAlgError where values
+    repeat: the vectors' derivative does not exist there."""
     wv = np.asarray(w.value if type(w) is Var else w)
-    d = wv[None, :] - wv[:, None]
     n = wv.size
+    eye = np.eye(n)
+    d = wv[None, :] - wv[:, None]
     scale = max(1.0, float(np.max(np.abs(wv)))) if n else 1.0
-    off = ~np.eye(n, dtype=bool)
-    if n > 1 and np.min(np.abs(d[off])) <= 1e-12 * scale:
+    if n > 1 and np.min(np.abs(d[eye == 0])) <= 1e-12 * scale:
         raise LinAlgError(f"{name}: the derivative of the {what} does not exist where "
                           "eigenvalues (or singular values) repeat; differentiate a "
                           "function of them that is symmetric in the repeated ones "
                           "(eigvalsh, a trace, a sum) instead")
-    return d
+    if type(w) is Var:
+        return (1.0 - eye) / (F.reshape(w, (1, -1)) - F.reshape(w, (-1, 1)) + eye)
+    return (1.0 - eye) / (d + eye)
 
 
 @custom_jvp
@@ -160,13 +164,7 @@ def _eigh_jvp(primals, tangents):
     w, V = _eigh_sym(a)
     M = _T(V) @ da @ V
     dw = _arrays.diagonal(M)
-    d = _gaps(w, "eigh", "eigenvectors")
-    if type(w) is Var:      # the gaps as values of the tape: exact at every order
-        D = F.reshape(w, (1, -1)) - F.reshape(w, (-1, 1)) + np.eye(d.shape[0])
-        Fm = (1.0 - np.eye(d.shape[0])) / D
-    else:
-        with np.errstate(divide="ignore"):
-            Fm = np.where(np.eye(d.shape[0], dtype=bool), 0.0, 1.0 / np.where(d == 0, 1, d))
+    Fm = _gap_matrix(w, "eigh", "eigenvectors")
     return (w, V), (dw, V @ (Fm * M))
 
 
@@ -238,14 +236,10 @@ def _svd_jvp(primals, tangents):
     dP = _T(U) @ da @ V                                     # k x k
     ds = _arrays.diagonal(dP)
     s2 = s * s
-    d = _gaps(s2, "svd", "singular vectors")
+    Fm = _gap_matrix(s2, "svd", "singular vectors")
     if m != n:
         _check_singular(s, "svd")
     eye = np.eye(k)
-    if type(s) is Var:
-        Fm = (1.0 - eye) / (F.reshape(s2, (1, -1)) - F.reshape(s2, (-1, 1)) + eye)
-    else:
-        Fm = np.where(eye.astype(bool), 0.0, 1.0 / np.where(d == 0, 1, d))
     S = s * eye if type(s) is Var else np.diag(s)
     Sinv = (1.0 / s) * eye if type(s) is Var else np.diag(1.0 / s)
     dU = U @ (Fm * (dP @ S + S @ _T(dP)))
@@ -377,13 +371,7 @@ def _eig_jvp(primals, tangents):
     (a,), (da,) = primals, tangents
     w, V = _eig_real(a)
     P = linalg.solve(V, da @ V)
-    d = _gaps(w, "eig", "eigenvectors")
-    n = d.shape[0]
-    eye = np.eye(n)
-    if type(w) is Var:
-        Fm = (1.0 - eye) / (F.reshape(w, (1, -1)) - F.reshape(w, (-1, 1)) + eye)
-    else:
-        Fm = np.where(eye.astype(bool), 0.0, 1.0 / np.where(d == 0, 1, d))
+    Fm = _gap_matrix(w, "eig", "eigenvectors")
     dV = V @ (Fm * P)
     dV = dV - V * np.sum(V * dV, axis=0, keepdims=True)
     return (w, V), (_arrays.diagonal(P), dV)
