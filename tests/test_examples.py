@@ -29,6 +29,7 @@ SMALL = {
     "rosenbrock_lbfgs.py": ["12"],
     "two_layer_net.py": ["--steps", "20", "--png", "{tmp}/loss.png"],
     "deq_layer.py": ["--steps", "20"],
+    "optimal_control_ipopt.py": ["40"],
 }
 # what each run must print: the example did its job, not merely exited 0
 EXPECT = {
@@ -39,7 +40,10 @@ EXPECT = {
     "ridge_hyperparameter.py": ["closed form", "grid search", "gradient descent: λ ="],
     "reaction_steady_state.py": ["normalised sensitivities",
                                  "max |implicit - finite differences of solve_ivp|"],
+    "optimal_control_ipopt.py": ["fastape + IPOPT: Solve_Succeeded", "lap time T ="],
 }
+# optional packages an example needs: skipped without them
+REQUIRES = {"optimal_control_ipopt.py": "cyipopt"}
 
 
 def _commands(path):
@@ -66,6 +70,8 @@ def test_every_example_has_a_command_and_a_row_here():
 
 @pytest.mark.parametrize("name", sorted(EXPECT))
 def test_the_docstring_command_runs(name, tmp_path):
+    if name in REQUIRES:
+        pytest.importorskip(REQUIRES[name])
     (command,) = _commands(EXAMPLES / name)
     optional = re.findall(r"\[([^\]]+)\]", command)
     fixed = shlex.split(re.sub(r"\[[^\]]*\]", "", command))

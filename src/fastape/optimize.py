@@ -1,0 +1,664 @@
+"""Constrained optimisation on compiled fastape functions (``fastape.optimize``).
+
+:func:`minimize` records the objective and the constraint functions once with
+:func:`fastape.compile` and hands a solver their compiled values, gradient, sparse
+constraint Jacobian and sparse Lagrangian Hessian: IPOPT through ``cyipopt`` (the
+optional extra ``fastape[ipopt]``), or any method of :func:`scipy.optimize.minimize`.
+"""
+
+import math
+import time
+
+import numpy as np
+import scipy.optimize
+import scipy.sparse
+
+from fastape.api import compile as _compile
+from fastape.errors import FastapeError, ShapeError
+
+__all__ = ["minimize", "PatternChanged", "IPOPT_STATUS"]
+
+# scipy.optimize.minimize's methods by what they take (lower-case names)
+_USES_GRADIENT = {"cg", "bfgs", "newton-cg", "l-bfgs-b", "tnc", "slsqp", "dogleg", "trust-ncg",
+                  "trust-krylov", "trust-exact", "trust-constr"}
+_USES_HESSP = {"newton-cg", "trust-ncg", "trust-krylov"}
+_USES_HESS = {"dogleg", "trust-exact"}              # dense Hessians only
+_TAKES_CONSTRAINTS = {"cobyla", "cobyqa", "slsqp", "trust-constr"}
+_TAKES_BOUNDS = {"nelder-mead", "l-bfgs-b", "tnc", "slsqp", "powell", "trust-constr", "cobyla",
+                 "cobyqa"}
+
+# IPOPT's ApplicationReturnStatus: (name, is it a success?)
+IPOPT_STATUS = {
+    0: ("Solve_Succeeded", True), 1: ("Solved_To_Acceptable_Level", True),
+    2: ("Infeasible_Problem_Detected", False), 3: ("Search_Direction_Becomes_Too_Small", False),
+    4: ("Diverging_Iterates", False), 5: ("User_Requested_Stop", False),
+    6: ("Feasible_Point_Found", True), -1: ("Maximum_Iterations_Exceeded", False),
+    -2: ("Restoration_Failed", False), -3: ("Error_In_Step_Computation", False),
+    -4: ("Maximum_CpuTime_Exceeded", False), -5: ("Maximum_WallTime_Exceeded", False),
+    -10: ("Not_Enough_Degrees_Of_Freedom", False), -11: ("Invalid_Problem_Definition", False),
+    -12: ("Invalid_Option", False), -13: ("Invalid_Number_Detected", False),
+    -100: ("Unrecoverable_Exception", False), -101: ("NonIpopt_Exception_Thrown", False),
+    -102: ("Insufficient_Memory", False), -199: ("Internal_Error", False),
+}
+
+
+DIVERGING = 1e20     # |x| beyond which iterates diverge (IPOPT's diverging_iterates_tol)
+
+
+class PatternChanged(FastapeError, RuntimeError):
+    """A derivative has a nonzero outside the sparsity pattern handed to the solver
+    (IPOPT fixes the structure of its Jacobian and Hessian before the first iteration):
+    the functions took another branch (a guard flipped) whose pattern differs."""
+
+
+def _import_cyipopt():
+    try:
+        import cyipopt
+    except ImportError as e:
+        raise ImportError("minimize(method='ipopt') needs cyipopt: install the optional "
+                          "extra, pip install 'fastape[ipopt]' (it brings cyipopt-wheels, "
+                          "IPOPT as a wheel)") from e
+    return cyipopt
+
+
+# ---------------------------------------------------------------------------------------
+# Sparse derivatives of one compiled function on a fixed pattern
+
+
+class _Sparse:
+    """The Jacobian and (weighted) Hessian of compiled ``F`` (one 1-D argument of size n)
+    as ``csr_array``s, and their patterns.
+
+    Uses the compiled sparse methods (``F.jacobian_sparsity``, ``F.sparse_jacobian``,
+    ``F.hessian_sparsity``, ``F.sparse_hessian``) when ``F`` has them; otherwise dense
+    ``F.jacobian`` and the dense Hessian of ``weighted`` (a compiled scalar
+    ``(x, v) -> v·f(x)``, or None for a scalar ``F``), from which the pattern is the
+    union of the nonzeros at ``x0`` and at two points near it (numerical, so a
+    derivative that vanishes at all three points is missed: fine for small problems
+    only, until the compiled patterns are there)."""
+
+    def __init__(self, F, x0, weighted=None, scalar=False):
+        self.F, self.x0, self.weighted, self.scalar = F, x0, weighted, scalar
+        self.compiled = hasattr(F, "sparse_jacobian")
+
+    def _samples(self):
+        rng = np.random.default_rng(0)
+        scale = 0.1 * (1.0 + np.abs(self.x0))
+        return [self.x0] + [self.x0 + scale * rng.standard_normal(self.x0.size)
+                            for _ in range(2)]
+
+    def jacobian_pattern(self):
+        if self.compiled:
+            return scipy.sparse.csr_array(self.F.jacobian_sparsity())
+        dense = sum(np.abs(self._dense_jacobian(x)) for x in self._samples())
+        return scipy.sparse.csr_array(dense != 0, dtype=np.float64)
+
+    def jacobian(self, x):
+        if self.compiled:
+            return self.F.sparse_jacobian(x)
+        return scipy.sparse.csr_array(self._dense_jacobian(x))
+
+    def _dense_jacobian(self, x):
+        return np.asarray(self.F.jacobian(x), dtype=np.float64).reshape(-1, x.size)
+
+    def hessian_pattern(self):
+        if self.compiled:
+            return scipy.sparse.csr_array(self.F.hessian_sparsity())
+        v = None if self.scalar else np.random.default_rng(1).normal(size=self._nout())
+        dense = sum(np.abs(self._dense_hessian(x, v)) for x in self._samples())
+        return scipy.sparse.csr_array(dense != 0, dtype=np.float64)
+
+    def hessian(self, x, v=None):
+        if self.compiled:
+            return self.F.sparse_hessian(x, v=v)
+        return scipy.sparse.csr_array(self._dense_hessian(x, v))
+
+    def _dense_hessian(self, x, v):
+        if self.scalar:
+            return np.asarray(self.F.hessian(x), dtype=np.float64).reshape(x.size, x.size)
+        return np.asarray(self.weighted.hessian(x, v), dtype=np.float64)
+
+    def _nout(self):
+        return int(np.size(self.F(self.x0)))
+
+
+class _OnPattern:
+    """The values of matrices whose nonzeros lie in ``pattern`` (a csr of the source's
+    fixed structure), scattered into the entries ``target`` (row and column arrays of
+    the solver's fixed structure); entries of the pattern outside ``target`` (an upper
+    triangle) are dropped."""
+
+    def __init__(self, pattern, target_rows, target_cols, what):
+        pattern = scipy.sparse.csr_array(pattern, copy=True)
+        pattern.sum_duplicates()            # and sorts the indices: the keys' order
+        self.shape = pattern.shape
+        self.indptr, self.indices = pattern.indptr.copy(), pattern.indices.copy()
+        self.keys = self._keys(*_rows_cols(pattern))          # sorted: csr order
+        self.what = what
+        tkeys = self._keys(target_rows, target_cols)
+        order = np.argsort(tkeys, kind="stable")
+        where, hit = _lookup(tkeys[order], self.keys)
+        self.src = np.flatnonzero(hit)
+        self.dst = order[where[hit]]
+
+    def _keys(self, rows, cols):
+        return np.asarray(rows, np.int64) * self.shape[1] + np.asarray(cols, np.int64)
+
+    def data(self, M):
+        """M's values in the pattern's order (M: a csr_array of the pattern's shape)."""
+        if M.shape != self.shape:
+            raise ShapeError(f"{self.what}: shape {M.shape}, expected {self.shape}")
+        if (M.nnz == len(self.keys) and np.array_equal(M.indptr, self.indptr)
+                and np.array_equal(M.indices, self.indices)):
+            return M.data
+        M = scipy.sparse.coo_array(M)     # another structure: it must fit in the pattern
+        where, inside = _lookup(self.keys, self._keys(M.row, M.col))
+        outside = ~inside & (M.data != 0)
+        if outside.any():
+            i = np.flatnonzero(outside)[0]
+            raise PatternChanged(
+                f"{self.what}: a nonzero at ({M.row[i]}, {M.col[i]}) lies outside the "
+                f"sparsity pattern fixed at the start ({len(self.keys)} entries): the "
+                "functions took another branch (a guard flipped) with another pattern. "
+                "Start from a point on that branch, or write the branch without a "
+                "comparison (e.g. a smooth formula)")
+        out = np.zeros(len(self.keys))
+        np.add.at(out, where[inside], M.data[inside])
+        return out
+
+    def add_to(self, out, M, scale=1.0):
+        """out[target entries] += scale * M's values."""
+        out[self.dst] += scale * self.data(M)[self.src]
+
+
+def _lookup(sorted_keys, keys):
+    """(positions of keys in sorted_keys, which of them are there)."""
+    where = np.searchsorted(sorted_keys, keys)
+    if not len(sorted_keys):
+        return where, np.zeros(len(keys), bool)
+    where = np.minimum(where, len(sorted_keys) - 1)
+    return where, sorted_keys[where] == keys
+
+
+def _rows_cols(M):
+    coo = scipy.sparse.coo_array(M)
+    order = np.lexsort((coo.col, coo.row))
+    return coo.row[order], coo.col[order]
+
+
+# ---------------------------------------------------------------------------------------
+# The problem: objective, stacked constraints cl <= c(x) <= cu, bounds lb <= x <= ub
+
+
+class _Timer:
+    """Seconds and calls per callback name."""
+
+    def __init__(self):
+        self.seconds, self.calls = {}, {}
+
+    def wrap(self, name, fun):
+        self.seconds[name], self.calls[name] = 0.0, 0
+
+        def timed(*a):
+            t0 = time.perf_counter()
+            try:
+                return fun(*a)
+            finally:
+                self.seconds[name] += time.perf_counter() - t0
+                self.calls[name] += 1
+        return timed
+
+
+def _as_vector(y, what):
+    """y (a number, 1-D array, list of numbers or fastape values) as one 1-D value."""
+    from fastape import _functions
+    if isinstance(y, (list, tuple)):
+        y = _functions.stack(list(y)) if len(y) else np.zeros(0)
+    shape = np.shape(y) if not hasattr(y, "shape") else tuple(y.shape)
+    if len(shape) > 1:
+        raise ShapeError(f"minimize: {what} must return a number or a 1-D array, got shape "
+                         f"{shape}")
+    return _functions.reshape(y, (-1,))
+
+
+def _constraint_list(constraints):
+    if constraints is None:
+        return []
+    if isinstance(constraints, (dict, scipy.optimize.NonlinearConstraint,
+                                scipy.optimize.LinearConstraint)):
+        return [constraints]
+    return list(constraints)
+
+
+def _parse_constraint(c, i):
+    """(fun(x), lb, ub) of constraints[i]; lb and ub are broadcast later."""
+    what = f"constraints[{i}]"
+    if isinstance(c, dict):
+        unknown = set(c) - {"type", "fun", "args", "jac"}
+        if unknown:
+            raise ValueError(f"minimize: {what} has unknown keys {sorted(unknown)}")
+        if c.get("jac") is not None:
+            raise ValueError(f"minimize: {what} gives 'jac': fastape computes it from the "
+                             "recorded function; remove it")
+        kind, fun, args = c.get("type"), c.get("fun"), tuple(c.get("args", ()))
+        if kind not in ("eq", "ineq"):
+            raise ValueError(f"minimize: {what}['type'] must be 'eq' or 'ineq', got {kind!r}")
+        if not callable(fun):
+            raise TypeError(f"minimize: {what}['fun'] must be callable, got {type(fun)}")
+        return (lambda x: fun(x, *args)), 0.0, (0.0 if kind == "eq" else np.inf), what
+    if isinstance(c, scipy.optimize.NonlinearConstraint):
+        for name in ("jac", "hess"):
+            if callable(getattr(c, name)):
+                raise ValueError(f"minimize: {what} gives a callable {name}: fastape "
+                                 "computes it from the recorded function; leave it out")
+        return c.fun, c.lb, c.ub, what
+    if isinstance(c, scipy.optimize.LinearConstraint):
+        A = c.A.toarray() if scipy.sparse.issparse(c.A) else np.atleast_2d(
+            np.asarray(c.A, dtype=np.float64))
+        return (lambda x: A @ x), c.lb, c.ub, what
+    raise TypeError(f"minimize: {what} must be a dict ('type', 'fun', 'args'), a "
+                    f"NonlinearConstraint or a LinearConstraint, got {type(c).__name__}")
+
+
+def _parse_bounds(bounds, n):
+    if bounds is None:
+        return np.full(n, -np.inf), np.full(n, np.inf)
+    if isinstance(bounds, scipy.optimize.Bounds):
+        lb, ub = bounds.lb, bounds.ub
+    else:
+        pairs = list(bounds)
+        if len(pairs) != n or any(np.size(p) != 2 for p in pairs):
+            raise ShapeError(f"minimize: bounds must be {n} (min, max) pairs (one per "
+                             f"variable of x0, shape ({n},)), got {len(pairs)} entries")
+        lb = [-np.inf if p[0] is None else p[0] for p in pairs]
+        ub = [np.inf if p[1] is None else p[1] for p in pairs]
+    try:
+        lb, ub = (np.broadcast_to(np.asarray(b, dtype=np.float64), (n,)).copy()
+                  for b in (lb, ub))
+    except ValueError:
+        raise ShapeError(f"minimize: bounds of shapes {np.shape(lb)} and {np.shape(ub)} do "
+                         f"not fit x0 of shape ({n},)") from None
+    if np.isnan(lb).any() or np.isnan(ub).any() or (lb > ub).any():
+        i = int(np.flatnonzero(np.isnan(lb) | np.isnan(ub) | (lb > ub))[0])
+        raise ValueError(f"minimize: bounds[{i}] = ({lb[i]}, {ub[i]}) is empty or NaN")
+    return lb, ub
+
+
+class _Problem:
+    """The objective and constraints recorded once, with their derivatives."""
+
+    def __init__(self, fun, x0, args, constraints):
+        t0 = time.perf_counter()
+        self.n = x0.size
+        self.x0 = x0
+
+        def objective(x):
+            return fun(x, *args)
+        objective.__name__ = getattr(fun, "__name__", "objective")
+        self.F = _compile(objective, x0)
+        f0 = self.F(x0)
+        if np.ndim(f0) != 0:
+            raise ShapeError(f"minimize: fun must return a number, got shape {np.shape(f0)}")
+        self.f_sparse = _Sparse(self.F, x0, scalar=True)
+        parsed = [_parse_constraint(c, i) for i, c in enumerate(_constraint_list(constraints))]
+        self.m = 0
+        self.C = None
+        self.cl = self.cu = np.zeros(0)
+        if parsed:
+            self._record_constraints(parsed, x0)
+        self.setup_seconds = time.perf_counter() - t0   # patterns are timed in _patterns
+
+    def _record_constraints(self, parsed, x0):
+        from fastape import _functions
+        sizes = []
+
+        def constraints(x):
+            parts = [_as_vector(fn(x), what) for fn, _, _, what in parsed]
+            got = [int(np.prod(p.shape)) for p in parts]
+            if sizes and got != sizes:
+                raise ShapeError(f"minimize: the constraints changed size from {sizes} to "
+                                 f"{got} on another branch; they must keep their shapes")
+            sizes[:] = got
+            return parts[0] if len(parts) == 1 else _functions.concatenate(parts)
+        self.C = _compile(constraints, x0)
+        self.m = sum(sizes)
+        cl, cu = [], []
+        for (_, lb, ub, what), k in zip(parsed, sizes):
+            try:
+                cl.append(np.broadcast_to(np.asarray(lb, dtype=np.float64), (k,)))
+                cu.append(np.broadcast_to(np.asarray(ub, dtype=np.float64), (k,)))
+            except ValueError:
+                raise ShapeError(f"minimize: {what} returns shape ({k},) but its bounds have "
+                                 f"shapes {np.shape(lb)} and {np.shape(ub)}") from None
+        self.cl, self.cu = np.concatenate(cl), np.concatenate(cu)
+        if np.isnan(self.cl).any() or np.isnan(self.cu).any() or (self.cl > self.cu).any():
+            raise ValueError("minimize: a constraint's lower bound exceeds its upper one or "
+                             "is NaN")
+
+        def weighted(x, v):
+            return _functions.dot(v, constraints(x))
+        self.c_sparse = _Sparse(self.C, x0, weighted=None, scalar=False)
+        if not self.c_sparse.compiled:
+            self.c_sparse.weighted = _compile(weighted, x0, np.ones(self.m))
+
+    def check_start(self):
+        """Non-finite values at the start are an error, before any solver runs."""
+        f0 = float(self.F(self.x0))
+        if not math.isfinite(f0):
+            raise ValueError(f"minimize: fun(x0) = {f0} is not finite")
+        g0 = self.F.grad(self.x0)
+        if not np.isfinite(g0).all():
+            raise ValueError(f"minimize: the gradient of fun at x0 is not finite at index "
+                             f"{int(np.flatnonzero(~np.isfinite(g0))[0])}")
+        if self.m:
+            c0 = np.asarray(self.C(self.x0))
+            if not np.isfinite(c0).all():
+                i = int(np.flatnonzero(~np.isfinite(c0))[0])
+                raise ValueError(f"minimize: constraint value {i} (of the stacked "
+                                 "constraints) is not finite at x0")
+
+    def constraint_residual(self, x):
+        """max violation of cl <= c(x) <= cu (0 without constraints)."""
+        if not self.m:
+            return 0.0
+        c = np.asarray(self.C(x))
+        return float(max(np.max(self.cl - c, initial=0.0), np.max(c - self.cu, initial=0.0)))
+
+
+# ---------------------------------------------------------------------------------------
+# IPOPT
+
+
+class _Ipopt:
+    """cyipopt's problem interface over a _Problem: fixed sparsity structures (the
+    constraint Jacobian's pattern, the lower triangle of the union of the objective's
+    and the constraints' Hessian patterns), timed callbacks."""
+
+    def __init__(self, P, timer, exact_hessian, callback):
+        cyipopt = _import_cyipopt()
+        self.error = cyipopt.CyIpoptEvaluationError
+        self.P, self.timer, self.user_callback = P, timer, callback
+        t0 = time.perf_counter()
+        n = P.n
+        if P.m:
+            jp = P.c_sparse.jacobian_pattern()
+            self.j_rows, self.j_cols = _rows_cols(jp)
+            self.jac_map = _OnPattern(jp, self.j_rows, self.j_cols, "constraint Jacobian")
+        else:
+            self.j_rows = self.j_cols = np.zeros(0, np.int64)
+        self.exact_hessian = exact_hessian
+        if exact_hessian:
+            hf = P.f_sparse.hessian_pattern()
+            hc = P.c_sparse.hessian_pattern() if P.m else scipy.sparse.csr_array((n, n))
+            union = scipy.sparse.csr_array((abs(hf) + abs(hc) + abs(hf.T) + abs(hc.T)) != 0)
+            rows, cols = _rows_cols(union)
+            low = rows >= cols
+            self.h_rows, self.h_cols = rows[low], cols[low]
+            self.hf_map = _OnPattern(hf, self.h_rows, self.h_cols, "Hessian of fun")
+            self.hc_map = _OnPattern(hc, self.h_rows, self.h_cols, "Hessian of the "
+                                     "constraints") if P.m else None
+        self.pattern_seconds = time.perf_counter() - t0
+        self.exception = None
+        for name in ("objective", "gradient", "constraints", "jacobian", "hessian"):
+            setattr(self, name, timer.wrap(name, self._keep_exception(
+                getattr(self, "_" + name))))
+        self.nit = 0
+        self.nonfinite = dict.fromkeys(self.timer.seconds, 0)
+
+    def _keep_exception(self, fun):
+        """fun, whose exceptions are kept for the caller of solve() (cyipopt loses those
+        of the Hessian callback) while IPOPT is told of an evaluation error and stops at
+        its next iteration (intermediate)."""
+        def kept(*a):
+            try:
+                return fun(*a)
+            except self.error:
+                raise
+            except BaseException as e:
+                if self.exception is None:
+                    self.exception = e
+                raise self.error(str(e)) from e
+        return kept
+
+    def _finite(self, y, what):
+        if not np.all(np.isfinite(y)):
+            self.nonfinite[what] += 1
+            raise self.error(f"{what} is not finite")
+        return y
+
+    def _objective(self, x):
+        return self._finite(float(self.P.F(x)), "objective")
+
+    def _gradient(self, x):
+        return self._finite(self.P.F.grad(x), "gradient")
+
+    def _constraints(self, x):
+        return self._finite(np.asarray(self.P.C(x), dtype=np.float64), "constraints")
+
+    def _jacobian(self, x):
+        return self._finite(self.jac_map.data(self.P.c_sparse.jacobian(x)), "jacobian")
+
+    def jacobianstructure(self):
+        return self.j_rows, self.j_cols
+
+    def _hessian(self, x, lagrange, obj_factor):
+        out = np.zeros(len(self.h_rows))
+        if obj_factor != 0.0:
+            self.hf_map.add_to(out, self.P.f_sparse.hessian(x), obj_factor)
+        if self.P.m:
+            self.hc_map.add_to(out, self.P.c_sparse.hessian(x, v=np.asarray(lagrange)))
+        return self._finite(out, "hessian")
+
+    def hessianstructure(self):
+        if not self.exact_hessian:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        return self.h_rows, self.h_cols
+
+    def intermediate(self, alg_mod, iter_count, obj_value, inf_pr, inf_du, mu, d_norm,
+                     regularization_size, alpha_du, alpha_pr, ls_trials):
+        self.nit = iter_count
+        if self.exception is not None:
+            return False
+        if self.user_callback is not None:
+            return self.user_callback(iter_count, obj_value, inf_pr, inf_du) is not True
+        return True
+
+
+def _minimize_ipopt(P, lb, ub, tol, options, callback):
+    cyipopt = _import_cyipopt()
+    options = dict(options or {})
+    disp = options.pop("disp", False)
+    if "maxiter" in options:
+        options["max_iter"] = options.pop("maxiter")
+    options.setdefault("print_level", 5 if disp else 0)
+    options.setdefault("sb", "yes")                  # no banner
+    if tol is not None:
+        options.setdefault("tol", float(tol))
+    exact = options.get("hessian_approximation", "exact") == "exact"
+    timer = _Timer()
+    I = _Ipopt(P, timer, exact, callback)
+    nlp = cyipopt.Problem(n=P.n, m=P.m, problem_obj=I, lb=lb, ub=ub,
+                          cl=P.cl if P.m else None, cu=P.cu if P.m else None)
+    for k, v in options.items():
+        nlp.add_option(k, v)
+    t0 = time.perf_counter()
+    x, info = nlp.solve(P.x0.copy())
+    solve_seconds = time.perf_counter() - t0
+    if I.exception is not None:
+        raise I.exception
+    status = int(info["status"])
+    name, ok = IPOPT_STATUS.get(status, (f"status {status}", False))
+    msg = info["status_msg"]
+    msg = msg.decode() if isinstance(msg, bytes) else str(msg)
+    return scipy.optimize.OptimizeResult(
+        x=x, fun=float(info["obj_val"]), success=ok, status=status,
+        message=f"{name}: {msg}", nit=I.nit, nfev=timer.calls["objective"],
+        njev=timer.calls["gradient"], nhev=timer.calls["hessian"],
+        constr=np.asarray(info["g"]), constr_violation=P.constraint_residual(x),
+        mult_g=np.asarray(info["mult_g"]), mult_x_L=np.asarray(info["mult_x_L"]),
+        mult_x_U=np.asarray(info["mult_x_U"]), method="ipopt",
+        callback_seconds=dict(timer.seconds), callback_calls=dict(timer.calls),
+        nonfinite_evaluations=dict(I.nonfinite),
+        setup_seconds=P.setup_seconds + I.pattern_seconds, solve_seconds=solve_seconds)
+
+
+# ---------------------------------------------------------------------------------------
+# scipy.optimize.minimize
+
+
+def _scipy_constraints(P, method):
+    """The stacked constraints in the form the scipy method takes."""
+    if not P.m:
+        return ()
+    if method == "trust-constr":
+        return (scipy.optimize.NonlinearConstraint(
+            P.C, P.cl, P.cu, jac=P.c_sparse.jacobian, hess=P.c_sparse.hessian),)
+    eq = np.flatnonzero(P.cl == P.cu)
+    lo = np.flatnonzero((P.cl != P.cu) & np.isfinite(P.cl))
+    up = np.flatnonzero((P.cl != P.cu) & np.isfinite(P.cu))
+    cache = {}
+
+    def values(x):                         # one forward sweep for both dicts
+        if cache.get("x") is None or not np.array_equal(cache["x"], x):
+            cache.clear()
+            cache["x"], cache["c"] = x.copy(), np.asarray(P.C(x))
+        return cache["c"]
+
+    def jacobian(x):
+        if cache.get("x") is None or not np.array_equal(cache["x"], x):
+            values(x)
+        if "J" not in cache:
+            cache["J"] = P.c_sparse.jacobian(x).toarray()
+        return cache["J"]
+    out = []
+    if eq.size:
+        out.append({"type": "eq", "fun": lambda x: values(x)[eq] - P.cl[eq],
+                    "jac": lambda x: jacobian(x)[eq]})
+    if lo.size or up.size:
+        out.append({"type": "ineq",
+                    "fun": lambda x: np.concatenate([values(x)[lo] - P.cl[lo],
+                                                     P.cu[up] - values(x)[up]]),
+                    "jac": lambda x: np.concatenate([jacobian(x)[lo], -jacobian(x)[up]])})
+    return out
+
+
+def _minimize_scipy(P, method, lb, ub, tol, options, callback, name):
+    key = method.lower()
+    if P.m and key not in _TAKES_CONSTRAINTS:
+        raise ValueError(f"minimize: method {name!r} takes no constraints; use 'ipopt', "
+                         "'trust-constr', 'SLSQP', 'COBYLA' or 'COBYQA'")
+    bounded = np.isfinite(lb).any() or np.isfinite(ub).any()
+    if bounded and key not in _TAKES_BOUNDS:
+        raise ValueError(f"minimize: method {name!r} takes no bounds; use 'ipopt', "
+                         "'L-BFGS-B', 'TNC', 'SLSQP', 'trust-constr' or 'Powell'")
+    kw = {}
+    if key in _USES_GRADIENT:
+        kw["jac"] = P.F.grad
+    if key == "trust-constr":
+        kw["hess"] = P.f_sparse.hessian
+    elif key in _USES_HESSP:
+        kw["hessp"] = P.F.hvp
+    elif key in _USES_HESS:
+        kw["hess"] = P.F.hessian
+    if bounded:
+        kw["bounds"] = scipy.optimize.Bounds(lb, ub)
+    if P.m:
+        kw["constraints"] = _scipy_constraints(P, key)
+    t0 = time.perf_counter()
+    res = scipy.optimize.minimize(P.F, P.x0.copy(), method=method, tol=tol, options=options,
+                                  callback=callback, **kw)
+    res.solve_seconds = time.perf_counter() - t0
+    res.setup_seconds = P.setup_seconds
+    res.method = name
+    res.constr_violation = P.constraint_residual(res.x)
+    if not np.isfinite(res.fun) or not np.isfinite(res.x).all():
+        res.success = False
+        res.message = f"non-finite result (fun = {res.fun}); scipy said: {res.message}"
+    elif np.abs(res.x).max(initial=0.0) >= DIVERGING:
+        res.success = False
+        res.message = (f"the iterates diverged (max |x| >= {DIVERGING:g}): the problem looks "
+                       f"unbounded; scipy said: {res.message}")
+    return res
+
+
+# ---------------------------------------------------------------------------------------
+
+
+def minimize(fun, x0, args=(), constraints=(), bounds=None, method=None, tol=None,
+             options=None, callback=None):
+    """Minimise ``fun(x, *args)`` subject to constraints and bounds, with fastape's
+    derivatives: ``fun`` and the constraint functions are recorded once (each with
+    :func:`fastape.compile`, on ``x0``) and every evaluation the solver asks for replays
+    the compiled tapes.
+
+    * ``x0``: a 1-D array of n numbers. ``args``: extra arguments of ``fun``, fixed
+      during the solve (recorded as constants).
+    * ``constraints`` (scipy's conventions): dicts ``{"type": "eq" | "ineq", "fun": c,
+      "args": ()}`` meaning ``c(x, *args) == 0`` or ``>= 0``, and
+      :class:`scipy.optimize.NonlinearConstraint` (``lb <= c(x) <= ub``) or
+      :class:`scipy.optimize.LinearConstraint` (recorded as a dense ``A @ x``) objects,
+      one or a sequence. ``c`` returns a number, a 1-D array or a list of numbers
+      (a Python loop's scalars are stacked). A ``jac`` or ``hess`` of the user's is
+      refused: fastape computes them.
+    * ``bounds``: :class:`scipy.optimize.Bounds` or n ``(min, max)`` pairs (None is
+      unbounded).
+    * ``method``: ``"ipopt"`` (cyipopt, ``pip install 'fastape[ipopt]'``), given the
+      gradient, the sparse constraint Jacobian and the sparse Lagrangian Hessian, or
+      any method of :func:`scipy.optimize.minimize`: ``"trust-constr"`` gets sparse
+      Jacobians and Hessians (``csr_array``), ``"SLSQP"`` dense Jacobians, the
+      Newton-type methods ``hessp`` (``F.hvp``) or ``hess``, the others the gradient
+      if they use one. None chooses as scipy does (BFGS, L-BFGS-B with bounds, SLSQP
+      with constraints).
+    * ``options``: for IPOPT its options by name (``{"max_iter": 100, "tol": 1e-10,
+      "hessian_approximation": "limited-memory"}``; ``disp=True`` prints IPOPT's log,
+      ``maxiter`` is ``max_iter``); for scipy its method's options. ``callback``: for
+      IPOPT called each iteration as ``callback(k, f, primal_infeasibility,
+      dual_infeasibility)``, returning True stops it; for scipy, scipy's.
+
+    Returns a :class:`scipy.optimize.OptimizeResult` with ``x``, ``fun``, ``success``,
+    ``status``, ``message``, ``nit``, ``nfev``, ``constr_violation`` (max violation of
+    the constraints at ``x``), ``setup_seconds`` (recording, and for IPOPT the
+    sparsity patterns) and ``solve_seconds``; for IPOPT also ``constr`` (c(x)),
+    ``mult_g``, ``mult_x_L``, ``mult_x_U`` (IPOPT's multipliers, of the Lagrangian
+    ``f + mult_gᵀ c``), ``callback_seconds`` and ``callback_calls`` per callback
+    (``objective``, ``gradient``, ``constraints``, ``jacobian``, ``hessian``) and
+    ``nonfinite_evaluations`` (how many values of each were not finite).
+
+    Errors and statuses: a shape that does not fit (x0 not 1-D, ``fun`` not scalar, a
+    constraint not 1-D or of another size than its bounds, bounds not n) is a
+    ``ShapeError``; a non-finite value or gradient at ``x0`` a ``ValueError``. During
+    an IPOPT solve a non-finite objective or constraint value makes IPOPT shorten the
+    step, a non-finite derivative ends it with status -13 (Invalid_Number_Detected);
+    an unbounded problem ends with ``success=False`` (status 4, Diverging_Iterates, or
+    -1, Maximum_Iterations_Exceeded); a scipy method's result is ``success=False``
+    when it is not finite or when ``max |x| >= 1e20`` (IPOPT's test for diverging
+    iterates; trust-constr reports success there). IPOPT fixes its sparsity
+    structures at the start: a derivative with a nonzero outside them (another branch,
+    when a recorded comparison flips) raises :class:`PatternChanged`; the scipy
+    methods take each new structure.
+
+    >>> import numpy as np
+    >>> from fastape.optimize import minimize
+    >>> res = minimize(lambda x: x[0] ** 2 + x[1] ** 2, np.array([1.0, 2.0]),
+    ...                constraints={"type": "eq", "fun": lambda x: x[0] + x[1] - 1.0},
+    ...                method="trust-constr")
+    >>> np.round(res.x, 6)
+    array([0.5, 0.5])
+    """
+    x0 = np.asarray(x0, dtype=np.float64)
+    if x0.ndim != 1:
+        raise ShapeError(f"minimize: x0 must be 1-D (n variables), got shape {x0.shape}")
+    if not np.isfinite(x0).all():
+        raise ValueError("minimize: x0 is not finite")
+    x0 = x0.copy()
+    if method is None:
+        method = "SLSQP" if _constraint_list(constraints) else (
+            "L-BFGS-B" if bounds is not None else "BFGS")
+    if not isinstance(method, str):
+        raise TypeError(f"minimize: method must be a string, got {type(method).__name__}")
+    lb, ub = _parse_bounds(bounds, x0.size)
+    P = _Problem(fun, x0, tuple(args), constraints)
+    P.check_start()
+    if method.lower() == "ipopt":
+        return _minimize_ipopt(P, lb, ub, tol, options, callback)
+    return _minimize_scipy(P, method, lb, ub, tol, options, callback, method)
