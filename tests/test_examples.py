@@ -7,6 +7,7 @@ with small arguments where the example takes them.
 """
 
 import ast
+import importlib
 import importlib.util
 import os
 import re
@@ -71,7 +72,10 @@ def test_every_example_has_a_command_and_a_row_here():
 @pytest.mark.parametrize("name", sorted(EXPECT))
 def test_the_docstring_command_runs(name, tmp_path):
     if name in REQUIRES:
-        pytest.importorskip(REQUIRES[name])
+        try:
+            importlib.import_module(REQUIRES[name])
+        except ImportError:
+            pytest.skip(f"{name} needs {REQUIRES[name]}, which is not installed")
     (command,) = _commands(EXAMPLES / name)
     optional = re.findall(r"\[([^\]]+)\]", command)
     fixed = shlex.split(re.sub(r"\[[^\]]*\]", "", command))

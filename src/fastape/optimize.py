@@ -89,7 +89,7 @@ class _Sparse:
 
     def jacobian_pattern(self):
         if self.compiled:
-            return scipy.sparse.csr_array(self.F.jacobian_sparsity())
+            return scipy.sparse.csr_array(self.F.jacobian_sparsity(), dtype=np.float64)
         dense = sum(np.abs(self._dense_jacobian(x)) for x in self._samples())
         return scipy.sparse.csr_array(dense != 0, dtype=np.float64)
 
@@ -103,7 +103,7 @@ class _Sparse:
 
     def hessian_pattern(self):
         if self.compiled:
-            return scipy.sparse.csr_array(self.F.hessian_sparsity())
+            return scipy.sparse.csr_array(self.F.hessian_sparsity(), dtype=np.float64)
         v = None if self.scalar else np.random.default_rng(1).normal(size=self._nout())
         dense = sum(np.abs(self._dense_hessian(x, v)) for x in self._samples())
         return scipy.sparse.csr_array(dense != 0, dtype=np.float64)
@@ -394,7 +394,9 @@ class _Ipopt:
             rows, cols = _rows_cols(union)
             low = rows >= cols
             self.h_rows, self.h_cols = rows[low], cols[low]
-            self.hf_map = _OnPattern(hf, self.h_rows, self.h_cols, "Hessian of fun")
+            # a linear objective (a lap time, a sum of controls) has no Hessian to sweep for
+            self.hf_map = _OnPattern(hf, self.h_rows, self.h_cols, "Hessian of fun") \
+                if hf.nnz else None
             self.hc_map = _OnPattern(hc, self.h_rows, self.h_cols, "Hessian of the "
                                      "constraints") if P.m else None
         self.pattern_seconds = time.perf_counter() - t0
@@ -443,7 +445,7 @@ class _Ipopt:
 
     def _hessian(self, x, lagrange, obj_factor):
         out = np.zeros(len(self.h_rows))
-        if obj_factor != 0.0:
+        if obj_factor != 0.0 and self.hf_map is not None:
             self.hf_map.add_to(out, self.P.f_sparse.hessian(x), obj_factor)
         if self.P.m:
             self.hc_map.add_to(out, self.P.c_sparse.hessian(x, v=np.asarray(lagrange)))
