@@ -335,7 +335,7 @@ def _branchy(x):
 
 @needs_ipopt
 def test_ipopt_refuses_a_pattern_changed_by_a_guard_flip():
-    with pytest.raises(PatternChanged, match="Hessian of fun: a nonzero at"):
+    with pytest.raises(PatternChanged, match="Lagrangian Hessian: a nonzero at"):
         minimize(_branchy, np.array([2.0, 0.5]), method="ipopt")
 
 

@@ -66,32 +66,36 @@ def _import_cyipopt():
 
 
 class _Sparse:
-    """The Jacobian and (weighted) Hessian of compiled ``F`` (one 1-D argument of size n)
-    as ``csr_array``s, and their patterns.
+    """The sparse Jacobian (vector ``F``) or Hessian (scalar ``F``, with respect to its
+    first argument x; ``rest`` are example values of its other arguments) of a compiled
+    function, as ``csr_array``s, and their patterns.
 
     Uses the compiled sparse methods (``F.jacobian_sparsity``, ``F.sparse_jacobian``,
     ``F.hessian_sparsity``, ``F.sparse_hessian``) when ``F`` has them; otherwise dense
-    ``F.jacobian`` and the dense Hessian of ``weighted`` (a compiled scalar
-    ``(x, v) -> v·f(x)``, or None for a scalar ``F``), from which the pattern is the
-    union of the nonzeros at ``x0`` and at two points near it (numerical, so a
-    derivative that vanishes at all three points is missed: fine for small problems
-    only, until the compiled patterns are there)."""
+    ``F.jacobian``/``F.hessian``, from which the pattern is the union of the nonzeros
+    at ``x0`` and at two points near it (numerical, so a derivative that vanishes at
+    all three points is missed: fine for small problems only, until the compiled
+    patterns are there)."""
 
-    def __init__(self, F, x0, weighted=None, scalar=False):
-        self.F, self.x0, self.weighted, self.scalar = F, x0, weighted, scalar
+    def __init__(self, F, x0, rest=()):
+        self.F, self.x0, self.rest = F, x0, tuple(rest)
         self.compiled = hasattr(F, "sparse_jacobian")
 
     def _samples(self):
         rng = np.random.default_rng(0)
         scale = 0.1 * (1.0 + np.abs(self.x0))
-        return [self.x0] + [self.x0 + scale * rng.standard_normal(self.x0.size)
-                            for _ in range(2)]
+        return [(self.x0, *self.rest)] + [
+            (self.x0 + scale * rng.standard_normal(self.x0.size),
+             *(rng.standard_normal(np.shape(r)) for r in self.rest)) for _ in range(2)]
+
+    def _pattern(self, dense):
+        return scipy.sparse.csr_array(sum(np.abs(dense(*a)) for a in self._samples()) != 0,
+                                      dtype=np.float64)
 
     def jacobian_pattern(self):
         if self.compiled:
             return scipy.sparse.csr_array(self.F.jacobian_sparsity(), dtype=np.float64)
-        dense = sum(np.abs(self._dense_jacobian(x)) for x in self._samples())
-        return scipy.sparse.csr_array(dense != 0, dtype=np.float64)
+        return self._pattern(self._dense_jacobian)
 
     def jacobian(self, x):
         if self.compiled:
@@ -104,22 +108,15 @@ class _Sparse:
     def hessian_pattern(self):
         if self.compiled:
             return scipy.sparse.csr_array(self.F.hessian_sparsity(), dtype=np.float64)
-        v = None if self.scalar else np.random.default_rng(1).normal(size=self._nout())
-        dense = sum(np.abs(self._dense_hessian(x, v)) for x in self._samples())
-        return scipy.sparse.csr_array(dense != 0, dtype=np.float64)
+        return self._pattern(self._dense_hessian)
 
-    def hessian(self, x, v=None):
+    def hessian(self, x, *rest):
         if self.compiled:
-            return self.F.sparse_hessian(x, v=v)
-        return scipy.sparse.csr_array(self._dense_hessian(x, v))
+            return self.F.sparse_hessian(x, *rest)
+        return scipy.sparse.csr_array(self._dense_hessian(x, *rest))
 
-    def _dense_hessian(self, x, v):
-        if self.scalar:
-            return np.asarray(self.F.hessian(x), dtype=np.float64).reshape(x.size, x.size)
-        return np.asarray(self.weighted.hessian(x, v), dtype=np.float64)
-
-    def _nout(self):
-        return int(np.size(self.F(self.x0)))
+    def _dense_hessian(self, x, *rest):
+        return np.asarray(self.F.hessian(x, *rest), dtype=np.float64).reshape(x.size, x.size)
 
 
 class _OnPattern:
@@ -299,16 +296,16 @@ class _Problem:
         f0 = self.F(x0)
         if np.ndim(f0) != 0:
             raise ShapeError(f"minimize: fun must return a number, got shape {np.shape(f0)}")
-        self.f_sparse = _Sparse(self.F, x0, scalar=True)
+        self.f_sparse = _Sparse(self.F, x0)
         parsed = [_parse_constraint(c, i) for i, c in enumerate(_constraint_list(constraints))]
         self.m = 0
         self.C = None
         self.cl = self.cu = np.zeros(0)
         if parsed:
-            self._record_constraints(parsed, x0)
+            self._record_constraints(objective, parsed, x0)
         self.setup_seconds = time.perf_counter() - t0   # patterns are timed in _patterns
 
-    def _record_constraints(self, parsed, x0):
+    def _record_constraints(self, fun_x, parsed, x0):
         from fastape import _functions
         sizes = []
 
@@ -335,11 +332,38 @@ class _Problem:
             raise ValueError("minimize: a constraint's lower bound exceeds its upper one or "
                              "is NaN")
 
-        def weighted(x, v):
-            return _functions.dot(v, constraints(x))
-        self.c_sparse = _Sparse(self.C, x0, weighted=None, scalar=False)
-        if not self.c_sparse.compiled:
-            self.c_sparse.weighted = _compile(weighted, x0, np.ones(self.m))
+        self.c_sparse = _Sparse(self.C, x0)
+        self._record_lagrangian(fun_x, parsed, x0)
+
+    def _record_lagrangian(self, objective, parsed, x0):
+        """L(x, w) = w₀ f(x) + Σᵢ wᵢ₊₁ cᵢ(x), compiled: the Lagrangian Hessian in one
+        sparse Hessian. A constraint's list of scalars is summed scalar by scalar, so a
+        tape of scalar operations stays on the scalar layout (a stack of them would move
+        the whole tape to the array layout, several times slower to sweep)."""
+        from fastape import _functions
+
+        def lagrangian(x, w):
+            s = w[0] * objective(x)
+            k = 1
+            for fn, _, _, what in parsed:
+                y = fn(x)
+                if isinstance(y, (list, tuple)):
+                    for yi in y:
+                        s = s + w[k] * yi
+                        k += 1
+                else:
+                    y = _as_vector(y, what)
+                    size = int(np.prod(y.shape))
+                    s = s + _functions.dot(w[k:k + size], y)
+                    k += size
+            return s
+        w0 = np.ones(1 + self.m)
+        self.L = _compile(lagrangian, x0, w0, argnums=0)
+        self.l_sparse = _Sparse(self.L, x0, (w0,))
+
+    def lagrangian_hessian(self, x, obj_factor, v):
+        """σ∇²f(x) + Σ vᵢ∇²cᵢ(x) as a csr_array."""
+        return self.l_sparse.hessian(x, np.concatenate([[obj_factor], v]))
 
     def check_start(self):
         """Non-finite values at the start are an error, before any solver runs."""
@@ -379,7 +403,6 @@ class _Ipopt:
         self.error = cyipopt.CyIpoptEvaluationError
         self.P, self.timer, self.user_callback = P, timer, callback
         t0 = time.perf_counter()
-        n = P.n
         if P.m:
             jp = P.c_sparse.jacobian_pattern()
             self.j_rows, self.j_cols = _rows_cols(jp)
@@ -388,17 +411,12 @@ class _Ipopt:
             self.j_rows = self.j_cols = np.zeros(0, np.int64)
         self.exact_hessian = exact_hessian
         if exact_hessian:
-            hf = P.f_sparse.hessian_pattern()
-            hc = P.c_sparse.hessian_pattern() if P.m else scipy.sparse.csr_array((n, n))
-            union = scipy.sparse.csr_array((abs(hf) + abs(hc) + abs(hf.T) + abs(hc.T)) != 0)
-            rows, cols = _rows_cols(union)
+            H = P.l_sparse if P.m else P.f_sparse
+            hp = H.hessian_pattern()
+            rows, cols = _rows_cols((abs(hp) + abs(hp.T)) != 0)
             low = rows >= cols
             self.h_rows, self.h_cols = rows[low], cols[low]
-            # a linear objective (a lap time, a sum of controls) has no Hessian to sweep for
-            self.hf_map = _OnPattern(hf, self.h_rows, self.h_cols, "Hessian of fun") \
-                if hf.nnz else None
-            self.hc_map = _OnPattern(hc, self.h_rows, self.h_cols, "Hessian of the "
-                                     "constraints") if P.m else None
+            self.h_map = _OnPattern(hp, self.h_rows, self.h_cols, "Lagrangian Hessian")
         self.pattern_seconds = time.perf_counter() - t0
         self.exception = None
         for name in ("objective", "gradient", "constraints", "jacobian", "hessian"):
@@ -445,10 +463,10 @@ class _Ipopt:
 
     def _hessian(self, x, lagrange, obj_factor):
         out = np.zeros(len(self.h_rows))
-        if obj_factor != 0.0 and self.hf_map is not None:
-            self.hf_map.add_to(out, self.P.f_sparse.hessian(x), obj_factor)
         if self.P.m:
-            self.hc_map.add_to(out, self.P.c_sparse.hessian(x, v=np.asarray(lagrange)))
+            self.h_map.add_to(out, self.P.lagrangian_hessian(x, obj_factor, lagrange))
+        elif obj_factor != 0.0:
+            self.h_map.add_to(out, self.P.f_sparse.hessian(x), obj_factor)
         return self._finite(out, "hessian")
 
     def hessianstructure(self):
@@ -514,7 +532,8 @@ def _scipy_constraints(P, method):
         return ()
     if method == "trust-constr":
         return (scipy.optimize.NonlinearConstraint(
-            P.C, P.cl, P.cu, jac=P.c_sparse.jacobian, hess=P.c_sparse.hessian),)
+            P.C, P.cl, P.cu, jac=P.c_sparse.jacobian,
+            hess=lambda x, v: P.lagrangian_hessian(x, 0.0, v)),)
     eq = np.flatnonzero(P.cl == P.cu)
     lo = np.flatnonzero((P.cl != P.cu) & np.isfinite(P.cl))
     up = np.flatnonzero((P.cl != P.cu) & np.isfinite(P.cu))
