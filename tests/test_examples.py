@@ -31,6 +31,7 @@ SMALL = {
     "two_layer_net.py": ["--steps", "20", "--png", "{tmp}/loss.png"],
     "deq_layer.py": ["--steps", "20"],
     "optimal_control_ipopt.py": ["40"],
+    "sparse_least_squares.py": ["8", "60"],
 }
 # what each run must print: the example did its job, not merely exited 0
 EXPECT = {
@@ -42,6 +43,7 @@ EXPECT = {
     "reaction_steady_state.py": ["normalised sensitivities",
                                  "max |implicit - finite differences of solve_ivp|"],
     "optimal_control_ipopt.py": ["fastape + IPOPT: Solve_Succeeded", "lap time T ="],
+    "sparse_least_squares.py": ["Jacobian at the start", "final costs differ by"],
 }
 # optional packages an example needs: skipped without them
 REQUIRES = {"optimal_control_ipopt.py": "cyipopt"}

@@ -11,7 +11,8 @@ import scipy.sparse
 
 import fastape as ft
 from fastape import optimize
-from fastape.optimize import PatternChanged, minimize
+from fastape.optimize import minimize
+from fastape.sparse import SparsityChanged
 
 
 def _have_cyipopt():
@@ -187,18 +188,14 @@ def test_ipopt_callbacks_equal_dense_derivatives():
     assert cb.gradient(x) == pytest.approx(ft.grad(f)(x), rel=1e-12)
 
 
-def test_values_on_a_pattern_fit_any_structure_inside_it_and_refuse_one_outside():
-    pattern = scipy.sparse.csr_array(np.array([[1.0, 0, 1], [0, 1, 0], [1, 1, 1]]))
-    rows, cols = np.nonzero(pattern.toarray())
-    on = optimize._OnPattern(pattern, rows, cols, "test matrix")
-    M = scipy.sparse.csr_array(np.array([[2.0, 0, 0], [0, 0, 0], [0, 3.0, 4.0]]))
-    out = np.zeros(len(rows))
-    on.add_to(out, M, 2.0)
-    dense = np.zeros((3, 3))
-    dense[rows, cols] = out
-    np.testing.assert_array_equal(dense, 2.0 * M.toarray())
-    with pytest.raises(PatternChanged, match=r"test matrix: a nonzero at \(1, 0\)"):
-        on.data(scipy.sparse.csr_array(np.array([[0.0, 0, 0], [5.0, 0, 0], [0, 0, 0]])))
+def test_a_structure_other_than_ipopts_is_refused():
+    pattern = scipy.sparse.csr_array(np.array([[1.0, 0, 1], [0, 1, 0], [1, 0, 1]]))
+    fixed = optimize._Fixed(pattern, "test matrix", lower=True)
+    assert list(zip(fixed.rows, fixed.cols)) == [(0, 0), (1, 1), (2, 0), (2, 2)]
+    M = scipy.sparse.csr_array((np.arange(1.0, 6.0), pattern.indices, pattern.indptr))
+    np.testing.assert_array_equal(fixed.values(M), [1.0, 3.0, 4.0, 5.0])
+    with pytest.raises(SparsityChanged, match="test matrix has another structure"):
+        fixed.values(scipy.sparse.csr_array(np.eye(3)))
 
 
 @needs_ipopt
@@ -333,13 +330,22 @@ def _branchy(x):
     return (x[0] + 1.0) ** 2 + x[1] ** 2 + 0.5 * x[0] * x[1]
 
 
-@needs_ipopt
-def test_ipopt_refuses_a_pattern_changed_by_a_guard_flip():
-    with pytest.raises(PatternChanged, match="Lagrangian Hessian: a nonzero at"):
-        minimize(_branchy, np.array([2.0, 0.5]), method="ipopt")
+def _branchless(x):
+    # the same function with numpy.where: both sides on the tape, one pattern for both
+    return (x[0] + 1.0) ** 2 + x[1] ** 2 + np.where(x[0] > 0, 0.0, 0.5 * x[0] * x[1])
 
 
-def test_trust_constr_takes_the_new_pattern_after_a_guard_flip():
-    res = minimize(_branchy, np.array([2.0, 0.5]), method="trust-constr",
-                   options={"gtol": 1e-10})
-    np.testing.assert_allclose(res.x, [-16.0 / 15.0, 4.0 / 15.0], atol=1e-6)
+BRANCHY_MIN = [-16.0 / 15.0, 4.0 / 15.0]      # the x0 <= 0 side's minimum
+
+
+@pytest.mark.parametrize("method", [pytest.param("ipopt", marks=needs_ipopt), "trust-constr"])
+def test_a_pattern_changed_by_a_guard_flip_is_refused(method):
+    with pytest.raises(SparsityChanged, match="another branch"):
+        minimize(_branchy, np.array([2.0, 0.5]), method=method)
+
+
+@pytest.mark.parametrize("method", [pytest.param("ipopt", marks=needs_ipopt), "trust-constr"])
+def test_the_branch_written_with_where_is_solved(method):
+    res = minimize(_branchless, np.array([2.0, 0.5]), method=method, **tight(method))
+    assert res.success, res.message
+    np.testing.assert_allclose(res.x, BRANCHY_MIN, atol=1e-6)

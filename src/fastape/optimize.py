@@ -14,9 +14,10 @@ import scipy.optimize
 import scipy.sparse
 
 from fastape.api import compile as _compile
-from fastape.errors import FastapeError, ShapeError
+from fastape.errors import ShapeError
+from fastape.sparse import SparsityChanged
 
-__all__ = ["minimize", "PatternChanged", "IPOPT_STATUS"]
+__all__ = ["minimize", "IPOPT_STATUS"]
 
 # scipy.optimize.minimize's methods by what they take (lower-case names)
 _USES_GRADIENT = {"cg", "bfgs", "newton-cg", "l-bfgs-b", "tnc", "slsqp", "dogleg", "trust-ncg",
@@ -45,12 +46,6 @@ IPOPT_STATUS = {
 DIVERGING = 1e20     # |x| beyond which iterates diverge (IPOPT's diverging_iterates_tol)
 
 
-class PatternChanged(FastapeError, RuntimeError):
-    """A derivative has a nonzero outside the sparsity pattern handed to the solver
-    (IPOPT fixes the structure of its Jacobian and Hessian before the first iteration):
-    the functions took another branch (a guard flipped) whose pattern differs."""
-
-
 def _import_cyipopt():
     try:
         import cyipopt
@@ -62,125 +57,30 @@ def _import_cyipopt():
 
 
 # ---------------------------------------------------------------------------------------
-# Sparse derivatives of one compiled function on a fixed pattern
+# IPOPT's fixed structures
 
 
-class _Sparse:
-    """The sparse Jacobian (vector ``F``) or Hessian (scalar ``F``, with respect to its
-    first argument x; ``rest`` are example values of its other arguments) of a compiled
-    function, as ``csr_array``s, and their patterns.
+class _Fixed:
+    """The entries of a compiled sparse derivative's pattern that IPOPT gets (all, or
+    the lower triangle of a symmetric one), and their values in each matrix the
+    compiled method returns, whose structure is the pattern's at every call."""
 
-    Uses the compiled sparse methods (``F.jacobian_sparsity``, ``F.sparse_jacobian``,
-    ``F.hessian_sparsity``, ``F.sparse_hessian``) when ``F`` has them; otherwise dense
-    ``F.jacobian``/``F.hessian``, from which the pattern is the union of the nonzeros
-    at ``x0`` and at two points near it (numerical, so a derivative that vanishes at
-    all three points is missed: fine for small problems only, until the compiled
-    patterns are there)."""
-
-    def __init__(self, F, x0, rest=()):
-        self.F, self.x0, self.rest = F, x0, tuple(rest)
-        self.compiled = hasattr(F, "sparse_jacobian")
-
-    def _samples(self):
-        rng = np.random.default_rng(0)
-        scale = 0.1 * (1.0 + np.abs(self.x0))
-        return [(self.x0, *self.rest)] + [
-            (self.x0 + scale * rng.standard_normal(self.x0.size),
-             *(rng.standard_normal(np.shape(r)) for r in self.rest)) for _ in range(2)]
-
-    def _pattern(self, dense):
-        return scipy.sparse.csr_array(sum(np.abs(dense(*a)) for a in self._samples()) != 0,
-                                      dtype=np.float64)
-
-    def jacobian_pattern(self):
-        if self.compiled:
-            return scipy.sparse.csr_array(self.F.jacobian_sparsity(), dtype=np.float64)
-        return self._pattern(self._dense_jacobian)
-
-    def jacobian(self, x):
-        if self.compiled:
-            return self.F.sparse_jacobian(x)
-        return scipy.sparse.csr_array(self._dense_jacobian(x))
-
-    def _dense_jacobian(self, x):
-        return np.asarray(self.F.jacobian(x), dtype=np.float64).reshape(-1, x.size)
-
-    def hessian_pattern(self):
-        if self.compiled:
-            return scipy.sparse.csr_array(self.F.hessian_sparsity(), dtype=np.float64)
-        return self._pattern(self._dense_hessian)
-
-    def hessian(self, x, *rest):
-        if self.compiled:
-            return self.F.sparse_hessian(x, *rest)
-        return scipy.sparse.csr_array(self._dense_hessian(x, *rest))
-
-    def _dense_hessian(self, x, *rest):
-        return np.asarray(self.F.hessian(x, *rest), dtype=np.float64).reshape(x.size, x.size)
-
-
-class _OnPattern:
-    """The values of matrices whose nonzeros lie in ``pattern`` (a csr of the source's
-    fixed structure), scattered into the entries ``target`` (row and column arrays of
-    the solver's fixed structure); entries of the pattern outside ``target`` (an upper
-    triangle) are dropped."""
-
-    def __init__(self, pattern, target_rows, target_cols, what):
-        pattern = scipy.sparse.csr_array(pattern, copy=True)
-        pattern.sum_duplicates()            # and sorts the indices: the keys' order
-        self.shape = pattern.shape
+    def __init__(self, pattern, what, lower=False):
+        pattern = scipy.sparse.csr_array(pattern)
+        self.shape, self.what = pattern.shape, what
         self.indptr, self.indices = pattern.indptr.copy(), pattern.indices.copy()
-        self.keys = self._keys(*_rows_cols(pattern))          # sorted: csr order
-        self.what = what
-        tkeys = self._keys(target_rows, target_cols)
-        order = np.argsort(tkeys, kind="stable")
-        where, hit = _lookup(tkeys[order], self.keys)
-        self.src = np.flatnonzero(hit)
-        self.dst = order[where[hit]]
+        rows = np.repeat(np.arange(pattern.shape[0]), np.diff(self.indptr))
+        keep = rows >= self.indices if lower else np.ones(len(rows), bool)
+        self.rows, self.cols = rows[keep], self.indices[keep]
+        self.take = np.flatnonzero(keep)
 
-    def _keys(self, rows, cols):
-        return np.asarray(rows, np.int64) * self.shape[1] + np.asarray(cols, np.int64)
-
-    def data(self, M):
-        """M's values in the pattern's order (M: a csr_array of the pattern's shape)."""
-        if M.shape != self.shape:
-            raise ShapeError(f"{self.what}: shape {M.shape}, expected {self.shape}")
-        if (M.nnz == len(self.keys) and np.array_equal(M.indptr, self.indptr)
+    def values(self, M):
+        """M's values at the fixed entries, in their order."""
+        if not (M.shape == self.shape and np.array_equal(M.indptr, self.indptr)
                 and np.array_equal(M.indices, self.indices)):
-            return M.data
-        M = scipy.sparse.coo_array(M)     # another structure: it must fit in the pattern
-        where, inside = _lookup(self.keys, self._keys(M.row, M.col))
-        outside = ~inside & (M.data != 0)
-        if outside.any():
-            i = np.flatnonzero(outside)[0]
-            raise PatternChanged(
-                f"{self.what}: a nonzero at ({M.row[i]}, {M.col[i]}) lies outside the "
-                f"sparsity pattern fixed at the start ({len(self.keys)} entries): the "
-                "functions took another branch (a guard flipped) with another pattern. "
-                "Start from a point on that branch, or write the branch without a "
-                "comparison (e.g. a smooth formula)")
-        out = np.zeros(len(self.keys))
-        np.add.at(out, where[inside], M.data[inside])
-        return out
-
-    def add_to(self, out, M, scale=1.0):
-        """out[target entries] += scale * M's values."""
-        out[self.dst] += scale * self.data(M)[self.src]
-
-
-def _lookup(sorted_keys, keys):
-    """(positions of keys in sorted_keys, which of them are there)."""
-    where = np.searchsorted(sorted_keys, keys)
-    if not len(sorted_keys):
-        return where, np.zeros(len(keys), bool)
-    where = np.minimum(where, len(sorted_keys) - 1)
-    return where, sorted_keys[where] == keys
-
-
-def _rows_cols(M):
-    coo = scipy.sparse.coo_array(M)
-    order = np.lexsort((coo.col, coo.row))
-    return coo.row[order], coo.col[order]
+            raise SparsityChanged(f"minimize: the {self.what} has another structure than "
+                                  "the one IPOPT was given at the start")
+        return M.data[self.take]
 
 
 # ---------------------------------------------------------------------------------------
@@ -282,7 +182,8 @@ def _parse_bounds(bounds, n):
 
 
 class _Problem:
-    """The objective and constraints recorded once, with their derivatives."""
+    """The objective f, the stacked constraints C and the Lagrangian L, each recorded
+    once, with their sizes and bounds."""
 
     def __init__(self, fun, x0, args, constraints):
         t0 = time.perf_counter()
@@ -296,7 +197,6 @@ class _Problem:
         f0 = self.F(x0)
         if np.ndim(f0) != 0:
             raise ShapeError(f"minimize: fun must return a number, got shape {np.shape(f0)}")
-        self.f_sparse = _Sparse(self.F, x0)
         parsed = [_parse_constraint(c, i) for i, c in enumerate(_constraint_list(constraints))]
         self.m = 0
         self.C = None
@@ -332,7 +232,6 @@ class _Problem:
             raise ValueError("minimize: a constraint's lower bound exceeds its upper one or "
                              "is NaN")
 
-        self.c_sparse = _Sparse(self.C, x0)
         self._record_lagrangian(fun_x, parsed, x0)
 
     def _record_lagrangian(self, objective, parsed, x0):
@@ -359,11 +258,10 @@ class _Problem:
             return s
         w0 = np.ones(1 + self.m)
         self.L = _compile(lagrangian, x0, w0, argnums=0)
-        self.l_sparse = _Sparse(self.L, x0, (w0,))
 
     def lagrangian_hessian(self, x, obj_factor, v):
         """σ∇²f(x) + Σ vᵢ∇²cᵢ(x) as a csr_array."""
-        return self.l_sparse.hessian(x, np.concatenate([[obj_factor], v]))
+        return self.L.sparse_hessian(x, np.concatenate([[obj_factor], v]))
 
     def check_start(self):
         """Non-finite values at the start are an error, before any solver runs."""
@@ -404,19 +302,17 @@ class _Ipopt:
         self.P, self.timer, self.user_callback = P, timer, callback
         t0 = time.perf_counter()
         if P.m:
-            jp = P.c_sparse.jacobian_pattern()
-            self.j_rows, self.j_cols = _rows_cols(jp)
-            self.jac_map = _OnPattern(jp, self.j_rows, self.j_cols, "constraint Jacobian")
+            self.jac = _Fixed(P.C.jacobian_sparsity(), "constraint Jacobian")
+            if not len(self.jac.rows):
+                raise ValueError("minimize: the constraints do not depend on x")
+            self.j_rows, self.j_cols = self.jac.rows, self.jac.cols
         else:
             self.j_rows = self.j_cols = np.zeros(0, np.int64)
         self.exact_hessian = exact_hessian
         if exact_hessian:
-            H = P.l_sparse if P.m else P.f_sparse
-            hp = H.hessian_pattern()
-            rows, cols = _rows_cols((abs(hp) + abs(hp.T)) != 0)
-            low = rows >= cols
-            self.h_rows, self.h_cols = rows[low], cols[low]
-            self.h_map = _OnPattern(hp, self.h_rows, self.h_cols, "Lagrangian Hessian")
+            self.hess = _Fixed((P.L if P.m else P.F).hessian_sparsity(), "Lagrangian Hessian",
+                               lower=True)
+            self.h_rows, self.h_cols = self.hess.rows, self.hess.cols
         self.pattern_seconds = time.perf_counter() - t0
         self.exception = None
         for name in ("objective", "gradient", "constraints", "jacobian", "hessian"):
@@ -456,18 +352,17 @@ class _Ipopt:
         return self._finite(np.asarray(self.P.C(x), dtype=np.float64), "constraints")
 
     def _jacobian(self, x):
-        return self._finite(self.jac_map.data(self.P.c_sparse.jacobian(x)), "jacobian")
+        return self._finite(self.jac.values(self.P.C.sparse_jacobian(x)), "jacobian")
 
     def jacobianstructure(self):
         return self.j_rows, self.j_cols
 
     def _hessian(self, x, lagrange, obj_factor):
-        out = np.zeros(len(self.h_rows))
         if self.P.m:
-            self.h_map.add_to(out, self.P.lagrangian_hessian(x, obj_factor, lagrange))
-        elif obj_factor != 0.0:
-            self.h_map.add_to(out, self.P.f_sparse.hessian(x), obj_factor)
-        return self._finite(out, "hessian")
+            h = self.hess.values(self.P.lagrangian_hessian(x, obj_factor, lagrange))
+        else:
+            h = obj_factor * self.hess.values(self.P.F.sparse_hessian(x))
+        return self._finite(h, "hessian")
 
     def hessianstructure(self):
         if not self.exact_hessian:
@@ -532,7 +427,7 @@ def _scipy_constraints(P, method):
         return ()
     if method == "trust-constr":
         return (scipy.optimize.NonlinearConstraint(
-            P.C, P.cl, P.cu, jac=P.c_sparse.jacobian,
+            P.C, P.cl, P.cu, jac=P.C.sparse_jacobian,
             hess=lambda x, v: P.lagrangian_hessian(x, 0.0, v)),)
     eq = np.flatnonzero(P.cl == P.cu)
     lo = np.flatnonzero((P.cl != P.cu) & np.isfinite(P.cl))
@@ -549,7 +444,7 @@ def _scipy_constraints(P, method):
         if cache.get("x") is None or not np.array_equal(cache["x"], x):
             values(x)
         if "J" not in cache:
-            cache["J"] = P.c_sparse.jacobian(x).toarray()
+            cache["J"] = P.C.sparse_jacobian(x).toarray()
         return cache["J"]
     out = []
     if eq.size:
@@ -576,7 +471,7 @@ def _minimize_scipy(P, method, lb, ub, tol, options, callback, name):
     if key in _USES_GRADIENT:
         kw["jac"] = P.F.grad
     if key == "trust-constr":
-        kw["hess"] = P.f_sparse.hessian
+        kw["hess"] = P.F.sparse_hessian
     elif key in _USES_HESSP:
         kw["hessp"] = P.F.hvp
     elif key in _USES_HESS:
@@ -653,10 +548,11 @@ def minimize(fun, x0, args=(), constraints=(), bounds=None, method=None, tol=Non
     an unbounded problem ends with ``success=False`` (status 4, Diverging_Iterates, or
     -1, Maximum_Iterations_Exceeded); a scipy method's result is ``success=False``
     when it is not finite or when ``max |x| >= 1e20`` (IPOPT's test for diverging
-    iterates; trust-constr reports success there). IPOPT fixes its sparsity
-    structures at the start: a derivative with a nonzero outside them (another branch,
-    when a recorded comparison flips) raises :class:`PatternChanged`; the scipy
-    methods take each new structure.
+    iterates; trust-constr reports success there). The sparsity structures are fixed
+    by the first evaluation: when a recorded comparison flips (``if x[0] > 0``) and
+    the other branch has derivative entries outside them,
+    :class:`fastape.sparse.SparsityChanged` is raised, never a wrong matrix; write
+    such a branch with ``numpy.where``, whose two sides both stay on the tape.
 
     >>> import numpy as np
     >>> from fastape.optimize import minimize
