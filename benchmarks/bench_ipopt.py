@@ -6,12 +6,14 @@ For each N (default 1,000 and 10,000 RK4 steps; 3N + 3 variables, 3N + 1 constra
 
     hessian / gradient  the sparse Lagrangian Hessian σ∇²f + Σλᵢ∇²cᵢ as IPOPT gets it
                         (the hessian callback: values on IPOPT's fixed structure) over
-                        one gradient of the Lagrangian (σ∇f + Jᵀλ: F.grad and C.vjp),
-                        at the optimum with IPOPT's multipliers; also over the
-                        constraints' value alone
+                        one gradient of the Lagrangian σ∇f + Jᵀλ (the recorded scalar
+                        Lagrangian's L.grad; also F.grad + C.vjp through the stacked
+                        constraints), at the optimum with IPOPT's multipliers; also over
+                        the constraints' value C(x)
     derivative share    a whole IPOPT solve: the time in fastape's gradient, Jacobian
                         and Hessian callbacks (timed inside them) over IPOPT's total
-                        wall time (solve_seconds); the function values' share besides
+                        wall time (solve_seconds); the function values' share besides,
+                        and the rest (IPOPT's own work and cyipopt's)
     vs CasADi           the same three derivatives' time in the same solve, beside
                         CasADi's t_wall_nlp_grad_f + t_wall_nlp_jac_g + t_wall_nlp_hess_l
                         (solver.stats()), in total and per call
@@ -92,11 +94,12 @@ def fastape_round(N):
     assert res.success, res.message
     x, lam = res.x, res.mult_g
 
-    def lagrangian_gradient(x):
-        return P.F.grad(x) + P.C.vjp((x,), lam)[1]
-
+    w = np.concatenate([[1.0], lam])
     hess = _best_of(I.hessian, x, lam, 1.0)
-    grad = _best_of(lagrangian_gradient, x)
+    grad = _best_of(P.L.grad, x, w)
+    grad_stacked = _best_of(lambda x: P.F.grad(x) + P.C.vjp((x,), lam)[1], x)
+    hvp = _best_of(P.L.hvp, (x, w), np.ones(x.size))
+    lagrangian_value = _best_of(P.L, x, w)
     value = _best_of(P.C, x)
     deriv = sum(res.callback_seconds[k] for k in DERIVATIVES)
     values = res.callback_seconds["objective"] + res.callback_seconds["constraints"]
@@ -106,6 +109,9 @@ def fastape_round(N):
         "setup_s": setup, "record_s": record, "patterns_s": patterns,
         "first_call_extra_s": max(first_j - later_j, 0.0) + max(first_h - later_h, 0.0),
         "hessian_s": hess, "lagrangian_gradient_s": grad, "constraints_value_s": value,
+        "stacked_gradient_s": grad_stacked, "lagrangian_hvp_s": hvp,
+        "lagrangian_value_s": lagrangian_value, "lagrangian_nodes": int(P.L.nodes),
+        "ipopt_own_s": res.solve_seconds - sum(res.callback_seconds.values()),
         "hessian_over_gradient": hess / grad, "hessian_over_value": hess / value,
         "solve_s": res.solve_seconds, "derivative_s": deriv, "values_s": values,
         "derivative_share": deriv / res.solve_seconds, "values_share": values / res.solve_seconds,
@@ -131,10 +137,12 @@ def casadi_round(N):
     assert st["success"], st["return_status"]
     names = {"gradient": "nlp_grad_f", "jacobian": "nlp_jac_g", "hessian": "nlp_hess_l"}
     deriv = sum(st[f"t_wall_{v}"] for v in names.values())
+    evals = deriv + st["t_wall_nlp_f"] + st["t_wall_nlp_g"]
     return {
         "T": float(np.asarray(sol["x"]).ravel()[-1]), "iterations": int(st["iter_count"]),
         "setup_s": build + create, "build_s": build, "nlpsol_s": create, "solve_s": solve,
         "derivative_s": deriv, "derivative_share": deriv / solve,
+        "ipopt_own_s": solve - evals,
         "calls": {k: int(st[f"n_call_{v}"]) for k, v in names.items()},
         "per_call_s": {k: st[f"t_wall_{v}"] / max(st[f"n_call_{v}"], 1)
                        for k, v in names.items()},
@@ -169,6 +177,8 @@ def case(N, rounds, use_casadi):
                 [c["setup_s"] / f["setup_s"] for f, c in pair])),
             "casadi_solve_over_fastape": float(np.median(
                 [c["solve_s"] / f["solve_s"] for f, c in pair])),
+            "casadi_ipopt_own_over_fastape": float(np.median(
+                [c["ipopt_own_s"] / f["ipopt_own_s"] for f, c in pair])),
             **{f"casadi_{k}_per_call_over_fastape": float(np.median(
                 [c["per_call_s"][k] / f["per_call_s"][k] for f, c in pair]))
                for k in DERIVATIVES},
@@ -185,11 +195,15 @@ def report(r):
              f"  T = {f['T']:.6f}, {int(f['iterations'])} IPOPT iterations",
              f"  Lagrangian Hessian {f['hessian_s'] * 1e3:.3f} ms = "
              f"{f['hessian_over_gradient']:.2f}x one Lagrangian gradient "
-             f"({f['lagrangian_gradient_s'] * 1e3:.3f} ms), {f['hessian_over_value']:.1f}x the "
-             f"constraints' value ({f['constraints_value_s'] * 1e3:.3f} ms)",
+             f"({f['lagrangian_gradient_s'] * 1e3:.3f} ms; through the stacked constraints "
+             f"{f['stacked_gradient_s'] * 1e3:.3f} ms), {f['hessian_over_value']:.1f}x the "
+             f"constraints' value ({f['constraints_value_s'] * 1e3:.3f} ms); one L.hvp "
+             f"{f['lagrangian_hvp_s'] * 1e3:.3f} ms; L's value {f['lagrangian_value_s'] * 1e3:.3f}"
+             f" ms ({int(f['lagrangian_nodes'])} nodes)",
              f"  IPOPT solve {f['solve_s']:.3f} s: derivatives {f['derivative_s']:.3f} s "
              f"({100 * f['derivative_share']:.1f} %), values {f['values_s']:.3f} s "
-             f"({100 * f['values_share']:.1f} %)",
+             f"({100 * f['values_share']:.1f} %), IPOPT and cyipopt themselves "
+             f"{f['ipopt_own_s']:.3f} s",
              f"  set-up {f['setup_s'] * 1e3:.1f} ms (record {f['record_s'] * 1e3:.1f}, "
              f"patterns {f['patterns_s'] * 1e3:.1f}, first-call colorings "
              f"{f['first_call_extra_s'] * 1e3:.1f})"]
@@ -198,7 +212,8 @@ def report(r):
         lines += [
             f"  CasADi: T = {c['T']:.6f} ({int(c['iterations'])} iterations; |dT| "
             f"{r['T_difference']:.1e}), solve {c['solve_s']:.3f} s, derivatives "
-            f"{c['derivative_s']:.3f} s ({100 * c['derivative_share']:.1f} %)",
+            f"{c['derivative_s']:.3f} s ({100 * c['derivative_share']:.1f} %), IPOPT itself "
+            f"{c['ipopt_own_s']:.3f} s ({q['casadi_ipopt_own_over_fastape']:.2f}x fastape's)",
             f"  derivatives: CasADi / fastape = {q['casadi_derivative_over_fastape']:.2f}x "
             "(per call: " + ", ".join(
                 f"{k} {c['per_call_s'][k] * 1e3:.3f} / {f['per_call_s'][k] * 1e3:.3f} ms = "
@@ -229,12 +244,14 @@ def main(argv=None):
     for r in results:
         print("\n".join(report(r)))
     if args.json:
-        import casadi
         import cyipopt
+        casadi = importlib.import_module("casadi") if use_casadi else None
         out = {"python": sys.version.split()[0], "machine": platform.machine(),
                "numpy": np.__version__, "cyipopt": cyipopt.__version__,
                "ipopt": ".".join(map(str, cyipopt.IPOPT_VERSION)),
-               "casadi": casadi.__version__ if use_casadi else None,
+               "casadi": casadi.__version__ if casadi else None,
+               "command": "PYTHONPATH=src python benchmarks/bench_ipopt.py " + " ".join(
+                   argv if argv is not None else sys.argv[1:]),
                "rounds": args.rounds, "results": results}
         with open(args.json, "w") as fh:
             json.dump(out, fh, indent=2)

@@ -1,9 +1,11 @@
 """Constrained optimisation on compiled fastape functions (``fastape.optimize``).
 
-:func:`minimize` records the objective and the constraint functions once with
-:func:`fastape.compile` and hands a solver their compiled values, gradient, sparse
-constraint Jacobian and sparse Lagrangian Hessian: IPOPT through ``cyipopt`` (the
-optional extra ``fastape[ipopt]``), or any method of :func:`scipy.optimize.minimize`.
+:func:`minimize` records the objective, the stacked constraint functions and the
+Lagrangian once each with :func:`fastape.compile` and hands a solver their compiled
+values, gradient, sparse constraint Jacobian and sparse Lagrangian Hessian
+(``F.sparse_jacobian``, ``F.sparse_hessian``): IPOPT through ``cyipopt`` (the optional
+extra ``fastape[ipopt]``), or any method of :func:`scipy.optimize.minimize`.
+``IPOPT_STATUS`` maps IPOPT's return codes to their names and to success.
 """
 
 import math
