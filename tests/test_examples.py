@@ -7,6 +7,7 @@ with small arguments where the example takes them.
 """
 
 import ast
+import importlib
 import importlib.util
 import os
 import re
@@ -29,6 +30,8 @@ SMALL = {
     "rosenbrock_lbfgs.py": ["12"],
     "two_layer_net.py": ["--steps", "20", "--png", "{tmp}/loss.png"],
     "deq_layer.py": ["--steps", "20"],
+    "optimal_control_ipopt.py": ["40"],
+    "sparse_least_squares.py": ["8", "60"],
 }
 # what each run must print: the example did its job, not merely exited 0
 EXPECT = {
@@ -39,7 +42,11 @@ EXPECT = {
     "ridge_hyperparameter.py": ["closed form", "grid search", "gradient descent: λ ="],
     "reaction_steady_state.py": ["normalised sensitivities",
                                  "max |implicit - finite differences of solve_ivp|"],
+    "optimal_control_ipopt.py": ["fastape + IPOPT: Solve_Succeeded", "lap time T ="],
+    "sparse_least_squares.py": ["Jacobian at the start", "final costs differ by"],
 }
+# optional packages an example needs: skipped without them
+REQUIRES = {"optimal_control_ipopt.py": "cyipopt"}
 
 
 def _commands(path):
@@ -66,6 +73,11 @@ def test_every_example_has_a_command_and_a_row_here():
 
 @pytest.mark.parametrize("name", sorted(EXPECT))
 def test_the_docstring_command_runs(name, tmp_path):
+    if name in REQUIRES:
+        try:
+            importlib.import_module(REQUIRES[name])
+        except ImportError:
+            pytest.skip(f"{name} needs {REQUIRES[name]}, which is not installed")
     (command,) = _commands(EXAMPLES / name)
     optional = re.findall(r"\[([^\]]+)\]", command)
     fixed = shlex.split(re.sub(r"\[[^\]]*\]", "", command))
