@@ -10,15 +10,17 @@ Quick start::
 Public API: the transforms :func:`grad`, :func:`value_and_grad`, :func:`jvp`,
 :func:`vjp`, :func:`linearize`, :func:`jacobian` (:func:`jacfwd`, :func:`jacrev`),
 :func:`hessian`, :func:`hvp` (JAX's names; they nest to any order), :func:`compile`,
+:func:`load` (of a saved :class:`Tape` or :class:`Function`),
 :class:`Tape` (a context
 manager; ``tape.var``, ``tape.gradient``, ``tape.adjoint``), :class:`Var`, the
 numpy-style functions below, and the exceptions :class:`ShapeError`,
-:class:`TapeError`, :class:`BranchChanged`.
+:class:`TapeError`, :class:`BranchChanged`, :class:`TapeFormatError`.
 """
 
 from fastape import linalg
 from fastape._check import check_grads
 from fastape._compiled import Function
+from fastape._format import load
 from fastape._functions import *  # noqa: F403 - the numpy-style functions, __all__ below
 from fastape._functions import __all__ as _FUNCTIONS
 from fastape._ops import Cmp, Op
@@ -37,14 +39,22 @@ from fastape.api import (
                          vjp,
 )
 from fastape.custom import custom_jvp, custom_vjp
-from fastape.errors import BranchChanged, FastapeError, NoTangentRule, ShapeError, TapeError
+from fastape.errors import (
+                         BranchChanged,
+                         FastapeError,
+                         NoTangentRule,
+                         ShapeError,
+                         TapeError,
+                         TapeFormatError,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Tape", "Var", "Op", "Cmp", "Function", "compile", "grad", "value_and_grad", "linalg",
     "jvp", "vjp", "linearize", "jacobian", "jacfwd", "jacrev", "hessian", "hvp",
-    "custom_vjp", "custom_jvp", "check_grads",
+    "custom_vjp", "custom_jvp", "check_grads", "load",
     "ShapeError", "TapeError", "BranchChanged", "FastapeError", "NoTangentRule",
+    "TapeFormatError",
     *_FUNCTIONS,
 ]

@@ -21,3 +21,8 @@ class BranchChanged(FastapeError, RuntimeError):
 class NoTangentRule(TapeError):
     """Forward mode met a function that has a reverse rule only (``custom_vjp``).
     ``hessian`` and ``hvp`` then fall back to reverse over reverse."""
+
+
+class TapeFormatError(FastapeError, ValueError):
+    """A tape or compiled-function file (or pickle) is corrupt, truncated, of a newer
+    format version or of another op registry; the message names the first bad field."""
