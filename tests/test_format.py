@@ -486,3 +486,95 @@ def test_op_names_of_the_fuzzed_files_cover_structural_ops():
     for name in ("GATHER", "STRIDED", "BROADCAST", "CONCAT", "MATMUL", "LU", "SOLVE", "DET",
                  "WHERE", "CUMPROD", "NORM"):
         assert Op[name] in ops, name
+
+
+# ---------------------------------------------------------------------------
+# sizes: nbytes exact, a tape that cannot grow names its size
+# ---------------------------------------------------------------------------
+
+def _traced(build):
+    """(result of build(), bytes it left allocated) measured by tracemalloc, which sees
+    the tape's PyMem buffers: an independent count of what nbytes claims."""
+    import gc
+    import tracemalloc
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        out = build()
+        gc.collect()
+        return out, tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+
+
+def test_tape_nbytes_is_exact():
+    def scalar():
+        with ft.Tape() as t:
+            x = t.var(0.5)
+            s = x
+            for _ in range(20000):
+                s = s * 0.999 + x
+        t.gradient(s, x)
+        return t
+
+    t, traced = _traced(scalar)
+    n = len(t)
+    assert t.nbytes == n * (1 + 4 + 4 + 8 + 8) + 8 * 20000      # records, values, adjoints, pool
+    assert abs(traced - t.nbytes) < 0.01 * t.nbytes + 50_000, (traced, t.nbytes)
+
+    def general():
+        with ft.Tape() as t:
+            x = t.var(np.ones(1000))
+            y = ft.sum(ft.cumsum(ft.sin(x) * x) @ np.ones((1000, 3)))
+        t.gradient(y, x)
+        t.forward_tangents([x], [np.ones(1000)])
+        return t
+
+    t, traced = _traced(general)
+    e = t.export()
+    records = sum(a.nbytes for a in e.values())                  # op a b val pool off poff P
+    assert t.nbytes == records + e["val"].nbytes * 2              # + adjoints + tangents
+    assert abs(traced - t.nbytes) < 0.01 * t.nbytes + 50_000, (traced, t.nbytes)
+
+
+def test_function_nbytes_is_exact():
+    def build():
+        F = ft.compile(lambda x: ft.sum(ft.tanh(x) * x) if x[0] > 0 else ft.sum(x),
+                       np.ones(20000))
+        F.grad(np.ones(20000))
+        F.grad(-np.ones(20000))                 # a second trace
+        return F
+
+    F, traced = _traced(build)
+    assert len(F.traces) == 2
+    assert abs(traced - F.nbytes) < 0.02 * F.nbytes + 100_000, (traced, F.nbytes)
+    tapes = sum(tr.tape.nbytes for tr in F.traces)
+    assert F.nbytes >= tapes
+
+
+def test_memory_error_names_the_tape_size():
+    """In a child whose address space is capped, recording past the cap raises
+    MemoryError naming the tape's nodes and bytes, never a crash."""
+    import subprocess
+    import sys
+    code = """
+import os, resource, fastape as ft
+vm = int(open(f"/proc/{os.getpid()}/statm").read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+resource.setrlimit(resource.RLIMIT_AS, (vm + 300 * 2**20, resource.RLIM_INFINITY))
+try:
+    with ft.Tape() as t:
+        x = t.var(1.0)
+        s = x
+        while True:
+            s = s * 1.0000001
+except MemoryError as e:
+    print("MemoryError", e)
+"""
+    if not sys.platform.startswith("linux"):
+        pytest.skip("RLIMIT_AS and /proc")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert re.search(r"MemoryError fastape: .*tape of \d+ nodes \(\d+ bytes held\)",
+                     out.stdout), out.stdout

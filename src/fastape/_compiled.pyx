@@ -772,11 +772,14 @@ cdef class Function:
     @property
     def nbytes(self):
         """Bytes held by the compiled buffers: every trace's tapes (its working clones
-        included, when no call is running), run tables and guards, and those of the
-        compiled gradient once hvp or hessian made it. Python objects (the Function,
-        its lists) are not counted."""
+        included, when no call is running), run tables and guards, the copy of the
+        example arguments' arrays, and those of the compiled gradient once hvp or
+        hessian made it. Python objects (the Function, its lists) are not counted."""
         cdef Trace tr
         cdef i64 total = 0
+        for x in flatten(self.example, "args", self.where)[0]:
+            if type(x) is np.ndarray:
+                total += x.nbytes
         for tr in self.traces:
             for t in tr.spares:
                 total += t.nbytes
