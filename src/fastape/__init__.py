@@ -10,7 +10,7 @@ Quick start::
 Public API: the transforms :func:`grad`, :func:`value_and_grad`, :func:`jvp`,
 :func:`vjp`, :func:`linearize`, :func:`jacobian` (:func:`jacfwd`, :func:`jacrev`),
 :func:`hessian`, :func:`hvp` (JAX's names; they nest to any order), :func:`compile`,
-:func:`load` (of a saved :class:`Tape` or :class:`Function`),
+:func:`load` (of a saved :class:`Tape` or :class:`Function`), :func:`checkpoint`,
 :class:`Tape` (a context
 manager; ``tape.var``, ``tape.gradient``, ``tape.adjoint``), :class:`Var`, the
 numpy-style functions below, and the exceptions :class:`ShapeError`,
@@ -38,6 +38,7 @@ from fastape.api import (
                          value_and_grad,
                          vjp,
 )
+from fastape.checkpoint import checkpoint
 from fastape.custom import custom_jvp, custom_vjp
 from fastape.errors import (
                          BranchChanged,
@@ -53,7 +54,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Tape", "Var", "Op", "Cmp", "Function", "compile", "grad", "value_and_grad", "linalg",
     "jvp", "vjp", "linearize", "jacobian", "jacfwd", "jacrev", "hessian", "hvp",
-    "custom_vjp", "custom_jvp", "check_grads", "load",
+    "custom_vjp", "custom_jvp", "check_grads", "load", "checkpoint",
     "ShapeError", "TapeError", "BranchChanged", "FastapeError", "NoTangentRule",
     "TapeFormatError",
     *_FUNCTIONS,
