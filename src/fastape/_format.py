@@ -8,11 +8,11 @@ opens it (``allow_pickle=False``: no member holds an object array):
     a uint8 array holding a UTF-8 JSON document: ``magic`` (``"fastape"``),
     ``format_version`` (1), ``fastape_version``, ``registry`` (the op registry's
     fingerprint, :func:`registry_fingerprint`), ``kind`` (``"tape"`` or
-    ``"function"``), ``arrays`` (every other member: dtype, shape and the CRC-32 of
-    its data), ``tapes`` (per tape: node count, layout, scratch size and the names
-    of its custom rules) and, for a function, ``function`` (argnums, retrace, the
-    arguments' structure, per trace its output node and shape and whether it is
-    grouped).
+    ``"function"``), ``arrays`` (every other member's dtype and shape: each
+    member's CRC-32 is the zip's own, checked on load), ``tapes`` (per tape: node
+    count, layout, scratch size and the names of its custom rules) and, for a
+    function, ``function`` (argnums, retrace, the arguments' structure, per trace
+    its output node and shape and whether it is grouped).
 ``checksum.npy``
     uint32 ``[crc32(header bytes)]``.
 ``t{k}.op``, ``.a``, ``.b``, ``.val``, ``.pool`` (and ``.off``, ``.poff``, ``.P``)
@@ -117,9 +117,9 @@ def _version():
 # writing
 # ---------------------------------------------------------------------------
 
-def _crc(a):
+def _crc(a, start=0):
     a = np.asarray(a, order="C")
-    return zlib.crc32(a.reshape(-1).view(np.uint8)) if a.size else 0
+    return zlib.crc32(a.reshape(-1).view(np.uint8), start) if a.size else start
 
 
 def _tape_parts(tape, k, arrays, rules):
@@ -139,8 +139,8 @@ def _write(target, header, arrays):
     """The zip of header, checksum and arrays (stored members) into a path or a file."""
     header = dict(header, magic=MAGIC, format_version=FORMAT_VERSION,
                   fastape_version=_version(), registry=_FINGERPRINT)
-    header["arrays"] = {name: [a.dtype.str, list(a.shape), _crc(a)]
-                        for name, a in arrays.items()}
+    # each member's CRC-32 is the zip's own (computed as it is written)
+    header["arrays"] = {name: [a.dtype.str, list(a.shape)] for name, a in arrays.items()}
     hbytes = json.dumps(header).encode()
     hdr = np.frombuffer(hbytes, np.uint8)
     with zipfile.ZipFile(target, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
@@ -295,8 +295,8 @@ def _node_from_json(obj, where, depth):
 # ---------------------------------------------------------------------------
 
 def _members(f, where):
-    """name -> (offset of the member's bytes in the file, their length) of every member
-    (the zip's directory; no member is read)."""
+    """name -> (offset of the member's bytes in the file, their length, their CRC-32)
+    of every member (the zip's directory; no member is read)."""
     try:
         infos = zipfile.ZipFile(f).infolist()
     except Exception as e:          # zipfile raises many kinds on a damaged directory
@@ -314,13 +314,13 @@ def _members(f, where):
             raise TapeFormatError(f"{where}: member {name!r}: bad zip entry")
         f.seek(info.header_offset)
         local = f.read(30)
-        if len(local) != 30 or local[:4] != b"PK\x03\x04":
+        nlen = int.from_bytes(local[26:28], "little")
+        if len(local) != 30 or local[:4] != b"PK\x03\x04" or f.read(nlen) != name.encode():
             raise TapeFormatError(f"{where}: member {name!r}: bad zip entry")
-        start = info.header_offset + 30 + int.from_bytes(local[26:28], "little") + \
-            int.from_bytes(local[28:30], "little")
+        start = info.header_offset + 30 + nlen + int.from_bytes(local[28:30], "little")
         if start + info.file_size > size:
             raise TapeFormatError(f"{where}: member {name!r} is truncated")
-        out[name[:-4]] = (start, info.file_size)
+        out[name[:-4]] = (start, info.file_size, info.CRC)
     return out
 
 
@@ -343,7 +343,7 @@ def _read_array(f, member, name, dtype, shape, mmap, path, where):
     """Member `name` (its bytes at member = (start, length)) as an array of this dtype
     and shape: the member's .npy header must be the one numpy writes for them (so the
     file reads the same with numpy.load), the data exactly as long as they say."""
-    start, length = member
+    start, length = member[:2]
     if not (isinstance(shape, (list, tuple)) and len(shape) <= 32 and
             all(type(d) is int and 0 <= d < 2**62 for d in shape)):
         raise TapeFormatError(f"{where}: field {name!r}: bad shape {shape!r:.40}")
@@ -392,7 +392,7 @@ def read(source, mmap=False):
         members = _members(f, where)
         if "header" not in members or "checksum" not in members:
             raise TapeFormatError(f"{where}: not a fastape file (no header member)")
-        start, length = members["header"]
+        start, length = members["header"][:2]
         hlen = length - len(_npy_header("|u1", (0,)))
         if not 0 <= hlen <= 1 << 26:
             raise TapeFormatError(f"{where}: field 'header': not a uint8 JSON document")
@@ -431,10 +431,11 @@ def read(source, mmap=False):
                                   "differs from the file's members")
         arrays = {}
         for name, d in declared.items():
-            if not (isinstance(d, list) and len(d) == 3 and type(d[2]) is int):
+            if not (isinstance(d, list) and len(d) == 2):
                 raise TapeFormatError(f"{where}: field {name!r}: bad entry {d!r:.60}")
             a = _read_array(f, members[name], name, d[0], d[1], mmap, path, where)
-            if _crc(a) != d[2]:
+            start, _, crc = members[name]
+            if _crc(a, zlib.crc32(_npy_header(a.dtype.str, a.shape))) != crc:
                 raise TapeFormatError(f"{where}: field {name!r}: checksum mismatch (the "
                                       "file is corrupt)")
             arrays[name] = a
@@ -499,11 +500,12 @@ def validate_tape(arrays, info, where, nrules):
     if n > 2**31 - 2:
         raise _bad(where, "op", None, f"{n} nodes; a tape holds at most 2**31 - 2")
     op = np.asarray(arrays["op"])
-    a = np.asarray(arrays["a"]).astype(np.int64)
-    b = np.asarray(arrays["b"]).astype(np.int64)
+    # int32 throughout (n < 2**31): the checks are memory-bound passes over the records
+    a = np.asarray(arrays["a"])
+    b = np.asarray(arrays["b"])
     nval = arrays["val"].shape[0]
     npool = arrays["pool"].shape[0]
-    ids = np.arange(n, dtype=np.int64)
+    ids = np.arange(n, dtype=np.int32)
     bad = op >= NUM_OPS
     if bad.any():
         i = _first(bad)
@@ -551,7 +553,7 @@ def validate_tape(arrays, info, where, nrules):
                        "needs the general layout's parameters)")
         if nval != n:
             raise _bad(where, "val", None, f"{nval} values for {n} scalar nodes")
-        return np.ones(n, np.int64), ids
+        return np.ones(n, np.int8), ids
     off = np.asarray(arrays["off"])
     poff = np.asarray(arrays["poff"])
     P = np.asarray(arrays["P"])
@@ -939,7 +941,7 @@ def _check_trace(arrays, tr, k, tape, size, off, shapes, where):
         ok = 0 <= hw < _CMP_COUNT and 0 <= x < n and 0 <= y < n and gs >= 0 and \
             sx in (0, 1) and sy in (0, 1) and 0 <= go and go + gs <= expect.shape[0]
         if ok and gs:
-            ok = off[x] + (gs - 1) * sx < nval and off[y] + (gs - 1) * sy < nval
+            ok = int(off[x]) + (gs - 1) * sx < nval and int(off[y]) + (gs - 1) * sy < nval
         if not ok:
             raise TapeFormatError(f"{where}: guard {q}: comparison {hw} of nodes {x}, {y}, "
                                   f"{gs} value(s) at {go}, strides {sx}, {sy} does not fit "
