@@ -15,7 +15,8 @@
     evaluation and the throughput ratio; and the per-task overhead (100 tiny
     shards, cluster time per task minus the compiled call's own time);
 (d) ``--large N``: a scalar tape of N nodes (10⁸ on a 24 GiB machine): recording,
-    bytes held per node (after a gradient), forward and reverse sweeps, save/load.
+    bytes held per node (after a gradient), forward and reverse sweeps, save/load,
+    then the same loop compiled and replayed (value and gradient).
 
 Medians over ``--rounds`` rounds, ratios within a round. BLAS pinned to 1 thread.
 
@@ -238,6 +239,25 @@ def bench_large(n, folder):
     out["load_GB_per_s"] = out["file_bytes"] / out["load_s"] / 1e9
     u.release()
     os.remove(path)
+    gc.collect()
+
+    def loop(x):
+        s = x
+        for _ in range(max(1, (n - 1) // 2)):
+            s = s * 0.999999 + x
+        return s
+    t0 = time.perf_counter()
+    F = ft.compile(loop, 0.5)                   # records, prunes, tries grouping
+    out["compile_s"] = time.perf_counter() - t0
+    out["compiled_nodes"] = F.nodes
+    out["compiled_nbytes"] = F.nbytes
+    ts = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        v, g2 = F.value_and_grad(0.5)
+        ts.append(time.perf_counter() - t0)
+    out["replay_value_and_grad_s"] = med(ts)
+    out["replay_gradient_equals_tape"] = g2 == g
     out["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     return out
 
