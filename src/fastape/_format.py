@@ -10,7 +10,8 @@ opens it (``allow_pickle=False``: no member holds an object array):
     fingerprint, :func:`registry_fingerprint`), ``kind`` (``"tape"`` or
     ``"function"``), ``arrays`` (every other member's dtype and shape: each
     member's CRC-32 is the zip's own, checked on load), ``tapes`` (per tape: node
-    count, layout, scratch size and the names of its custom rules) and, for a
+    count, layout and the names of its custom rules; the sweeps' scratch is sized
+    from the nodes' parameters on load) and, for a
     function, ``function`` (argnums, retrace, the arguments' structure, per trace
     its output node and shape and whether it is grouped).
 ``checksum.npy``
@@ -131,7 +132,6 @@ def _tape_parts(tape, k, arrays, rules):
     objs = tape.pyobjs or []
     rules.extend(objs)
     return {"n": int(buf["op"].shape[0]), "general": "off" in buf,
-            "work": int(_required_work(tape_info=None, arrays=buf)),
             "rules": [getattr(r, "name", type(r).__name__) for r in objs]}
 
 
@@ -462,7 +462,7 @@ def _first(mask):
     return int(np.flatnonzero(mask)[0])
 
 
-def _required_work(tape_info, arrays):
+def _required_work(arrays):
     """Doubles of scratch the sweeps of these records need (LU pivots, solves,
     determinant adjoints), from the nodes' own parameters."""
     if "off" not in arrays:
@@ -807,7 +807,7 @@ def _load_tape(arrays, info, k, rules, where):
     t_arrays = _tape_arrays(arrays, k)
     size, off = validate_tape(t_arrays, info, f"{where}: tape {k}", len(names))
     tape = Tape._from_buffers({n: np.ascontiguousarray(x) for n, x in t_arrays.items()},
-                              _required_work(info, t_arrays), list(rules))
+                              _required_work(t_arrays), list(rules))
     return tape, size, off
 
 
