@@ -579,3 +579,22 @@ except MemoryError as e:
     assert out.returncode == 0, out.stderr[-2000:]
     assert re.search(r"MemoryError fastape: .*tape of \d+ nodes \(\d+ bytes held\)",
                      out.stdout), out.stdout
+
+
+def test_records_are_read_into_the_tape_and_adopted_once():
+    """load reads a tape's records straight into its buffers (no copy after the
+    checks); the parts it read are then spent, so that nothing reads the tape's memory
+    through them (a copy made before is loaded by copying)."""
+    with ft.Tape() as t:
+        x = t.var(np.array([0.5, 1.5]))
+        y = ft.sum(ft.exp(x))
+    parts = _format.read(_bytes_of(t))
+    assert len(parts[1].homes) == 1
+    copy_first = (parts[0], dict(parts[1]), "copied")
+    w = _format.from_parts(copy_first)            # not the home's arrays: a copy
+    u = _format.from_parts(parts)
+    assert parts[1].homes[0][0] is u and w is not u
+    with pytest.raises(ft.TapeFormatError, match="missing"):
+        _format.from_parts(parts)
+    np.testing.assert_array_equal(u.gradient(u.node(len(u) - 1), u.node(0)), t.gradient(y, x))
+    np.testing.assert_array_equal(w.export()["val"], t.export()["val"])

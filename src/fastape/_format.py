@@ -339,7 +339,7 @@ def _npy_header(dtype, shape):
     return buf.getvalue()
 
 
-def _read_array(f, member, name, dtype, shape, mmap, path, where):
+def _read_array(f, member, name, dtype, shape, mmap, path, where, out=None):
     """Member `name` (its bytes at member = (start, length)) as an array of this dtype
     and shape: the member's .npy header must be the one numpy writes for them (so the
     file reads the same with numpy.load), the data exactly as long as they say."""
@@ -363,7 +363,8 @@ def _read_array(f, member, name, dtype, shape, mmap, path, where):
     if mmap and path is not None and nbytes:
         return np.memmap(path, dtype=dtype, mode="r", offset=data, shape=tuple(shape))
     try:
-        out = np.empty(shape, dtype)
+        if out is None:
+            out = np.empty(shape, dtype)
     except MemoryError:
         raise MemoryError(f"{where}: cannot allocate {nbytes} bytes for member "
                           f"{name!r}") from None
@@ -429,17 +430,64 @@ def read(source, mmap=False):
                                                                              "checksum"}:
             raise TapeFormatError(f"{where}: field 'arrays': the header's list of arrays "
                                   "differs from the file's members")
-        arrays = {}
+        arrays = _Arrays()
+        views = {} if mmap else _homes(header, declared, members, arrays.homes)
         for name, d in declared.items():
             if not (isinstance(d, list) and len(d) == 2):
                 raise TapeFormatError(f"{where}: field {name!r}: bad entry {d!r:.60}")
-            a = _read_array(f, members[name], name, d[0], d[1], mmap, path, where)
+            a = _read_array(f, members[name], name, d[0], d[1], mmap, path, where,
+                            views.get(name))
             start, _, crc = members[name]
             if _crc(a, zlib.crc32(_npy_header(a.dtype.str, a.shape))) != crc:
                 raise TapeFormatError(f"{where}: field {name!r}: checksum mismatch (the "
                                       "file is corrupt)")
             arrays[name] = a
     return header, arrays, where
+
+
+class _Arrays(dict):
+    """A read file's arrays by member name; ``homes`` holds the tapes its records were
+    read into (see _homes). A copy (``dict(arrays)``) has none: it is loaded by
+    copying."""
+
+    def __init__(self):
+        super().__init__()
+        self.homes = {}
+
+
+def _homes(header, declared, members, homes):
+    """Tapes allocated to read each tape's records straight into (no copy after
+    validation): homes[k] = [tape, its views, adopted?]; returns name -> view. Only
+    where every record member is exactly as long as its declared dtype and shape say
+    (else the plain path reads, and refuses, it)."""
+    from fastape._tape import Tape
+    views = {}
+    tapes = header.get("tapes")
+    if not isinstance(tapes, list):
+        return views
+    for k in range(len(tapes)):
+        names = [f"t{k}.{f}" for f in _TAPE_FIELDS]
+        general = f"t{k}.off" in declared
+        need = [n for n in names if general or n.split(".")[1] not in ("off", "poff", "P")]
+        dims = {}
+        for n in need:
+            d = declared.get(n)
+            if not (isinstance(d, list) and len(d) == 2 and isinstance(d[1], list)
+                    and len(d[1]) == 1 and type(d[1][0]) is int and 0 <= d[1][0] < 2**40
+                    and d[0] == np.dtype(_TAPE_FIELDS[n.split(".")[1]]).str
+                    and members[n][1] == len(_npy_header(d[0], tuple(d[1])))
+                    + d[1][0] * np.dtype(d[0]).itemsize):
+                break
+            dims[n.split(".")[1]] = d[1][0]
+        else:
+            if not dims["op"] == dims["a"] == dims["b"] == dims.get("off", dims["op"]) == \
+                    dims.get("poff", dims["op"]):
+                continue
+            tape, v = Tape._allocated(dims["op"], dims["val"], dims["pool"], dims.get("P", 0),
+                                      general)
+            homes[k] = [tape, {f"t{k}.{f}": x for f, x in v.items()}, False]
+            views.update(homes[k][1])
+    return views
 
 
 # ---------------------------------------------------------------------------
@@ -806,8 +854,20 @@ def _load_tape(arrays, info, k, rules, where):
         raise TapeFormatError(f"{where}: field 'tapes': bad rule names")
     t_arrays = _tape_arrays(arrays, k)
     size, off = validate_tape(t_arrays, info, f"{where}: tape {k}", len(names))
-    tape = Tape._from_buffers({n: np.ascontiguousarray(x) for n, x in t_arrays.items()},
-                              _required_work(t_arrays), list(rules))
+    home = getattr(arrays, "homes", {}).get(k)
+    prefix = len(f"t{k}.")
+    # the records were read into a tape: it is adopted (once) if they are exactly what
+    # was validated, else (arrays replaced since, as the fuzzer does) copied as usual
+    if home is not None and not home[2] and len(home[1]) == len(t_arrays) and \
+            all(t_arrays.get(n[prefix:]) is x for n, x in home[1].items()):
+        home[2] = True
+        tape = home[0]
+        tape._adopt(_required_work(t_arrays), list(rules))
+        for n in home[1]:           # views of the tape's memory: never read again
+            arrays[n] = None
+    else:
+        tape = Tape._from_buffers({n: np.ascontiguousarray(x) for n, x in t_arrays.items()},
+                                  _required_work(t_arrays), list(rules))
     return tape, size, off
 
 

@@ -1242,6 +1242,48 @@ cdef class Tape:
         t._closed = True
         return t
 
+    @staticmethod
+    def _allocated(i64 n, i64 nval, i64 npool, i64 nP, bint general):
+        """(tape, views): a tape whose record buffers have these lengths and are NOT
+        initialised, and writable views of them (the keys of :meth:`export`), for a
+        file to be read straight into them. The tape is unusable (released) until
+        :meth:`_adopt`, which the caller (fastape._format) calls only once the views'
+        contents are validated."""
+        cdef Tape t = Tape()
+        try:
+            t.op = <uint8_t*>_resize(NULL, n, sizeof(uint8_t))
+            t.a = <i32*>_resize(NULL, n, sizeof(i32))
+            t.b = <i32*>_resize(NULL, n, sizeof(i32))
+            t.val = <double*>_resize(NULL, nval, sizeof(double))
+            t.pool = <double*>_resize(NULL, npool, sizeof(double))
+            if general:
+                t.off = <i64*>_resize(NULL, n, sizeof(i64))
+                t.poff = <i64*>_resize(NULL, n, sizeof(i64))
+                t.P = <i64*>_resize(NULL, nP, sizeof(i64))
+        except MemoryError as e:
+            t._free()
+            raise MemoryError(f"fastape: cannot load a tape of {n} nodes and {nval} "
+                              f"values ({e})") from None
+        t.n = t.cap = n
+        t.nval = t.val_cap = nval
+        t.npool = t.pool_cap = npool
+        if general:
+            t.nP = t.P_cap = nP
+        views = t._buffers()
+        t._closed = True
+        t._released = True
+        return t, views
+
+    def _adopt(self, i64 work_len, list rules):
+        """Make a tape of :meth:`_allocated` usable, its records validated."""
+        if not self._released or self.op == NULL:      # (release() frees the records)
+            raise TapeError("Tape._adopt: not a tape made by Tape._allocated")
+        self.need_work(work_len)
+        if rules:
+            self.pyobjs = list(rules)
+            self.pyres = [None] * len(rules)
+        self._released = False
+
     def save(self, path):
         """Write the tape to ``path`` in fastape's file format (a ``.npz`` of plain
         arrays, no pickle inside; see :func:`fastape.load`). The values of its last
