@@ -32,7 +32,9 @@ SMALL = {
     "deq_layer.py": ["--steps", "20"],
     "optimal_control_ipopt.py": ["40"],
     "sparse_least_squares.py": ["8", "60"],
+    "dask_logistic_regression.py": ["--rows", "40000", "--shards", "4"],
 }
+# optional extras an example needs (skipped without them: CI installs .[test] only)
 # what each run must print: the example did its job, not merely exited 0
 EXPECT = {
     "rosenbrock_lbfgs.py": ["BLAS threads: 1", "trust-krylov", "reached f within"],
@@ -44,9 +46,10 @@ EXPECT = {
                                  "max |implicit - finite differences of solve_ivp|"],
     "optimal_control_ipopt.py": ["fastape + IPOPT: Solve_Succeeded", "lap time T ="],
     "sparse_least_squares.py": ["Jacobian at the start", "final costs differ by"],
+    "dask_logistic_regression.py": ["max |w_cluster - w_single| = 0.0e+00"],
 }
 # optional packages an example needs: skipped without them
-REQUIRES = {"optimal_control_ipopt.py": "cyipopt"}
+REQUIRES = {"optimal_control_ipopt.py": "cyipopt", "dask_logistic_regression.py": "distributed"}
 
 
 def _commands(path):

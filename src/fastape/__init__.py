@@ -11,10 +11,12 @@ Public API: the transforms :func:`grad`, :func:`value_and_grad`, :func:`jvp`,
 :func:`vjp`, :func:`linearize`, :func:`jacobian` (:func:`jacfwd`, :func:`jacrev`),
 :func:`hessian`, :func:`hvp` (JAX's names; they nest to any order), :func:`compile`,
 the implicit functions :func:`fixed_point`, :func:`root`, :func:`linear_solve`,
+:func:`load` (of a saved :class:`Tape` or :class:`Function`), :func:`checkpoint`,
 :class:`Tape` (a context
 manager; ``tape.var``, ``tape.gradient``, ``tape.adjoint``), :class:`Var`, the
 numpy-style functions below, and the exceptions :class:`ShapeError`,
-:class:`TapeError`, :class:`BranchChanged`, :class:`ConvergenceError`.
+:class:`TapeError`, :class:`BranchChanged`, :class:`ConvergenceError`,
+:class:`TapeFormatError`.
 """
 
 from fastape import linalg, scipy
@@ -23,6 +25,7 @@ from fastape._arrays import __all__ as _ARRAYS
 from fastape._check import check_grads
 from fastape._compiled import Function
 from fastape._einsum import einsum, tensordot
+from fastape._format import load
 from fastape._functions import *  # noqa: F403 - the numpy-style functions, __all__ below
 from fastape._functions import __all__ as _FUNCTIONS
 from fastape._ops import Cmp, Op
@@ -42,6 +45,7 @@ from fastape.api import (
                          value_and_grad,
                          vjp,
 )
+from fastape.checkpoint import checkpoint
 from fastape.custom import custom_jvp, custom_vjp
 from fastape.errors import (
                             BranchChanged,
@@ -50,6 +54,7 @@ from fastape.errors import (
                             NoTangentRule,
                             ShapeError,
                             TapeError,
+                            TapeFormatError,
 )
 from fastape.implicit import fixed_point, linear_solve, root
 
@@ -59,8 +64,8 @@ __all__ = [
     "Tape", "Var", "Op", "Cmp", "Function", "compile", "grad", "value_and_grad", "linalg",
     "jvp", "vjp", "linearize", "jacobian", "jacfwd", "jacrev", "hessian", "hvp",
     "custom_vjp", "custom_jvp", "check_grads", "einsum", "tensordot",
-    "fixed_point", "root", "linear_solve",
+    "fixed_point", "root", "linear_solve", "load", "checkpoint",
     "ShapeError", "TapeError", "BranchChanged", "FastapeError", "NoTangentRule",
-    "ConvergenceError",
+    "ConvergenceError", "TapeFormatError",
     "scipy", *_FUNCTIONS, *_ARRAYS, *_STATS,
 ]

@@ -549,12 +549,19 @@ cdef Trace _make_trace(Tape rec, list input_nodes, Var out, list guards):
     tr.g_expect = np.concatenate(expect) if expect else np.zeros(1)
     tr.spares = [tr.tape]
     tr.nclones = 1
-    tr.direct_hvp = tr.tape.scalar_layout and tr.out_size == 1
+    tr.direct_hvp = _direct_hvp(tr)
+    return tr
+
+
+cdef bint _direct_hvp(Trace tr):
+    """Does hvp run the direct forward-over-reverse sweep on this trace (see Trace)?"""
+    cdef i64 i
+    if not (tr.tape.scalar_layout and tr.out_size == 1):
+        return False
     for i in range(tr.tape.n):
         if not (is_leaf(tr.tape.op[i]) or has_second_partials(tr.tape.op[i])):
-            tr.direct_hvp = False
-            break
-    return tr
+            return False
+    return True
 
 
 cdef i64 MAX_DIRECTIONS = 64       # directions of one vector-mode sweep
@@ -728,17 +735,27 @@ cdef class Function:
     cdef public object _sparse       # fastape.sparse's fixed patterns and colorings
 
     def __init__(self, fun, example_args, argnums=0, retrace=True, max_traces=8):
+        leaves, treedef = flatten(tuple(example_args), "args", "compile")
+        self._signature(fun, getattr(fun, '__name__', 'function'), len(example_args),
+                        argnums, retrace, max_traces, treedef)
+        self.last = self._trace(leaves)
+        self.example = tuple(unflatten(self.treedef, [np.array(x) if type(x) is np.ndarray
+                                                      else x for x in leaves]))
+
+    cdef int _signature(self, fun, str name, int nargs, argnums, bint retrace,
+                        max_traces, treedef) except -1:
+        """Everything but the traces: what __init__ and a loaded file share."""
         self.fun = fun
         self.argnums = argnums
-        self.where = f"compiled {getattr(fun, '__name__', 'function')}"
-        self.nargs = len(example_args)
+        self.where = f"compiled {name}"
+        self.nargs = nargs
         self.single, self.nums = normalize_argnums(argnums, self.nargs, "compile")
         self.retrace = retrace
         if not isinstance(max_traces, int) or max_traces < 1:
             raise ValueError(f"compile: max_traces must be a positive integer, got {max_traces!r}")
         self.max_traces = max_traces
         self.traces = []
-        leaves, self.treedef = flatten(tuple(example_args), "args", "compile")
+        self.treedef = treedef
         self.leaf_shapes = self.treedef.leaf_shapes
         arg_defs = self.treedef.children()
         first = [0]
@@ -751,14 +768,29 @@ cdef class Function:
         self.grad_leaf = first[self.nums[0]] if self.single and arg_defs[self.nums[0]].is_leaf \
             else -1
         self.args_are_leaves = all(self.arg_is_leaf)
-        self.last = self._trace(leaves)
-        self.example = tuple(unflatten(self.treedef, [np.array(x) if type(x) is np.ndarray
-                                                      else x for x in leaves]))
+        return 0
 
     @property
     def nbytes(self):
-        """Bytes held by the traces' tapes and their working clones."""
-        return sum(tr.tape.nbytes * max(tr.nclones, 1) for tr in self.traces)
+        """Bytes held by the compiled buffers: every trace's tapes (its working clones
+        included, when no call is running), run tables and guards, the copy of the
+        example arguments' arrays, and those of the compiled gradient once hvp or
+        hessian made it. Python objects (the Function, its lists) are not counted."""
+        cdef Trace tr
+        cdef i64 total = 0
+        for x in flatten(self.example, "args", self.where)[0]:
+            if type(x) is np.ndarray:
+                total += x.nbytes
+        for tr in self.traces:
+            for t in tr.spares:
+                total += t.nbytes
+            if tr.schedule is not None:
+                total += (tr.schedule.nruns + 1) * sizeof(i32) + tr.schedule.nruns
+            # seven int64 fields per guard, and the expected results
+            total += 7 * tr.g_how.shape[0] * sizeof(i64) + tr.g_expect.shape[0] * sizeof(double)
+        if self.gradient_function is not None:
+            total += self.gradient_function.nbytes
+        return int(total)
 
     @property
     def nodes(self):
@@ -834,6 +866,11 @@ cdef class Function:
                 if t is not None:
                     self.last = tr
                     return tr, t
+        if self.fun is None:
+            raise BranchChanged(
+                f"{self.where}: these inputs take another branch than the recorded one(s), "
+                "and this function was loaded from a file without its source function: "
+                "pass fun= to fastape.load to let it re-record")
         if not self.retrace:
             raise BranchChanged(
                 f"compiled {getattr(self.fun, '__name__', 'function')}: these inputs take "
@@ -1091,6 +1128,10 @@ cdef class Function:
         recorded on the example arguments when first needed and replayed after."""
         if self.gradient_function is None:
             from fastape import _functions, api
+            if self.fun is None:
+                raise TapeError(f"{self.where}: this second-order path records the gradient "
+                                "of the source function, and this function was loaded from "
+                                "a file without it: pass fun= to fastape.load")
             self._one_argument()
             g = api.grad(self.fun, self.argnums)
 
@@ -1419,6 +1460,93 @@ cdef class Function:
             values[r] = v
             grads[r] = g
         return values, grads
+
+    # -- persistence (fastape._format: the file layout and its validation) ---------
+
+    def _state(self):
+        """What a file or a pickle of this function holds, for fastape._format: a dict of
+        JSON-able facts, the treedef of the arguments, the example arguments' leaves and
+        per trace (tape, dict of its input/output/guard fields)."""
+        cdef Trace tr
+        traces = []
+        for tr in self.traces:
+            traces.append((tr.tape, {
+                "inputs": np.asarray(tr.inputs, dtype=np.int64).reshape(-1),
+                "output": int(tr.output), "out_shape": list(tr.out_shape),
+                "grouped": tr.schedule is not None,
+                "g_how": np.asarray(tr.g_how), "g_x": np.asarray(tr.g_x),
+                "g_y": np.asarray(tr.g_y), "g_off": np.asarray(tr.g_off),
+                "g_size": np.asarray(tr.g_size), "g_sx": np.asarray(tr.g_sx),
+                "g_sy": np.asarray(tr.g_sy),
+                "g_expect": np.asarray(tr.g_expect)[:int(np.sum(np.asarray(tr.g_size)))]}))
+        meta = {"name": self.where[len("compiled "):], "nargs": self.nargs,
+                "argnums": self.argnums if isinstance(self.argnums, int)
+                else list(self.argnums),
+                "retrace": bool(self.retrace), "max_traces": self.max_traces,
+                "last": self.traces.index(self.last)}
+        return meta, self.treedef, flatten(self.example, "args", self.where)[0], traces
+
+    @staticmethod
+    def _from_state(dict meta, fun, treedef, example, list traces):
+        """The function of :meth:`_state`'s parts (validated by fastape._format)."""
+        cdef Function F = Function.__new__(Function)
+        cdef Trace tr
+        argnums = meta["argnums"]
+        F._signature(fun, meta["name"], meta["nargs"],
+                     argnums if isinstance(argnums, int) else tuple(argnums),
+                     meta["retrace"], meta["max_traces"], treedef)
+        for tape, d in traces:
+            tr = Trace.__new__(Trace)
+            tr.tape = tape
+            tr.schedule = _schedule(tape) if d["grouped"] else None
+            tr.tape.prepare_adjoints()
+            tr.inputs = [int(x) for x in d["inputs"]]
+            tr.output = d["output"]
+            tr.out_shape = tuple(d["out_shape"])
+            tr.out_size = tr.tape.size_of(tr.output)
+            tr.nguards = d["g_how"].shape[0]
+            tr.g_how, tr.g_x, tr.g_y = d["g_how"].copy(), d["g_x"].copy(), d["g_y"].copy()
+            tr.g_off, tr.g_size = d["g_off"].copy(), d["g_size"].copy()
+            tr.g_sx, tr.g_sy = d["g_sx"].copy(), d["g_sy"].copy()
+            tr.g_expect = d["g_expect"].copy() if d["g_expect"].shape[0] else np.zeros(1)
+            tr.spares = [tr.tape]
+            tr.nclones = 1
+            tr.direct_hvp = _direct_hvp(tr)
+            F.traces.append(tr)
+        F.last = F.traces[meta["last"]]
+        F.example = tuple(unflatten(treedef, list(example)))
+        return F
+
+    def save(self, path):
+        """Write the compiled function to ``path`` (fastape's file format: a ``.npz`` of
+        plain arrays, no pickle inside; read it back with :func:`fastape.load`). Every
+        trace is saved with its guards and the arguments' structure; the source
+        function is not (code is never saved): a loaded function re-records on a new
+        branch only when it is given ``fun=``. Custom rules (custom_vjp, custom_jvp)
+        are not saved either; the file names them and :func:`fastape.load` needs them
+        supplied."""
+        from fastape import _format
+        _format.save_function(self, path)
+
+    @property
+    def rules(self):
+        """The rule objects of the custom-rule (CALLBACK) nodes of every trace, in the
+        order :func:`fastape.load` wants them as ``callbacks=``."""
+        from fastape import _format
+        return _format.function_rules(self)
+
+    def __reduce__(self):
+        from fastape import _format
+        return _format.function_reduce(self)
+
+    def __deepcopy__(self, memo):
+        """An independent copy through the file format; the source function and the
+        custom rules are shared (they are code), so they need not be picklable."""
+        from fastape import _format
+        return _format.deepcopy_function(self)
+
+    def __copy__(self):
+        return self.__deepcopy__(None)
 
 
 _EXECUTOR = []

@@ -365,16 +365,22 @@ cdef class Tape:
     cdef int _grow_nodes(self, i64 need) except -1:
         cdef i64 c = _grown(self.cap, need)
         if need > MAX_NODES:
-            raise MemoryError("fastape: a tape holds at most 2**31 - 2 nodes")
-        self.op = <uint8_t*>_resize(self.op, c, sizeof(uint8_t))
-        self.a = <i32*>_resize(self.a, c, sizeof(i32))
-        self.b = <i32*>_resize(self.b, c, sizeof(i32))
-        if self.off != NULL:
-            self.off = <i64*>_resize(self.off, c, sizeof(i64))
-            self.poff = <i64*>_resize(self.poff, c, sizeof(i64))
-        else:
-            self.val = <double*>_resize(self.val, c, sizeof(double))
-            self.val_cap = c
+            raise MemoryError(f"fastape: a tape holds at most 2**31 - 2 nodes (this one "
+                              f"has {self.n}, {self.nbytes} bytes)")
+        try:
+            # each buffer keeps its contents if the next one cannot grow (cap unchanged)
+            self.op = <uint8_t*>_resize(self.op, c, sizeof(uint8_t))
+            self.a = <i32*>_resize(self.a, c, sizeof(i32))
+            self.b = <i32*>_resize(self.b, c, sizeof(i32))
+            if self.off != NULL:
+                self.off = <i64*>_resize(self.off, c, sizeof(i64))
+                self.poff = <i64*>_resize(self.poff, c, sizeof(i64))
+            else:
+                self.val = <double*>_resize(self.val, c, sizeof(double))
+                self.val_cap = c
+        except MemoryError:
+            raise MemoryError(f"fastape: out of memory growing a tape of {self.n} nodes "
+                              f"({self.nbytes} bytes held) to {c} nodes") from None
         self.cap = c
         return 0
 
@@ -1159,6 +1165,157 @@ cdef class Tape:
         finally:
             self._busy = False
         self.raise_pending()
+
+    # -- persistence (fastape._format: the file layout and its validation) -------
+
+    def _buffers(self):
+        """Views (no copy) of the tape's record buffers, for writing a file: valid while
+        the tape is neither released nor recorded into. The keys are those of
+        :meth:`export`."""
+        self._check()
+        cdef i64 n = self.n
+        out = {"op": np.asarray(<uint8_t[:n]>self.op) if n else np.empty(0, np.uint8),
+               "a": np.asarray(<i32[:n]>self.a) if n else np.empty(0, np.int32),
+               "b": np.asarray(<i32[:n]>self.b) if n else np.empty(0, np.int32),
+               "val": np.asarray(<double[:self.nval]>self.val)
+               if self.nval else np.empty(0),
+               "pool": np.asarray(<double[:self.npool]>self.pool)
+               if self.npool else np.empty(0)}
+        if self.off != NULL:
+            out["off"] = np.asarray(<i64[:n]>self.off) if n else np.empty(0, np.int64)
+            out["poff"] = np.asarray(<i64[:n]>self.poff) if n else np.empty(0, np.int64)
+            out["P"] = (np.asarray(<i64[:self.nP]>self.P) if self.nP
+                        else np.empty(0, np.int64))
+        return out
+
+    @staticmethod
+    def _from_buffers(dict arrays, i64 work_len, list rules):
+        """A closed tape holding copies of these arrays (the keys of :meth:`export`),
+        `work_len` doubles of scratch and the CALLBACK nodes' rule objects. The caller
+        (fastape._format) has validated every field: nothing is checked here."""
+        cdef Tape t = Tape()
+        cdef const uint8_t[::1] op = arrays["op"]
+        cdef const i32[::1] a = arrays["a"]
+        cdef const i32[::1] b = arrays["b"]
+        cdef const double[::1] val = arrays["val"]
+        cdef const double[::1] pool = arrays["pool"]
+        cdef const i64[::1] off, poff, P
+        cdef i64 n = op.shape[0]
+        try:
+            t.op = <uint8_t*>_resize(NULL, n, sizeof(uint8_t))
+            t.a = <i32*>_resize(NULL, n, sizeof(i32))
+            t.b = <i32*>_resize(NULL, n, sizeof(i32))
+            t.val = <double*>_resize(NULL, val.shape[0], sizeof(double))
+            t.pool = <double*>_resize(NULL, pool.shape[0], sizeof(double))
+            t.n = t.cap = n
+            t.nval = t.val_cap = val.shape[0]
+            t.npool = t.pool_cap = pool.shape[0]
+            if n:
+                memcpy(t.op, &op[0], n * sizeof(uint8_t))
+                memcpy(t.a, &a[0], n * sizeof(i32))
+                memcpy(t.b, &b[0], n * sizeof(i32))
+            if t.nval:
+                memcpy(t.val, &val[0], t.nval * sizeof(double))
+            if t.npool:
+                memcpy(t.pool, &pool[0], t.npool * sizeof(double))
+            if "off" in arrays:
+                off = arrays["off"]
+                poff = arrays["poff"]
+                P = arrays["P"]
+                t.off = <i64*>_resize(NULL, n, sizeof(i64))
+                t.poff = <i64*>_resize(NULL, n, sizeof(i64))
+                t.P = <i64*>_resize(NULL, P.shape[0], sizeof(i64))
+                t.nP = t.P_cap = P.shape[0]
+                if n:
+                    memcpy(t.off, &off[0], n * sizeof(i64))
+                    memcpy(t.poff, &poff[0], n * sizeof(i64))
+                if t.nP:
+                    memcpy(t.P, &P[0], t.nP * sizeof(i64))
+            t.need_work(work_len)
+        except MemoryError as e:
+            t._free()
+            raise MemoryError(f"fastape: cannot load a tape of {n} nodes and "
+                              f"{val.shape[0]} values ({e})") from None
+        if rules:
+            t.pyobjs = list(rules)
+            t.pyres = [None] * len(rules)
+        t._closed = True
+        return t
+
+    @staticmethod
+    def _allocated(i64 n, i64 nval, i64 npool, i64 nP, bint general):
+        """(tape, views): a tape whose record buffers have these lengths and are NOT
+        initialised, and writable views of them (the keys of :meth:`export`), for a
+        file to be read straight into them. The tape is unusable (released) until
+        :meth:`_adopt`, which the caller (fastape._format) calls only once the views'
+        contents are validated."""
+        cdef Tape t = Tape()
+        try:
+            t.op = <uint8_t*>_resize(NULL, n, sizeof(uint8_t))
+            t.a = <i32*>_resize(NULL, n, sizeof(i32))
+            t.b = <i32*>_resize(NULL, n, sizeof(i32))
+            t.val = <double*>_resize(NULL, nval, sizeof(double))
+            t.pool = <double*>_resize(NULL, npool, sizeof(double))
+            if general:
+                t.off = <i64*>_resize(NULL, n, sizeof(i64))
+                t.poff = <i64*>_resize(NULL, n, sizeof(i64))
+                t.P = <i64*>_resize(NULL, nP, sizeof(i64))
+        except MemoryError as e:
+            t._free()
+            raise MemoryError(f"fastape: cannot load a tape of {n} nodes and {nval} "
+                              f"values ({e})") from None
+        t.n = t.cap = n
+        t.nval = t.val_cap = nval
+        t.npool = t.pool_cap = npool
+        if general:
+            t.nP = t.P_cap = nP
+        views = t._buffers()
+        t._closed = True
+        t._released = True
+        return t, views
+
+    def _adopt(self, i64 work_len, list rules):
+        """Make a tape of :meth:`_allocated` usable, its records validated."""
+        if not self._released or self.op == NULL:      # (release() frees the records)
+            raise TapeError("Tape._adopt: not a tape made by Tape._allocated")
+        self.need_work(work_len)
+        if rules:
+            self.pyobjs = list(rules)
+            self.pyres = [None] * len(rules)
+        self._released = False
+
+    def save(self, path):
+        """Write the tape to ``path`` in fastape's file format (a ``.npz`` of plain
+        arrays, no pickle inside; see :func:`fastape.load`). The values of its last
+        sweep are saved; adjoints and tangents are not. A tape with custom-rule
+        (CALLBACK) nodes says so in the file: loading it needs the rules supplied."""
+        from fastape import _format
+        _format.save_tape(self, path)
+
+    @staticmethod
+    def load(path, callbacks=None, mmap=False):
+        """The tape saved in ``path`` (by :meth:`save`), validated before it is
+        returned (:class:`fastape.TapeFormatError` names the first bad field). The
+        loaded tape is closed; ``callbacks`` supplies the rule objects of its CALLBACK
+        nodes (see :func:`fastape.load`)."""
+        from fastape import _format
+        return _format.load_tape(path, callbacks=callbacks, mmap=mmap)
+
+    def node(self, i64 i, shape=None):
+        """The value of node ``i`` as a :class:`Var` of this tape, viewed with ``shape``
+        (by default ``()`` for one value, ``(size,)`` otherwise: a tape keeps sizes,
+        not shapes); for reading a loaded tape."""
+        self._check()
+        if i < 0 or i >= self.n:
+            raise IndexError(f"Tape.node: node {i} is out of range for a tape of "
+                             f"{self.n} nodes")
+        size = self.size_of(i)
+        return node_var(self, i, (() if size == 1 else (size,)) if shape is None
+                        else tuple(shape))
+
+    def __reduce__(self):
+        from fastape import _format
+        return _format.tape_reduce(self)
 
 
 include "_var.pxi"

@@ -34,3 +34,8 @@ class ConvergenceError(FastapeError, RuntimeError):
         super().__init__(f"{name}: did not converge: residual {residual:.3g} after "
                          f"{iterations} iterations (tol {tol:g})"
                          + (f"; {detail}" if detail else ""))
+
+
+class TapeFormatError(FastapeError, ValueError):
+    """A tape or compiled-function file (or pickle) is corrupt, truncated, of a newer
+    format version or of another op registry; the message names the first bad field."""

@@ -1,0 +1,297 @@
+"""Benchmark of persistence, checkpointing and Dask (issue 15).
+
+(a) save / load of a large scalar tape (``--nodes``, 10⁷ by default): Tape.save,
+    Tape.load (read, validate every field, copy into the tape), Tape.load with
+    mmap=True, beside numpy.load of the same file (the container's own read speed),
+    in GB/s of file size;
+(b) checkpointing a 10⁶-step scalar recurrence ``s ← s + 10⁻⁶ sin(s) θ``: the
+    gradient by ft.grad of the plain loop beside the loop checkpointed in segments
+    of k = 1000 = √steps steps; time ratio (same round), peak traced memory
+    (tracemalloc, in a separate run: it slows allocation) and the difference of the
+    gradients;
+(c) Dask (``--dask``, needs fastape[dask]): value and gradient of the logistic loss
+    of examples/dask_logistic_regression.py over ``--rows`` rows in 10 shards on a
+    LocalCluster of 1, then 2 worker processes (one thread each): time per
+    evaluation and the throughput ratio; and the per-task overhead (100 tiny
+    shards, cluster time per task minus the compiled call's own time);
+(d) ``--large N``: a scalar tape of N nodes (10⁸ on a 24 GiB machine): recording,
+    bytes held per node (after a gradient), forward and reverse sweeps, save/load,
+    then the same loop compiled and replayed (value and gradient).
+
+Medians over ``--rounds`` rounds, ratios within a round. BLAS pinned to 1 thread.
+
+    PYTHONPATH=src python benchmarks/bench_format.py [--nodes N] [--rounds R] [--dask]
+        [--rows N] [--large N] [--json PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import resource
+import statistics
+import sys
+import tempfile
+import time
+import tracemalloc
+from pathlib import Path
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+
+import fastape as ft  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+
+
+def med(xs):
+    return statistics.median(xs)
+
+
+def scalar_tape(n):
+    """A closed scalar tape of about n nodes: s ← s·0.999999 + x, twice per step."""
+    with ft.Tape() as t:
+        x = t.var(0.5)
+        s = x
+        for _ in range(max(1, (n - 1) // 2)):
+            s = s * 0.999999 + x
+    return t, s, x
+
+
+# -- (a) save / load -------------------------------------------------------------
+
+def bench_files(n, rounds, folder):
+    t, _, _ = scalar_tape(n)
+    path = os.path.join(folder, "tape.npz")
+    rows = {"save": [], "load": [], "load_mmap": [], "numpy_load": []}
+    for _ in range(rounds):
+        gc.collect()
+        t0 = time.perf_counter()
+        t.save(path)
+        rows["save"].append(time.perf_counter() - t0)
+        size = os.path.getsize(path)
+        for key, load in (("load", lambda: ft.Tape.load(path)),
+                          ("load_mmap", lambda: ft.Tape.load(path, mmap=True)),
+                          ("numpy_load", lambda: dict(np.load(path)))):
+            gc.collect()
+            t0 = time.perf_counter()
+            u = load()
+            rows[key].append(time.perf_counter() - t0)
+            del u
+    u = ft.Tape.load(path)
+    assert all(np.array_equal(a, b) for a, b in zip(u.export().values(), t.export().values()))
+    out = {"nodes": len(t), "file_bytes": size}
+    for key, ts in rows.items():
+        out[key] = {"median_s": med(ts), "GB_per_s": size / med(ts) / 1e9}
+    out["load_over_numpy_load"] = med([a / b for a, b in zip(rows["load"], rows["numpy_load"])])
+    return out
+
+
+# -- (b) checkpointing -------------------------------------------------------------
+
+STEPS, K = 10**6, 1000
+
+
+def _steps(s, theta, n):
+    for _ in range(n):
+        s = s + 1e-6 * ft.sin(s) * theta
+    return s
+
+
+def _segment(s, theta):
+    return _steps(s, theta, K)
+
+
+_CHECKPOINTED = ft.checkpoint(_segment)
+
+
+def _plain(theta):
+    return _steps(1.0, theta, STEPS)
+
+
+def _checkpointed(theta):
+    s = 1.0
+    for _ in range(STEPS // K):
+        s = _CHECKPOINTED(s, theta)
+    return s
+
+
+def _peak(f):
+    gc.collect()
+    tracemalloc.start()
+    try:
+        r = f()
+        return r, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def bench_checkpoint(rounds):
+    ft.grad(_checkpointed)(0.5)                  # compiles the segment once
+    times = {"plain": [], "checkpoint": []}
+    ratios = []
+    for _ in range(rounds):
+        got = {}
+        for key, f in (("plain", _plain), ("checkpoint", _checkpointed)):
+            gc.collect()
+            t0 = time.perf_counter()
+            got[key] = ft.value_and_grad(f)(0.5)
+            times[key].append(time.perf_counter() - t0)
+        ratios.append(times["checkpoint"][-1] / times["plain"][-1])
+    (_, gp), mem_plain = _peak(lambda: ft.value_and_grad(_plain)(0.5))
+    (_, gc_), mem_ck = _peak(lambda: ft.value_and_grad(_checkpointed)(0.5))
+    return {"steps": STEPS, "segment": K,
+            "plain_s": med(times["plain"]), "checkpoint_s": med(times["checkpoint"]),
+            "checkpoint_over_plain": med(ratios),
+            "ratio_range": [min(ratios), max(ratios)],
+            "peak_traced_bytes_plain": mem_plain, "peak_traced_bytes_checkpoint": mem_ck,
+            "gradient_plain": gp, "gradient_checkpoint": gc_,
+            "gradient_abs_difference": abs(gp - gc_)}
+
+
+# -- (c) Dask ------------------------------------------------------------------------
+
+def bench_dask(rows, rounds):
+    import dask.array as da
+    from dask.distributed import Client, LocalCluster, wait
+    from dask_logistic_regression import D, shard_nll
+
+    import fastape.distributed as fd
+    shards = 10
+    n = rows // shards
+    F = ft.compile(shard_nll, np.zeros(D), np.zeros((n, D)), np.zeros(n), retrace=False)
+    w = np.linspace(-0.5, 0.5, D)
+    out = {"rows": rows, "shards": shards}
+    results = {}
+    for workers in (1, 2):
+        with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                          dashboard_address=None) as cluster, Client(cluster) as client:
+            rng = da.random.default_rng(0)
+            X = rng.normal(size=(rows, D), chunks=(n, D))
+            y = (rng.uniform(size=rows, chunks=n) < 0.5).astype(float)
+            data = fd.shards(client, X, y)
+            wait(data.items)
+            fd.value_and_grad(F, w, data)        # ships F, warms the workers
+            ts = []
+            for _ in range(rounds):
+                t0 = time.perf_counter()
+                results[workers] = fd.value_and_grad(F, w, data)
+                ts.append(time.perf_counter() - t0)
+            out[f"workers_{workers}"] = {"median_s": med(ts), "min_s": min(ts),
+                                         "rows_per_s": rows / med(ts)}
+            if workers == 2:
+                tiny = [(np.ones((10, D)), np.ones(10))] * 100
+                G = ft.compile(shard_nll, np.zeros(D), *tiny[0], retrace=False)
+                t_data = fd.shards(client, tiny)
+                fd.value_and_grad(G, w, t_data)
+                tt = []
+                for _ in range(rounds):
+                    t0 = time.perf_counter()
+                    fd.value_and_grad(G, w, t_data)
+                    tt.append(time.perf_counter() - t0)
+                t0 = time.perf_counter()
+                for _ in range(100):
+                    G.value_and_grad(w, *tiny[0])
+                own = (time.perf_counter() - t0) / 100
+                out["per_task_overhead_s"] = med(tt) / 100 - own
+                out["tiny_round_s"] = med(tt)
+    assert results[1][0] == results[2][0] and np.array_equal(results[1][1], results[2][1])
+    out["throughput_2_over_1"] = out["workers_2"]["rows_per_s"] / out["workers_1"]["rows_per_s"]
+    out["identical_results"] = True
+    return out
+
+
+# -- (d) a very large tape ---------------------------------------------------------------
+
+def bench_large(n, folder):
+    out = {"nodes_requested": n}
+    t0 = time.perf_counter()
+    t, s, x = scalar_tape(n)
+    out["record_s"] = time.perf_counter() - t0
+    out["nodes"] = len(t)
+    t0 = time.perf_counter()
+    g = t.gradient(s, x)
+    out["gradient_s"] = time.perf_counter() - t0
+    out["bytes_per_node_held"] = t.nbytes / len(t)
+    t0 = time.perf_counter()
+    t.forward()
+    out["forward_sweep_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    t.backward(s)
+    out["reverse_sweep_s"] = time.perf_counter() - t0
+    out["gradient"] = g
+    path = os.path.join(folder, "large.npz")
+    t0 = time.perf_counter()
+    t.save(path)
+    out["save_s"] = time.perf_counter() - t0
+    out["file_bytes"] = os.path.getsize(path)
+    del s, x
+    t.release()
+    t0 = time.perf_counter()
+    u = ft.Tape.load(path)
+    out["load_s"] = time.perf_counter() - t0
+    out["save_GB_per_s"] = out["file_bytes"] / out["save_s"] / 1e9
+    out["load_GB_per_s"] = out["file_bytes"] / out["load_s"] / 1e9
+    u.release()
+    os.remove(path)
+    gc.collect()
+
+    def loop(x):
+        s = x
+        for _ in range(max(1, (n - 1) // 2)):
+            s = s * 0.999999 + x
+        return s
+    t0 = time.perf_counter()
+    F = ft.compile(loop, 0.5)                   # records, prunes, tries grouping
+    out["compile_s"] = time.perf_counter() - t0
+    out["compiled_nodes"] = F.nodes
+    out["compiled_nbytes"] = F.nbytes
+    ts = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        v, g2 = F.value_and_grad(0.5)
+        ts.append(time.perf_counter() - t0)
+    out["replay_value_and_grad_s"] = med(ts)
+    out["replay_gradient_equals_tape"] = g2 == g
+    out["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--nodes", type=int, default=10**7)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--dask", action="store_true")
+    ap.add_argument("--rows", type=int, default=10**7)
+    ap.add_argument("--large", type=float, default=0)
+    ap.add_argument("--skip", nargs="*", default=[], help="files checkpoint")
+    ap.add_argument("--json", default=None)
+    a = ap.parse_args()
+    res = {"machine": {"platform": platform.platform(), "python": platform.python_version(),
+                       "cores": len(os.sched_getaffinity(0)), "numpy": np.__version__,
+                       "blas_threads": os.environ.get("OPENBLAS_NUM_THREADS")},
+           "command": " ".join(sys.argv)}
+    with tempfile.TemporaryDirectory() as folder:
+        if "files" not in a.skip:
+            res["files"] = bench_files(a.nodes, a.rounds, folder)
+            print(json.dumps(res["files"], indent=1), flush=True)
+        if "checkpoint" not in a.skip:
+            res["checkpoint"] = bench_checkpoint(max(3, a.rounds // 2))
+            print(json.dumps(res["checkpoint"], indent=1), flush=True)
+        if a.dask:
+            res["dask"] = bench_dask(a.rows, a.rounds)
+            print(json.dumps(res["dask"], indent=1), flush=True)
+        if a.large:
+            res["large"] = bench_large(int(a.large), folder)
+            print(json.dumps(res["large"], indent=1), flush=True)
+    if a.json:
+        Path(a.json).write_text(json.dumps(res, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

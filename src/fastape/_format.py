@@ -1,0 +1,1134 @@
+"""fastape's file format for tapes and compiled functions, and its validation.
+
+Layout (format version 1). A file is a zip archive of *stored* (uncompressed)
+``.npy`` members, which is what ``numpy.savez`` writes, so ``numpy.load(path)``
+opens it (``allow_pickle=False``: no member holds an object array):
+
+``header.npy``
+    a uint8 array holding a UTF-8 JSON document: ``magic`` (``"fastape"``),
+    ``format_version`` (1), ``fastape_version``, ``registry`` (the op registry's
+    fingerprint, :func:`registry_fingerprint`), ``kind`` (``"tape"`` or
+    ``"function"``), ``arrays`` (every other member's dtype and shape: each
+    member's CRC-32 is the zip's own, checked on load), ``tapes`` (per tape: node
+    count, layout and the names of its custom rules; the sweeps' scratch is sized
+    from the nodes' parameters on load) and, for a
+    function, ``function`` (argnums, retrace, the arguments' structure, per trace
+    its output node and shape and whether it is grouped).
+``checksum.npy``
+    uint32 ``[crc32(header bytes)]``.
+``t{k}.op``, ``.a``, ``.b``, ``.val``, ``.pool`` (and ``.off``, ``.poff``, ``.P``)
+    tape k's struct-of-arrays buffers, as :meth:`fastape.Tape.export` returns them,
+    the last three for the general layout only (uint8 opcodes, int32 parents, float64
+    values and immediates, int64 offsets and parameter arena).
+``r{k}.inputs``, ``r{k}.guards``, ``r{k}.expect``
+    trace k of a function: its input nodes (int64, one per argument leaf), its
+    branch guards (int64, one row per guard: comparison, x node, y node, offset and
+    count of its expected results, x and y strides) and their expected results.
+``example``
+    the example arguments a function was compiled on, their leaves flattened and
+    concatenated (float64).
+
+Every member's data is contiguous in the file (stored, not deflated), so a large
+tape's arrays can be memory-mapped (``load(..., mmap=True)`` maps instead of
+reading; the loaded tape still holds its own copy of the records).
+
+Loading validates everything before any sweep can read it and raises
+:class:`fastape.TapeFormatError` naming the first bad field: the header and its
+checksum, the format version (a newer one is refused), the registry fingerprint
+(a file of another op table is refused), each array's dtype, shape and CRC-32,
+then per node: the opcode is known, parents are below the node's own id, the
+value offsets and sizes tile the value arena, immediates' indices lie in the pool,
+each parameter struct has its op's length and fields that fit its parents' sizes;
+per trace: inputs, output and guards point inside the tape. A file never runs
+code when loaded: it holds no pickle, and the classes of a function's argument
+structure are looked up among the modules already imported, never imported.
+"""
+
+import functools
+import importlib
+import io
+import json
+import pickle
+import sys
+import zipfile
+import zlib
+from hashlib import sha256
+
+import numpy as np
+
+from fastape import registry
+from fastape.errors import TapeFormatError
+
+__all__ = ["load", "read", "from_parts", "registry_fingerprint", "FORMAT_VERSION"]
+
+MAGIC = "fastape"
+FORMAT_VERSION = 1
+
+_CODES = registry.opcodes()
+_NAMES = {c: n for n, c in _CODES.items()}
+NUM_OPS = len(_CODES)
+INPUT, CONSTANT = _CODES["INPUT"], _CODES["CONSTANT"]
+_BY_NAME = registry.BY_NAME
+_CMP_COUNT = len(registry.COMPARISONS)
+INT_MAX = 2**31 - 1
+
+
+def _kinds():
+    """Per opcode: 0 leaf, 1 unary, 2 unary with immediate, 3 binary, 4 structural."""
+    kind = np.zeros(NUM_OPS, np.int8)
+    for name, code in _CODES.items():
+        e = _BY_NAME.get(name)
+        if name in registry.LEAVES:
+            kind[code] = 0
+        elif isinstance(e, registry.Structural):
+            kind[code] = 4
+        else:
+            kind[code] = 2 if e.has_k else (3 if e.arity == 2 else 1)
+    return kind
+
+
+_KIND = _kinds()
+
+
+def registry_fingerprint():
+    """SHA-256 of the op table a file's opcodes refer to: every op's name, opcode,
+    arity class and node-id fields (``b`` and ``node_params``). Two builds with the
+    same fingerprint agree on what every opcode means."""
+    rows = []
+    for name, code in sorted(_CODES.items(), key=lambda kv: kv[1]):
+        e = _BY_NAME.get(name)
+        if isinstance(e, registry.Structural):
+            rows.append([name, code, "structural", e.b, list(e.node_params)])
+        elif e is None:
+            rows.append([name, code, "leaf"])
+        else:
+            rows.append([name, code, e.arity, e.has_k])
+    return sha256(json.dumps(rows).encode()).hexdigest()
+
+
+_FINGERPRINT = registry_fingerprint()
+
+
+def _version():
+    from fastape import __version__
+    return __version__
+
+
+# ---------------------------------------------------------------------------
+# writing
+# ---------------------------------------------------------------------------
+
+def _crc(a, start=0):
+    a = np.asarray(a, order="C")
+    return zlib.crc32(a.reshape(-1).view(np.uint8), start) if a.size else start
+
+
+def _tape_parts(tape, k, arrays, rules):
+    """Tape k's arrays into `arrays` and its rule objects appended to `rules`; returns
+    its header entry."""
+    buf = tape._buffers()
+    for name, a in buf.items():
+        arrays[f"t{k}.{name}"] = a
+    objs = tape.pyobjs or []
+    rules.extend(objs)
+    return {"n": int(buf["op"].shape[0]), "general": "off" in buf,
+            "rules": [getattr(r, "name", type(r).__name__) for r in objs]}
+
+
+def _write(target, header, arrays):
+    """The zip of header, checksum and arrays (stored members) into a path or a file."""
+    header = dict(header, magic=MAGIC, format_version=FORMAT_VERSION,
+                  fastape_version=_version(), registry=_FINGERPRINT)
+    # each member's CRC-32 is the zip's own (computed as it is written)
+    header["arrays"] = {name: [a.dtype.str, list(a.shape)] for name, a in arrays.items()}
+    hbytes = json.dumps(header).encode()
+    hdr = np.frombuffer(hbytes, np.uint8)
+    with zipfile.ZipFile(target, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+        for name, a in [("header", hdr),
+                        ("checksum", np.array([zlib.crc32(hbytes)], np.uint32))] + \
+                list(arrays.items()):
+            a = np.asarray(a, order="C")
+            with zf.open(name + ".npy", "w", force_zip64=True) as f:
+                # the header numpy.save writes (the reader compares it byte for byte)
+                f.write(_npy_header(a.dtype.str, a.shape))
+                if a.size:
+                    f.write(memoryview(a.reshape(-1).view(np.uint8)))
+
+
+def save_tape(tape, path):
+    arrays, rules = {}, []
+    info = _tape_parts(tape, 0, arrays, rules)
+    _write(path, {"kind": "tape", "tapes": [info]}, arrays)
+
+
+def save_function(F, path):
+    _write(path, *_function_parts(F)[:2])
+
+
+def _function_parts(F):
+    meta, treedef, example, traces = F._state()
+    arrays, rules, tapes, trs = {}, [], [], []
+    for k, (tape, d) in enumerate(traces):
+        tapes.append(_tape_parts(tape, k, arrays, rules))
+        arrays[f"r{k}.inputs"] = np.asarray(d["inputs"], dtype=np.int64)
+        arrays[f"r{k}.guards"] = np.stack([np.asarray(d[g], dtype=np.int64)
+                                           for g in _GUARD_FIELDS], axis=1) \
+            if d["g_how"].shape[0] else np.zeros((0, len(_GUARD_FIELDS)), np.int64)
+        arrays[f"r{k}.expect"] = np.asarray(d["g_expect"], dtype=np.float64)
+        trs.append({"output": d["output"], "out_shape": d["out_shape"],
+                    "grouped": d["grouped"]})
+    arrays["example"] = np.concatenate([np.asarray(x, dtype=np.float64).reshape(-1)
+                                        for x in example] or [np.zeros(0)])
+    meta = dict(meta, traces=trs, args=_tree_to_json(treedef))
+    return {"kind": "function", "tapes": tapes, "function": meta}, arrays, rules
+
+
+def function_rules(F):
+    return _function_parts(F)[2]
+
+
+# ---------------------------------------------------------------------------
+# the arguments' structure as JSON (fastape._tree keys without pickling types)
+# ---------------------------------------------------------------------------
+
+_BUILTIN_TYPES = {"tuple": tuple, "list": list, "dict": dict}
+
+
+def _type_name(cls):
+    for name, t in _BUILTIN_TYPES.items():
+        if cls is t:
+            return name
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def _tree_to_json(td):
+    return _node_json(td._key, td._aux)
+
+
+def _node_json(key, aux):
+    from fastape._tree import _is_leaf
+    if key is None:
+        return None
+    if _is_leaf(key):
+        return [int(d) for d in key]
+    cls, keys, children = key
+    auxes = aux[1] if aux is not None else (None,) * len(children)
+    out = {"type": _type_name(cls), "children": [_node_json(k, a)
+                                                 for k, a in zip(children, auxes)]}
+    if keys is not None:
+        order, factory = aux[0]
+        if factory is not None:
+            raise TypeError("save: the arguments hold a defaultdict with a default "
+                            "factory, which is code and is not saved; pass a dict")
+        for k in keys:
+            if not isinstance(k, (str, int, float, bool)) and k is not None:
+                raise TypeError(f"save: the arguments hold a dict key {k!r} of type "
+                                f"{type(k).__name__}; only str, int, float, bool and None "
+                                "keys can be saved")
+        out["keys"] = list(keys)
+        out["order"] = list(order)
+    return out
+
+
+def _resolve_type(name, where):
+    if name in _BUILTIN_TYPES:
+        return _BUILTIN_TYPES[name]
+    if not isinstance(name, str) or ":" not in name:
+        raise TapeFormatError(f"{where}: field 'function.args': bad container type {name!r}")
+    module, qual = name.split(":", 1)
+    obj = sys.modules.get(module)        # never imported here: loading runs no code
+    for part in qual.split("."):
+        obj = getattr(obj, part, None) if obj is not None else None
+    if not isinstance(obj, type) or not issubclass(obj, (tuple, list, dict)):
+        raise TapeFormatError(f"{where}: the arguments' structure uses the class {name}, "
+                              f"which is not a container class of a module imported in this "
+                              f"process; import {module} before loading")
+    return obj
+
+
+def _tree_from_json(obj, where):
+    from fastape._tree import _make
+    key, aux = _node_from_json(obj, where, 0)
+    return _make(key, aux, None)
+
+
+def _node_from_json(obj, where, depth):
+    if depth > 200:
+        raise TapeFormatError(f"{where}: field 'function.args' is nested too deeply")
+    if obj is None:
+        return None, None
+    if isinstance(obj, list):
+        if not all(type(d) is int and 0 <= d < 2**62 for d in obj):
+            raise TapeFormatError(f"{where}: field 'function.args': bad leaf shape {obj!r}")
+        return tuple(obj), None
+    if not isinstance(obj, dict) or not isinstance(obj.get("children"), list):
+        raise TapeFormatError(f"{where}: field 'function.args': bad node {obj!r:.80}")
+    cls = _resolve_type(obj.get("type"), where)
+    kids = [_node_from_json(c, where, depth + 1) for c in obj["children"]]
+    keys = None
+    extra = None
+    if issubclass(cls, dict):
+        keys, order = obj.get("keys"), obj.get("order")
+        if not (isinstance(keys, list) and isinstance(order, list) and len(keys) == len(kids)
+                and sorted(map(repr, order)) == sorted(map(repr, keys))):
+            raise TapeFormatError(f"{where}: field 'function.args': a dict's keys and "
+                                  "children do not match")
+        try:
+            if list(keys) != sorted(keys):
+                raise TypeError
+        except TypeError:
+            raise TapeFormatError(f"{where}: field 'function.args': a dict's keys are not "
+                                  "sorted") from None
+        keys = tuple(keys)
+        extra = (tuple(order), None)
+    elif issubclass(cls, tuple) and hasattr(cls, "_fields") and len(cls._fields) != len(kids):
+        raise TapeFormatError(f"{where}: field 'function.args': {cls.__name__} has "
+                              f"{len(cls._fields)} fields, the file {len(kids)}")
+    key = (cls, keys, tuple(k for k, _ in kids))
+    auxes = tuple(a for _, a in kids)
+    aux = (extra, auxes) if extra is not None or any(a is not None for a in auxes) else None
+    return key, aux
+
+
+# ---------------------------------------------------------------------------
+# reading
+# ---------------------------------------------------------------------------
+
+def _members(f, where):
+    """name -> (offset of the member's bytes in the file, their length, their CRC-32)
+    of every member (the zip's directory; no member is read)."""
+    try:
+        infos = zipfile.ZipFile(f).infolist()
+    except Exception as e:          # zipfile raises many kinds on a damaged directory
+        raise TapeFormatError(f"{where}: not a fastape file (not a readable zip archive: "
+                              f"{type(e).__name__}: {e})") from None
+    size = f.seek(0, 2)
+    out = {}
+    for info in infos:
+        name = info.filename
+        if not name.endswith(".npy") or name[:-4] in out:
+            raise TapeFormatError(f"{where}: unexpected member {name!r}")
+        if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 1:
+            raise TapeFormatError(f"{where}: member {name!r} is compressed or encrypted")
+        if not 0 <= info.header_offset < size:
+            raise TapeFormatError(f"{where}: member {name!r}: bad zip entry")
+        f.seek(info.header_offset)
+        local = f.read(30)
+        nlen = int.from_bytes(local[26:28], "little")
+        if len(local) != 30 or local[:4] != b"PK\x03\x04" or f.read(nlen) != name.encode():
+            raise TapeFormatError(f"{where}: member {name!r}: bad zip entry")
+        start = info.header_offset + 30 + nlen + int.from_bytes(local[28:30], "little")
+        if start + info.file_size > size:
+            raise TapeFormatError(f"{where}: member {name!r} is truncated")
+        out[name[:-4]] = (start, info.file_size, info.CRC)
+    return out
+
+
+@functools.lru_cache(maxsize=4096)
+def _npy_header(dtype, shape):
+    """The .npy header numpy writes for a C-ordered array of this dtype (a dtype string)
+    and shape: version 1.0, or 2.0 when that is too long."""
+    d = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False,
+         "shape": tuple(shape)}
+    buf = io.BytesIO()
+    try:
+        np.lib.format.write_array_header_1_0(buf, d)
+    except ValueError:
+        buf = io.BytesIO()
+        np.lib.format.write_array_header_2_0(buf, d)
+    return buf.getvalue()
+
+
+def _read_array(f, member, name, dtype, shape, mmap, path, where, out=None):
+    """Member `name` (its bytes at member = (start, length)) as an array of this dtype
+    and shape: the member's .npy header must be the one numpy writes for them (so the
+    file reads the same with numpy.load), the data exactly as long as they say."""
+    start, length = member[:2]
+    if not (isinstance(shape, (list, tuple)) and len(shape) <= 32 and
+            all(type(d) is int and 0 <= d < 2**62 for d in shape)):
+        raise TapeFormatError(f"{where}: field {name!r}: bad shape {shape!r:.40}")
+    try:
+        dtype = np.dtype(dtype) if isinstance(dtype, str) and len(dtype) < 8 else None
+    except TypeError:
+        dtype = None
+    if dtype is None or dtype.kind not in "uif":
+        raise TapeFormatError(f"{where}: field {name!r}: not a numeric dtype")
+    nbytes = _prod(shape) * dtype.itemsize
+    hdr = _npy_header(dtype.str, tuple(shape))
+    f.seek(start)
+    if length != len(hdr) + nbytes or f.read(len(hdr)) != hdr:
+        raise TapeFormatError(f"{where}: field {name!r}: the member is not a .npy array of "
+                              f"dtype {dtype} and shape {tuple(shape)} (damaged or truncated)")
+    data = start + len(hdr)
+    if mmap and path is not None and nbytes:
+        return np.memmap(path, dtype=dtype, mode="r", offset=data, shape=tuple(shape))
+    try:
+        if out is None:
+            out = np.empty(shape, dtype)
+    except MemoryError:
+        raise MemoryError(f"{where}: cannot allocate {nbytes} bytes for member "
+                          f"{name!r}") from None
+    if nbytes:
+        f.seek(data)
+        if f.readinto(memoryview(out.reshape(-1).view(np.uint8))) != nbytes:
+            raise TapeFormatError(f"{where}: field {name!r} is truncated")
+    return out
+
+
+def _open(source):
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return io.BytesIO(source), None, "fastape data"
+    path = str(source)
+    try:
+        return open(path, "rb"), path, path
+    except OSError as e:
+        raise e.__class__(e.errno, f"fastape.load: cannot open {path}: {e.strerror}") from None
+
+
+def read(source, mmap=False):
+    """(header, arrays, where) of a file (a path or its bytes): the header, its checksum
+    and every array's dtype, shape and CRC-32 verified."""
+    f, path, where = _open(source)
+    with f:
+        members = _members(f, where)
+        if "header" not in members or "checksum" not in members:
+            raise TapeFormatError(f"{where}: not a fastape file (no header member)")
+        start, length = members["header"][:2]
+        hlen = length - len(_npy_header("|u1", (0,)))
+        if not 0 <= hlen <= 1 << 26:
+            raise TapeFormatError(f"{where}: field 'header': not a uint8 JSON document")
+        hbytes = _read_array(f, members["header"], "header", "|u1", [hlen], False, None,
+                             where).tobytes()
+        c = _read_array(f, members["checksum"], "checksum", "<u4", [1], False, None, where)
+        if int(c[0]) != zlib.crc32(hbytes):
+            raise TapeFormatError(f"{where}: field 'checksum': the header's checksum does "
+                                  "not match (the file is corrupt)")
+        try:
+            header = json.loads(hbytes.decode())
+        except (UnicodeDecodeError, ValueError, RecursionError) as e:
+            raise TapeFormatError(f"{where}: field 'header': not JSON ({e})") from None
+        if not isinstance(header, dict) or header.get("magic") != MAGIC:
+            raise TapeFormatError(f"{where}: field 'magic': not a fastape file")
+        version = header.get("format_version")
+        if type(version) is not int:
+            raise TapeFormatError(f"{where}: field 'format_version': {version!r}")
+        if version > FORMAT_VERSION:
+            raise TapeFormatError(
+                f"{where}: field 'format_version': the file has format version {version}, "
+                f"written by fastape {header.get('fastape_version')!r}; this fastape "
+                f"({_version()}) reads versions up to {FORMAT_VERSION}: upgrade fastape")
+        if version < 1:
+            raise TapeFormatError(f"{where}: field 'format_version': {version}")
+        if header.get("registry") != _FINGERPRINT:
+            raise TapeFormatError(
+                f"{where}: field 'registry': the file was written by a fastape whose op "
+                f"registry differs (fastape {header.get('fastape_version')!r}, fingerprint "
+                f"{str(header.get('registry'))[:12]}..., this build {_FINGERPRINT[:12]}...): "
+                "its opcodes mean other ops here")
+        declared = header.get("arrays")
+        if not isinstance(declared, dict) or set(declared) != set(members) - {"header",
+                                                                             "checksum"}:
+            raise TapeFormatError(f"{where}: field 'arrays': the header's list of arrays "
+                                  "differs from the file's members")
+        arrays = _Arrays()
+        views = {} if mmap else _homes(header, declared, members, arrays.homes)
+        for name, d in declared.items():
+            if not (isinstance(d, list) and len(d) == 2):
+                raise TapeFormatError(f"{where}: field {name!r}: bad entry {d!r:.60}")
+            a = _read_array(f, members[name], name, d[0], d[1], mmap, path, where,
+                            views.get(name))
+            start, _, crc = members[name]
+            if _crc(a, zlib.crc32(_npy_header(a.dtype.str, a.shape))) != crc:
+                raise TapeFormatError(f"{where}: field {name!r}: checksum mismatch (the "
+                                      "file is corrupt)")
+            arrays[name] = a
+    return header, arrays, where
+
+
+class _Arrays(dict):
+    """A read file's arrays by member name; ``homes`` holds the tapes its records were
+    read into (see _homes). A copy (``dict(arrays)``) has none: it is loaded by
+    copying."""
+
+    def __init__(self):
+        super().__init__()
+        self.homes = {}
+
+
+def _homes(header, declared, members, homes):
+    """Tapes allocated to read each tape's records straight into (no copy after
+    validation): homes[k] = [tape, its views, adopted?]; returns name -> view. Only
+    where every record member is exactly as long as its declared dtype and shape say
+    (else the plain path reads, and refuses, it)."""
+    from fastape._tape import Tape
+    views = {}
+    tapes = header.get("tapes")
+    if not isinstance(tapes, list):
+        return views
+    for k in range(len(tapes)):
+        names = [f"t{k}.{f}" for f in _TAPE_FIELDS]
+        general = f"t{k}.off" in declared
+        need = [n for n in names if general or n.split(".")[1] not in ("off", "poff", "P")]
+        dims = {}
+        for n in need:
+            d = declared.get(n)
+            if not (isinstance(d, list) and len(d) == 2 and isinstance(d[1], list)
+                    and len(d[1]) == 1 and type(d[1][0]) is int and 0 <= d[1][0] < 2**40
+                    and d[0] == np.dtype(_TAPE_FIELDS[n.split(".")[1]]).str
+                    and members[n][1] == len(_npy_header(d[0], tuple(d[1])))
+                    + d[1][0] * np.dtype(d[0]).itemsize):
+                break
+            dims[n.split(".")[1]] = d[1][0]
+        else:
+            if not dims["op"] == dims["a"] == dims["b"] == dims.get("off", dims["op"]) == \
+                    dims.get("poff", dims["op"]):
+                continue
+            tape, v = Tape._allocated(dims["op"], dims["val"], dims["pool"], dims.get("P", 0),
+                                      general)
+            homes[k] = [tape, {f"t{k}.{f}": x for f, x in v.items()}, False]
+            views.update(homes[k][1])
+    return views
+
+
+# ---------------------------------------------------------------------------
+# validation
+# ---------------------------------------------------------------------------
+
+#: the columns of a trace's guards array, one row per guard (see _compiled.Trace)
+_GUARD_FIELDS = ("g_how", "g_x", "g_y", "g_off", "g_size", "g_sx", "g_sy")
+
+_TAPE_FIELDS = {"op": np.uint8, "a": np.int32, "b": np.int32, "val": np.float64,
+                "pool": np.float64, "off": np.int64, "poff": np.int64, "P": np.int64}
+
+
+def _bad(where, field, i, msg):
+    at = "" if i is None else f" at node {int(i)}"
+    return TapeFormatError(f"{where}: field {field!r}{at}: {msg}")
+
+
+def _first(mask):
+    return int(np.flatnonzero(mask)[0])
+
+
+def _required_work(arrays):
+    """Doubles of scratch the sweeps of these records need (LU pivots, solves,
+    determinant adjoints), from the nodes' own parameters."""
+    if "off" not in arrays:
+        return 0
+    op, poff, P = arrays["op"], arrays["poff"], arrays["P"]
+    need = 0
+    for name, f in (("LU", lambda n, r: n), ("SOLVE", lambda n, r: n * r),
+                    ("DET", lambda n, r: n * n + 2 * n), ("LOGDET", lambda n, r: n * n + 2 * n)):
+        for i in np.flatnonzero(op == _CODES[name]):
+            m = int(poff[i])
+            n = int(P[m + 1])
+            r = int(P[m + 2]) if name == "SOLVE" else 0
+            need = max(need, f(n, r))
+    return need
+
+
+def validate_tape(arrays, info, where, nrules):
+    """Check tape records (dict of arrays: the keys of Tape.export) before any sweep
+    reads them; returns (sizes, slot starts) of the nodes. Raises TapeFormatError."""
+    if not isinstance(info, dict) or type(info.get("n")) is not int or \
+            type(info.get("general")) is not bool:
+        raise TapeFormatError(f"{where}: field 'tapes': bad entry {info!r:.80}")
+    n = info["n"]
+    general = info["general"]
+    need = ["op", "a", "b", "val", "pool"] + (["off", "poff", "P"] if general else [])
+    for name in need:
+        a = arrays.get(name)
+        if a is None:
+            raise _bad(where, name, None, "missing")
+        if a.dtype != _TAPE_FIELDS[name] or a.ndim != 1:
+            raise _bad(where, name, None, f"dtype {a.dtype}, {a.ndim} dimensions; "
+                       f"expected a vector of {np.dtype(_TAPE_FIELDS[name])}")
+        if name in ("op", "a", "b", "off", "poff") and a.shape[0] != n:
+            raise _bad(where, name, None, f"{a.shape[0]} entries for {n} nodes")
+    if n > 2**31 - 2:
+        raise _bad(where, "op", None, f"{n} nodes; a tape holds at most 2**31 - 2")
+    op = np.asarray(arrays["op"])
+    # int32 throughout (n < 2**31): the checks are memory-bound passes over the records
+    a = np.asarray(arrays["a"])
+    b = np.asarray(arrays["b"])
+    nval = arrays["val"].shape[0]
+    npool = arrays["pool"].shape[0]
+    ids = np.arange(n, dtype=np.int32)
+    bad = op >= NUM_OPS
+    if bad.any():
+        i = _first(bad)
+        raise _bad(where, "op", i, f"opcode {int(op[i])} is unknown to this build "
+                   f"({NUM_OPS} ops)")
+    kind = _KIND[op]
+    leaf = kind == 0
+    bad = leaf & ((a != -1) | (b != -1))
+    if bad.any():
+        i = _first(bad)
+        raise _bad(where, "a", i, f"a leaf ({_NAMES[int(op[i])]}) has parents "
+                   f"{int(a[i])}, {int(b[i])}; leaves have -1")
+    bad = ~leaf & ((a < 0) | (a >= ids))
+    if bad.any():
+        i = _first(bad)
+        raise _bad(where, "a", i, f"parent id {int(a[i])} of {_NAMES[int(op[i])]} is not "
+                   "below the node's own id")
+    b_node = (kind == 1) | (kind == 3) | np.isin(op, [_CODES[s.name] for s in
+                                                      registry.STRUCTURAL if s.b == "node"])
+    bad = b_node & ((b < 0) | (b >= ids))
+    if bad.any():
+        i = _first(bad)
+        raise _bad(where, "b", i, f"parent id {int(b[i])} of {_NAMES[int(op[i])]} is not "
+                   "below the node's own id")
+    bad = (kind == 1) & (b != a)
+    if bad.any():
+        i = _first(bad)
+        raise _bad(where, "b", i, f"a unary op's b ({int(b[i])}) must repeat its a "
+                   f"({int(a[i])})")
+    b_pool = (kind == 2) | (op == _CODES["GATHER1"])
+    bad = b_pool & ((b < 0) | (b >= npool))
+    if bad.any():
+        i = _first(bad)
+        raise _bad(where, "b", i, f"immediate index {int(b[i])} is outside the pool of "
+                   f"{npool}")
+    bad = (kind == 4) & ~b_node & ~b_pool & (b != -1)
+    if bad.any():
+        i = _first(bad)
+        raise _bad(where, "b", i, f"{_NAMES[int(op[i])]} has no second parent; b must be -1")
+    if not general:
+        bad = kind == 4
+        if bad.any():
+            i = _first(bad)
+            raise _bad(where, "op", i, f"{_NAMES[int(op[i])]} in the scalar layout (it "
+                       "needs the general layout's parameters)")
+        if nval != n:
+            raise _bad(where, "val", None, f"{nval} values for {n} scalar nodes")
+        return np.ones(n, np.int8), ids
+    off = np.asarray(arrays["off"])
+    poff = np.asarray(arrays["poff"])
+    P = np.asarray(arrays["P"])
+    nP = P.shape[0]
+    has = poff >= 0
+    bad = (poff < -1) | (poff >= nP)
+    if bad.any():
+        i = _first(bad)
+        raise _bad(where, "poff", i, f"parameter offset {int(poff[i])} outside the "
+                   f"parameter arena of {nP}")
+    starts = poff[has]
+    if starts.size and (starts[0] != 0 or (np.diff(starts) <= 0).any()):
+        i = int(ids[has][0]) if starts[0] != 0 else int(ids[has][1:][np.diff(starts) <= 0][0])
+        raise _bad(where, "poff", i, "parameter structs must follow each other in node "
+                   "order from 0")
+    if not starts.size and nP:
+        raise _bad(where, "P", None, f"{nP} parameters but no node has a struct")
+    span = np.zeros(n, np.int64)
+    span[has] = np.diff(np.append(starts, nP))
+    size = np.ones(n, np.int64)
+    size[has] = P[starts]
+    bad = size < 0
+    if bad.any():
+        i = _first(bad)
+        raise _bad(where, "P", i, f"negative size {int(size[i])}")
+    bad = (kind == 4) & ~has
+    if bad.any():
+        i = _first(bad)
+        raise _bad(where, "poff", i, f"{_NAMES[int(op[i])]} has no parameter struct")
+    bad = (kind < 4) & has & (span != 1)
+    if bad.any():
+        i = _first(bad)
+        raise _bad(where, "P", i, f"{_NAMES[int(op[i])]} has a struct of {int(span[i])} "
+                   "fields; elementwise ops and leaves have 1 (their size)")
+    with np.errstate(over="ignore"):
+        total = np.cumsum(size)
+    if n and (total[-1] != nval or (total < 0).any() or (total > nval).any()):
+        raise _bad(where, "val", None, f"the nodes' sizes add up to {int(total[-1])}, the "
+                   f"value arena holds {nval}")
+    if not n and nval:
+        raise _bad(where, "val", None, f"{nval} values for no nodes")
+    start = total - size
+    bad = off != start
+    if bad.any():
+        i = _first(bad)
+        raise _bad(where, "off", i, f"value offset {int(off[i])}, expected {int(start[i])} "
+                   "(the nodes' values follow each other)")
+    elem = (kind >= 1) & (kind <= 3)
+    sa = size[np.where(elem, a, 0)]
+    bad = elem & (sa != 1) & (sa != size)
+    if bad.any():
+        i = _first(bad)
+        raise _bad(where, "a", i, f"{_NAMES[int(op[i])]} of size {int(size[i])} reads a "
+                   f"parent of size {int(sa[i])}")
+    sb = size[np.where(kind == 3, b, 0)]
+    bad = (kind == 3) & (sb != 1) & (sb != size)
+    if bad.any():
+        i = _first(bad)
+        raise _bad(where, "b", i, f"{_NAMES[int(op[i])]} of size {int(size[i])} reads a "
+                   f"parent of size {int(sb[i])}")
+    pool = np.asarray(arrays["pool"])
+    for i in np.flatnonzero(kind == 4):
+        _check_struct(int(i), _NAMES[int(op[i])], int(a[i]), int(b[i]), size, op,
+                      P, int(poff[i]), int(span[i]), pool, nrules, where)
+    return size, off
+
+
+def _check_struct(i, name, a, b, size, op, P, m, span, pool, nrules, where):
+    """The parameter struct P[m : m + span] of structural node i (op `name`): its
+    length and every field a kernel uses as a count, an offset or a node id."""
+    def fail(msg):
+        raise _bad(where, "P", i, f"{name}: {msg}")
+
+    def need(length):
+        if span != length:
+            fail(f"struct of {span} fields, expected {length}")
+
+    def node(j, what):
+        if not 0 <= j < i:
+            fail(f"{what} {j} is not a node below {i}")
+        return j
+
+    F = [int(x) for x in P[m:m + min(span, 8)]]     # the fixed fields
+    sz = F[0]
+    sa = int(size[a])
+    if name == "GATHER1":
+        need(1)
+        k = pool[b]
+        if sz != 1 or not (k == np.floor(k) and 0 <= k < sa):
+            fail(f"index {k} outside a parent of size {sa}")
+    elif name == "GATHER":
+        need(1 + sz)
+        idx = P[m + 1:m + 1 + sz]
+        if idx.size and (idx.min() < 0 or idx.max() >= sa):
+            fail(f"an index is outside a parent of size {sa}")
+    elif name == "STRIDED":
+        need(3)
+        start, step = F[1], F[2]
+        last = start + (sz - 1) * step
+        if sz and not (0 <= start < sa and 0 <= last < sa):
+            fail(f"positions {start}..{last} outside a parent of size {sa}")
+    elif name == "BROADCAST":
+        if span < 2:
+            fail("struct too short")
+        nd = F[1]
+        if not 0 <= nd <= 64:
+            fail(f"{nd} dimensions (at most 64)")
+        need(2 + 2 * nd)
+        dims = [int(x) for x in P[m + 2:m + 2 + nd]]
+        strides = [int(x) for x in P[m + 2 + nd:m + 2 + 2 * nd]]
+        if min(dims + [0]) < 0 or min(strides + [0]) < 0 or _prod(dims) != sz:
+            fail(f"shape {dims} and strides {strides} for size {sz}")
+        if sz and sum((d - 1) * s for d, s in zip(dims, strides)) >= sa:
+            fail(f"reads beyond a parent of size {sa}")
+    elif name in ("SUM", "PROD", "AMAX", "AMIN", "CUMSUM", "CUMPROD", "NORM"):
+        need(4)
+        outer, cnt, inner = F[1], F[2], F[3]
+        if min(outer, cnt, inner) < 0:
+            fail(f"negative extent in ({outer}, {cnt}, {inner})")
+        cum = name in ("CUMSUM", "CUMPROD")
+        if _prod([outer, cnt, inner]) != sa or sz != _prod([outer, inner] + ([cnt] if cum
+                                                                             else [])):
+            fail(f"({outer}, {cnt}, {inner}) does not fit size {sz} from a parent of {sa}")
+        if name in ("AMAX", "AMIN") and cnt == 0 and sz:
+            fail("a maximum or minimum over an empty axis")
+        if name == "NORM" and max(cnt, inner) > INT_MAX:
+            fail("a dimension exceeds BLAS's 32-bit limit")
+    elif name == "DOT":
+        need(2)
+        node(b, "second parent")
+        if sz != 1 or F[1] != sa or F[1] != int(size[b]):
+            fail(f"length {F[1]} for vectors of sizes {sa}, {int(size[b])}")
+    elif name == "WHERE":
+        need(2)
+        c = node(F[1], "condition node")
+        for j, what in ((a, "x"), (b, "y")):
+            if int(size[j]) not in (1, sz):
+                fail(f"{what} of size {int(size[j])} for a result of {sz}")
+        if int(size[c]) != sz:
+            fail(f"condition of size {int(size[c])} for a result of {sz}")
+    elif name == "CONCAT":
+        if span < 5:
+            fail("struct too short")
+        outer, inner, total, nparts = F[1], F[2], F[3], F[4]
+        if nparts < 1 or min(outer, inner, total) < 0:
+            fail(f"bad header ({outer}, {inner}, {total}, {nparts} parts)")
+        need(5 + 3 * nparts)
+        if sz != _prod([outer, total, inner]):
+            fail(f"size {sz} is not {outer}·{total}·{inner}")
+        parts = P[m + 5:m + 5 + 3 * nparts].reshape(nparts, 3)
+        if int(parts[0, 0]) != a:
+            fail(f"the first part ({int(parts[0, 0])}) must be the node's a ({a})")
+        for q, (j, st, ln) in enumerate(parts.tolist()):
+            node(j, f"part {q}")
+            if not (0 <= st and 0 <= ln and st + ln <= total) or \
+                    int(size[j]) != _prod([outer, ln, inner]):
+                fail(f"part {q} (start {st}, length {ln}, size {int(size[j])}) does not "
+                     f"fit ({outer}, {total}, {inner})")
+    elif name == "MATMUL":
+        need(8)
+        node(b, "second parent")
+        rows, k, cols, batch, sA, sB, flags = F[1:8]
+        sb = int(size[b])
+        if min(rows, k, cols, batch, sA, sB) < 0 or flags not in (0, 1, 2, 3) or \
+                max(rows, k, cols, rows * k, k * cols, rows * cols) > INT_MAX or \
+                sz != _prod([batch, rows, cols]):
+            fail(f"rows {rows}, k {k}, cols {cols}, batch {batch}, strides {sA}, {sB}, "
+                 f"flags {flags} for size {sz}")
+        if batch and ((batch - 1) * sA + rows * k > sa or (batch - 1) * sB + k * cols > sb):
+            fail(f"reads beyond its factors of sizes {sa} and {sb}")
+    elif name == "LU":
+        need(2)
+        nn = F[1]
+        if nn < 0 or nn * nn > INT_MAX or sz != nn * nn + nn or sa != nn * nn:
+            fail(f"n {nn} for size {sz} from a parent of size {sa}")
+    elif name in ("SOLVE", "DET", "LOGDET"):
+        need(3 if name == "SOLVE" else 2)
+        if op[a] != _CODES["LU"]:
+            fail(f"its first parent (node {a}) is not an LU node")
+        nn = F[1]
+        if nn < 0 or sa != nn * nn + nn:
+            fail(f"n {nn} for an LU node of size {sa}")
+        if name == "SOLVE":
+            node(b, "second parent")
+            r = F[2]
+            if r < 0 or sz != nn * r or int(size[b]) != nn * r or nn * r > INT_MAX:
+                fail(f"n {nn}, r {r} for size {sz} and a right side of {int(size[b])}")
+        elif sz != 1:
+            fail(f"size {sz}, expected 1")
+    elif name == "CALLBACK":
+        if span < 3:
+            fail("struct too short")
+        slot, npar = F[1], F[2]
+        need(3 + npar)
+        if not 0 <= slot < nrules:
+            fail(f"rule slot {slot}, the file names {nrules} rule(s)")
+        parents = P[m + 3:m + 3 + npar]
+        if npar < 1 or int(parents[0]) != a:
+            fail("its first parent must be the node's a")
+        for q, j in enumerate(parents.tolist()):
+            node(j, f"parent {q}")
+    else:                           # pragma: no cover - a new structural op
+        fail("this build's loader does not know its parameters")
+
+
+def _prod(xs):
+    p = 1
+    for x in xs:
+        p *= int(x)
+    return p
+
+
+def _tape_arrays(arrays, k):
+    prefix = f"t{k}."
+    return {name[len(prefix):]: a for name, a in arrays.items() if name.startswith(prefix)}
+
+
+def _rules_for(callbacks, names, where):
+    """The rule objects for the CALLBACK slots named `names`, from `callbacks` (a
+    sequence in slot order, or a mapping from rule name to rule)."""
+    if not names:
+        return []
+    if callbacks is None:
+        raise TapeFormatError(
+            f"{where}: it holds {len(names)} custom rule(s) ({', '.join(names[:3])}"
+            f"{', ...' if len(names) > 3 else ''}), which a file does not save (they are "
+            "code): pass callbacks= with the rule objects (Function.rules of the original "
+            "function, in order) to load it")
+    if isinstance(callbacks, dict):
+        try:
+            rules = [callbacks[nm] for nm in names]
+        except KeyError as e:
+            raise TapeFormatError(f"{where}: callbacks= has no rule named {e}") from None
+    else:
+        rules = list(callbacks)
+        if len(rules) != len(names):
+            raise TapeFormatError(f"{where}: {len(names)} custom rule(s) needed, "
+                                  f"callbacks= gives {len(rules)}")
+    for r, nm in zip(rules, names):
+        if not all(callable(getattr(r, m, None)) for m in ("forward", "backward", "tangent")):
+            raise TypeError(f"fastape.load: the rule for {nm!r} has no forward, backward "
+                            "and tangent methods")
+    return rules
+
+
+def _load_tape(arrays, info, k, rules, where):
+    from fastape._tape import Tape
+    names = info.get("rules") if isinstance(info, dict) else None
+    if not isinstance(names, list) or not all(isinstance(x, str) for x in names):
+        raise TapeFormatError(f"{where}: field 'tapes': bad rule names")
+    t_arrays = _tape_arrays(arrays, k)
+    size, off = validate_tape(t_arrays, info, f"{where}: tape {k}", len(names))
+    home = getattr(arrays, "homes", {}).get(k)
+    prefix = len(f"t{k}.")
+    # the records were read into a tape: it is adopted (once) if they are exactly what
+    # was validated, else (arrays replaced since, as the fuzzer does) copied as usual
+    if home is not None and not home[2] and len(home[1]) == len(t_arrays) and \
+            all(t_arrays.get(n[prefix:]) is x for n, x in home[1].items()):
+        home[2] = True
+        tape = home[0]
+        tape._adopt(_required_work(t_arrays), list(rules))
+        for n in home[1]:           # views of the tape's memory: never read again
+            arrays[n] = None
+    else:
+        tape = Tape._from_buffers({n: np.ascontiguousarray(x) for n, x in t_arrays.items()},
+                                  _required_work(t_arrays), list(rules))
+    return tape, size, off
+
+
+def _split_rules(header, rules, callbacks, where):
+    """Per tape, its rule objects."""
+    tapes = header.get("tapes")
+    if not isinstance(tapes, list) or not tapes or \
+            not all(isinstance(t, dict) and isinstance(t.get("rules"), list) for t in tapes):
+        raise TapeFormatError(f"{where}: field 'tapes' is missing or malformed")
+    names = [nm for t in tapes for nm in t["rules"]]
+    if rules is None:
+        rules = _rules_for(callbacks, names, where)
+    out, q = [], 0
+    for t in tapes:
+        out.append(rules[q:q + len(t["rules"])])
+        q += len(t["rules"])
+    return tapes, out
+
+
+def load_tape(source, callbacks=None, mmap=False, _rules=None, _read=None):
+    header, arrays, where = _read or read(source, mmap)
+    if header.get("kind") != "tape":
+        raise TapeFormatError(f"{where}: field 'kind': {header.get('kind')!r}; "
+                              "Tape.load reads tapes (fastape.load reads both)")
+    tapes, rules = _split_rules(header, _rules, callbacks, where)
+    if len(tapes) != 1:
+        raise TapeFormatError(f"{where}: field 'tapes': a tape file holds one tape")
+    return _load_tape(arrays, tapes[0], 0, rules[0], where)[0]
+
+
+def _int_vector(arrays, name, where, length=None):
+    a = arrays.get(name)
+    if a is None or a.dtype != np.int64 or a.ndim != 1 or (length is not None and
+                                                          a.shape[0] != length):
+        raise TapeFormatError(f"{where}: field {name!r} is missing or not an int64 vector"
+                              + ("" if length is None else f" of {length}"))
+    return np.asarray(a)
+
+
+def load_function(source, fun=None, callbacks=None, mmap=False, _rules=None, _read=None):
+    from fastape._compiled import Function
+    from fastape._tree import normalize_argnums
+    header, arrays, where = _read or read(source, mmap)
+    if header.get("kind") != "function":
+        raise TapeFormatError(f"{where}: field 'kind': {header.get('kind')!r}, not a "
+                              "compiled function")
+    meta = header.get("function")
+    if not isinstance(meta, dict):
+        raise TapeFormatError(f"{where}: field 'function' is missing")
+    for field, types in (("name", str), ("nargs", int), ("retrace", bool),
+                         ("max_traces", int), ("last", int), ("traces", list)):
+        if type(meta.get(field)) is not types:
+            raise TapeFormatError(f"{where}: field 'function.{field}': {meta.get(field)!r:.60}")
+    treedef = _tree_from_json(meta.get("args"), where)
+    if treedef.is_leaf or treedef._key is None or treedef._key[0] is not tuple or \
+            len(treedef._key[2]) != meta["nargs"] or meta["nargs"] < 1:
+        raise TapeFormatError(f"{where}: field 'function.args': not a tuple of "
+                              f"{meta['nargs']} arguments")
+    argnums = meta.get("argnums")
+    try:
+        if not (type(argnums) is int or (isinstance(argnums, list) and
+                                         all(type(x) is int for x in argnums))):
+            raise TypeError(f"argnums {argnums!r}")
+        normalize_argnums(argnums if type(argnums) is int else tuple(argnums),
+                          meta["nargs"], "load")
+    except (TypeError, ValueError) as e:
+        raise TapeFormatError(f"{where}: field 'function.argnums': {e}") from None
+    shapes = treedef.leaf_shapes
+    flat = arrays.get("example")
+    counts = [_prod(sh) for sh in shapes]
+    if flat is None or flat.dtype != np.float64 or flat.shape != (sum(counts),):
+        raise TapeFormatError(f"{where}: field 'example': expected {sum(counts)} float64 "
+                              "values (the example arguments' leaves)")
+    example, q = [], 0
+    for shape, c in zip(shapes, counts):
+        x = np.array(flat[q:q + c]).reshape(shape)
+        example.append(float(x) if shape == () else x)
+        q += c
+    tapes, rules = _split_rules(header, _rules, callbacks, where)
+    trs = meta["traces"]
+    if len(trs) != len(tapes) or not 1 <= len(trs) <= max(meta["max_traces"], 1) or \
+            not 1 <= meta["max_traces"] <= INT_MAX or not 0 <= meta["last"] < len(trs):
+        raise TapeFormatError(f"{where}: field 'function.traces': {len(trs)} traces for "
+                              f"{len(tapes)} tapes, max_traces {meta['max_traces']}, "
+                              f"last {meta['last']}")
+    built = []
+    for k, (info, tr) in enumerate(zip(tapes, trs)):
+        tape, size, off = _load_tape(arrays, info, k, rules[k], where)
+        d = _check_trace(arrays, tr, k, tape, size, off, shapes, f"{where}: trace {k}")
+        built.append((tape, d))
+    return Function._from_state(meta, fun, treedef, example, built)
+
+
+def _check_trace(arrays, tr, k, tape, size, off, shapes, where):
+    if not isinstance(tr, dict) or type(tr.get("output")) is not int or \
+            type(tr.get("grouped")) is not bool or not isinstance(tr.get("out_shape"), list):
+        raise TapeFormatError(f"{where}: bad entry {tr!r:.80}")
+    n = len(tape)
+    opc = tape.opcodes()
+    nval = int(size.sum())
+    inputs = _int_vector(arrays, f"r{k}.inputs", where, len(shapes))
+    for q, (j, shape) in enumerate(zip(inputs.tolist(), shapes)):
+        m = _prod(shape)
+        ok = 0 <= j < n and opc[j] == INPUT and (
+            size[j] == m or (size[j] == 1 and m > 1 and j + m <= n and
+                             (opc[j:j + m] == INPUT).all() and (size[j:j + m] == 1).all() and
+                             (np.diff(off[j:j + m]) == 1).all()))
+        if not ok:
+            raise TapeFormatError(f"{where}: field 'inputs' entry {q}: node {j} is not an "
+                                  f"input of {m} value(s)")
+    out = tr["output"]
+    if not 0 <= out < n or not all(type(d) is int and d >= 0 for d in tr["out_shape"]) or \
+            _prod(tr["out_shape"]) != size[out]:
+        raise TapeFormatError(f"{where}: field 'output': node {out} with shape "
+                              f"{tr['out_shape']}")
+    if tr["grouped"] and not tape.scalar_layout:
+        raise TapeFormatError(f"{where}: field 'grouped': a grouped trace must be in the "
+                              "scalar layout")
+    guards = arrays.get(f"r{k}.guards")
+    if guards is None or guards.dtype != np.int64 or guards.ndim != 2 or \
+            guards.shape[1] != len(_GUARD_FIELDS):
+        raise TapeFormatError(f"{where}: field 'guards' is missing or not an int64 array of "
+                              f"{len(_GUARD_FIELDS)} columns")
+    guards = np.asarray(guards)
+    ng = guards.shape[0]
+    expect = arrays.get(f"r{k}.expect")
+    if expect is None or expect.dtype != np.float64 or expect.ndim != 1:
+        raise TapeFormatError(f"{where}: field 'expect' is missing or not a float64 vector")
+    for q in range(ng):
+        hw, x, y, go, gs, sx, sy = guards[q].tolist()
+        ok = 0 <= hw < _CMP_COUNT and 0 <= x < n and 0 <= y < n and gs >= 0 and \
+            sx in (0, 1) and sy in (0, 1) and 0 <= go and go + gs <= expect.shape[0]
+        if ok and gs:
+            ok = int(off[x]) + (gs - 1) * sx < nval and int(off[y]) + (gs - 1) * sy < nval
+        if not ok:
+            raise TapeFormatError(f"{where}: guard {q}: comparison {hw} of nodes {x}, {y}, "
+                                  f"{gs} value(s) at {go}, strides {sx}, {sy} does not fit "
+                                  "the tape")
+    g = {name: np.ascontiguousarray(guards[:, j]) for j, name in enumerate(_GUARD_FIELDS)}
+    return {"inputs": inputs, "output": out, "out_shape": tr["out_shape"],
+            "grouped": tr["grouped"], **g, "g_expect": np.ascontiguousarray(expect)}
+
+
+def load(source, fun=None, callbacks=None, mmap=False):
+    """Read a :class:`Tape` or a compiled :class:`Function` saved by their ``save``
+    method (``source``: a path, or the file's bytes).
+
+    Everything is validated before it is returned (see ``fastape._format``): a
+    corrupt, truncated or foreign file, or one of a newer format version, raises
+    :class:`fastape.TapeFormatError` naming the first bad field. Loading runs no
+    code: the file holds no pickle.
+
+    ``fun``: the source function of a compiled function, which a file does not hold;
+    given, the loaded function re-records when an input takes a branch none of its
+    saved traces took (as the original did); without it such a call raises
+    :class:`fastape.BranchChanged`, and so do the second-order paths that record the
+    gradient (``hvp``/``hessian`` of a trace that is not a scalar tape).
+    ``callbacks``: the custom rules (``custom_vjp``/``custom_jvp``) of a file that
+    has CALLBACK nodes (the file names them): ``F.rules`` of the saved function, as a
+    list in that order or a dict by rule name. ``mmap=True`` maps the file's arrays
+    instead of reading them (the loaded tape still copies its records).
+
+    >>> import numpy as np, fastape as ft, tempfile, os
+    >>> F = ft.compile(lambda x: ft.sum(x ** 2), np.ones(3))
+    >>> path = os.path.join(tempfile.mkdtemp(), "f.npz")
+    >>> F.save(path)
+    >>> G = ft.load(path)
+    >>> G.grad(np.array([1.0, 2.0, 3.0]))
+    array([2., 4., 6.])
+    """
+    return from_parts(read(source, mmap), fun=fun, callbacks=callbacks)
+
+
+def from_parts(parts, fun=None, callbacks=None, _rules=None):
+    """The tape or function of a read file's (header, arrays, where), validated."""
+    kind = parts[0].get("kind")
+    if kind == "tape":
+        if fun is not None:
+            raise TypeError(f"fastape.load: {parts[2]} holds a tape; fun= is for compiled "
+                            "functions")
+        return load_tape(None, callbacks=callbacks, _rules=_rules, _read=parts)
+    if kind == "function":
+        return load_function(None, fun=fun, callbacks=callbacks, _rules=_rules, _read=parts)
+    raise TapeFormatError(f"{parts[2]}: field 'kind': {kind!r}")
+
+
+# ---------------------------------------------------------------------------
+# pickling: the same format, with what a file cannot hold pickled beside it
+# ---------------------------------------------------------------------------
+
+def _to_bytes(header, arrays):
+    buf = io.BytesIO()
+    _write(buf, header, arrays)
+    return buf.getvalue()
+
+
+def _by_name(module, qualname):
+    obj = importlib.import_module(module)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+class _RulePickler(pickle.Pickler):
+    """Pickles the rule objects of CALLBACK nodes. A custom function
+    (``@custom_vjp def f``) goes by reference to the module attribute it is, as a
+    plain function would: pickled by value it would hold the undecorated ``f``, which
+    pickle cannot find under its own name (the name holds the decorated one)."""
+
+    def reducer_override(self, obj):
+        from fastape.custom import _Custom
+        if isinstance(obj, _Custom):
+            module, qual = getattr(obj, "__module__", None), getattr(obj, "__qualname__", "")
+            try:
+                found = _by_name(module, qual) if module and "<" not in qual else None
+            except (ImportError, AttributeError):
+                found = None
+            if found is obj:
+                return _by_name, (module, qual)
+        return NotImplemented
+
+
+def _pickled_rules(rules):
+    buf = io.BytesIO()
+    _RulePickler(buf).dump(list(rules))
+    return buf.getvalue()
+
+
+def tape_reduce(tape):
+    arrays, rules = {}, []
+    info = _tape_parts(tape, 0, arrays, rules)
+    return _tape_from_pickle, (_to_bytes({"kind": "tape", "tapes": [info]}, arrays),
+                               _pickled_rules(rules))
+
+
+def _tape_from_pickle(data, rules):
+    return load_tape(data, _rules=pickle.loads(rules))
+
+
+def function_reduce(F):
+    header, arrays, rules = _function_parts(F)
+    fun = F.fun if F.retrace else None
+    if fun is not None:
+        try:
+            pickle.dumps(fun)
+        except Exception as e:
+            raise TypeError(
+                f"pickle: compiled {getattr(fun, '__qualname__', 'function')} keeps its "
+                f"source function by reference, to re-record "
+                f"when an input takes another branch, and that function cannot be pickled "
+                f"({type(e).__name__}: {e}); define it at module level, or compile with "
+                "retrace=False to pickle the recorded traces without it") from None
+    return _function_from_pickle, (_to_bytes(header, arrays), fun, _pickled_rules(rules))
+
+
+def _function_from_pickle(data, fun, rules):
+    return load_function(data, fun=fun, _rules=pickle.loads(rules))
+
+
+def deepcopy_function(F):
+    """copy.deepcopy of a compiled function: through the format, the source function
+    and custom rules kept by reference (they need not be picklable)."""
+    header, arrays, rules = _function_parts(F)
+    return load_function(_to_bytes(header, arrays), fun=F.fun, _rules=rules)
