@@ -1294,10 +1294,11 @@ cdef class Function:
         """The compiled flat gradient of f (see _gradient)."""
         return self._gradient()
 
-    def _compressed(self, args, colors, i64 ncolors, bint hessian):
+    def _compressed(self, args, colors, i64 ncolors, bint hessian, bint single=False):
         """(B, trace): B = J S (m × ncolors) or, hessian, ∇²f S (n × ncolors) on a trace with
         the direct forward-over-reverse sweep (None there otherwise), S the seed matrix
-        S[j, colors[j]] = 1, by vector-mode sweeps of at most 64 directions."""
+        S[j, colors[j]] = 1, by vector-mode sweeps of at most 64 directions, or (single)
+        one sweep per color, which a grouped tape runs run by run."""
         cdef Trace tr
         cdef Tape t
         cdef i64 nin, nout, b0, p, d, e, node, j, c
@@ -1319,7 +1320,7 @@ cdef class Function:
             B = np.zeros((nout, ncolors))
             Bv = B
             buf = np.zeros(max(nout, max([m for _, m in layout], default=0), 1))
-            p = _block(ncolors)
+            p = 1 if single else _block(ncolors)
             for b0 in range(0, ncolors, p):
                 t.prepare_tangents(p, True)
                 j = 0

@@ -88,6 +88,23 @@ ctypedef struct ISet:
     i64 cap             # the entries follow the header
 
 
+# bytes held by index sets now and at most since the last pass began (a measure of the
+# propagation's memory: fastape.sparse reports it, the tests bound it)
+cdef i64 _held = 0, _peak = 0
+
+
+cdef inline void _count(i64 nbytes) noexcept nogil:
+    global _held, _peak
+    _held += nbytes
+    if _held > _peak:
+        _peak = _held
+
+
+def peak_set_bytes():
+    """Peak bytes of index sets held during the last propagation."""
+    return int(_peak)
+
+
 cdef inline i32* _d(const ISet* s) noexcept nogil:
     return <i32*>(<char*>s + sizeof(ISet))
 
@@ -99,6 +116,7 @@ cdef ISet* _alloc(i64 cap) except NULL:
     s.refs = 1
     s.n = 0
     s.cap = cap
+    _count(sizeof(ISet) + cap * sizeof(i32))
     return s
 
 
@@ -112,6 +130,7 @@ cdef inline void _unref(ISet* s) noexcept nogil:
     if s != NULL:
         s.refs -= 1
         if s.refs == 0:
+            _count(-<i64>(sizeof(ISet) + s.cap * sizeof(i32)))
             free(s)
 
 
@@ -193,6 +212,7 @@ cdef ISet* _absorb(ISet* a, const ISet* b) except NULL:
     need = a.n + new
     if need > a.cap:
         need = max(need, 2 * a.cap)
+        _count((need - a.cap) * sizeof(i32))
         a = <ISet*>realloc(a, sizeof(ISet) + need * sizeof(i32))
         if a == NULL:
             raise MemoryError("sparsity: out of memory for the index sets")
@@ -774,9 +794,11 @@ def patterns(Tape t not None, const uint8_t[::1] kinds, const uint8_t[::1] flags
     Returns (indptr, indices) of the output's Jacobian pattern (rows: its elements)
     and, if `hessian`, of the symmetric Lagrangian Hessian pattern (ncols × ncols),
     else None."""
+    global _peak
     cdef _Pass ps = _Pass.__new__(_Pass)
     cdef i64 n = t.n, i, q, p, e, nout
     cdef int kd
+    _peak = _held
     ps.t = t
     ps.kind = &kinds[0]
     ps.flags = &flags[0]

@@ -35,6 +35,8 @@ entry of the compressed product, no substitution), both greedy in two orders (na
 largest first), the one with fewer colors kept.
 """
 
+import time
+
 import numpy as np
 
 from fastape import _sparsity, registry
@@ -210,6 +212,23 @@ class _Fixed:
         self.ncolors = int(self.colors.max()) + 1 if len(self.colors) else 0
         self.src = src
         self.fits = {trace: True}
+        # one sweep per color (a grouped tape then runs run by run) or vector-mode sweeps
+        # of up to 64 colors: chosen by timing both at the first evaluation
+        self.single = True if self.ncolors <= 1 else None
+
+    def evaluate(self, compressed):
+        """compressed(single) -> (B, trace), the faster way (timed once, then kept)."""
+        if self.single is None:
+            # min of two timings each, interleaved (the machine may be shared); the first
+            # call of each way makes its arenas
+            best = {False: np.inf, True: np.inf}
+            for single in (False, True, False, True, False, True):
+                t0 = time.perf_counter()
+                out = compressed(single)
+                best[single] = min(best[single], time.perf_counter() - t0)
+            self.single = best[True] < best[False]
+            return out
+        return compressed(self.single)
 
     def pattern(self):
         return _csr(self.indptr, self.indices, self.shape).copy()
@@ -311,7 +330,8 @@ def sparse_jacobian(F, *args):
     """J(args) of compiled F as a ``csr_array`` with the fixed pattern; see
     :meth:`fastape.Function.sparse_jacobian`."""
     fixed = _fixed_jacobian(F)
-    B, trace = F._compressed(args, fixed.colors, fixed.ncolors, False)
+    B, trace = fixed.evaluate(
+        lambda single: F._compressed(args, fixed.colors, fixed.ncolors, False, single))
     _check_fits(F, fixed, trace, False)
     return _scatter(fixed, B)
 
@@ -319,10 +339,13 @@ def sparse_jacobian(F, *args):
 def _compressed_hessian(G, args, fixed):
     """∇²g S at args for compiled scalar g: the direct sweep when its trace allows it,
     else forward mode over its compiled gradient."""
-    B, trace = G._compressed(args, fixed.colors, fixed.ncolors, True)
-    if B is None:
-        B, _ = G._gradient_function()._compressed(args, fixed.colors, fixed.ncolors, False)
-    return B
+    def compressed(single):
+        B, trace = G._compressed(args, fixed.colors, fixed.ncolors, True, single)
+        if B is None:
+            B, trace = G._gradient_function()._compressed(args, fixed.colors, fixed.ncolors,
+                                                          False, single)
+        return B, trace
+    return fixed.evaluate(compressed)[0]
 
 
 def sparse_hessian(F, *args, v=None):
