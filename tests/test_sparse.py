@@ -654,3 +654,66 @@ def test_patterns_are_copies():
     P = F.hessian_sparsity()
     P.data[:] = False
     assert F.hessian_sparsity().toarray().sum() == 13
+
+
+# -- custom rules, pytrees, numbers, data arguments --------------------------------------
+
+@ft.custom_vjp
+def _square_vjp(a):
+    return a * a
+
+
+_square_vjp.defvjp(lambda a: (a * a, a), lambda a, g: (2 * a * g,))
+
+
+@ft.custom_jvp
+def _cube_jvp(a):
+    return a ** 3
+
+
+_cube_jvp.defjvp(lambda p, t: (p[0] ** 3, 3 * p[0] ** 2 * t[0]))
+
+
+@pytest.mark.parametrize("rule", [_square_vjp, _cube_jvp], ids=["custom_vjp", "custom_jvp"])
+def test_custom_rules(rule, rng):
+    """A custom rule depends on all its inputs (conservative); a custom_vjp one has no
+    tangents, so its derivatives come from reverse sweeps over a row coloring."""
+    def f(x):
+        return ft.stack([rule(x[0]) * x[1], x[2] ** 2, x[3]])
+    x = rng.uniform(0.5, 1.5, 4)
+    F = ft.compile(f, x)
+    np.testing.assert_array_equal(F.jacobian_sparsity().toarray(),
+                                  [[1, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]])
+    J = F.sparse_jacobian(x)
+    np.testing.assert_allclose(J.toarray(), F.jacobian(x, mode="rev"), rtol=1e-14)
+    np.testing.assert_allclose(J.toarray(), fd_jacobian(F, x), rtol=1e-7, atol=1e-8)
+    v = np.array([1.5, -2.0, 0.5])
+    H = F.sparse_hessian(x, v=v)
+    Hd = fd_jacobian(lambda y: F.vjp(y, v)[1], x)
+    np.testing.assert_allclose(H.toarray(), Hd, rtol=1e-6, atol=1e-6)
+    G = ft.compile(lambda y: rule(y[0]) * y[1] + y[2] ** 2, x[:3])
+    np.testing.assert_allclose(G.sparse_hessian(x[:3]).toarray(), G.hessian(x[:3]),
+                               rtol=1e-13)
+
+
+def test_pytree_and_number_arguments():
+    F = ft.compile(lambda p: ft.stack([p["a"][0] * p["b"], p["a"][1] ** 2]),
+                   {"a": np.ones(2), "b": 2.0})
+    p = {"a": np.array([1.0, 2.0]), "b": 3.0}
+    Jd = F.jacobian(p)
+    np.testing.assert_allclose(F.sparse_jacobian(p).toarray(),
+                               np.hstack([Jd["a"], Jd["b"][:, None]]))
+    np.testing.assert_allclose(F.sparse_hessian(p, v=[1.0, 1.0]).toarray(),
+                               [[0, 0, 1], [0, 2, 0], [1, 0, 0]])
+    G = ft.compile(lambda x: ft.sin(x) * x, 0.5)
+    assert G.sparse_hessian(0.7).toarray()[0, 0] == pytest.approx(G.hessian(0.7), rel=1e-15)
+
+
+def test_zeros_of_a_data_argument_are_not_structural():
+    """A product drops a term only for a constant's zero: an argument's zeros move."""
+    F = ft.compile(lambda x, A: A @ x, np.ones(3), np.eye(3))
+    assert F.jacobian_sparsity().nnz == 9
+    A = np.arange(9.0).reshape(3, 3)
+    np.testing.assert_allclose(F.sparse_jacobian(np.ones(3), A).toarray(), A)
+    K = ft.compile(lambda x: np.eye(3) @ x, np.ones(3))
+    assert K.jacobian_sparsity().nnz == 3

@@ -1279,16 +1279,61 @@ cdef class Function:
         from fastape import sparse
         return sparse.sparse_hessian(self, *args, v=v)
 
+    cdef list _diff_layout(self, Trace tr):
+        """[(input node, size)] of the differentiated leaves on trace tr."""
+        return [(tr.inputs[k], int(np.prod(self.leaf_shapes[k], dtype=np.int64)))
+                for k in self._diff_leaves()]
+
+    cdef tuple _sparse_run(self, args):
+        """(trace, working copy swept forward, layout) for a call's arguments."""
+        if not isinstance(args, tuple):
+            args = (args,)
+        tr, t = self._run(self._leaves(args)[0])
+        return tr, t, self._diff_layout(tr)
+
     def _sparse_layout(self, args=None):
         """(trace, [(input node, size) per differentiated leaf]): the trace whose guards
         hold for ``args`` (a tuple; None: the last one used)."""
         cdef Trace tr = self.last
         cdef Tape t
         if args is not None:
-            tr, t = self._run(self._leaves(tuple(args))[0])
+            tr, t, _ = self._sparse_run(tuple(args))
             tr.release(t)
-        sizes = [int(np.prod(self.leaf_shapes[k], dtype=np.int64)) for k in self._diff_leaves()]
-        return tr, [(tr.inputs[k], m) for k, m in zip(self._diff_leaves(), sizes)]
+        return tr, self._diff_layout(tr)
+
+    def _compressed_reverse(self, args, colors, i64 ncolors):
+        """(B, trace): B = Sᵀ J (ncolors × n), S[i, colors[i]] = 1 over the output's
+        elements, by one reverse sweep per color (for functions without tangent rules:
+        custom_vjp)."""
+        cdef Trace tr
+        cdef Tape t
+        cdef i64 r, c, e, j, nout
+        cdef const i64[::1] col = colors
+        cdef double[:, ::1] Bv
+        cdef double* lam
+        tr, t, layout = self._sparse_run(args)
+        try:
+            nout = tr.out_size
+            B = np.zeros((ncolors, sum(m for _, m in layout)))
+            Bv = B
+            for c in range(ncolors):
+                tr.clear_adjoints(t)
+                lam = t.adjoint_ptr(tr.output)
+                for r in range(nout):
+                    if col[r] == c:
+                        lam[r] = 1.0
+                with nogil:
+                    tr.reverse(t)
+                t.raise_pending()
+                j = 0
+                for node, m in layout:
+                    lam = t.adjoint_ptr(node)
+                    for e in range(m):
+                        Bv[c, j + e] = lam[e]
+                    j += m
+            return B, tr
+        finally:
+            tr.release(t)
 
     def _gradient_function(self):
         """The compiled flat gradient of f (see _gradient)."""
@@ -1305,16 +1350,10 @@ cdef class Function:
         cdef const i64[::1] col = colors
         cdef double[:, ::1] Bv
         cdef double[::1] buf
-        if not isinstance(args, tuple):
-            args = (args,)
-        leaves = self._leaves(args)[0]
-        diff = self._diff_leaves()
-        tr, t = self._run(leaves)
+        tr, t, layout = self._sparse_run(args)
         try:
             if hessian and not tr.direct_hvp:
                 return None, tr
-            layout = [(tr.inputs[k], int(np.prod(self.leaf_shapes[k], dtype=np.int64)))
-                      for k in diff]
             nin = sum(m for _, m in layout)
             nout = nin if hessian else tr.out_size
             B = np.zeros((nout, ncolors))

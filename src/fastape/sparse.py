@@ -40,7 +40,7 @@ import time
 import numpy as np
 
 from fastape import _sparsity, registry
-from fastape.errors import BranchChanged, ShapeError
+from fastape.errors import BranchChanged, NoTangentRule, ShapeError
 
 __all__ = ["jacobian_sparsity", "hessian_sparsity", "sparse_jacobian", "sparse_hessian",
            "color_columns", "color_symmetric", "SparsityChanged"]
@@ -215,6 +215,9 @@ class _Fixed:
         # one sweep per color (a grouped tape then runs run by run) or vector-mode sweeps
         # of up to 64 colors: chosen by timing both at the first evaluation
         self.single = True if self.ncolors <= 1 else None
+        # a custom_vjp rule has no tangents: reverse sweeps instead (NoTangentRule seen)
+        self.reverse = False
+        self.rows = None            # Jacobian by reverse sweeps: (row colors, sources)
 
     def evaluate(self, compressed):
         """compressed(single) -> (B, trace), the faster way (timed once, then kept)."""
@@ -318,9 +321,9 @@ def hessian_sparsity(F):
     return _fixed_hessian(F).pattern()
 
 
-def _scatter(fixed, B):
+def _scatter(fixed, B, src=None):
     from scipy.sparse import csr_array
-    data = np.take(B.reshape(-1), fixed.src)
+    data = np.take(B.reshape(-1), fixed.src if src is None else src)
     out = csr_array((data, fixed.indices, fixed.indptr), shape=fixed.shape, copy=False)
     out.has_canonical_format = True     # sorted, no duplicates: nothing to redo in place
     return out
@@ -330,10 +333,25 @@ def sparse_jacobian(F, *args):
     """J(args) of compiled F as a ``csr_array`` with the fixed pattern; see
     :meth:`fastape.Function.sparse_jacobian`."""
     fixed = _fixed_jacobian(F)
-    B, trace = fixed.evaluate(
-        lambda single: F._compressed(args, fixed.colors, fixed.ncolors, False, single))
+    if not fixed.reverse:
+        try:
+            B, trace = fixed.evaluate(
+                lambda single: F._compressed(args, fixed.colors, fixed.ncolors, False, single))
+            _check_fits(F, fixed, trace, False)
+            return _scatter(fixed, B)
+        except NoTangentRule:
+            fixed.reverse = True
+    # no tangents (custom_vjp): Sᵀ J by one reverse sweep per color of the rows
+    if fixed.rows is None:
+        m, n = fixed.shape
+        rows = color_columns(_csr(fixed.indptr, fixed.indices, fixed.shape).T)
+        r = np.repeat(np.arange(m, dtype=np.int64), np.diff(fixed.indptr))
+        fixed.rows = (rows, int(rows.max()) + 1 if m else 0,
+                      rows[r] * n + fixed.indices.astype(np.int64))
+    colors, nc, src = fixed.rows
+    B, trace = F._compressed_reverse(args, colors, nc)
     _check_fits(F, fixed, trace, False)
-    return _scatter(fixed, B)
+    return _scatter(fixed, B, src)
 
 
 def _compressed_hessian(G, args, fixed):
@@ -345,7 +363,14 @@ def _compressed_hessian(G, args, fixed):
             B, trace = G._gradient_function()._compressed(args, fixed.colors, fixed.ncolors,
                                                           False, single)
         return B, trace
-    return fixed.evaluate(compressed)[0]
+    if not fixed.reverse:
+        try:
+            return fixed.evaluate(compressed)[0]
+        except NoTangentRule:
+            fixed.reverse = True
+    # a custom_vjp rule has no tangents: H S = (Sᵀ H)ᵀ (H symmetric), one reverse sweep
+    # of the compiled gradient per color
+    return G._gradient_function()._compressed_reverse(args, fixed.colors, fixed.ncolors)[0].T
 
 
 def sparse_hessian(F, *args, v=None):
