@@ -11,6 +11,8 @@ against one gradient of the same function, in the same run.
                  loop of scalar ops returned by ft.stack, N = 1,000 and 10,000:
                  F.sparse_jacobian(z) and F.sparse_hessian(z, v=λ) (the constraints'
                  Lagrangian Hessian) against one vjp (the gradient of λᵀc)
+    scale        the control dynamics with N = 33,000 (660,005 nodes, 99,002 inputs):
+                 set-up times and the peak memory of the index sets
 
 Every sparse result is checked before timing: against the dense Hessian or Jacobian
 at n = 1,000, against F.hvp / F.jvp along a random direction at 10,000. Set-up times
@@ -133,10 +135,34 @@ def case_control(rounds, N):
                        "sparse_hessian(v) / vjp": ratio("sparse_hessian(v)", "vjp")}}
 
 
+def case_scale(N):
+    """Set-up at scale: the control dynamics with N steps (≈ 20 N nodes, 3 N inputs):
+    record, patterns and the peak bytes of index sets the propagation held at once,
+    against the nodes × inputs / 8 bytes that bit vectors per node would take."""
+    from fastape import _sparsity
+    n = 3 * N + 2
+    z = np.random.default_rng(N).uniform(-1.0, 1.0, n)
+    C, t_record = _once(lambda: ft.compile(control(N), z))
+    PJ, t_jpat = _once(C.jacobian_sparsity)
+    peak_j = _sparsity.peak_set_bytes()
+    PH, t_hpat = _once(C.hessian_sparsity)
+    peak_h = _sparsity.peak_set_bytes()
+    return {"key": f"scale_{N}", "title": f"set-up at scale: control dynamics, N = {N}",
+            "nodes": C.nodes, "inputs": n, "jacobian_nnz": int(PJ.nnz),
+            "hessian_nnz": int(PH.nnz),
+            "setup_seconds": {"record": t_record, "jacobian_sparsity": t_jpat,
+                              "hessian_sparsity": t_hpat},
+            "peak_set_bytes": {"jacobian_sparsity": peak_j, "hessian_sparsity": peak_h,
+                               "bit vectors (nodes x inputs / 8)": C.nodes * n // 8},
+            "tape_bytes": C.nbytes, "seconds": {}, "ratios": {}}
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=9)
     ap.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    ap.add_argument("--scale", type=int, default=33_000,
+                    help="steps of the set-up-at-scale case (default 33,000: 660,005 nodes)")
     args = ap.parse_args(argv)
     if args.rounds < 7:
         ap.error("--rounds must be at least 7 (the medians need them)")
@@ -144,6 +170,7 @@ def main(argv=None):
     try:
         results = [case_banded(args.rounds, n, b) for n in (1_000, 10_000) for b in (1, 2)]
         results += [case_control(args.rounds, N) for N in (1_000, 10_000)]
+        results.append(case_scale(args.scale))
     finally:
         if limit is not None:
             limit.unregister()
@@ -153,6 +180,8 @@ def main(argv=None):
         print(f"\n{r['title']} ({r['nodes']} nodes; {info})")
         for k, s in r["setup_seconds"].items():
             print(f"  set-up {k:<50} {s * 1e3:10.2f} ms")
+        for k, b in r.get("peak_set_bytes", {}).items():
+            print(f"  peak index sets, {k:<41} {b / 1e6:10.2f} MB")
         for k, s in r["seconds"].items():
             print(f"  {k:<57} {s * 1e6:10.1f} µs")
         for k, q in r["ratios"].items():

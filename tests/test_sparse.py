@@ -194,6 +194,9 @@ def test_block_diagonal_array_code(rng):
     Hd = ft.hessian(lambda y: ft.sum(block_diagonal(y) * v))(x)
     np.testing.assert_allclose(H.toarray(), Hd, rtol=1e-12, atol=1e-13)
     assert_covers(F.hessian_sparsity(), [Hd])
+    c = fs.color_symmetric(F.hessian_sparsity())
+    assert_star_valid(F.hessian_sparsity(), c)
+    assert c.max() + 1 <= 4
 
 
 def test_random_sparse_jacobian_equals_dense(rng):

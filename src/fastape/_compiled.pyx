@@ -1291,12 +1291,12 @@ cdef class Function:
         tr, t = self._run(self._leaves(args)[0])
         return tr, t, self._diff_layout(tr)
 
-    def _sparse_layout(self, args=None):
-        """(trace, [(input node, size) per differentiated leaf]): the trace whose guards
-        hold for ``args`` (a tuple; None: the last one used)."""
-        cdef Trace tr = self.last
+    def _sparse_layout(self, args=None, Trace trace=None):
+        """(trace, [(input node, size) per differentiated leaf]): of ``trace``, else of
+        the trace whose guards hold for ``args`` (a tuple), else of the last one used."""
+        cdef Trace tr = self.last if trace is None else trace
         cdef Tape t
-        if args is not None:
+        if trace is None and args is not None:
             tr, t, _ = self._sparse_run(tuple(args))
             tr.release(t)
         return tr, self._diff_layout(tr)

@@ -286,7 +286,7 @@ def _check_fits(F, fixed, trace, hessian):
     ok = fixed.fits.get(trace)
     if ok is None:
         import scipy.sparse as sp
-        _, layout = F._sparse_layout()
+        _, layout = F._sparse_layout(trace=trace)
         jac, hess, n = _trace_patterns(trace, layout, hessian)
         indptr, indices = hess if hessian else jac
         new = _csr(indptr, indices, fixed.shape)
