@@ -1297,8 +1297,11 @@ cdef class Function:
         cdef Trace tr = self.last if trace is None else trace
         cdef Tape t
         if trace is None and args is not None:
-            tr, t, _ = self._sparse_run(tuple(args))
-            tr.release(t)
+            if len(self.traces) == 1 and tr.nguards == 0:
+                self._leaves(tuple(args))       # one path only: check the arguments
+            else:
+                tr, t, _ = self._sparse_run(tuple(args))
+                tr.release(t)
         return tr, self._diff_layout(tr)
 
     def _compressed_reverse(self, args, colors, i64 ncolors):

@@ -242,6 +242,7 @@ class _State:
         self.jac = None
         self.hess = None
         self.lagrangian = None      # the compiled Σ vᵢ fᵢ of a vector output
+        self.scalar_lagrangians = {}    # trace -> Σ vᵢ fᵢ replayed on scalars, or None
 
 
 def _state(F):
@@ -399,7 +400,7 @@ def sparse_hessian(F, *args, v=None):
         if v is not None:
             B = B * w[0]
     else:
-        L = _lagrangian(F, args, w)
+        L = _scalar_lagrangian(F, trace, args, w) or _lagrangian(F, args, w)
         B = _compressed_hessian(L, (w,) + tuple(args), fixed)
     return _scatter(fixed, B)
 
@@ -420,3 +421,183 @@ def _lagrangian(F, args, w):
         st.lagrangian = api.compile(lagrangian, w, *args, argnums=argnums,
                                     retrace=F.retrace, max_traces=F.max_traces)
     return st.lagrangian
+
+
+# ---------------------------------------------------------------------------
+# the Lagrangian of a vector output replayed on scalars
+# ---------------------------------------------------------------------------
+
+# A vector output built from scalar ops (ft.stack of a loop's results) is one CONCAT
+# node, and slices of the input are STRIDED nodes: the tape is in the general layout,
+# where Hessians go through the compiled gradient (recorded in Python, then swept node
+# by node). Replaying such a trace element by element, Σ vᵢ fᵢ becomes a tape of scalar
+# ops, on which the direct forward-over-reverse sweep runs run by run. The replay
+# records every elementwise node with its own opcode (the same value, bit for bit) and
+# only moves elements for the structural ops below; a trace with any other op is not
+# replayed. It holds one branch: it is made per trace, and used only after the call's
+# trace has been found and checked (sparse_hessian).
+
+_MOVES = ("INPUT", "CONSTANT", "GATHER1", "GATHER", "STRIDED", "BROADCAST", "CONCAT", "COPY")
+
+
+def _replay_plan(trace):
+    """The trace's tape as lists, or None if it holds an op the replay does not move."""
+    codes = registry.opcodes()
+    names = {v: k for k, v in codes.items()}
+    ex = trace.tape.export()
+    ops = ex["op"].tolist()
+    for o in set(ops):
+        e = registry.BY_NAME.get(names[o])
+        if names[o] not in _MOVES and not (isinstance(e, registry.Elementwise) and
+                                          not e.partial_of):
+            return None
+    return ex, ops, names
+
+
+def _scalar_lagrangian(F, trace, args, w):
+    """Σ vᵢ fᵢ compiled from this trace replayed on scalars (v its first argument), or
+    None when the trace cannot be replayed so."""
+    st = _state(F)
+    if trace in st.scalar_lagrangians:
+        return st.scalar_lagrangians[trace]
+    plan = _replay_plan(trace)
+    L = None
+    if plan is not None:
+        from fastape import api
+        replay = _replayer(plan, list(trace.inputs), trace.output)
+        fun = F.fun
+
+        def lagrangian(weights, *a):
+            return replay(weights, a)
+        lagrangian.__name__ = f"lagrangian of {getattr(fun, '__name__', 'f')} (scalars)"
+        nums = F.argnums
+        argnums = (nums + 1 if nums >= 0 else nums) if isinstance(nums, int) else \
+            tuple(k + 1 if k >= 0 else k for k in nums)
+        L = api.compile(lagrangian, w, *args, argnums=argnums, retrace=False)
+    st.scalar_lagrangians = {t: v for t, v in st.scalar_lagrangians.items() if t in F.traces}
+    st.scalar_lagrangians[trace] = L
+    return L
+
+
+def _replayer(plan, inputs, output):
+    """fun(weights, args): Σ weights[i] · (element i of the output), the trace's nodes
+    recorded again element by element. A node's elements are one scalar value (a Var,
+    or a float for a constant) when it has one, else a list of them."""
+    from fastape import _tape
+    from fastape._tree import flatten
+    ex, ops, names = plan
+    n = len(ops)
+    a, b = ex["a"].tolist(), ex["b"].tolist()
+    pool, val = ex["pool"].tolist(), ex["val"]
+    if "off" in ex:
+        off, poff, P = ex["off"], ex["poff"], ex["P"]
+        sizes = np.where(poff < 0, 1, P[np.maximum(poff, 0)] if len(P) else 1).tolist()
+        off, poff, P = off.tolist(), poff.tolist(), P.tolist()
+    else:
+        off, poff, P, sizes = list(range(n)), [-1] * n, [], [1] * n
+    vals = val.tolist()
+    UNARY, UNARY_K, BINARY, COPY, INPUT, CONSTANT, GATHER1, GATHER, STRIDED, BROADCAST, \
+        CONCAT = range(11)
+    code = {"COPY": COPY, "INPUT": INPUT, "CONSTANT": CONSTANT, "GATHER1": GATHER1,
+            "GATHER": GATHER, "STRIDED": STRIDED, "BROADCAST": BROADCAST, "CONCAT": CONCAT}
+    kind = {}
+    for o in set(ops):
+        e = registry.BY_NAME.get(names[o])
+        kind[o] = code[names[o]] if names[o] in code else \
+            (UNARY_K if e.has_k else UNARY if e.arity == 1 else BINARY)
+    kinds = [kind[o] for o in ops]
+    first_input = dict(zip(inputs, range(len(inputs))))
+    unary, unary_k, binary, item = _tape.unary, _tape.unary_k, _tape.binary, _tape.item
+
+    def elements(x, m):
+        return x if m > 1 else [x]
+
+    def replay(weights, args):
+        leaves = flatten(tuple(args), "args")[0]
+        el = [None] * n
+        scalarised = {}             # consecutive scalar inputs of one array leaf
+        for node, k in first_input.items():
+            leaf = leaves[k]
+            if leaf.size > 1 and sizes[node] == 1:
+                for e in range(leaf.size):
+                    scalarised[node + e] = (leaf, e)
+        for i in range(n):
+            kd = kinds[i]
+            m = sizes[i]
+            if m == 1 and kd <= BINARY:         # the scalar ops: most nodes
+                x = el[a[i]]
+                if sizes[a[i]] > 1:
+                    x = x[0]
+                if kd == BINARY:
+                    y = el[b[i]]
+                    if sizes[b[i]] > 1:
+                        y = y[0]
+                    el[i] = vals[off[i]] if type(x) is float and type(y) is float \
+                        else binary(ops[i], x, y)
+                elif type(x) is float:
+                    el[i] = vals[off[i]]
+                else:
+                    el[i] = unary_k(ops[i], x, pool[b[i]]) if kd == UNARY_K \
+                        else unary(ops[i], x)
+            elif kd == INPUT:
+                if i in scalarised:
+                    leaf, e = scalarised[i]
+                    el[i] = item(leaf, e)
+                else:
+                    leaf = leaves[first_input[i]]
+                    el[i] = leaf if leaf.shape == () or leaf.size == 1 and m == 1 \
+                        else [item(leaf, j) for j in range(leaf.size)]
+            elif kd == CONSTANT:
+                el[i] = vals[off[i]] if m == 1 else vals[off[i]:off[i] + m]
+            elif kd <= COPY:                    # elementwise on arrays
+                xs = elements(el[a[i]], sizes[a[i]])
+                sx = len(xs) != 1
+                out = []
+                if kd == BINARY:
+                    ys = elements(el[b[i]], sizes[b[i]])
+                    sy = len(ys) != 1
+                    for e in range(m):
+                        x, y = xs[e * sx], ys[e * sy]
+                        out.append(vals[off[i] + e] if type(x) is float and type(y) is float
+                                   else binary(ops[i], x, y))
+                elif kd == COPY:
+                    out = [xs[e * sx] for e in range(m)]
+                else:
+                    for e in range(m):
+                        x = xs[e * sx]
+                        out.append(vals[off[i] + e] if type(x) is float else
+                                   unary_k(ops[i], x, pool[b[i]]) if kd == UNARY_K
+                                   else unary(ops[i], x))
+                el[i] = out
+            else:
+                xs = elements(el[a[i]], sizes[a[i]])
+                q0 = poff[i]
+                if kd == GATHER1:
+                    out = [xs[int(pool[b[i]])]]
+                elif kd == GATHER:
+                    out = [xs[j] for j in P[q0 + 1:q0 + 1 + m]]
+                elif kd == STRIDED:
+                    out = [xs[P[q0 + 1] + j * P[q0 + 2]] for j in range(m)]
+                elif kd == BROADCAST:
+                    nd = P[q0 + 1]
+                    dims = tuple(P[q0 + 2:q0 + 2 + nd])
+                    strides = np.array(P[q0 + 2 + nd:q0 + 2 + 2 * nd], dtype=np.int64)
+                    src = strides @ np.indices(dims).reshape(nd, -1) if nd else [0]
+                    out = [xs[int(j)] for j in src]
+                else:                           # CONCAT: parts side by side
+                    outer, inner, total, nparts = P[q0 + 1:q0 + 5]
+                    out = [None] * (outer * total * inner)
+                    for q in range(nparts):
+                        part, start, ln = P[q0 + 5 + 3 * q:q0 + 8 + 3 * q]
+                        ys = elements(el[part], sizes[part])
+                        ln *= inner
+                        for s_ in range(outer):
+                            out[(s_ * total + start) * inner:(s_ * total + start) * inner + ln] \
+                                = ys[s_ * ln:(s_ + 1) * ln]
+                el[i] = out[0] if m == 1 else out
+        total = 0.0
+        for e, z in enumerate(elements(el[output], sizes[output])):
+            if type(z) is not float:
+                total = total + item(weights, e) * z
+        return total
+    return replay
