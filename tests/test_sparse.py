@@ -770,3 +770,23 @@ def test_vector_lagrangian_per_branch():
         Hd = ft.hessian(lambda y: ft.sum(f(y) * v))(z)
         np.testing.assert_allclose(F.sparse_hessian(z, v=v).toarray(), Hd, atol=1e-14)
     assert len(fs._state(F).scalar_lagrangians) == 2
+
+
+def test_colorings_of_dense_and_hub_patterns_are_quick_and_valid():
+    """A dense row needs a color per column and a dense matrix one per vertex (the
+    greedy pass is skipped above its work budget); a hub of 20,000 neighbors (an
+    arrow) is not scanned once per neighbor."""
+    import time
+    c = fs.color_columns(np.ones((1, 20000), bool))
+    assert np.array_equal(c, np.arange(20000))
+    D = np.ones((30, 30), bool)
+    assert_star_valid(D, fs.color_symmetric(D))
+    n = 20000
+    A = sp.lil_array((n, n), dtype=bool)
+    A[0, :] = True
+    A[:, 0] = True
+    A.setdiag(True)
+    t0 = time.perf_counter()
+    c = fs.color_symmetric(A)
+    assert time.perf_counter() - t0 < 1.0
+    assert c.max() + 1 == 2 and c[0] != c[1]

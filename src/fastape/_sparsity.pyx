@@ -923,23 +923,56 @@ def greedy_columns(const i64[::1] rp, const i32[::1] ri, const i64[::1] cp,
     return colors
 
 
+cdef inline i64 _find(const i64* keys, i64 lo, i64 n, i64 key) noexcept nogil:
+    """Position of key in keys[lo:lo + n] (a vertex's short list), or -1."""
+    cdef i64 q
+    for q in range(lo, lo + n):
+        if keys[q] == key:
+            return q
+    return -1
+
+
+cdef inline void _add_color(i64* lists, i64* counts, i64 lo, i64 w, i64 c) noexcept nogil:
+    """Add color c to vertex w's list lists[lo:lo + counts[w]] unless it is there."""
+    if _find(lists, lo, counts[w], c) < 0:
+        lists[lo + counts[w]] = c
+        counts[w] += 1
+
+
 def greedy_star(const i64[::1] p, const i32[::1] ix, const i64[::1] order):
     """Star coloring of the symmetric pattern's adjacency graph (the diagonal ignored):
     a distance-1 coloring in which every path on four vertices has at least three
     colors, greedy in `order`. Each vertex is given the smallest color that creates
-    no two-colored path on four vertices among the vertices colored so far, checked
-    with the vertex at the end (v-w-x-y: c(v) = c(x), c(w) = c(y)) and inside
-    (a-v-w-x: c(a) = c(w), c(v) = c(x)) of the path."""
-    cdef i64 n = p.shape[0] - 1, q, v, k, kx, h, w, x, y, cw, cx, c
-    cdef bint bad
+    no two-colored path on four vertices among the vertices colored so far, with the
+    new vertex v at an end (v-w-x-y: c(v) = c(x), c(w) = c(y)) or inside (a-v-w-x:
+    c(a) = c(w), c(v) = c(x)) of the path.
+
+    Both conditions are kept per vertex as the colors are given, so that a vertex of
+    high degree (an arrow's hub) is not scanned for each neighbor: for every vertex x
+    the colors of its colored neighbors with their counts (cnt(x, c)), and for every
+    vertex w the colors c(x) of its colored neighbors x with cnt(x, c(w)) >= 2 (a y ≠ w
+    next to x has w's color: `bad` colors, which v next to w must avoid). Inside: if
+    v has two colored neighbors of w's color, every color next to w is forbidden.
+    Each list holds distinct colors, so it has at most deg entries: both live in
+    arrays shaped like the pattern."""
+    cdef i64 n = p.shape[0] - 1, q, v, k, h, w, x, c, cw, pos
+    cdef i64 nnz = ix.shape[0]
     colors = np.full(n, -1, dtype=np.int64)
     forbidden = np.full(n + 1, -1, dtype=np.int64)
-    count = np.zeros(n + 1, dtype=np.int64)      # colored neighbors of v per color
-    cstamp = np.full(n + 1, -1, dtype=np.int64)
+    # per vertex x (slots p[x] .. p[x + 1]): colors next to x and their counts; per
+    # vertex w: its bad colors
+    ccol = np.empty(max(nnz, 1), dtype=np.int64)
+    ccnt = np.empty(max(nnz, 1), dtype=np.int64)
+    bad = np.empty(max(nnz, 1), dtype=np.int64)
+    nc = np.zeros(n + 1, dtype=np.int64)
+    nb = np.zeros(n + 1, dtype=np.int64)
     cdef i64[::1] C = colors
     cdef i64[::1] Fb = forbidden
-    cdef i64[::1] Ct = count
-    cdef i64[::1] Cs = cstamp
+    cdef i64[::1] CC = ccol
+    cdef i64[::1] CN = ccnt
+    cdef i64[::1] BD = bad
+    cdef i64[::1] NC = nc
+    cdef i64[::1] NB = nb
     for q in range(n):
         v = order[q]
         for k in range(p[v], p[v + 1]):
@@ -947,34 +980,47 @@ def greedy_star(const i64[::1] p, const i32[::1] ix, const i64[::1] order):
             if w == v or C[w] < 0:
                 continue
             cw = C[w]
-            Fb[cw] = v
-            if Cs[cw] != v:
-                Cs[cw] = v
-                Ct[cw] = 0
-            Ct[cw] += 1
-        for k in range(p[v], p[v + 1]):
-            w = ix[k]
-            if w == v or C[w] < 0:
-                continue
-            cw = C[w]
-            for kx in range(p[w], p[w + 1]):
-                x = ix[kx]
-                if x == v or x == w or C[x] < 0 or Fb[C[x]] == v:
-                    continue
-                cx = C[x]
-                bad = Ct[cw] >= 2           # a-v-w-x, a another neighbor of v colored cw
-                if not bad:                 # v-w-x-y
-                    for h in range(p[x], p[x + 1]):
-                        y = ix[h]
-                        if y != w and y != x and C[y] == cw:
-                            bad = True
-                            break
-                if bad:
-                    Fb[cx] = v
+            Fb[cw] = v                                  # distance 1
+            for h in range(p[w], p[w] + NB[w]):         # v-w-x-y
+                Fb[BD[h]] = v
+            pos = _find(&CC[0], p[v], NC[v], cw)
+            if CN[pos] >= 2:                            # a-v-w-x
+                for h in range(p[w], p[w] + NC[w]):
+                    Fb[CC[h]] = v
         c = 0
         while Fb[c] == v:
             c += 1
         C[v] = c
+        # v's color next to each neighbor x; v-x-(another of color c(x)) makes c(x)...
+        for k in range(p[v], p[v + 1]):
+            x = ix[k]
+            if x == v:
+                continue
+            pos = _find(&CC[0], p[x], NC[x], c)
+            if pos < 0:
+                pos = p[x] + NC[x]
+                CC[pos] = c
+                CN[pos] = 0
+                NC[x] += 1
+            CN[pos] += 1
+            if C[x] < 0 or CN[pos] < 2:
+                continue
+            # x is colored and has two or more neighbors of color c: each of them gets
+            # c(x) as a bad color: v, and at the second one the first (found once)
+            if CN[pos] == 2:
+                for h in range(p[x], p[x + 1]):
+                    w = ix[h]
+                    if w != x and w != v and C[w] == c:
+                        _add_color(&BD[0], &NB[0], p[w], w, C[x])
+            _add_color(&BD[0], &NB[0], p[v], v, C[x])
+        # and the colors that already occur twice next to v make c bad for their owners
+        for k in range(p[v], p[v + 1]):
+            w = ix[k]
+            if w == v or C[w] < 0:
+                continue
+            pos = _find(&CC[0], p[v], NC[v], C[w])
+            if CN[pos] >= 2:
+                _add_color(&BD[0], &NB[0], p[w], w, c)
     return colors
 
 

@@ -154,6 +154,10 @@ def _pattern_arrays(pattern, square=False, name="pattern"):
             np.ascontiguousarray(P.indices, dtype=np.int32), P.shape)
 
 
+#: above this estimate of a greedy coloring's work, the trivial coloring is used
+_GREEDY_BUDGET = 1e8
+
+
 def _best(colorings):
     return min(colorings, key=lambda c: (c.max() + 1) if len(c) else 0)
 
@@ -165,8 +169,12 @@ def color_columns(pattern):
     the fewer colors kept; a banded pattern of bandwidth b (lower + upper) gets b + 1.
     Returns an int64 array of n colors 0, 1, ..."""
     indptr, indices, (m, n) = _pattern_arrays(pattern, name="color_columns")
-    cp, ci = _sparsity.transpose(indptr, indices, n)
     lengths = np.diff(indptr)
+    if np.sum(lengths.astype(np.float64) ** 2) > _GREEDY_BUDGET:
+        # the greedy pass costs Σ (row length)²: long rows (a dense gradient row) need
+        # as many colors as their length anyway; every column its own color is valid
+        return np.arange(n, dtype=np.int64)
+    cp, ci = _sparsity.transpose(indptr, indices, n)
     degree = np.zeros(n, dtype=np.int64)
     np.add.at(degree, indices, lengths[np.repeat(np.arange(m), lengths)])
     orders = (np.arange(n, dtype=np.int64),
@@ -187,6 +195,10 @@ def color_symmetric(pattern):
     P = sp.csr_array((np.ones(len(indices), bool), indices, indptr), shape=shape)
     indptr, indices, _ = _pattern_arrays(P + P.T, square=True)
     n = shape[0]
+    if len(indices) > n * n / 4 and len(indices) > _GREEDY_BUDGET ** 0.5:
+        # a dense pattern: the greedy pass would cost about nnz × colors and find
+        # about n colors; every vertex its own color is a star coloring
+        return np.arange(n, dtype=np.int64)
     degree = np.diff(indptr)
     orders = (np.arange(n, dtype=np.int64),
               np.argsort(-degree, kind="stable").astype(np.int64))
