@@ -333,6 +333,16 @@ def test_random_colorings_are_valid(rng):
         np.testing.assert_array_equal(rec.toarray(), H)
 
 
+def test_explicit_zeros_of_a_pattern_are_not_entries():
+    P = sp.csr_array(np.array([[1, 1], [0, 0]]))
+    P.data[1] = 0                           # (0, 1) stored but zero
+    assert np.array_equal(fs.color_columns(P), [0, 0])     # no row shared
+    S = sp.csr_array(np.ones((3, 3)))
+    S.data[[1, 3]] = 0                      # (0, 1) and (1, 0): a path 1-2-0
+    c = fs.color_symmetric(S)
+    assert c[0] == c[1] and c.max() + 1 == 2
+
+
 def test_coloring_bad_input():
     with pytest.raises(ShapeError, match="square"):
         fs.color_symmetric(np.ones((2, 3)))
@@ -790,3 +800,24 @@ def test_colorings_of_dense_and_hub_patterns_are_quick_and_valid():
     c = fs.color_symmetric(A)
     assert time.perf_counter() - t0 < 1.0
     assert c.max() + 1 == 2 and c[0] != c[1]
+
+
+def test_free_final_time_constraints_arrow(rng):
+    """A free final time T scales every step: the Lagrangian Hessian is an arrow
+    (T against every state and control) plus the dynamics' own diagonal."""
+    N = 40
+
+    def dynamics(z):
+        T, x, u = z[0], z[1:N + 2], z[N + 2:]
+        h = T / N
+        return ft.stack([x[k + 1] - x[k] - h * (u[k] - ft.sin(x[k])) for k in range(N)])
+    z = rng.uniform(0.5, 1.5, 2 * N + 2)
+    C = ft.compile(dynamics, z)
+    v = rng.normal(size=N)
+    H = C.sparse_hessian(z, v=v)
+    Hd = ft.hessian(lambda y: ft.sum(dynamics(y) * v))(z)
+    np.testing.assert_allclose(H.toarray(), Hd, rtol=1e-12, atol=1e-13)
+    assert_covers(C.hessian_sparsity(), [Hd])
+    assert fs._state(C).hess.ncolors <= 3
+    J = C.sparse_jacobian(z)
+    np.testing.assert_allclose(J.toarray(), C.jacobian(z), rtol=1e-13, atol=1e-14)

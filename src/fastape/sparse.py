@@ -149,6 +149,7 @@ def _pattern_arrays(pattern, square=False, name="pattern"):
         raise ShapeError(f"{name}: a symmetric pattern must be square, got shape {P.shape}")
     P = P.copy()
     P.sum_duplicates()
+    P.eliminate_zeros()         # an explicit zero (False) is no entry of a pattern
     P.sort_indices()
     return (np.ascontiguousarray(P.indptr, dtype=np.int64),
             np.ascontiguousarray(P.indices, dtype=np.int32), P.shape)
