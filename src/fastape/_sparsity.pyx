@@ -348,6 +348,22 @@ cdef inline i64 _slot(Tape t, i64 i) noexcept nogil:
     return i if t.off == NULL else t.off[i]
 
 
+cdef inline i64 _broadcast_next(i64* idx, i64 src, const i64* P) noexcept nogil:
+    """The next element of a BROADCAST (parameters P: size, nd, nd dims, nd input
+    strides, 0 on broadcast axes): advance the output multi-index idx and return the
+    input element it reads, as _structural.pxi's _broadcast walks it."""
+    cdef i64 nd = P[1], d = nd - 1
+    while d >= 0:
+        idx[d] += 1
+        src += P[2 + nd + d]
+        if idx[d] < P[2 + d]:
+            break
+        src -= P[2 + nd + d] * P[2 + d]
+        idx[d] = 0
+        d -= 1
+    return src
+
+
 cdef inline i64 _nparents(Tape t, i64 i, int kind) noexcept nogil:
     if kind <= K_CONSTANT:
         return 0
@@ -463,7 +479,7 @@ cdef class _Pass:
         cdef Tape t = self.t
         cdef int kind = self.kind[t.op[i]], fl = self.flags[t.op[i]]
         cdef i64 n = t.size_of(i), base = _slot(t, i), e, a = t.a[i], b = t.b[i]
-        cdef i64 sx, sy, sa, sb, j, q, r, c, p, s, ln, m, src, d, nd
+        cdef i64 sx, sy, sa, sb, j, q, r, c, p, s, ln, m, src
         cdef i64 idx[64]
         cdef ISet* xa
         cdef ISet* xb
@@ -528,20 +544,11 @@ cdef class _Pass:
             for e in range(n):
                 out[e] = _ref(self.X(a, P[1] + e * P[2]))
         elif kind == K_BROADCAST:
-            nd = P[1]
             memset(idx, 0, sizeof(idx))
             src = 0
             for e in range(n):
                 out[e] = _ref(self.X(a, src))
-                d = nd - 1
-                while d >= 0:
-                    idx[d] += 1
-                    src += P[2 + nd + d]
-                    if idx[d] < P[2 + d]:
-                        break
-                    src -= P[2 + nd + d] * P[2 + d]
-                    idx[d] = 0
-                    d -= 1
+                src = _broadcast_next(idx, src, P)
         elif kind == K_REDUCE or kind == K_PROD or kind == K_NORM:
             m = P[2]
             for p in range(P[1]):
@@ -684,7 +691,7 @@ cdef class _Pass:
         cdef Tape t = self.t
         cdef int kind = self.kind[t.op[i]], fl = self.flags[t.op[i]]
         cdef i64 n = t.size_of(i), e, a = t.a[i], b = t.b[i], sx, sy, q, p, s, m, j, ln
-        cdef i64 r, c, kk, src, d, nd, rows, K, cols, bt
+        cdef i64 r, c, kk, src, rows, K, cols, bt
         cdef i64 idx[64]
         cdef const i64* P = t.params(i) if t.off != NULL and t.poff[i] >= 0 else NULL
         cdef bint any_, ta, tb
@@ -704,21 +711,12 @@ cdef class _Pass:
                 if self.lv(i, e):
                     self.setlv(a, P[1 + e] if kind == K_GATHER else P[1] + e * P[2])
         elif kind == K_BROADCAST:
-            nd = P[1]
             memset(idx, 0, sizeof(idx))
             src = 0
             for e in range(n):
                 if self.lv(i, e):
                     self.setlv(a, src)
-                d = nd - 1
-                while d >= 0:
-                    idx[d] += 1
-                    src += P[2 + nd + d]
-                    if idx[d] < P[2 + d]:
-                        break
-                    src -= P[2 + nd + d] * P[2 + d]
-                    idx[d] = 0
-                    d -= 1
+                src = _broadcast_next(idx, src, P)
         elif kind == K_REDUCE or kind == K_PROD or kind == K_NORM or kind == K_CUMSUM or \
                 kind == K_CUMPROD:
             m = P[2]

@@ -421,21 +421,28 @@ def sparse_hessian(F, *args, v=None):
     return _scatter(fixed, B)
 
 
+def _compile_lagrangian(F, lagrangian, w, args, what, **options):
+    """Compile lagrangian(weights, *args) (Σ vᵢ fᵢ, `what` names its kind) with F's
+    argnums moved past the weights (so the weights are an input, not recorded)."""
+    from fastape import api
+    lagrangian.__name__ = f"lagrangian of {getattr(F.fun, '__name__', 'f')}{what}"
+    nums = F.argnums
+    argnums = (nums + 1 if nums >= 0 else nums) if isinstance(nums, int) else \
+        tuple(k + 1 if k >= 0 else k for k in nums)
+    return api.compile(lagrangian, w, *args, argnums=argnums, **options)
+
+
 def _lagrangian(F, args, w):
-    """Σ vᵢ fᵢ(args) compiled, v its first argument (so the weights are not recorded)."""
+    """Σ vᵢ fᵢ(args) compiled, v its first argument."""
     st = _state(F)
     if st.lagrangian is None:
-        from fastape import _functions, api
+        from fastape import _functions
         fun = F.fun
 
         def lagrangian(weights, *a):
             return _functions.sum(_functions.reshape(fun(*a), (-1,)) * weights)
-        lagrangian.__name__ = f"lagrangian of {getattr(fun, '__name__', 'f')}"
-        nums = F.argnums
-        argnums = (nums + 1 if nums >= 0 else nums) if isinstance(nums, int) else \
-            tuple(k + 1 if k >= 0 else k for k in nums)
-        st.lagrangian = api.compile(lagrangian, w, *args, argnums=argnums,
-                                    retrace=F.retrace, max_traces=F.max_traces)
+        st.lagrangian = _compile_lagrangian(F, lagrangian, w, args, "",
+                                            retrace=F.retrace, max_traces=F.max_traces)
     return st.lagrangian
 
 
@@ -479,17 +486,12 @@ def _scalar_lagrangian(F, trace, args, w):
     plan = _replay_plan(trace)
     L = None
     if plan is not None:
-        from fastape import api
         replay = _replayer(plan, list(trace.inputs), trace.output)
-        fun = F.fun
 
         def lagrangian(weights, *a):
             return replay(weights, a)
-        lagrangian.__name__ = f"lagrangian of {getattr(fun, '__name__', 'f')} (scalars)"
-        nums = F.argnums
-        argnums = (nums + 1 if nums >= 0 else nums) if isinstance(nums, int) else \
-            tuple(k + 1 if k >= 0 else k for k in nums)
-        L = api.compile(lagrangian, w, *args, argnums=argnums, retrace=False)
+        # one branch, without guards: retracing would record the same replay again
+        L = _compile_lagrangian(F, lagrangian, w, args, " (scalars)", retrace=False)
     st.scalar_lagrangians = {t: v for t, v in st.scalar_lagrangians.items() if t in F.traces}
     st.scalar_lagrangians[trace] = L
     return L
