@@ -821,3 +821,17 @@ def test_free_final_time_constraints_arrow(rng):
     assert fs._state(C).hess.ncolors <= 3
     J = C.sparse_jacobian(z)
     np.testing.assert_allclose(J.toarray(), C.jacobian(z), rtol=1e-13, atol=1e-14)
+
+
+def test_hessian_with_tuple_argnums_on_the_direct_sweep(rng):
+    def f(x, y):
+        s = 0.0
+        for i in range(3):
+            s = s + x[i] ** 2 * y[i] + ft.sin(y[i] * y[(i + 1) % 3])
+        return s
+    x, y = rng.uniform(-1, 1, 3), rng.uniform(-1, 1, 3)
+    F = ft.compile(f, x, y, argnums=(1, 0))
+    H = F.sparse_hessian(x, y).toarray()
+    Hd = ft.hessian(lambda w: f(w[3:], w[:3]))(np.concatenate([y, x]))
+    np.testing.assert_allclose(H, Hd, rtol=1e-13, atol=1e-14)
+    assert_covers(F.hessian_sparsity(), [Hd])
