@@ -835,3 +835,25 @@ def test_hessian_with_tuple_argnums_on_the_direct_sweep(rng):
     Hd = ft.hessian(lambda w: f(w[3:], w[:3]))(np.concatenate([y, x]))
     np.testing.assert_allclose(H, Hd, rtol=1e-13, atol=1e-14)
     assert_covers(F.hessian_sparsity(), [Hd])
+
+
+def test_scalar_output_read_from_slices_takes_the_replay(rng):
+    """An objective over slices of its input (STRIDED nodes: the general layout) is
+    replayed on scalars, so its Hessian takes the direct sweep too."""
+    N = 30
+
+    def objective(z):
+        x, u = z[:N + 1], z[N + 1:]
+        s = 0.0
+        for k in range(N):
+            s = s + u[k] ** 2 + 0.1 * ft.cos(x[k]) * u[k] + x[k + 1] * x[k]
+        return s
+    z = rng.uniform(-1, 1, 2 * N + 1)
+    F = ft.compile(objective, z)
+    assert not F.traces[-1].direct_hvp
+    for v in (None, 2.5):
+        H = F.sparse_hessian(z) if v is None else F.sparse_hessian(z, v=[v])
+        np.testing.assert_allclose(H.toarray(), (v or 1.0) * F.hessian(z), rtol=1e-13,
+                                   atol=1e-14)
+    (L,) = fs._state(F).scalar_lagrangians.values()
+    assert L.traces[-1].direct_hvp

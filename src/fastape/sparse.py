@@ -411,13 +411,21 @@ def sparse_hessian(F, *args, v=None):
                              f"{w.shape}")
         w = np.ascontiguousarray(w).reshape(-1)
     _check_fits(F, fixed, trace, True)
-    if m == 1:
+    if v is None:
+        w = np.ones(1)
+    # the direct sweep on F itself, else on the scalar replay of Σ vᵢ fᵢ (a scalar
+    # output read from slices is in the general layout too), else through a gradient
+    # (one weight is a number: a length-1 array input would stay an array node)
+    weights = float(w[0]) if m == 1 else w
+    L = None if m == 1 and trace.direct_hvp else _scalar_lagrangian(F, trace, args, weights)
+    if L is not None:
+        B = _compressed_hessian(L, (weights,) + tuple(args), fixed)
+    elif m == 1:
         B = _compressed_hessian(F, tuple(args), fixed)
         if v is not None:
             B = B * w[0]
     else:
-        L = _scalar_lagrangian(F, trace, args, w) or _lagrangian(F, args, w)
-        B = _compressed_hessian(L, (w,) + tuple(args), fixed)
+        B = _compressed_hessian(_lagrangian(F, args, w), (w,) + tuple(args), fixed)
     return _scatter(fixed, B)
 
 
@@ -616,6 +624,6 @@ def _replayer(plan, inputs, output):
         total = 0.0
         for e, z in enumerate(elements(el[output], sizes[output])):
             if type(z) is not float:
-                total = total + item(weights, e) * z
+                total = total + (weights if weights.shape == () else item(weights, e)) * z
         return total
     return replay
