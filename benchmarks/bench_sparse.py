@@ -11,6 +11,8 @@ against one gradient of the same function, in the same run.
                  loop of scalar ops returned by ft.stack, N = 1,000 and 10,000:
                  F.sparse_jacobian(z) and F.sparse_hessian(z, v=λ) (the constraints'
                  Lagrangian Hessian) against one vjp (the gradient of λᵀc)
+    objective    Σ u_k² + 0.1 cos(x_k) u_k over slices x = z[:N+1], u = z[2N+2:], N =
+                 10,000 (the general layout: the Hessian on the scalar replay)
     scale        the control dynamics with N = 33,000 (660,005 nodes, 99,002 inputs):
                  set-up times and the peak memory of the index sets
 
@@ -135,6 +137,40 @@ def case_control(rounds, N):
                        "sparse_hessian(v) / vjp": ratio("sparse_hessian(v)", "vjp")}}
 
 
+def objective(N):
+    def f(z):
+        x, u = z[: N + 1], z[2 * (N + 1):]
+        s = 0.0
+        for k in range(N):
+            s = s + u[k] ** 2 + 0.1 * ft.cos(x[k]) * u[k]
+        return s
+    return f
+
+
+def case_objective(rounds, N):
+    """A scalar objective over slices of z (the general layout: its Hessian is taken on
+    the scalar replay)."""
+    rng = np.random.default_rng(N + 7)
+    n = 3 * N + 2
+    z = rng.uniform(-1.0, 1.0, n)
+    F, t_record = _once(lambda: ft.compile(objective(N), z))
+    P, t_pattern = _once(F.hessian_sparsity)
+    _, t_first = _once(lambda: F.sparse_hessian(z))
+    H = F.sparse_hessian(z)
+    d = rng.standard_normal(n)
+    np.testing.assert_allclose(H @ d, F.hvp(z, d), rtol=1e-10, atol=1e-10)
+    tools = {"value+grad": lambda: F.value_and_grad(z),
+             "sparse_hessian": lambda: F.sparse_hessian(z)}
+    med, ratio = measure(tools, rounds)
+    return {"key": f"objective_{N}", "title": f"objective over slices, N = {N}",
+            "nodes": F.nodes, "nnz": int(P.nnz),
+            "colors": int(fs._state(F).hess.ncolors),
+            "setup_seconds": {"record": t_record, "hessian_sparsity": t_pattern,
+                              "first sparse_hessian (compiles the replay)": t_first},
+            "seconds": med,
+            "ratios": {"sparse_hessian / value+grad": ratio("sparse_hessian", "value+grad")}}
+
+
 def case_scale(N):
     """Set-up at scale: the control dynamics with N steps (≈ 20 N nodes, 3 N inputs):
     record, patterns and the peak bytes of index sets the propagation held at once,
@@ -170,6 +206,7 @@ def main(argv=None):
     try:
         results = [case_banded(args.rounds, n, b) for n in (1_000, 10_000) for b in (1, 2)]
         results += [case_control(args.rounds, N) for N in (1_000, 10_000)]
+        results.append(case_objective(args.rounds, 10_000))
         results.append(case_scale(args.scale))
     finally:
         if limit is not None:
