@@ -857,3 +857,16 @@ def test_scalar_output_read_from_slices_takes_the_replay(rng):
                                    atol=1e-14)
     (L,) = fs._state(F).scalar_lagrangians.values()
     assert L.traces[-1].direct_hvp
+
+
+def test_scalar_replay_per_branch():
+    """Each recorded branch of a general-layout scalar function gets its own replay."""
+    def f(z):
+        x, u = z[:3], z[3:]
+        if x[0] > 0:
+            return x[0] * u[0] + x[1] ** 2 * u[1]
+        return x[0] * u[0] * 2.0 + x[1] ** 3        # inside the first pattern
+    F = ft.compile(f, np.array([1.0, 2.0, 0.5, 0.3, 0.4]))
+    for z in (np.array([1.0, 2.0, 0.5, 0.3, 0.4]), np.array([-1.0, 2.0, 0.5, 0.3, 0.4])):
+        np.testing.assert_allclose(F.sparse_hessian(z).toarray(), F.hessian(z), atol=1e-14)
+    assert len(fs._state(F).scalar_lagrangians) == 2
