@@ -870,3 +870,25 @@ def test_scalar_replay_per_branch():
     for z in (np.array([1.0, 2.0, 0.5, 0.3, 0.4]), np.array([-1.0, 2.0, 0.5, 0.3, 0.4])):
         np.testing.assert_allclose(F.sparse_hessian(z).toarray(), F.hessian(z), atol=1e-14)
     assert len(fs._state(F).scalar_lagrangians) == 2
+
+
+def test_jacobian_by_the_replayed_lagrangian(rng):
+    """J S as the mixed second derivative ∂²L/∂v∂x S of the scalar replay of
+    L = Σ vᵢ fᵢ equals J S by the constraints' own tangent sweeps (and the first call
+    keeps whichever of the four ways was fastest)."""
+    f = VECTOR_FUNCTIONS["control_loop"][0]
+    z = rng.uniform(0.2, 1.0, 13)
+    F = ft.compile(f, z)
+    J = F.sparse_jacobian(z)
+    fixed = fs._state(F).jac
+    assert fixed.single in (False, True, "L", "L1")
+    (L,) = fs._state(F).scalar_lagrangians.values()
+    own, _ = F._compressed((z,), fixed.colors, fixed.ncolors, False, False)
+    w = np.ones(J.shape[0])
+    for single in (False, True):
+        mixed, _ = L._compressed((w, z), fixed.colors, fixed.ncolors, True, single, 0)
+        np.testing.assert_allclose(mixed, own, rtol=1e-14, atol=1e-15)
+    np.testing.assert_allclose(J.toarray(), F.jacobian(z), rtol=1e-14, atol=1e-15)
+    z2 = rng.uniform(0.2, 1.0, 13)
+    np.testing.assert_allclose(F.sparse_jacobian(z2).toarray(), F.jacobian(z2), rtol=1e-14,
+                               atol=1e-15)

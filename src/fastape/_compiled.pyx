@@ -1342,14 +1342,17 @@ cdef class Function:
         """The compiled flat gradient of f (see _gradient)."""
         return self._gradient()
 
-    def _compressed(self, args, colors, i64 ncolors, bint hessian, bint single=False):
+    def _compressed(self, args, colors, i64 ncolors, bint hessian, bint single=False,
+                    i64 read_leaf=-1):
         """(B, trace): B = J S (m × ncolors) or, hessian, ∇²f S (n × ncolors) on a trace with
         the direct forward-over-reverse sweep (None there otherwise), S the seed matrix
         S[j, colors[j]] = 1, by vector-mode sweeps of at most 64 directions, or (single)
-        one sweep per color, which a grouped tape runs run by run."""
+        one sweep per color, which a grouped tape runs run by run. With read_leaf, the
+        adjoints' tangents are read at that input leaf instead: ∂²f/∂leaf∂x S (a
+        Lagrangian's weights: J S of its constraints)."""
         cdef Trace tr
         cdef Tape t
-        cdef i64 nin, nout, b0, p, d, e, node, j, c
+        cdef i64 nout, b0, p, d, e, node, j, c
         cdef const i64[::1] col = colors
         cdef double[:, ::1] Bv
         cdef double[::1] buf
@@ -1357,8 +1360,10 @@ cdef class Function:
         try:
             if hessian and not tr.direct_hvp:
                 return None, tr
-            nin = sum(m for _, m in layout)
-            nout = nin if hessian else tr.out_size
+            rows = layout if read_leaf < 0 else [
+                (tr.inputs[read_leaf],
+                 int(np.prod(self.leaf_shapes[read_leaf], dtype=np.int64)))]
+            nout = sum(m for _, m in rows) if hessian else tr.out_size
             B = np.zeros((nout, ncolors))
             Bv = B
             buf = np.zeros(max(nout, max([m for _, m in layout], default=0), 1))
@@ -1383,7 +1388,7 @@ cdef class Function:
                     c = b0 + d
                     if hessian:     # scalar layout: node-major λ̇, p directions
                         j = 0
-                        for node, m in layout:
+                        for node, m in rows:
                             for e in range(m):
                                 Bv[j + e, c] = t.tan_adj[(node + e) * p + d]
                             j += m
