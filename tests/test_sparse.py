@@ -744,6 +744,10 @@ VECTOR_FUNCTIONS = {
     "gather_broadcast": (lambda z: ft.reshape(
         z[np.array([4, 0, 9, 9])] * ft.reshape(z[10:13] ** 2, (3, 1)), (-1,)), True),
     "matmul": (lambda z: ft.tanh(np.ones((3, 13)) @ z) * z[:3], False),
+    # scalars reshaped to (1,) and joined (fastape.optimize stacks its constraints so)
+    "joined_singletons": (lambda z: ft.concatenate(
+        [ft.reshape(z[0] * z[1] * z[2] - 25.0, (1,)), ft.reshape(z[3] ** 2 + z[4], (1,)),
+         np.exp(z[5:7])]), True),
 }
 
 

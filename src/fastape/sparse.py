@@ -611,7 +611,7 @@ def _replayer(plan, inputs, output):
                         out.append(vals[off[i] + e] if type(x) is float else
                                    unary_k(ops[i], x, pool[b[i]]) if kd == UNARY_K
                                    else unary(ops[i], x))
-                el[i] = out
+                el[i] = out[0] if m == 1 else out   # (a copy as shape (1,), say)
             else:
                 xs = elements(el[a[i]], sizes[a[i]])
                 q0 = poff[i]
