@@ -228,6 +228,7 @@ class _Fixed:
         # one sweep per color (a grouped tape then runs run by run) or vector-mode sweeps
         # of up to 64 colors: chosen by timing both at the first evaluation
         self.single = True if self.ncolors <= 1 else None
+        self.timed = (False, True)      # the ways `single` was chosen among
         # a custom_vjp rule has no tangents: reverse sweeps instead (NoTangentRule seen)
         self.reverse = False
         self.rows = None            # Jacobian by reverse sweeps: (row colors, sources)
@@ -235,7 +236,8 @@ class _Fixed:
     def evaluate(self, compressed, ways=(False, True)):
         """compressed(way) -> (B, trace), by the fastest of `ways` (timed at the first
         call, then kept; a way is `single`, or a (route, single) pair)."""
-        if self.single is None or self.single not in ways:
+        if self.single is None or ways != self.timed:
+            self.timed = ways
             # the min of up to three timings each, interleaved (the machine may be
             # shared; the first call of each way makes its arenas), fewer when an
             # evaluation is long
@@ -359,9 +361,10 @@ def sparse_jacobian(F, *args):
             m = fixed.shape[0]
             # J S also as ∂²L/∂v∂x S of the scalar replay of L = Σ vᵢ fᵢ (its weights'
             # adjoints are the fᵢ, their tangents J S): the grouped direct sweep, often
-            # faster than the tangent sweeps of a general-layout tape
-            L = _scalar_lagrangian(F, trace, args, 1.0 if m == 1 else np.ones(m)) \
-                if m > 0 and not trace.tape.scalar_layout else None
+            # faster than the tangent sweeps of a general-layout tape. Only a replay that
+            # sparse_hessian compiled is used: compiling one costs a first call about
+            # ten IPOPT iterations' worth of Jacobians
+            L = _state(F).scalar_lagrangians.get(trace)
             if L is not None and not L.traces[-1].direct_hvp:
                 L = None
             ways = (False, True) if L is None else (False, True, "L", "L1")
