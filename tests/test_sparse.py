@@ -194,6 +194,9 @@ def test_block_diagonal_array_code(rng):
     Hd = ft.hessian(lambda y: ft.sum(block_diagonal(y) * v))(x)
     np.testing.assert_allclose(H.toarray(), Hd, rtol=1e-12, atol=1e-13)
     assert_covers(F.hessian_sparsity(), [Hd])
+    c = fs.color_symmetric(F.hessian_sparsity())
+    assert_star_valid(F.hessian_sparsity(), c)
+    assert c.max() + 1 <= 4
 
 
 def test_random_sparse_jacobian_equals_dense(rng):
@@ -328,6 +331,16 @@ def test_random_colorings_are_valid(rng):
                                      c, nc)
         rec = sp.csr_array((B.reshape(-1)[src], Sp.indices, Sp.indptr), shape=(n, n))
         np.testing.assert_array_equal(rec.toarray(), H)
+
+
+def test_explicit_zeros_of_a_pattern_are_not_entries():
+    P = sp.csr_array(np.array([[1, 1], [0, 0]]))
+    P.data[1] = 0                           # (0, 1) stored but zero
+    assert np.array_equal(fs.color_columns(P), [0, 0])     # no row shared
+    S = sp.csr_array(np.ones((3, 3)))
+    S.data[[1, 3]] = 0                      # (0, 1) and (1, 0): a path 1-2-0
+    c = fs.color_symmetric(S)
+    assert c[0] == c[1] and c.max() + 1 == 2
 
 
 def test_coloring_bad_input():
@@ -604,3 +617,285 @@ def test_random_programs_patterns_cover_dense_derivatives():
             checked += 1
     print(f"random programs: {checked} points checked, {refused} refused")
     assert checked > 20
+
+
+@pytest.mark.parametrize("f", [rosen_loop, arrow, banded_loop(1, 2)], ids=lambda f: f.__name__)
+def test_vector_and_single_direction_sweeps_agree(f, rng):
+    """The compressed products by one vector-mode sweep and by one sweep per color
+    (the first call times both and keeps the faster) are the same numbers."""
+    x = rng.uniform(-1, 1, 14)
+    F = ft.compile(f, x)
+    scalar = np.ndim(F(x)) == 0
+    fixed = fs._fixed_hessian(F) if scalar else fs._fixed_jacobian(F)
+    assert fixed.ncolors > 1
+    vec, _ = F._compressed((x,), fixed.colors, fixed.ncolors, scalar, False)
+    one, _ = F._compressed((x,), fixed.colors, fixed.ncolors, scalar, True)
+    np.testing.assert_allclose(vec, one, rtol=1e-13, atol=1e-13)
+    dense = F.hessian(x) if scalar else F.jacobian(x)
+    np.testing.assert_allclose(vec, dense @ np.eye(fixed.ncolors)[fixed.colors], rtol=1e-12,
+                               atol=1e-12)
+
+
+def test_memory_is_near_the_live_sets_not_nodes_times_inputs():
+    """A 2,000-step scalar loop (40,005 nodes, 6,002 inputs): the index sets held at
+    once stay within a few bytes per node (bit vectors: nodes × inputs / 8 = 30 MB)."""
+    from fastape import _sparsity
+    N = 2000
+
+    def dynamics(z):
+        x, v, u = z[: N + 1], z[N + 1: 2 * N + 2], z[2 * N + 2:]
+        out = []
+        for k in range(N):
+            out.append(x[k + 1] - x[k] - 0.01 * v[k])
+            out.append(v[k + 1] - v[k] - 0.01 * (u[k] - 0.1 * v[k] * v[k] + ft.sin(x[k])))
+        return ft.stack(out)
+    z = np.linspace(-1, 1, 3 * N + 2)
+    C = ft.compile(dynamics, z)
+    P = C.jacobian_sparsity()
+    assert P.nnz == 7 * N
+    assert _sparsity.peak_set_bytes() < 16 * C.nodes
+    H = C.hessian_sparsity()
+    assert H.nnz == 2 * N
+    assert _sparsity.peak_set_bytes() < 16 * C.nodes
+    F = ft.compile(rosen_loop, z)
+    F.hessian_sparsity()
+    assert _sparsity.peak_set_bytes() < 16 * F.nodes
+
+
+def test_patterns_are_copies():
+    F = ft.compile(rosen_loop, np.ones(5))
+    P = F.hessian_sparsity()
+    P.data[:] = False
+    assert F.hessian_sparsity().toarray().sum() == 13
+
+
+# -- custom rules, pytrees, numbers, data arguments --------------------------------------
+
+@ft.custom_vjp
+def _square_vjp(a):
+    return a * a
+
+
+_square_vjp.defvjp(lambda a: (a * a, a), lambda a, g: (2 * a * g,))
+
+
+@ft.custom_jvp
+def _cube_jvp(a):
+    return a ** 3
+
+
+_cube_jvp.defjvp(lambda p, t: (p[0] ** 3, 3 * p[0] ** 2 * t[0]))
+
+
+@pytest.mark.parametrize("rule", [_square_vjp, _cube_jvp], ids=["custom_vjp", "custom_jvp"])
+def test_custom_rules(rule, rng):
+    """A custom rule depends on all its inputs (conservative); a custom_vjp one has no
+    tangents, so its derivatives come from reverse sweeps over a row coloring."""
+    def f(x):
+        return ft.stack([rule(x[0]) * x[1], x[2] ** 2, x[3]])
+    x = rng.uniform(0.5, 1.5, 4)
+    F = ft.compile(f, x)
+    np.testing.assert_array_equal(F.jacobian_sparsity().toarray(),
+                                  [[1, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]])
+    J = F.sparse_jacobian(x)
+    np.testing.assert_allclose(J.toarray(), F.jacobian(x, mode="rev"), rtol=1e-14)
+    np.testing.assert_allclose(J.toarray(), fd_jacobian(F, x), rtol=1e-7, atol=1e-8)
+    v = np.array([1.5, -2.0, 0.5])
+    H = F.sparse_hessian(x, v=v)
+    Hd = fd_jacobian(lambda y: F.vjp(y, v)[1], x)
+    np.testing.assert_allclose(H.toarray(), Hd, rtol=1e-6, atol=1e-6)
+    G = ft.compile(lambda y: rule(y[0]) * y[1] + y[2] ** 2, x[:3])
+    np.testing.assert_allclose(G.sparse_hessian(x[:3]).toarray(), G.hessian(x[:3]),
+                               rtol=1e-13)
+
+
+def test_pytree_and_number_arguments():
+    F = ft.compile(lambda p: ft.stack([p["a"][0] * p["b"], p["a"][1] ** 2]),
+                   {"a": np.ones(2), "b": 2.0})
+    p = {"a": np.array([1.0, 2.0]), "b": 3.0}
+    Jd = F.jacobian(p)
+    np.testing.assert_allclose(F.sparse_jacobian(p).toarray(),
+                               np.hstack([Jd["a"], Jd["b"][:, None]]))
+    np.testing.assert_allclose(F.sparse_hessian(p, v=[1.0, 1.0]).toarray(),
+                               [[0, 0, 1], [0, 2, 0], [1, 0, 0]])
+    G = ft.compile(lambda x: ft.sin(x) * x, 0.5)
+    assert G.sparse_hessian(0.7).toarray()[0, 0] == pytest.approx(G.hessian(0.7), rel=1e-15)
+
+
+def test_zeros_of_a_data_argument_are_not_structural():
+    """A product drops a term only for a constant's zero: an argument's zeros move."""
+    F = ft.compile(lambda x, A: A @ x, np.ones(3), np.eye(3))
+    assert F.jacobian_sparsity().nnz == 9
+    A = np.arange(9.0).reshape(3, 3)
+    np.testing.assert_allclose(F.sparse_jacobian(np.ones(3), A).toarray(), A)
+    K = ft.compile(lambda x: np.eye(3) @ x, np.ones(3))
+    assert K.jacobian_sparsity().nnz == 3
+
+
+# -- the Lagrangian of a vector output, replayed on scalars --------------------------------
+
+VECTOR_FUNCTIONS = {
+    "control_loop": (lambda z: ft.stack(
+        [z[k + 1] - z[k] * 0.3 - ft.sin(z[k + 7]) * z[k] for k in range(6)]
+        + [z[k + 7] ** 3 / (1.5 + z[k]) for k in range(6)]), True),
+    "slices_and_constants": (lambda z: ft.concatenate(
+        [np.sin(z[::2]) * np.arange(7.0), z[1:5] * z[2:6] + 1.0, ft.exp(z[3]) * z[-2:]]),
+        True),
+    "gather_broadcast": (lambda z: ft.reshape(
+        z[np.array([4, 0, 9, 9])] * ft.reshape(z[10:13] ** 2, (3, 1)), (-1,)), True),
+    "matmul": (lambda z: ft.tanh(np.ones((3, 13)) @ z) * z[:3], False),
+    # scalars reshaped to (1,) and joined (fastape.optimize stacks its constraints so)
+    "joined_singletons": (lambda z: ft.concatenate(
+        [ft.reshape(z[0] * z[1] * z[2] - 25.0, (1,)), ft.reshape(z[3] ** 2 + z[4], (1,)),
+         np.exp(z[5:7])]), True),
+}
+
+
+@pytest.mark.parametrize("name", sorted(VECTOR_FUNCTIONS))
+def test_vector_lagrangian(name, rng):
+    """Σ vᵢ ∇²fᵢ: replayed on scalars (the direct sweep) where the trace holds only
+    elementwise ops and element moves, else through the compiled gradient; both against
+    the eager Hessian of Σ vᵢ fᵢ."""
+    f, scalar = VECTOR_FUNCTIONS[name]
+    z = rng.uniform(0.2, 1.0, 13)
+    F = ft.compile(f, z)
+    m = np.size(F(z))
+    for _ in range(2):
+        v = rng.normal(size=m)
+        H = F.sparse_hessian(z, v=v)
+        Hd = ft.hessian(lambda y, v=v: ft.sum(ft.reshape(f(y), (-1,)) * v))(z)
+        np.testing.assert_allclose(H.toarray(), Hd, rtol=1e-12, atol=1e-13)
+        assert_covers(F.hessian_sparsity(), [Hd], exact=False)
+        z = rng.uniform(0.2, 1.0, 13)
+    (L,) = fs._state(F).scalar_lagrangians.values()
+    assert (L is not None) == scalar
+    if scalar:
+        assert L.traces[-1].direct_hvp
+
+
+def test_vector_lagrangian_per_branch():
+    def f(z):
+        if z[0] > 0:
+            return ft.stack([z[0] * z[1], z[2] ** 2])
+        return ft.stack([z[0] * 2.0, z[2] ** 2])
+    F = ft.compile(f, np.array([1.0, 2.0, 3.0]))
+    v = np.array([1.5, -0.5])
+    for z in (np.array([1.0, 2.0, 3.0]), np.array([-1.0, 2.0, 3.0])):
+        Hd = ft.hessian(lambda y: ft.sum(f(y) * v))(z)
+        np.testing.assert_allclose(F.sparse_hessian(z, v=v).toarray(), Hd, atol=1e-14)
+    assert len(fs._state(F).scalar_lagrangians) == 2
+
+
+def test_colorings_of_dense_and_hub_patterns_are_quick_and_valid():
+    """A dense row needs a color per column and a dense matrix one per vertex (the
+    greedy pass is skipped above its work budget); a hub of 20,000 neighbors (an
+    arrow) is not scanned once per neighbor."""
+    import time
+    c = fs.color_columns(np.ones((1, 20000), bool))
+    assert np.array_equal(c, np.arange(20000))
+    D = np.ones((30, 30), bool)
+    assert_star_valid(D, fs.color_symmetric(D))
+    n = 20000
+    A = sp.lil_array((n, n), dtype=bool)
+    A[0, :] = True
+    A[:, 0] = True
+    A.setdiag(True)
+    t0 = time.perf_counter()
+    c = fs.color_symmetric(A)
+    assert time.perf_counter() - t0 < 1.0
+    assert c.max() + 1 == 2 and c[0] != c[1]
+
+
+def test_free_final_time_constraints_arrow(rng):
+    """A free final time T scales every step: the Lagrangian Hessian is an arrow
+    (T against every state and control) plus the dynamics' own diagonal."""
+    N = 40
+
+    def dynamics(z):
+        T, x, u = z[0], z[1:N + 2], z[N + 2:]
+        h = T / N
+        return ft.stack([x[k + 1] - x[k] - h * (u[k] - ft.sin(x[k])) for k in range(N)])
+    z = rng.uniform(0.5, 1.5, 2 * N + 2)
+    C = ft.compile(dynamics, z)
+    v = rng.normal(size=N)
+    H = C.sparse_hessian(z, v=v)
+    Hd = ft.hessian(lambda y: ft.sum(dynamics(y) * v))(z)
+    np.testing.assert_allclose(H.toarray(), Hd, rtol=1e-12, atol=1e-13)
+    assert_covers(C.hessian_sparsity(), [Hd])
+    assert fs._state(C).hess.ncolors <= 3
+    J = C.sparse_jacobian(z)
+    np.testing.assert_allclose(J.toarray(), C.jacobian(z), rtol=1e-13, atol=1e-14)
+
+
+def test_hessian_with_tuple_argnums_on_the_direct_sweep(rng):
+    def f(x, y):
+        s = 0.0
+        for i in range(3):
+            s = s + x[i] ** 2 * y[i] + ft.sin(y[i] * y[(i + 1) % 3])
+        return s
+    x, y = rng.uniform(-1, 1, 3), rng.uniform(-1, 1, 3)
+    F = ft.compile(f, x, y, argnums=(1, 0))
+    H = F.sparse_hessian(x, y).toarray()
+    Hd = ft.hessian(lambda w: f(w[3:], w[:3]))(np.concatenate([y, x]))
+    np.testing.assert_allclose(H, Hd, rtol=1e-13, atol=1e-14)
+    assert_covers(F.hessian_sparsity(), [Hd])
+
+
+def test_scalar_output_read_from_slices_takes_the_replay(rng):
+    """An objective over slices of its input (STRIDED nodes: the general layout) is
+    replayed on scalars, so its Hessian takes the direct sweep too."""
+    N = 30
+
+    def objective(z):
+        x, u = z[:N + 1], z[N + 1:]
+        s = 0.0
+        for k in range(N):
+            s = s + u[k] ** 2 + 0.1 * ft.cos(x[k]) * u[k] + x[k + 1] * x[k]
+        return s
+    z = rng.uniform(-1, 1, 2 * N + 1)
+    F = ft.compile(objective, z)
+    assert not F.traces[-1].direct_hvp
+    for v in (None, 2.5):
+        H = F.sparse_hessian(z) if v is None else F.sparse_hessian(z, v=[v])
+        np.testing.assert_allclose(H.toarray(), (v or 1.0) * F.hessian(z), rtol=1e-13,
+                                   atol=1e-14)
+    (L,) = fs._state(F).scalar_lagrangians.values()
+    assert L.traces[-1].direct_hvp
+
+
+def test_scalar_replay_per_branch():
+    """Each recorded branch of a general-layout scalar function gets its own replay."""
+    def f(z):
+        x, u = z[:3], z[3:]
+        if x[0] > 0:
+            return x[0] * u[0] + x[1] ** 2 * u[1]
+        return x[0] * u[0] * 2.0 + x[1] ** 3        # inside the first pattern
+    F = ft.compile(f, np.array([1.0, 2.0, 0.5, 0.3, 0.4]))
+    for z in (np.array([1.0, 2.0, 0.5, 0.3, 0.4]), np.array([-1.0, 2.0, 0.5, 0.3, 0.4])):
+        np.testing.assert_allclose(F.sparse_hessian(z).toarray(), F.hessian(z), atol=1e-14)
+    assert len(fs._state(F).scalar_lagrangians) == 2
+
+
+def test_jacobian_by_the_replayed_lagrangian(rng):
+    """J S as the mixed second derivative ∂²L/∂v∂x S of the scalar replay of
+    L = Σ vᵢ fᵢ equals J S by the constraints' own tangent sweeps; sparse_jacobian uses
+    the replay once sparse_hessian has compiled it (timing the four ways again)."""
+    f = VECTOR_FUNCTIONS["control_loop"][0]
+    z = rng.uniform(0.2, 1.0, 13)
+    F = ft.compile(f, z)
+    F.sparse_jacobian(z)
+    fixed = fs._state(F).jac
+    assert fixed.single in (False, True) and not fs._state(F).scalar_lagrangians
+    F.sparse_hessian(z, v=np.ones(12))          # compiles the replay
+    J = F.sparse_jacobian(z)                    # now timed among four ways
+    assert fixed.timed == (False, True, "L", "L1")
+    (L,) = fs._state(F).scalar_lagrangians.values()
+    own, _ = F._compressed((z,), fixed.colors, fixed.ncolors, False, False)
+    w = np.ones(J.shape[0])
+    for single in (False, True):
+        mixed, _ = L._compressed((w, z), fixed.colors, fixed.ncolors, True, single, 0)
+        np.testing.assert_allclose(mixed, own, rtol=1e-14, atol=1e-15)
+    np.testing.assert_allclose(J.toarray(), F.jacobian(z), rtol=1e-14, atol=1e-15)
+    z2 = rng.uniform(0.2, 1.0, 13)
+    np.testing.assert_allclose(F.sparse_jacobian(z2).toarray(), F.jacobian(z2), rtol=1e-14,
+                               atol=1e-15)

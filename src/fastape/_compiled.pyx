@@ -1320,47 +1320,95 @@ cdef class Function:
         from fastape import sparse
         return sparse.sparse_hessian(self, *args, v=v)
 
-    def _sparse_layout(self, args=None):
-        """(trace, [(input node, size) per differentiated leaf]): the trace whose guards
-        hold for ``args`` (a tuple; None: the last one used)."""
-        cdef Trace tr = self.last
+    cdef list _diff_layout(self, Trace tr):
+        """[(input node, size)] of the differentiated leaves on trace tr."""
+        return [(tr.inputs[k], int(np.prod(self.leaf_shapes[k], dtype=np.int64)))
+                for k in self._diff_leaves()]
+
+    cdef tuple _sparse_run(self, args):
+        """(trace, working copy swept forward, layout) for a call's arguments."""
+        if not isinstance(args, tuple):
+            args = (args,)
+        tr, t = self._run(self._leaves(args)[0])
+        return tr, t, self._diff_layout(tr)
+
+    def _sparse_layout(self, args=None, Trace trace=None):
+        """(trace, [(input node, size) per differentiated leaf]): of ``trace``, else of
+        the trace whose guards hold for ``args`` (a tuple), else of the last one used."""
+        cdef Trace tr = self.last if trace is None else trace
         cdef Tape t
-        if args is not None:
-            tr, t = self._run(self._leaves(tuple(args))[0])
+        if trace is None and args is not None:
+            if len(self.traces) == 1 and tr.nguards == 0:
+                self._leaves(tuple(args))       # one path only: check the arguments
+            else:
+                tr, t, _ = self._sparse_run(tuple(args))
+                tr.release(t)
+        return tr, self._diff_layout(tr)
+
+    def _compressed_reverse(self, args, colors, i64 ncolors):
+        """(B, trace): B = Sᵀ J (ncolors × n), S[i, colors[i]] = 1 over the output's
+        elements, by one reverse sweep per color (for functions without tangent rules:
+        custom_vjp)."""
+        cdef Trace tr
+        cdef Tape t
+        cdef i64 r, c, e, j, nout
+        cdef const i64[::1] col = colors
+        cdef double[:, ::1] Bv
+        cdef double* lam
+        tr, t, layout = self._sparse_run(args)
+        try:
+            nout = tr.out_size
+            B = np.zeros((ncolors, sum(m for _, m in layout)))
+            Bv = B
+            for c in range(ncolors):
+                tr.clear_adjoints(t)
+                lam = t.adjoint_ptr(tr.output)
+                for r in range(nout):
+                    if col[r] == c:
+                        lam[r] = 1.0
+                with nogil:
+                    tr.reverse(t)
+                t.raise_pending()
+                j = 0
+                for node, m in layout:
+                    lam = t.adjoint_ptr(node)
+                    for e in range(m):
+                        Bv[c, j + e] = lam[e]
+                    j += m
+            return B, tr
+        finally:
             tr.release(t)
-        sizes = [int(np.prod(self.leaf_shapes[k], dtype=np.int64)) for k in self._diff_leaves()]
-        return tr, [(tr.inputs[k], m) for k, m in zip(self._diff_leaves(), sizes)]
 
     def _gradient_function(self):
         """The compiled flat gradient of f (see _gradient)."""
         return self._gradient()
 
-    def _compressed(self, args, colors, i64 ncolors, bint hessian):
+    def _compressed(self, args, colors, i64 ncolors, bint hessian, bint single=False,
+                    i64 read_leaf=-1):
         """(B, trace): B = J S (m × ncolors) or, hessian, ∇²f S (n × ncolors) on a trace with
         the direct forward-over-reverse sweep (None there otherwise), S the seed matrix
-        S[j, colors[j]] = 1, by vector-mode sweeps of at most 64 directions."""
+        S[j, colors[j]] = 1, by vector-mode sweeps of at most 64 directions, or (single)
+        one sweep per color, which a grouped tape runs run by run. With read_leaf, the
+        adjoints' tangents are read at that input leaf instead: ∂²f/∂leaf∂x S (a
+        Lagrangian's weights: J S of its constraints)."""
         cdef Trace tr
         cdef Tape t
-        cdef i64 nin, nout, b0, p, d, e, node, j, c
+        cdef i64 nout, b0, p, d, e, node, j, c
         cdef const i64[::1] col = colors
         cdef double[:, ::1] Bv
         cdef double[::1] buf
-        if not isinstance(args, tuple):
-            args = (args,)
-        leaves = self._leaves(args)[0]
-        diff = self._diff_leaves()
-        tr, t = self._run(leaves)
+        tr, t, layout = self._sparse_run(args)
         try:
             if hessian and not tr.direct_hvp:
                 return None, tr
-            layout = [(tr.inputs[k], int(np.prod(self.leaf_shapes[k], dtype=np.int64)))
-                      for k in diff]
-            nin = sum(m for _, m in layout)
-            nout = nin if hessian else tr.out_size
+            rows = layout if read_leaf < 0 else [
+                (tr.inputs[read_leaf],
+                 int(np.prod(self.leaf_shapes[read_leaf], dtype=np.int64)))]
+            nout = sum(m for _, m in rows) if hessian else tr.out_size
             B = np.zeros((nout, ncolors))
             Bv = B
             buf = np.zeros(max(nout, max([m for _, m in layout], default=0), 1))
-            p = _block(ncolors)
+            p = 1 if single else _block(ncolors)
             for b0 in range(0, ncolors, p):
                 t.prepare_tangents(p, True)
                 j = 0
@@ -1381,7 +1429,7 @@ cdef class Function:
                     c = b0 + d
                     if hessian:     # scalar layout: node-major λ̇, p directions
                         j = 0
-                        for node, m in layout:
+                        for node, m in rows:
                             for e in range(m):
                                 Bv[j + e, c] = t.tan_adj[(node + e) * p + d]
                             j += m

@@ -88,6 +88,23 @@ ctypedef struct ISet:
     i64 cap             # the entries follow the header
 
 
+# bytes held by index sets now and at most since the last pass began (a measure of the
+# propagation's memory: fastape.sparse reports it, the tests bound it)
+cdef i64 _held = 0, _peak = 0
+
+
+cdef inline void _count(i64 nbytes) noexcept nogil:
+    global _held, _peak
+    _held += nbytes
+    if _held > _peak:
+        _peak = _held
+
+
+def peak_set_bytes():
+    """Peak bytes of index sets held during the last propagation."""
+    return int(_peak)
+
+
 cdef inline i32* _d(const ISet* s) noexcept nogil:
     return <i32*>(<char*>s + sizeof(ISet))
 
@@ -99,6 +116,7 @@ cdef ISet* _alloc(i64 cap) except NULL:
     s.refs = 1
     s.n = 0
     s.cap = cap
+    _count(sizeof(ISet) + cap * sizeof(i32))
     return s
 
 
@@ -112,6 +130,7 @@ cdef inline void _unref(ISet* s) noexcept nogil:
     if s != NULL:
         s.refs -= 1
         if s.refs == 0:
+            _count(-<i64>(sizeof(ISet) + s.cap * sizeof(i32)))
             free(s)
 
 
@@ -193,6 +212,7 @@ cdef ISet* _absorb(ISet* a, const ISet* b) except NULL:
     need = a.n + new
     if need > a.cap:
         need = max(need, 2 * a.cap)
+        _count((need - a.cap) * sizeof(i32))
         a = <ISet*>realloc(a, sizeof(ISet) + need * sizeof(i32))
         if a == NULL:
             raise MemoryError("sparsity: out of memory for the index sets")
@@ -328,6 +348,22 @@ cdef inline i64 _slot(Tape t, i64 i) noexcept nogil:
     return i if t.off == NULL else t.off[i]
 
 
+cdef inline i64 _broadcast_next(i64* idx, i64 src, const i64* P) noexcept nogil:
+    """The next element of a BROADCAST (parameters P: size, nd, nd dims, nd input
+    strides, 0 on broadcast axes): advance the output multi-index idx and return the
+    input element it reads, as _structural.pxi's _broadcast walks it."""
+    cdef i64 nd = P[1], d = nd - 1
+    while d >= 0:
+        idx[d] += 1
+        src += P[2 + nd + d]
+        if idx[d] < P[2 + d]:
+            break
+        src -= P[2 + nd + d] * P[2 + d]
+        idx[d] = 0
+        d -= 1
+    return src
+
+
 cdef inline i64 _nparents(Tape t, i64 i, int kind) noexcept nogil:
     if kind <= K_CONSTANT:
         return 0
@@ -443,7 +479,7 @@ cdef class _Pass:
         cdef Tape t = self.t
         cdef int kind = self.kind[t.op[i]], fl = self.flags[t.op[i]]
         cdef i64 n = t.size_of(i), base = _slot(t, i), e, a = t.a[i], b = t.b[i]
-        cdef i64 sx, sy, sa, sb, j, q, r, c, p, s, ln, m, src, d, nd
+        cdef i64 sx, sy, sa, sb, j, q, r, c, p, s, ln, m, src
         cdef i64 idx[64]
         cdef ISet* xa
         cdef ISet* xb
@@ -508,20 +544,11 @@ cdef class _Pass:
             for e in range(n):
                 out[e] = _ref(self.X(a, P[1] + e * P[2]))
         elif kind == K_BROADCAST:
-            nd = P[1]
             memset(idx, 0, sizeof(idx))
             src = 0
             for e in range(n):
                 out[e] = _ref(self.X(a, src))
-                d = nd - 1
-                while d >= 0:
-                    idx[d] += 1
-                    src += P[2 + nd + d]
-                    if idx[d] < P[2 + d]:
-                        break
-                    src -= P[2 + nd + d] * P[2 + d]
-                    idx[d] = 0
-                    d -= 1
+                src = _broadcast_next(idx, src, P)
         elif kind == K_REDUCE or kind == K_PROD or kind == K_NORM:
             m = P[2]
             for p in range(P[1]):
@@ -664,7 +691,7 @@ cdef class _Pass:
         cdef Tape t = self.t
         cdef int kind = self.kind[t.op[i]], fl = self.flags[t.op[i]]
         cdef i64 n = t.size_of(i), e, a = t.a[i], b = t.b[i], sx, sy, q, p, s, m, j, ln
-        cdef i64 r, c, kk, src, d, nd, rows, K, cols, bt
+        cdef i64 r, c, kk, src, rows, K, cols, bt
         cdef i64 idx[64]
         cdef const i64* P = t.params(i) if t.off != NULL and t.poff[i] >= 0 else NULL
         cdef bint any_, ta, tb
@@ -684,21 +711,12 @@ cdef class _Pass:
                 if self.lv(i, e):
                     self.setlv(a, P[1 + e] if kind == K_GATHER else P[1] + e * P[2])
         elif kind == K_BROADCAST:
-            nd = P[1]
             memset(idx, 0, sizeof(idx))
             src = 0
             for e in range(n):
                 if self.lv(i, e):
                     self.setlv(a, src)
-                d = nd - 1
-                while d >= 0:
-                    idx[d] += 1
-                    src += P[2 + nd + d]
-                    if idx[d] < P[2 + d]:
-                        break
-                    src -= P[2 + nd + d] * P[2 + d]
-                    idx[d] = 0
-                    d -= 1
+                src = _broadcast_next(idx, src, P)
         elif kind == K_REDUCE or kind == K_PROD or kind == K_NORM or kind == K_CUMSUM or \
                 kind == K_CUMPROD:
             m = P[2]
@@ -774,9 +792,11 @@ def patterns(Tape t not None, const uint8_t[::1] kinds, const uint8_t[::1] flags
     Returns (indptr, indices) of the output's Jacobian pattern (rows: its elements)
     and, if `hessian`, of the symmetric Lagrangian Hessian pattern (ncols × ncols),
     else None."""
+    global _peak
     cdef _Pass ps = _Pass.__new__(_Pass)
     cdef i64 n = t.n, i, q, p, e, nout
     cdef int kd
+    _peak = _held
     ps.t = t
     ps.kind = &kinds[0]
     ps.flags = &flags[0]
@@ -901,23 +921,56 @@ def greedy_columns(const i64[::1] rp, const i32[::1] ri, const i64[::1] cp,
     return colors
 
 
+cdef inline i64 _find(const i64* keys, i64 lo, i64 n, i64 key) noexcept nogil:
+    """Position of key in keys[lo:lo + n] (a vertex's short list), or -1."""
+    cdef i64 q
+    for q in range(lo, lo + n):
+        if keys[q] == key:
+            return q
+    return -1
+
+
+cdef inline void _add_color(i64* lists, i64* counts, i64 lo, i64 w, i64 c) noexcept nogil:
+    """Add color c to vertex w's list lists[lo:lo + counts[w]] unless it is there."""
+    if _find(lists, lo, counts[w], c) < 0:
+        lists[lo + counts[w]] = c
+        counts[w] += 1
+
+
 def greedy_star(const i64[::1] p, const i32[::1] ix, const i64[::1] order):
     """Star coloring of the symmetric pattern's adjacency graph (the diagonal ignored):
     a distance-1 coloring in which every path on four vertices has at least three
     colors, greedy in `order`. Each vertex is given the smallest color that creates
-    no two-colored path on four vertices among the vertices colored so far, checked
-    with the vertex at the end (v-w-x-y: c(v) = c(x), c(w) = c(y)) and inside
-    (a-v-w-x: c(a) = c(w), c(v) = c(x)) of the path."""
-    cdef i64 n = p.shape[0] - 1, q, v, k, kx, h, w, x, y, cw, cx, c
-    cdef bint bad
+    no two-colored path on four vertices among the vertices colored so far, with the
+    new vertex v at an end (v-w-x-y: c(v) = c(x), c(w) = c(y)) or inside (a-v-w-x:
+    c(a) = c(w), c(v) = c(x)) of the path.
+
+    Both conditions are kept per vertex as the colors are given, so that a vertex of
+    high degree (an arrow's hub) is not scanned for each neighbor: for every vertex x
+    the colors of its colored neighbors with their counts (cnt(x, c)), and for every
+    vertex w the colors c(x) of its colored neighbors x with cnt(x, c(w)) >= 2 (a y ≠ w
+    next to x has w's color: `bad` colors, which v next to w must avoid). Inside: if
+    v has two colored neighbors of w's color, every color next to w is forbidden.
+    Each list holds distinct colors, so it has at most deg entries: both live in
+    arrays shaped like the pattern."""
+    cdef i64 n = p.shape[0] - 1, q, v, k, h, w, x, c, cw, pos
+    cdef i64 nnz = ix.shape[0]
     colors = np.full(n, -1, dtype=np.int64)
     forbidden = np.full(n + 1, -1, dtype=np.int64)
-    count = np.zeros(n + 1, dtype=np.int64)      # colored neighbors of v per color
-    cstamp = np.full(n + 1, -1, dtype=np.int64)
+    # per vertex x (slots p[x] .. p[x + 1]): colors next to x and their counts; per
+    # vertex w: its bad colors
+    ccol = np.empty(max(nnz, 1), dtype=np.int64)
+    ccnt = np.empty(max(nnz, 1), dtype=np.int64)
+    bad = np.empty(max(nnz, 1), dtype=np.int64)
+    nc = np.zeros(n + 1, dtype=np.int64)
+    nb = np.zeros(n + 1, dtype=np.int64)
     cdef i64[::1] C = colors
     cdef i64[::1] Fb = forbidden
-    cdef i64[::1] Ct = count
-    cdef i64[::1] Cs = cstamp
+    cdef i64[::1] CC = ccol
+    cdef i64[::1] CN = ccnt
+    cdef i64[::1] BD = bad
+    cdef i64[::1] NC = nc
+    cdef i64[::1] NB = nb
     for q in range(n):
         v = order[q]
         for k in range(p[v], p[v + 1]):
@@ -925,34 +978,47 @@ def greedy_star(const i64[::1] p, const i32[::1] ix, const i64[::1] order):
             if w == v or C[w] < 0:
                 continue
             cw = C[w]
-            Fb[cw] = v
-            if Cs[cw] != v:
-                Cs[cw] = v
-                Ct[cw] = 0
-            Ct[cw] += 1
-        for k in range(p[v], p[v + 1]):
-            w = ix[k]
-            if w == v or C[w] < 0:
-                continue
-            cw = C[w]
-            for kx in range(p[w], p[w + 1]):
-                x = ix[kx]
-                if x == v or x == w or C[x] < 0 or Fb[C[x]] == v:
-                    continue
-                cx = C[x]
-                bad = Ct[cw] >= 2           # a-v-w-x, a another neighbor of v colored cw
-                if not bad:                 # v-w-x-y
-                    for h in range(p[x], p[x + 1]):
-                        y = ix[h]
-                        if y != w and y != x and C[y] == cw:
-                            bad = True
-                            break
-                if bad:
-                    Fb[cx] = v
+            Fb[cw] = v                                  # distance 1
+            for h in range(p[w], p[w] + NB[w]):         # v-w-x-y
+                Fb[BD[h]] = v
+            pos = _find(&CC[0], p[v], NC[v], cw)
+            if CN[pos] >= 2:                            # a-v-w-x
+                for h in range(p[w], p[w] + NC[w]):
+                    Fb[CC[h]] = v
         c = 0
         while Fb[c] == v:
             c += 1
         C[v] = c
+        # v's color next to each neighbor x; v-x-(another of color c(x)) makes c(x)...
+        for k in range(p[v], p[v + 1]):
+            x = ix[k]
+            if x == v:
+                continue
+            pos = _find(&CC[0], p[x], NC[x], c)
+            if pos < 0:
+                pos = p[x] + NC[x]
+                CC[pos] = c
+                CN[pos] = 0
+                NC[x] += 1
+            CN[pos] += 1
+            if C[x] < 0 or CN[pos] < 2:
+                continue
+            # x is colored and has two or more neighbors of color c: each of them gets
+            # c(x) as a bad color: v, and at the second one the first (found once)
+            if CN[pos] == 2:
+                for h in range(p[x], p[x + 1]):
+                    w = ix[h]
+                    if w != x and w != v and C[w] == c:
+                        _add_color(&BD[0], &NB[0], p[w], w, C[x])
+            _add_color(&BD[0], &NB[0], p[v], v, C[x])
+        # and the colors that already occur twice next to v make c bad for their owners
+        for k in range(p[v], p[v + 1]):
+            w = ix[k]
+            if w == v or C[w] < 0:
+                continue
+            pos = _find(&CC[0], p[v], NC[v], C[w])
+            if CN[pos] >= 2:
+                _add_color(&BD[0], &NB[0], p[w], w, c)
     return colors
 
 
