@@ -176,11 +176,17 @@ def main(argv=None):
         for k, q in r["ratios"].items():
             print(f"  {k:<22} {q:12.2f}x")
     if args.json:
-        out = {"python": sys.version.split()[0], "machine": platform.machine(),
-               "numpy": np.__version__, "rounds": args.rounds, "results": results}
-        with open(args.json, "w") as fh:
-            json.dump(out, fh, indent=2)
+        write_json(args.json, args.rounds, results)
     return results
+
+
+def write_json(path, rounds, results, **extra):
+    """The results of a run, with the Python, machine, numpy and round count (and any
+    extra fields), as the benchmarks' JSON files hold them."""
+    out = {"python": sys.version.split()[0], "machine": platform.machine(),
+           "numpy": np.__version__, "rounds": rounds, **extra, "results": results}
+    with open(path, "w") as fh:
+        json.dump(out, fh, indent=2)
 
 
 if __name__ == "__main__":

@@ -43,8 +43,6 @@ os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false "
                       "intra_op_parallelism_threads=1")
 
 import argparse  # noqa: E402
-import json  # noqa: E402
-import platform  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 
@@ -54,7 +52,7 @@ import fastape as ft  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 # the workloads and the timing of bench_forward.py, shared
-from bench_forward import measure, rosen_loop  # noqa: E402
+from bench_forward import measure, rosen_loop, write_json  # noqa: E402
 from bench_forward import two_layer_problem as _two_layer  # noqa: E402
 
 
@@ -387,11 +385,7 @@ def main(argv=None):
         for k, q in r["ratios"].items():
             print(f"  {k:<28} {q:12.3f}x")
     if args.json:
-        out = {"python": sys.version.split()[0], "machine": platform.machine(),
-               "numpy": np.__version__, "rounds": args.rounds, "notes": notes,
-               "results": results}
-        with open(args.json, "w") as fh:
-            json.dump(out, fh, indent=2)
+        write_json(args.json, args.rounds, results, notes=notes)
     return results
 
 

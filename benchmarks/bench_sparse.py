@@ -33,15 +33,13 @@ for _v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[_v] = "1"
 
 import argparse  # noqa: E402
-import json  # noqa: E402
-import platform  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_forward import measure, rosen_loop, threadpool_limits  # noqa: E402
+from bench_forward import measure, rosen_loop, threadpool_limits, write_json  # noqa: E402
 
 import fastape as ft  # noqa: E402
 from fastape import sparse as fs  # noqa: E402
@@ -225,10 +223,7 @@ def main(argv=None):
         for k, q in r["ratios"].items():
             print(f"  {k:<57} {q:10.2f}x")
     if args.json:
-        out = {"python": sys.version.split()[0], "machine": platform.machine(),
-               "numpy": np.__version__, "rounds": args.rounds, "results": results}
-        with open(args.json, "w") as fh:
-            json.dump(out, fh, indent=2)
+        write_json(args.json, args.rounds, results)
     return results
 
 
