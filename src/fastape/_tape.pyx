@@ -105,6 +105,34 @@ cdef inline void _widen(i32* span, i32 lo, i32 hi) noexcept nogil:
         span[1] = hi
 
 
+cdef inline void _hvp_parent(double* lpar, i32* apar, const double* li, i32 l0, i32 l1,
+                             double d, const double* tx, const i32* sx, double cx,
+                             const double* ty, const i32* sy, double cy) noexcept nogil:
+    """One parent's share of a node's λ̇ in the vector-mode forward-over-reverse sweep:
+    λ̇_parent[k] += λ̇[k] d + cx ẋ[k] + cy ẏ[k] (d the node's partial in this parent, cx
+    and cy the multiplier times its second partials, ẋ, ẏ the parents' tangents), each
+    term zero where a factor is, over the union of the supports of the nonzero terms,
+    which widens the parent's λ̇ support apar."""
+    cdef i32 sp[2]
+    cdef i32 k
+    cdef double e, x, y
+    sp[0] = sp[1] = 0
+    if d != 0.0:
+        _widen(sp, l0, l1)
+    if cx != 0.0:
+        _widen(sp, sx[0], sx[1])
+    if cy != 0.0:
+        _widen(sp, sy[0], sy[1])
+    for k in range(sp[0], sp[1]):
+        e = li[k]
+        x = tx[k]
+        y = ty[k]
+        lpar[k] += ((e * d if e != 0.0 and d != 0.0 else 0.0)
+                    + (cx * x if x != 0.0 and cx != 0.0 else 0.0)
+                    + (cy * y if y != 0.0 and cy != 0.0 else 0.0))
+    _widen(apar, sp[0], sp[1])
+
+
 cdef inline void _leaf_span(const double* x, i64 p, i32* span) noexcept nogil:
     """The range of x[0..p-1] outside which every entry is zero."""
     cdef i64 lo = 0, hi = p
@@ -791,7 +819,7 @@ cdef class Tape:
         recorded gradient has no such term when the partial is a constant 0). Every
         non-leaf λ and λ̇ is zeroed once passed on (as the grouped reverse sweep does), so
         only the leaves' need clearing before the next sweep."""
-        cdef i64 i, k, ia, ib
+        cdef i64 i, ia, ib
         cdef int o
         cdef double d0, d1, d00, d01, d11, w, g, gd, c00, c01, c11, e, x, y
         cdef const double* v = self.val
@@ -801,8 +829,6 @@ cdef class Tape:
         cdef const double* ta
         cdef const double* tb
         cdef double* li
-        cdef double* la
-        cdef double* lb
         cdef const uint8_t* op = self.op
         cdef const i32* pa = self.a
         cdef const i32* pb = self.b
@@ -810,7 +836,6 @@ cdef class Tape:
         cdef const i32* S = self.tspan
         cdef i32* A = self.aspan
         cdef i32 l0, l1
-        cdef i32 sp[2]
         i = top
         if p == 1:
             while i >= 0:
@@ -858,7 +883,6 @@ cdef class Tape:
                 c11 = w * d11 if w != 0.0 and d11 != 0.0 else 0.0
                 ia = pa[i]
                 ta = T + ia * p
-                la = L + ia * p
                 if w != 0.0:
                     lam[ia] += w * d0
                 if is_binary(o):
@@ -866,49 +890,13 @@ cdef class Tape:
                     if w != 0.0:
                         lam[ib] += w * d1
                     tb = T + ib * p
-                    lb = L + ib * p
-                    sp[0] = sp[1] = 0       # parent a's terms
-                    if d0 != 0.0:
-                        _widen(sp, l0, l1)
-                    if c00 != 0.0:
-                        _widen(sp, S[2 * ia], S[2 * ia + 1])
-                    if c01 != 0.0:
-                        _widen(sp, S[2 * ib], S[2 * ib + 1])
-                    for k in range(sp[0], sp[1]):
-                        e = li[k]
-                        x = ta[k]
-                        y = tb[k]
-                        la[k] += ((e * d0 if e != 0.0 and d0 != 0.0 else 0.0)
-                                  + (c00 * x if x != 0.0 and c00 != 0.0 else 0.0)
-                                  + (c01 * y if y != 0.0 and c01 != 0.0 else 0.0))
-                    _widen(A + 2 * ia, sp[0], sp[1])
-                    sp[0] = sp[1] = 0       # parent b's
-                    if d1 != 0.0:
-                        _widen(sp, l0, l1)
-                    if c01 != 0.0:
-                        _widen(sp, S[2 * ia], S[2 * ia + 1])
-                    if c11 != 0.0:
-                        _widen(sp, S[2 * ib], S[2 * ib + 1])
-                    for k in range(sp[0], sp[1]):
-                        e = li[k]
-                        x = ta[k]
-                        y = tb[k]
-                        lb[k] += ((e * d1 if e != 0.0 and d1 != 0.0 else 0.0)
-                                  + (c01 * x if x != 0.0 and c01 != 0.0 else 0.0)
-                                  + (c11 * y if y != 0.0 and c11 != 0.0 else 0.0))
-                    _widen(A + 2 * ib, sp[0], sp[1])
-                else:
-                    sp[0] = sp[1] = 0
-                    if d0 != 0.0:
-                        _widen(sp, l0, l1)
-                    if c00 != 0.0:
-                        _widen(sp, S[2 * ia], S[2 * ia + 1])
-                    for k in range(sp[0], sp[1]):
-                        e = li[k]
-                        x = ta[k]
-                        la[k] += ((e * d0 if e != 0.0 and d0 != 0.0 else 0.0)
-                                  + (c00 * x if x != 0.0 and c00 != 0.0 else 0.0))
-                    _widen(A + 2 * ia, sp[0], sp[1])
+                    _hvp_parent(L + ia * p, A + 2 * ia, li, l0, l1, d0,
+                                ta, S + 2 * ia, c00, tb, S + 2 * ib, c01)
+                    _hvp_parent(L + ib * p, A + 2 * ib, li, l0, l1, d1,
+                                ta, S + 2 * ia, c01, tb, S + 2 * ib, c11)
+                else:               # no second parent: its coefficient is 0
+                    _hvp_parent(L + ia * p, A + 2 * ia, li, l0, l1, d0,
+                                ta, S + 2 * ia, c00, ta, S + 2 * ia, 0.0)
             if o > CONSTANT:
                 lam[i] = 0.0
                 if l0 < l1:
