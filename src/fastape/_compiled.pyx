@@ -189,22 +189,7 @@ cdef class Schedule:
 
     cdef void forward(self, Tape t) noexcept nogil:
         """The forward sweep, run by run."""
-        cdef i64 r, lo, hi
-        cdef int o
-        cdef uint8_t kd
-        for r in range(self.nruns):
-            lo = self.runs[r]
-            hi = self.runs[r + 1]
-            o = t.op[lo]
-            if is_leaf(o):
-                continue
-            kd = self.kind[r]
-            if kd & RUN_AFFINE:
-                elementwise_forward(o, t.val + t.a[lo], kd & RUN_SX != 0,
-                                    (t.pool if has_k(o) else t.val) + t.b[lo],
-                                    kd & RUN_SY != 0, t.val + lo, hi - lo)
-            else:
-                run_forward(o, t.val, t.pool, t.a, t.b, lo, hi)
+        self._forward(t, False)
 
     cdef void reverse(self, Tape t, i64 top) noexcept nogil:
         """The reverse sweep from node `top` down to node 0, run by run; each non-leaf
@@ -238,6 +223,10 @@ cdef class Schedule:
         bit as forward's. (One array kernel computing value and tangent in one pass was
         measured on the loop Rosenbrock, n = 10 000: no gain, jvp/value 2.53-2.60x
         either way; these runs move twice the memory of the value's and are bound by it.)"""
+        self._forward(t, True)
+
+    cdef void _forward(self, Tape t, bint tangent) noexcept nogil:
+        """forward (tangent False) or forward_tangent (True)."""
         cdef i64 r, lo, hi
         cdef int o
         cdef uint8_t kd
@@ -252,13 +241,16 @@ cdef class Schedule:
                 elementwise_forward(o, t.val + t.a[lo], kd & RUN_SX != 0,
                                     (t.pool if has_k(o) else t.val) + t.b[lo],
                                     kd & RUN_SY != 0, t.val + lo, hi - lo)
-                elementwise_tangent(o, t.val + t.a[lo], kd & RUN_SX != 0,
-                                    (t.pool if has_k(o) else t.val) + t.b[lo],
-                                    kd & RUN_SY != 0, t.val + lo, t.tan + t.a[lo],
-                                    t.tan + t.b[lo] if is_binary(o) else NULL, t.tan + lo,
-                                    hi - lo, 1, 0)
-            else:
+                if tangent:
+                    elementwise_tangent(o, t.val + t.a[lo], kd & RUN_SX != 0,
+                                        (t.pool if has_k(o) else t.val) + t.b[lo],
+                                        kd & RUN_SY != 0, t.val + lo, t.tan + t.a[lo],
+                                        t.tan + t.b[lo] if is_binary(o) else NULL,
+                                        t.tan + lo, hi - lo, 1, 0)
+            elif tangent:
                 run_forward_tangent(o, t.val, t.tan, t.pool, t.a, t.b, lo, hi)
+            else:
+                run_forward(o, t.val, t.pool, t.a, t.b, lo, hi)
 
     cdef void hvp_reverse(self, Tape t, i64 top) noexcept nogil:
         """Forward over reverse (one direction, after forward_tangent) from node `top`
