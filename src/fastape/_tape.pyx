@@ -105,6 +105,18 @@ cdef inline void _widen(i32* span, i32 lo, i32 hi) noexcept nogil:
         span[1] = hi
 
 
+cdef inline const double* _operand_b(Tape t, i64 i, int o, i64* sx, i64* sy) noexcept nogil:
+    """For elementwise node i (general layout): its second operand, the immediate in the
+    pool for the *_K ops or parent b's values, and whether each operand is an array
+    (sx, sy = 1) or a broadcast scalar (0), as the array kernels take them."""
+    sx[0] = t.size_of(t.a[i]) != 1
+    if has_k(o):
+        sy[0] = 0
+        return t.pool + t.b[i]
+    sy[0] = t.size_of(t.b[i]) != 1
+    return t.val + t.off[t.b[i]]
+
+
 cdef inline void _hvp_parent(double* lpar, i32* apar, const double* li, i32 l0, i32 l1,
                              double d, const double* tx, const i32* sx, double cx,
                              const double* ty, const i32* sy, double cy) noexcept nogil:
@@ -596,13 +608,7 @@ cdef class Tape:
                 (self.pool if has_k(o) else self.val)[self.b[i]], &d0, &d1, NULL)
             return
         if is_elementwise(o):
-            sx = self.size_of(self.a[i]) != 1
-            if has_k(o):
-                y = self.pool + self.b[i]
-                sy = 0
-            else:
-                y = self.val + self.off[self.b[i]]
-                sy = self.size_of(self.b[i]) != 1
+            y = _operand_b(self, i, o, &sx, &sy)
             elementwise_forward(o, self.val + self.off[self.a[i]], sx, y, sy,
                                 self.val + self.off[i], self.size_of(i))
             return
@@ -622,13 +628,7 @@ cdef class Tape:
         n = self.size_of(i)
         if is_elementwise(o):
             # the array loops skip zero adjoints element by element
-            sx = self.size_of(self.a[i]) != 1
-            if has_k(o):
-                y = self.pool + self.b[i]
-                sy = 0
-            else:
-                y = self.val + self.off[self.b[i]]
-                sy = self.size_of(self.b[i]) != 1
+            y = _operand_b(self, i, o, &sx, &sy)
             elementwise_reverse(o, self.val + self.off[self.a[i]], sx, y, sy,
                                 self.val + self.off[i], lam, self.adj + self.off[self.a[i]],
                                 self.adj + self.off[self.b[i]] if is_binary(o) else NULL, n)
@@ -647,13 +647,7 @@ cdef class Tape:
         if is_leaf(o):
             return
         if is_elementwise(o):
-            sx = self.size_of(self.a[i]) != 1
-            if has_k(o):
-                y = self.pool + self.b[i]
-                sy = 0
-            else:
-                y = self.val + self.off[self.b[i]]
-                sy = self.size_of(self.b[i]) != 1
+            y = _operand_b(self, i, o, &sx, &sy)
             elementwise_tangent(o, self.val + self.off[self.a[i]], sx, y, sy,
                                 self.val + self.off[i], self.tan + self.off[self.a[i]],
                                 self.tan + self.off[self.b[i]] if is_binary(o) else NULL,
