@@ -569,48 +569,30 @@ cdef inline i64 _block(i64 n) noexcept:
     return (n + nblocks - 1) // nblocks if n > 0 else 1
 
 
-cdef Tape _forward(Trace tr, list leaves):
-    """A working copy of tr with these inputs swept forward, or None (released) if a
-    guard fails."""
+cdef Tape _forward(Trace tr, list leaves, list diff=None, list seeds=None):
+    """A working copy of tr with these inputs swept forward, and with `seeds` the
+    tangents (one direction; seeds[q] for input leaf diff[q]) swept too, or None
+    (released) if a guard fails. A grouped tape runs both sweeps in one pass before the
+    guards are checked (on a failure the tangents are simply not used)."""
     cdef Tape t = tr.acquire()
     cdef i64 k
     cdef bint ok
-    for k in range(len(leaves)):
-        _write(t, tr.inputs[k], leaves[k])
-    with nogil:
-        tr.forward(t)
-        ok = tr.nguards == 0 or tr.guards_hold(t)
-    if t.py_error is not None:          # a custom rule raised during the sweep
-        tr.release(t)
-        t.raise_pending()
-    if ok:
-        return t
-    tr.release(t)
-    return None
-
-
-cdef Tape _forward_tangent(Trace tr, list leaves, list diff, list seeds):
-    """A working copy of tr with these inputs swept forward and these tangents (one
-    direction; seeds[q] for input leaf diff[q]) swept too, or None (released) if a
-    guard fails. A grouped tape runs both sweeps in one pass before the guards are
-    checked (on a failure the tangents are simply not used)."""
-    cdef Tape t = tr.acquire()
-    cdef i64 k
-    cdef bint ok
+    cdef bint tangent = seeds is not None
     try:
         for k in range(len(leaves)):
             _write(t, tr.inputs[k], leaves[k])
-        _seed_tangents(tr, t, diff, seeds)
+        if tangent:
+            _seed_tangents(tr, t, diff, seeds)
     except BaseException:
         tr.release(t)
         raise
     with nogil:
-        if tr.schedule is not None:
+        if tangent and tr.schedule is not None:
             tr.schedule.forward_tangent(t)
         else:
-            t.forward_sweep(0, t.n)
+            tr.forward(t)
         ok = tr.nguards == 0 or tr.guards_hold(t)
-        if ok and tr.schedule is None:
+        if ok and tangent and tr.schedule is None:
             t.tangent_sweep(0, t.n, 1)
     if t.py_error is not None:          # a custom rule raised during the sweeps
         tr.release(t)
@@ -1014,7 +996,7 @@ cdef class Function:
         seeds = self._tangent_leaves(tangents, td)
         diff = self._diff_leaves()
         tr = self.last
-        t = _forward_tangent(tr, leaves, diff, seeds)
+        t = _forward(tr, leaves, diff, seeds)
         if t is None:       # another branch: find or record its trace, then sweep
             tr, t = self._run(leaves)
             try:
@@ -1165,7 +1147,7 @@ cdef class Function:
         seeds = self._tangent_leaves(v, td, "hvp")
         diff = self._diff_leaves()
         tr = self.last
-        t = _forward_tangent(tr, leaves, diff, seeds)
+        t = _forward(tr, leaves, diff, seeds)
         if t is None:       # another branch: find or record its trace
             tr, t = self._run(leaves)
             if not tr.direct_hvp:
