@@ -499,6 +499,8 @@ def _traced(build):
     import gc
     import tracemalloc
     gc.collect()
+    limit = ft.arena_pool()["limit"]
+    ft.arena_pool(limit=0)      # no pooled arena of an earlier test: fresh buffers only
     tracemalloc.start()
     try:
         before = tracemalloc.get_traced_memory()[0]
@@ -507,6 +509,7 @@ def _traced(build):
         return out, tracemalloc.get_traced_memory()[0] - before
     finally:
         tracemalloc.stop()
+        ft.arena_pool(limit=limit)
 
 
 def test_tape_nbytes_is_exact():

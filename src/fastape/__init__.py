@@ -31,7 +31,7 @@ from fastape._functions import __all__ as _FUNCTIONS
 from fastape._ops import Cmp, Op
 from fastape._stats import *  # noqa: F403 - numpy's statistics
 from fastape._stats import __all__ as _STATS
-from fastape._tape import Tape, Var
+from fastape._tape import Tape, Var, arena_pool
 from fastape.api import (
                          compile,
                          grad,
@@ -64,7 +64,7 @@ __all__ = [
     "Tape", "Var", "Op", "Cmp", "Function", "compile", "grad", "value_and_grad", "linalg",
     "jvp", "vjp", "linearize", "jacobian", "jacfwd", "jacrev", "hessian", "hvp",
     "custom_vjp", "custom_jvp", "check_grads", "einsum", "tensordot",
-    "fixed_point", "root", "linear_solve", "load", "checkpoint",
+    "fixed_point", "root", "linear_solve", "load", "checkpoint", "arena_pool",
     "ShapeError", "TapeError", "BranchChanged", "FastapeError", "NoTangentRule",
     "ConvergenceError", "TapeFormatError",
     "scipy", *_FUNCTIONS, *_ARRAYS, *_STATS,

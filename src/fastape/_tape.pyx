@@ -62,6 +62,9 @@ cdef void* _resize(void* p, i64 count, size_t item) except? NULL:
         raise MemoryError(f"fastape: a tape buffer of {count} items of {item} bytes is too "
                           "large to allocate")
     q = PyMem_Realloc(p, <size_t>(count if count > 0 else 1) * item)
+    if q == NULL and _arena_bytes > 0:
+        _arena_clear()          # memory pressure: the pooled arenas go first
+        q = PyMem_Realloc(p, <size_t>(count if count > 0 else 1) * item)
     if q == NULL:
         raise MemoryError(f"fastape: cannot allocate {count * item} bytes for the tape")
     return q
@@ -79,6 +82,138 @@ cdef void* _dup(const void* p, i64 nbytes) except? NULL:
     if nbytes > 0:
         memcpy(q, p, nbytes)
     return q
+
+
+# ---------------------------------------------------------------------------
+# the arena pool: value, adjoint and tangent arenas of released tapes, kept for the
+# next tape (an eager transform records a fresh tape on every call; reusing its
+# arenas spares it the page faults of fresh memory and the copies of growing)
+# ---------------------------------------------------------------------------
+
+cdef enum:
+    ARENA_SLOTS = 6
+cdef double* _arena_ptr[ARENA_SLOTS]
+cdef i64 _arena_len[ARENA_SLOTS]          # capacity in doubles (0: slot empty)
+cdef i64 _arena_bytes = 0
+cdef i64 _arena_limit = 256 << 20       # bytes the pool may hold (arena_pool(limit))
+cdef i64 ARENA_MIN = 4096               # doubles: smaller arenas come cheap from malloc
+# The pool is touched only with the GIL held (recording, prepare_*, release), so it
+# needs no lock: the GIL makes it one pool per interpreter, safe across threads.
+
+
+cdef double* _arena_take(i64 need, i64* cap, i64 most) noexcept:
+    """The smallest pooled arena of `need` to `most` doubles, removed from the pool
+    (its capacity in cap[0]), or NULL when there is none."""
+    global _arena_bytes
+    cdef int s, best = -1
+    cdef double* q
+    if need < ARENA_MIN:
+        return NULL
+    for s in range(ARENA_SLOTS):
+        if (need <= _arena_len[s] <= most
+                and (best < 0 or _arena_len[s] < _arena_len[best])):
+            best = s
+    if best < 0:
+        return NULL
+    q = _arena_ptr[best]
+    cap[0] = _arena_len[best]
+    _arena_bytes -= _arena_len[best] * 8
+    _arena_ptr[best] = NULL
+    _arena_len[best] = 0
+    return q
+
+
+cdef void _arena_drop(int s) noexcept:
+    global _arena_bytes
+    PyMem_Free(_arena_ptr[s])
+    _arena_bytes -= _arena_len[s] * 8
+    _arena_ptr[s] = NULL
+    _arena_len[s] = 0
+
+
+cdef void _arena_give(double* p, i64 cap) noexcept:
+    """Keep arena p of `cap` doubles for a later tape, or free it: the pool keeps the
+    largest arenas that fit its limit, evicting smaller ones."""
+    global _arena_bytes
+    cdef int s, small
+    if p == NULL:
+        return
+    if cap < ARENA_MIN or cap * 8 > _arena_limit:
+        PyMem_Free(p)
+        return
+    while True:
+        small = -1
+        for s in range(ARENA_SLOTS):
+            if _arena_len[s] == 0:
+                small = s
+                break
+            if small < 0 or _arena_len[s] < _arena_len[small]:
+                small = s
+        if _arena_len[small] == 0 and _arena_bytes + cap * 8 <= _arena_limit:
+            _arena_ptr[small] = p
+            _arena_len[small] = cap
+            _arena_bytes += cap * 8
+            return
+        if _arena_len[small] == 0 or _arena_len[small] >= cap:
+            # the pool is full of arenas at least as large: p is the one to let go
+            PyMem_Free(p)
+            return
+        _arena_drop(small)
+
+
+cdef void _arena_clear() noexcept:
+    cdef int s
+    for s in range(ARENA_SLOTS):
+        if _arena_len[s]:
+            _arena_drop(s)
+
+
+cdef double* _arena(double* old, i64* cap, i64 keep, i64 need, bint growing) except? NULL:
+    """An arena of at least `need` doubles holding the first `keep` doubles of `old`
+    (of capacity cap[0], which it replaces: pooled or freed), from the pool when it
+    has one, else grown from `old` by realloc (which leaves `old` as it was if it
+    fails). The new capacity goes to cap[0]. A `growing` arena (the values while
+    recording: their final size is unknown) takes any larger pooled arena and gives
+    back what it does not use when the tape closes; the others (sized once) take
+    one of at most twice `need`."""
+    cdef i64 got
+    cdef double* q = _arena_take(need, &got, MAX_BYTES if growing else 2 * need)
+    if q == NULL:
+        q = <double*>_resize(old, need, sizeof(double))
+        cap[0] = need
+        return q
+    if keep > 0:
+        memcpy(q, old, keep * sizeof(double))
+    _arena_give(old, cap[0])
+    cap[0] = got
+    return q
+
+
+def arena_pool(limit=None):
+    """The pool of value and multiplier arenas kept from released tapes.
+
+    An eager transform (``grad``, ``value_and_grad``, ``jvp``, ...) records a fresh
+    tape on every call; the pool hands the arenas of the last one to the next, so
+    repeated calls neither fault in fresh memory nor copy arenas as they grow. It
+    holds at most ``limit`` bytes (256 MiB by default) in at most 6 arenas and is
+    emptied when an allocation fails. ``arena_pool(limit=n)`` sets the limit (0
+    empties and disables it). Returns ``{"bytes", "arenas", "limit"}`` after the
+    change.
+    """
+    global _arena_limit
+    cdef int s
+    if limit is not None:
+        if type(limit) is bool or not isinstance(limit, (int, np.integer)) or limit < 0:
+            raise TypeError(f"arena_pool: limit must be a non-negative integer (bytes), "
+                            f"got {limit!r}")
+        _arena_limit = min(int(limit), MAX_BYTES)
+        for s in range(ARENA_SLOTS):
+            if _arena_len[s] and (_arena_len[s] * 8 > _arena_limit
+                                  or _arena_bytes > _arena_limit):
+                _arena_drop(s)
+    return {"bytes": int(_arena_bytes),
+            "arenas": sum(1 for s in range(ARENA_SLOTS) if _arena_len[s]),
+            "limit": int(_arena_limit)}
 
 
 cdef inline i64 _grown(i64 cap, i64 need) except -1:
@@ -232,9 +367,9 @@ cdef class Tape:
         PyMem_Free(self.op)
         PyMem_Free(self.a)
         PyMem_Free(self.b)
-        PyMem_Free(self.val)
-        PyMem_Free(self.adj)
-        PyMem_Free(self.tan)
+        _arena_give(self.val, self.val_cap)
+        _arena_give(self.adj, self.adj_cap)
+        _arena_give(self.tan, self.tan_cap)
         PyMem_Free(self.tan_adj)
         PyMem_Free(self.tspan)
         PyMem_Free(self.aspan)
@@ -335,7 +470,16 @@ cdef class Tape:
             self.P = <i64*>_shrunk(self.P, self.nP, sizeof(i64))
             self.P_cap = self.nP
         self.cap = n
-        self.val = <double*>_shrunk(self.val, self.nval, sizeof(double))
+        cdef double* q
+        if self.val_cap >= ARENA_MIN and self.val_cap > 2 * self.nval:
+            # a pooled arena much larger than this tape: back to the pool, for the
+            # tape it was kept for, and the values to a buffer of their size
+            q = <double*>_resize(NULL, self.nval, sizeof(double))
+            memcpy(q, self.val, self.nval * sizeof(double))
+            _arena_give(self.val, self.val_cap)
+            self.val = q
+        else:
+            self.val = <double*>_shrunk(self.val, self.nval, sizeof(double))
         self.val_cap = self.nval
         self.pool = <double*>_shrunk(self.pool, self.npool, sizeof(double))
         self.pool_cap = self.npool
@@ -415,9 +559,8 @@ cdef class Tape:
             if self.off != NULL:
                 self.off = <i64*>_resize(self.off, c, sizeof(i64))
                 self.poff = <i64*>_resize(self.poff, c, sizeof(i64))
-            else:
-                self.val = <double*>_resize(self.val, c, sizeof(double))
-                self.val_cap = c
+            elif c > self.val_cap:
+                self.val = _arena(self.val, &self.val_cap, self.nval, c, True)
         except MemoryError:
             raise MemoryError(f"fastape: out of memory growing a tape of {self.n} nodes "
                               f"({self.nbytes} bytes held) to {c} nodes") from None
@@ -471,8 +614,8 @@ cdef class Tape:
             self.nval = i + 1
         else:
             if self.nval + size > self.val_cap:
-                self.val_cap = _grown(self.val_cap, self.nval + size)
-                self.val = <double*>_resize(self.val, self.val_cap, sizeof(double))
+                self.val = _arena(self.val, &self.val_cap, self.nval,
+                                  _grown(self.val_cap, self.nval + size), True)
             self.off[i] = self.nval
             self.nval += size
             if nparams > 0:
@@ -542,8 +685,10 @@ cdef class Tape:
         t.a = <i32*>_dup(self.a, self.n * sizeof(i32))
         t.b = <i32*>_dup(self.b, self.n * sizeof(i32))
         t.n = t.cap = self.n
-        t.val = <double*>_dup(self.val, self.nval * sizeof(double))
-        t.nval = t.val_cap = self.nval
+        t.val = _arena(NULL, &t.val_cap, 0, self.nval, False)
+        if self.nval:
+            memcpy(t.val, self.val, self.nval * sizeof(double))
+        t.nval = self.nval
         t.pool = <double*>_dup(self.pool, self.npool * sizeof(double))
         t.npool = t.pool_cap = self.npool
         if self.off != NULL:
@@ -752,7 +897,6 @@ cdef class Tape:
         compiled replay overwrites every seeded leaf, and a sweep every non-leaf, so
         the other leaves' zeros persist). If the allocation fails, the old arena (and
         the tangents of the last sweep) stay as they were."""
-        cdef double* fresh
         cdef i64 ld = 0 if self.off == NULL else self.nval
         if p < 1 or self.nval > MAX_BYTES // 8 // p:
             raise MemoryError(f"fastape: {p} tangent directions of {self.nval} values are "
@@ -763,10 +907,7 @@ cdef class Tape:
             self.tspan = <i32*>_resize(self.tspan, 2 * self.nval, sizeof(i32))
             self.tspan_cap = 2 * self.nval
         if self.tan_cap < p * self.nval:
-            fresh = <double*>_resize(NULL, p * self.nval, sizeof(double))
-            PyMem_Free(self.tan)
-            self.tan = fresh
-            self.tan_cap = p * self.nval
+            self.tan = _arena(self.tan, &self.tan_cap, 0, p * self.nval, False)
         memset(self.tan, 0, p * self.nval * sizeof(double))
         if ld == 0 and p > 1:       # all zero: every support empty
             memset(self.tspan, 0, 2 * self.nval * sizeof(i32))
@@ -955,12 +1096,8 @@ cdef class Tape:
     cdef int prepare_adjoints(self) except -1:
         """Zeroed adjoint arena of the value arena's layout. If the allocation fails, the
         old arena (and the adjoints of the last sweep) stay as they were."""
-        cdef double* fresh
         if self.adj_cap < self.nval:
-            fresh = <double*>_resize(NULL, self.nval, sizeof(double))
-            PyMem_Free(self.adj)
-            self.adj = fresh
-            self.adj_cap = self.nval
+            self.adj = _arena(self.adj, &self.adj_cap, 0, self.nval, False)
         memset(self.adj, 0, self.nval * sizeof(double))
         return 0
 

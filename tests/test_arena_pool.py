@@ -1,0 +1,100 @@
+"""The arena pool: released tapes' value/multiplier arenas reused by the next tape."""
+
+import numpy as np
+import pytest
+
+import fastape as ft
+
+
+@pytest.fixture
+def pool():
+    limit = ft.arena_pool()["limit"]
+    ft.arena_pool(limit=0)
+    ft.arena_pool(limit=limit)
+    yield limit
+    ft.arena_pool(limit=limit)
+
+
+def rosen(x):
+    return np.sum(100.0 * (x[1:] - x[:-1] ** 2) ** 2 + (1.0 - x[:-1]) ** 2)
+
+
+def rosen_grad(x):
+    a = x[1:] - x[:-1] ** 2
+    g = np.zeros_like(x)
+    g[:-1] = -400.0 * a * x[:-1] - 2.0 * (1.0 - x[:-1])
+    g[1:] += 200.0 * a
+    return g
+
+
+def test_repeated_eager_calls_reuse_arenas_and_agree(pool):
+    x = np.linspace(-1.5, 1.5, 20_000)
+    vg = ft.value_and_grad(rosen)
+    v0, g0 = vg(x)
+    held = ft.arena_pool()
+    assert held["arenas"] >= 2 and 0 < held["bytes"] <= pool    # values and multipliers
+    for _ in range(3):
+        v, g = vg(x)
+        assert v == v0 and np.array_equal(g, g0)
+    np.testing.assert_allclose(g0, rosen_grad(x), rtol=1e-12, atol=1e-9)
+    assert ft.arena_pool()["bytes"] == held["bytes"]        # the same arenas, back again
+
+
+def test_garbage_in_a_pooled_arena_never_reaches_a_result(pool):
+    # a released tape leaves NaN values and huge multipliers in the pooled arenas
+    with ft.Tape() as t:
+        u = t.var(np.full(30_000, np.nan))
+        w = ft.sum(u * 1e300)
+    t.gradient(w, u)
+    t.release()
+    assert ft.arena_pool()["arenas"] >= 2
+
+    def f(x, c):
+        dead = ft.exp(x) * 3.0              # recorded, never reaches the output
+        return ft.sum(ft.sin(x) * c) + 0.0 * ft.sum(dead[:0])
+
+    x = np.linspace(0.0, 2.0, 25_000)
+    c = np.cos(x)
+    g = ft.grad(f)(x, c)
+    np.testing.assert_allclose(g, np.cos(x) * c, rtol=1e-13)
+    # and a tape read after its sweep: every adjoint is defined
+    with ft.Tape() as t:
+        xv = t.var(x)
+        cv = t.constant(c)
+        y = ft.sum(ft.sin(xv) * cv)
+    t.gradient(y, xv)
+    assert np.all(np.isfinite(t.adjoint(cv)))
+    np.testing.assert_allclose(t.adjoint(cv), np.sin(x), rtol=1e-13)
+
+
+def test_limit_zero_empties_and_disables(pool):
+    ft.value_and_grad(rosen)(np.ones(20_000))
+    assert ft.arena_pool()["bytes"] > 0
+    assert ft.arena_pool(limit=0) == {"bytes": 0, "arenas": 0, "limit": 0}
+    ft.value_and_grad(rosen)(np.ones(20_000))
+    assert ft.arena_pool()["bytes"] == 0
+
+
+def test_limit_bounds_the_pool(pool):
+    ft.arena_pool(limit=1 << 20)                # 1 MiB: 131,072 doubles
+    ft.value_and_grad(rosen)(np.ones(20_000))   # arenas of about 13 x 20,000 doubles
+    info = ft.arena_pool()
+    assert info["bytes"] <= 1 << 20 and info["limit"] == 1 << 20
+
+
+def test_a_small_tape_does_not_keep_a_large_pooled_arena(pool):
+    ft.value_and_grad(rosen)(np.ones(200_000))
+    big = ft.arena_pool()["bytes"]
+    with ft.Tape() as t:
+        x = t.var(np.ones(5000))
+        y = ft.sum(x * x)
+    t.gradient(y, x)
+    assert t.nbytes < 8 * 4 * 5000 + 4096            # values and multipliers of its size
+    t.release()
+    assert ft.arena_pool()["bytes"] >= big            # the large arenas stayed pooled
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, "1", True])
+def test_bad_limit(bad, pool):
+    with pytest.raises(TypeError, match="arena_pool: limit"):
+        ft.arena_pool(limit=bad)
