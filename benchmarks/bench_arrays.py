@@ -188,6 +188,12 @@ def main(argv=None):
     ap.add_argument("--sizes", type=int, nargs="*", default=[10_000, 100_000, 1_000_000])
     args = ap.parse_args(argv)
     _pin()
+    # glibc raises its mmap threshold after a large block is freed: numpy's temporaries
+    # then come from the heap, as in any long-running process; without this the
+    # hand-written gradient's speed would depend on what ran before it
+    # (glibc moves the threshold up to the size of a freed mmapped block of <= 32 MiB)
+    warm = np.ones(24 << 20, np.uint8)
+    del warm
     res = {"rounds": args.rounds, "numpy": np.__version__, "python": sys.version.split()[0]}
     for n in args.sizes:
         bench_rosen_array(n, args.rounds, res)

@@ -24,6 +24,11 @@ def active():
     return tapes[-1] if tapes else None
 
 
+def tapes():
+    """This thread's stack of recording tapes (push and pop in a try/finally)."""
+    return _local.tapes
+
+
 class recording:
     """``with recording(tape):`` marks `tape` as the one recording while the block runs
     (a class, not a generator: it is entered on every eager grad call)."""

@@ -41,6 +41,9 @@ for _e in registry.ELEMENTWISE:
             NAMES[_resolve(_dotted)] = _dotted
         else:
             _SCIPY_PENDING.append((_dotted, _e))
+#: the same table by opcode, read by Var.__array_ufunc__ before it calls array_ufunc
+_FAST = _tape.ufunc_ops()
+_FAST.update({u: OPCODE[b.name] for u, b in UFUNCS.items()})
 
 
 def _lookup(ufunc):
@@ -50,6 +53,7 @@ def _lookup(ufunc):
             UFUNCS[_resolve(dotted)] = block
             NAMES[_resolve(dotted)] = dotted
         _SCIPY_PENDING.clear()
+        _FAST.update({u: OPCODE[b.name] for u, b in UFUNCS.items()})
         e = UFUNCS.get(ufunc)
     return e
 

@@ -46,6 +46,16 @@ from fastape._ops import Op as PyOp
 from fastape.errors import ShapeError, TapeError
 
 cdef tuple SCALAR = ()
+# numpy/scipy ufunc -> opcode of its registry op, filled by fastape._numpy: the fast
+# path of Var.__array_ufunc__
+cdef dict UFUNC_OPS = {}
+
+
+def ufunc_ops():
+    """The (mutable) table of ufuncs Var.__array_ufunc__ records directly."""
+    return UFUNC_OPS
+
+
 cdef i64 MAX_NODES = 2147483646
 
 

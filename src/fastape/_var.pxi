@@ -471,6 +471,13 @@ cdef class Var:
 
     # numpy protocols
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        # the common case first: a registry op called plainly, np.exp(x), x * arr
+        if method == "__call__" and not kwargs:
+            code = UFUNC_OPS.get(ufunc)
+            if code is not None:
+                if len(inputs) == 2:
+                    return binary(<int>code, inputs[0], inputs[1])
+                return unary(<int>code, inputs[0])
         from fastape import _numpy
         return _numpy.array_ufunc(ufunc, method, inputs, kwargs)
 

@@ -38,9 +38,16 @@ def value_and_grad(fun, argnums=0):
     """
     where = f"grad of {getattr(fun, '__name__', 'function')}"
 
+    positions = {}                          # len(args) -> normalize_argnums(...)
+
     @functools.wraps(fun)
     def value_and_grad_fun(*args, **kwargs):
-        single, nums = normalize_argnums(argnums, len(args), where)
+        got = positions.get(len(args))
+        if got is None:
+            got = positions[len(args)] = normalize_argnums(argnums, len(args), where)
+        single, nums = got
+        if single and type(args[nums[0]]) in _PLAIN_LEAVES and _nesting.active() is None:
+            return _eager_one(fun, args, kwargs, nums[0], where)
         flat = {}                           # argument position -> (leaves, treedef)
         for i in nums:
             if i not in flat:
@@ -74,6 +81,41 @@ def value_and_grad(fun, argnums=0):
         return value, (grads[0] if single else tuple(grads))
 
     return value_and_grad_fun
+
+
+#: argument types the eager fast path takes as they are (a pytree of one leaf)
+_PLAIN_LEAVES = (float, np.ndarray)
+
+
+def _eager_one(fun, args, kwargs, i, where):
+    """value_and_grad on one plain number or array argument with no enclosing
+    transform: what the general path does, without its pytree bookkeeping (the seeds'
+    scalar function spends more time in that than in its ops)."""
+    x = args[i]
+    tape = Tape()
+    tapes = _nesting.tapes()
+    try:
+        # no with-block: closing would trim the buffers of a tape released right after
+        v = tape.var(x)
+        tapes.append(tape)
+        try:
+            out = fun(*args[:i], v.copy(), *args[i + 1:], **kwargs)
+        finally:
+            tapes.pop()
+        if type(out) is not Var:
+            return _constant_scalar(out, where), _zeros_like(x)
+        if out.tape is not tape:
+            raise TapeError(f"{where}: the function returned a value of another tape")
+        if out.size != 1:
+            raise ShapeError(f"{where}: the function must return a scalar to be "
+                             f"differentiated, got shape {out.shape}; sum the "
+                             "output, or use fastape.vjp or fastape.jacobian")
+        value = out.value
+        if not out.shape:
+            value = float(value)
+        return value, _gradient_like(x, tape.gradient(out, v))
+    finally:
+        tape.release()
 
 
 def _constant_scalar(out, where):
