@@ -70,3 +70,100 @@ def test_ufunc_fast_path_and_keyword_arguments():
             np.exp(x, where=np.array([True, False]))
         s = ft.sum(y + z)
     np.testing.assert_allclose(t.gradient(s, x), 3.0 + 1.0 / np.array([0.5, 2.0]))
+
+
+# -- element blocks: an eager array input whose elements are nodes already ----------
+
+def rosen_loop(x):
+    s = 0.0
+    for i in range(len(x) - 1):
+        s = s + 100.0 * (x[i + 1] - x[i] ** 2) ** 2 + (1.0 - x[i]) ** 2
+    return s
+
+
+def rosen_grad(x):
+    a = x[1:] - x[:-1] ** 2
+    g = np.zeros_like(x)
+    g[:-1] = -400.0 * a * x[:-1] - 2.0 * (1.0 - x[:-1])
+    g[1:] += 200.0 * a
+    return g
+
+
+def test_indexing_an_element_block_records_no_node_and_keeps_the_scalar_layout():
+    x0 = np.linspace(-1.0, 1.5, 50)
+    t = ft.Tape()
+    x = t._var_elements(x0)
+    assert len(t) == 51 and t.scalar_layout
+    assert np.array_equal(x.value, x0)                  # the head reads its elements
+    n = len(t)
+    xi = x[3]
+    assert len(t) == n and xi.value == x0[3] and x[-1].value == x0[-1]
+    y = rosen_loop(x)
+    assert t.scalar_layout
+    g = t.gradient(y, x)
+    np.testing.assert_allclose(g, rosen_grad(x0), rtol=1e-12, atol=1e-12)
+    assert ft.grad(rosen_loop)(x0).shape == (50,)
+    np.testing.assert_allclose(ft.grad(rosen_loop)(x0), rosen_grad(x0), rtol=1e-12)
+    t.release()
+
+
+def test_a_block_no_element_was_taken_from_folds_into_one_array_node():
+    t = ft.Tape()
+    x = t._var_elements(np.arange(1.0, 1001.0))
+    y = ft.sum(x * x)
+    assert len(t) == 3 and not t.scalar_layout     # head, product, sum
+    np.testing.assert_allclose(t.gradient(y, x), 2.0 * np.arange(1.0, 1001.0))
+    t.release()
+
+
+def _fd(f, x, h=1e-6):
+    g = np.zeros_like(x)
+    for k in range(x.size):
+        e = np.zeros_like(x)
+        e.flat[k] = h
+        g.flat[k] = (f(x + e) - f(x - e)) / (2 * h)
+    return g
+
+
+@pytest.mark.parametrize("f", [
+    lambda x: np.sum(x[0] * x),                         # an element broadcast on the array
+    lambda x: x[0] * x[1] + np.sum(np.sin(x) * x[2]),   # elements before array ops
+    lambda x: np.sum(x ** 2) * x[1] + x[-1],            # elements after them
+    lambda x: np.sum(np.cumsum(x)[::2] * x[1:][0]),
+    lambda x: x[0] + x[1] if x[0] > 0.0 else x[1],      # a comparison on an element
+], ids=["broadcast", "before", "after", "slices", "branch"])
+def test_blocks_mixing_elements_and_whole_array_ops(f):
+    x0 = np.array([0.7, -1.3, 2.1, 0.4, 1.9])
+    np.testing.assert_allclose(ft.grad(f)(x0), _fd(lambda z: float(f(z)), x0),
+                               rtol=1e-7, atol=1e-8)
+
+
+def test_block_of_a_matrix_and_updates_of_a_block():
+    x0 = np.arange(1.0, 7.0).reshape(2, 3)
+    g = ft.grad(lambda x: x[1, 2] * x[0, 1] + np.sum(x))(x0)
+    want = np.ones((2, 3))
+    want[1, 2] += x0[0, 1]
+    want[0, 1] += x0[1, 2]
+    np.testing.assert_allclose(g, want)
+
+    def upd(x):
+        a = x[0]
+        x[1] = 3.0 * a              # a functional update of the input's Var
+        return np.sum(x * x) + x[1]
+    x1 = np.array([1.0, 2.0, 3.0])
+    np.testing.assert_allclose(ft.grad(upd)(x1), _fd(upd, x1), rtol=1e-7)
+    assert np.array_equal(x1, [1.0, 2.0, 3.0])         # the caller's array untouched
+
+
+def test_repeated_immediates_share_a_pool_entry_bit_for_bit():
+    with ft.Tape() as t:
+        x = t.var(-1.0)
+        ys = [x * 2.0 + 1.0 for _ in range(50)]
+        a = x * 0.0
+        b = x * -0.0
+        z = ys[-1] + a + b
+    assert t.export()["pool"].size == 4                 # 2.0, 1.0, 0.0, -0.0
+    assert np.signbit(a.value) and not np.signbit(b.value)   # -1·0 = -0, -1·-0 = 0
+    assert all(y.value == -1.0 for y in ys)
+    t.gradient(z, x)
+    assert t.adjoint(x) == 2.0

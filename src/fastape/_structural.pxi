@@ -52,8 +52,12 @@ cdef void gather1_reverse(Tape t, i64 i) noexcept nogil:
 
 
 def item(Var x not None, i64 flat):
-    """Scalar x.flat[flat] (bounds already checked)."""
+    """Scalar x.flat[flat] (bounds already checked): an element of an element block is
+    a node already, anything else records a gather."""
     cdef Tape t = x.tape
+    if t.blk_n and x.node == t.blk_base and x.size == t.blk_n:
+        t.blk_touched = True
+        return _new(t, x.node + 1 + flat, SCALAR, 1)
     cdef i64 i = t.push(GATHER1, x.node, t.pool_add(<double>flat), 1, 1)
     return _recorded(t, i, SCALAR, 1)
 

@@ -66,6 +66,12 @@ cdef class Tape:
     cdef public object on_compare  # None, or called with (Cmp, x node, y node, result)
     # CALLBACK nodes (_callback.pxi): their rule objects, the residuals of their last
     # forward call (None until the first one), and an exception a rule raised in a sweep
+    # an element block (Tape._var_elements): an array input recorded as blk_n scalar
+    # INPUT nodes blk_base+1 .. blk_base+blk_n (its head node blk_base holds no value
+    # of its own; in the general layout its slot is theirs), so that x[i] is a node
+    # already; blk_touched once an element was taken. blk_n == 0: none.
+    cdef i64 blk_base, blk_n
+    cdef bint blk_touched
     cdef public list pyobjs
     cdef public list pyres
     cdef public object py_error

@@ -33,7 +33,7 @@ cimport cython
 from cpython.mem cimport PyMem_Realloc, PyMem_Free
 from cpython.float cimport PyFloat_Check, PyFloat_AS_DOUBLE
 from cpython.long cimport PyLong_Check
-from libc.string cimport memcpy, memset
+from libc.string cimport memcmp, memcpy, memset
 from libc.math cimport NAN
 
 # every opcode, the op table and the per-op facts (all generated from registry.py),
@@ -226,6 +226,11 @@ def arena_pool(limit=None):
             "limit": int(_arena_limit)}
 
 
+cdef inline bint _same_bits(double x, double y) noexcept nogil:
+    """x and y are the same float64, bit for bit (0.0 is not -0.0)."""
+    return memcmp(&x, &y, sizeof(double)) == 0
+
+
 cdef inline i64 _grown(i64 cap, i64 need) except -1:
     """The capacity, doubled from `cap`, that holds `need` items (no overflow)."""
     cdef i64 c = cap if cap > 0 else 256
@@ -362,6 +367,8 @@ cdef class Tape:
         self.work_len = 0
         self.seed = -1
         self.swept = 0
+        self.blk_base = self.blk_n = 0
+        self.blk_touched = False
         self.on_compare = None
         self.pyobjs = None
         self.pyres = None
@@ -406,6 +413,7 @@ cdef class Tape:
         self.tan_cap = self.ntan = self.tld = self.tswept = 0
         self.tan_adj_cap = self.ntan_adj = self.tspan_cap = self.aspan_cap = 0
         self.npool = self.pool_cap = self.nP = self.P_cap = self.work_len = 0
+        self.blk_base = self.blk_n = 0
 
     # -- context manager and life cycle ---------------------------------------
 
@@ -579,19 +587,40 @@ cdef class Tape:
 
     cdef int _to_general_layout(self) except -1:
         """Switch to the general layout: node i keeps its value at val[off[i]] = val[i]."""
-        cdef i64 i
+        cdef i64 i, base = self.blk_base
         if self.off != NULL:
             return 0
+        if self.blk_n and not self.blk_touched and base + 1 + self.blk_n == self.n:
+            # no element was taken and nothing recorded after them: the block folds
+            # into its head, one array node (its values stay where they are)
+            self.n = base + 1
         self.off = <i64*>_resize(NULL, self.cap, sizeof(i64))
         self.poff = <i64*>_resize(NULL, self.cap, sizeof(i64))
         for i in range(self.n):
             self.off[i] = i
             self.poff[i] = -1
+        if self.blk_n:
+            # the head becomes an array node over its elements' slots
+            self.off[base] = base + 1
+            if self.P_cap < 1:
+                self.P = <i64*>_resize(self.P, 256, sizeof(i64))
+                self.P_cap = 256
+            self.poff[base] = self.nP
+            self.P[self.nP] = self.blk_n
+            self.nP += 1
+            if self.n == base + 1:
+                self.blk_n = 0              # folded: its elements are no nodes
         return 0
 
     cdef i64 pool_add(self, double k) except -1:
-        """Store the immediate k; returns its index in the pool."""
+        """Store the immediate k; returns its index in the pool. One of the last 8
+        immediates with the same bits is shared (a loop records the same few
+        constants over and over; nothing writes a pool entry after it is made)."""
+        cdef i64 j
         self._check_open()
+        for j in range(self.npool - 1, max(self.npool - 8, 0) - 1, -1):
+            if _same_bits(self.pool[j], k):
+                return j
         if self.npool == self.pool_cap:
             self.pool_cap = _grown(self.pool_cap, self.npool + 1)
             self.pool = <double*>_resize(self.pool, self.pool_cap, sizeof(double))
@@ -611,12 +640,13 @@ cdef class Tape:
         """Append node (o, x, y) with `size` values and a parameter struct of `nparams`
         i64 fields (the first, the size, is filled here; the caller fills the rest,
         then calls forward_node). Returns its id."""
-        cdef i64 i = self.n, m
+        cdef i64 i, m
         self._check_open()
+        if self.off == NULL and (size != 1 or nparams > 0):
+            self._to_general_layout()       # may fold an element block: n changes
+        i = self.n
         if i == self.cap:
             self._grow_nodes(i + 1)
-        if self.off == NULL and (size != 1 or nparams > 0):
-            self._to_general_layout()
         self.op[i] = o
         self.a[i] = <i32>x
         self.b[i] = <i32>y
@@ -1120,6 +1150,36 @@ cdef class Tape:
     def var(self, value):
         """Record an input: a real number or an array of them (copied, never aliased)."""
         return _leaf(self, INPUT, value, "Tape.var", "value")
+
+    def _var_elements(self, value):
+        """Record an array input as an element block: one scalar INPUT node per element
+        (contiguous, in the scalar layout) under a head node that stands for the
+        array, so that ``x[i]`` is an element's node and records nothing, and a tape
+        that only indexes its input keeps the scalar layout. The first whole-array
+        op on a block no element was taken from folds it back into one array node.
+        One block per tape (a second array is an ordinary input), on a tape still in
+        the scalar layout, else this is :meth:`var`. For the eager transforms, whose
+        tapes are never pruned, compiled or saved."""
+        arr = _as_array(value, "Tape.var", "value")
+        cdef i64 m = arr.size, base = self.n
+        cdef const double[::1] src
+        if (self.off != NULL or self.blk_n or arr.ndim == 0 or m < 2
+                or base + 1 + m > MAX_NODES):
+            return _leaf(self, INPUT, arr, "Tape.var", "value")
+        self._check_open()
+        if base + 1 + m > self.cap:
+            self._grow_nodes(base + 1 + m)
+        memset(self.op + base, INPUT, 1 + m)
+        memset(self.a + base, 0xFF, (1 + m) * sizeof(i32))     # every parent -1
+        memset(self.b + base, 0xFF, (1 + m) * sizeof(i32))
+        src = arr.reshape(-1)
+        self.val[base] = 0.0
+        memcpy(self.val + base + 1, &src[0], m * sizeof(double))
+        self.n = self.nval = base + 1 + m
+        self.blk_base = base
+        self.blk_n = m
+        self.blk_touched = False
+        return _new(self, base, arr.shape, m)
 
     def constant(self, value):
         """Record a constant (a leaf that receives no multiplier of interest)."""

@@ -8,6 +8,8 @@ cdef object read_slot(Tape t, double* buf, i64 node, tuple shape):
     """Copy node's slot of `buf` (values or multipliers) out as a float, or as a new
     array of `shape`."""
     cdef double* src = buf + (node if t.off == NULL else t.off[node])
+    if t.off == NULL and node == t.blk_base and t.blk_n:
+        src += 1                # an element block's head: its elements follow it
     if shape == SCALAR:
         return src[0]
     arr = np.empty(shape, dtype=np.float64)

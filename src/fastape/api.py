@@ -96,7 +96,7 @@ def _eager_one(fun, args, kwargs, i, where):
     tapes = _nesting.tapes()
     try:
         # no with-block: closing would trim the buffers of a tape released right after
-        v = tape.var(x)
+        v = tape.var(x) if type(x) is float else tape._var_elements(x)
         tapes.append(tape)
         try:
             out = fun(*args[:i], v.copy(), *args[i + 1:], **kwargs)
