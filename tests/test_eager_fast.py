@@ -167,3 +167,16 @@ def test_repeated_immediates_share_a_pool_entry_bit_for_bit():
     assert all(y.value == -1.0 for y in ys)
     t.gradient(z, x)
     assert t.adjoint(x) == 2.0
+
+
+def test_the_ufunc_fast_path_keeps_the_checks_of_fixed_operands():
+    import scipy.special as sc
+    with ft.Tape() as t:
+        a = t.var(2.0)
+        x = t.var(1.5)
+        sc.gammainc(2.0, x)                      # fills the scipy part of the table
+        np.exp(x)
+        with pytest.raises(NotImplementedError, match="gammainc"):
+            sc.gammainc(a, x)
+        with pytest.raises(NotImplementedError):
+            sc.jv(a, x)

@@ -13,6 +13,7 @@ import types
 
 import numpy as np
 import pytest
+import scipy.special
 from helpers import central_diff
 
 import fastape as ft
@@ -33,14 +34,17 @@ for _e in registry.ELEMENTWISE:
         _module, _, _name = _e.numpy[0].rpartition(".")
         setattr(NP, _e.public, getattr(importlib.import_module(_module), _name))
 NP.sigmoid = _np_sigmoid
+NP.polygamma = scipy.special.polygamma         # a Python function in scipy, not a ufunc
 NP.softplus = lambda x: np.logaddexp(0.0, x)
 NP.relu = lambda x: np.maximum(x, 0.0)
 NP.reciprocal = lambda x: 1.0 / np.asarray(x, dtype=float)
 
 
 class Row:
-    def __init__(self, name, arity, expr, domain, ref=True):
+    def __init__(self, name, arity, expr, domain, ref=True, oracle=False):
         self.name, self.arity, self.expr, self.dom = name, arity, expr, domain
+        # a reference by another route (mpmath): scipy's accuracy, not the last ulp
+        self.ref_rel = 1e-11 if oracle else 1e-13
         self.ref = ref and "reshape" not in expr        # the reference has scalars only
         args = "m, x" if arity == 1 else "m, x, y"
         self.fn = eval(f"lambda {args}: {expr}")  # noqa: S307 - the registry's own test text
@@ -56,7 +60,8 @@ def _rows():
     for e in registry.ELEMENTWISE:
         exprs = e.test or (f"m.{e.public}(x)" if e.arity == 1 else f"m.{e.public}(x, y)",)
         for j, expr in enumerate(exprs):
-            rows.append(Row(e.name.lower() + (f"_{j}" if j else ""), e.arity, expr, e.domain))
+            rows.append(Row(e.name.lower() + (f"_{j}" if j else ""), e.arity, expr, e.domain,
+                            oracle=e.name in R.ORACLE_OPS))
     return rows
 
 
@@ -80,8 +85,8 @@ def test_scalar_gradient_vs_finite_differences_and_reference(row, rng):
             assert grads[j] == pytest.approx(fd, rel=1e-6, abs=1e-7), (row, args, j)
         if row.ref:
             ref_value, ref_grads = R.value_and_grad(lambda *a: row.fn(R, *a), argnums)(*args)
-            assert value == pytest.approx(ref_value, rel=1e-14, abs=1e-300)
-            assert list(grads) == pytest.approx(list(ref_grads), rel=1e-13, abs=1e-300)
+            assert value == pytest.approx(ref_value, rel=row.ref_rel / 10, abs=1e-300)
+            assert list(grads) == pytest.approx(list(ref_grads), rel=row.ref_rel, abs=1e-300)
 
 
 @pytest.mark.parametrize("row", ELEMENTWISE_ROWS, ids=repr)
@@ -110,6 +115,8 @@ def test_numpy_dispatch_records_the_same_ops(rng):
     gradients as the fastape functions."""
     for row in ELEMENTWISE_ROWS:
         if row.name in ("sigmoid", "softplus", "relu", "reciprocal") or "reshape" in row.expr:
+            continue
+        if row.name.startswith("polygamma"):    # scipy's is a Python function (np.asarray)
             continue
         args = _points(row, rng, (5,))
         argnums = tuple(range(row.arity))
@@ -316,6 +323,9 @@ def test_op_table_matches_reference_formulas(op, rng):
     for _ in range(5):
         x = float(rng.uniform(*e.domain[0]))
         y = float(rng.uniform(*e.domain[1])) if e.arity == 2 else float(rng.uniform(0.2, 2.0))
+        if op.name == "POLYGAMMA_K":            # its immediate is an integer order
+            y = float(rng.integers(0, 6))
         got = _ops.eval_op(op, x, y)
         want = R.OPS[op.name](x, y, y)
-        assert got == pytest.approx(tuple(want), rel=1e-12, abs=1e-300)
+        rel = 1e-10 if op.name in R.ORACLE_OPS else 1e-12
+        assert got == pytest.approx(tuple(want), rel=rel, abs=1e-300)

@@ -214,6 +214,13 @@ class Generator:
         u = r.random()
         if u < 0.6:
             e = BINARY[int(r.integers(len(BINARY)))]
+            if e.fixed:
+                # not differentiated in its first operand: a constant from its domain
+                # (an integer order for yn)
+                lo, hi = e.domain[0]
+                c = float(r.integers(int(lo), int(hi) + 1)) if e.fixed == "n" else \
+                    r.uniform(lo, hi)
+                return f"{self.fn(e)}({_num(c)}, {self.operand(b, vb, e, 1)})"
             return f"{self.fn(e)}({self.operand(a, va, e, 0)}, {self.operand(b, vb, e, 1)})"
         if u < 0.9:
             return f"{a} {r.choice(['+', '-', '*'])} {b}"

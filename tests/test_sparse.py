@@ -447,6 +447,13 @@ def test_every_elementwise_op(op, rng):
 
         def f(z):
             return fn(z) * np.array([1.0, 2.0, 3.0, 4.0])
+    elif op.fixed:
+        # not differentiated in its first operand (a shape, an order): a constant there
+        a = np.round(rng.uniform(lo0, hi0, 2))
+        x = rng.uniform(lo1, hi1, 2)
+
+        def f(z):
+            return fn(a, z)
     else:
         x = np.concatenate([rng.uniform(lo0, hi0, 2), rng.uniform(lo1, hi1, 2)])
 

@@ -29,6 +29,7 @@ from fastape._format import load
 from fastape._functions import *  # noqa: F403 - the numpy-style functions, __all__ below
 from fastape._functions import __all__ as _FUNCTIONS
 from fastape._ops import Cmp, Op
+from fastape._special import betainc, multigammaln, polygamma
 from fastape._stats import *  # noqa: F403 - numpy's statistics
 from fastape._stats import __all__ as _STATS
 from fastape._tape import Tape, Var, arena_pool
@@ -64,6 +65,7 @@ __all__ = [
     "Tape", "Var", "Op", "Cmp", "Function", "compile", "grad", "value_and_grad", "linalg",
     "jvp", "vjp", "linearize", "jacobian", "jacfwd", "jacrev", "hessian", "hvp",
     "custom_vjp", "custom_jvp", "check_grads", "einsum", "tensordot",
+    "polygamma", "multigammaln", "betainc",
     "fixed_point", "root", "linear_solve", "load", "checkpoint", "arena_pool",
     "ShapeError", "TapeError", "BranchChanged", "FastapeError", "NoTangentRule",
     "ConvergenceError", "TapeFormatError",

@@ -579,51 +579,91 @@ def diff(a, n=1, axis=-1, prepend=np._NoValue, append=np._NoValue):
     return a
 
 
-def _spacing(spacing, name):
-    if type(spacing) is Var or np.ndim(spacing) != 0:
-        raise TypeError(f"{name}: only uniform spacing (one plain number per axis) is "
-                        "supported on fastape values; got "
-                        f"{type(spacing).__name__} of shape {np.shape(spacing)}")
-    return float(spacing)
+def _spacing(spacing, n, name):
+    """A scalar step (a float) or the steps between coordinates (an array of n - 1), as
+    numpy.gradient takes them: a coordinate array of length n, or a scalar."""
+    if type(spacing) is Var:
+        raise TypeError(f"{name}: the spacing must be plain numbers, not a fastape value "
+                        "(the derivative in the coordinates is not provided)")
+    if np.ndim(spacing) == 0:
+        return float(spacing)
+    x = np.asarray(spacing, dtype=np.float64)
+    if x.ndim != 1:
+        raise ValueError(f"{name}: distances must be either scalars or 1d (got shape "
+                         f"{x.shape})")
+    if len(x) != n:
+        raise ValueError(f"{name}: when 1d, distances must match the length of the "
+                         f"corresponding dimension ({len(x)} != {n})")
+    h = np.diff(x)
+    if np.all(h == h[0]):       # numpy treats evenly spaced coordinates as a scalar step
+        return float(h[0])
+    return h
 
 
 def gradient(f, *varargs, axis=None, edge_order=1):
-    """numpy.gradient with uniform spacing: second-order central differences inside,
-    one-sided differences of order ``edge_order`` (1 or 2) at the ends."""
+    """numpy.gradient: second-order central differences inside, one-sided differences of
+    order ``edge_order`` (1 or 2) at the ends; the spacing a scalar per axis (or one for
+    all) or the coordinates along each axis (non-uniform: numpy's weights)."""
     if type(f) is not Var:
         return np.gradient(f, *varargs, axis=axis, edge_order=edge_order)
     axes = tuple(range(f.ndim)) if axis is None else \
         tuple(a % f.ndim for a in np.atleast_1d(axis).tolist())
     if len(varargs) == 0:
-        dx = [1.0] * len(axes)
-    elif len(varargs) == 1:
-        dx = [_spacing(varargs[0], "gradient")] * len(axes)
-    elif len(varargs) == len(axes):
-        dx = [_spacing(v, "gradient") for v in varargs]
-    else:
-        raise TypeError(f"gradient: {len(varargs)} spacings for {len(axes)} axes")
+        varargs = (1.0,) * len(axes)
+    elif len(varargs) == 1 and np.ndim(varargs[0]) == 0:
+        varargs = varargs * len(axes)
+    elif len(varargs) != len(axes):
+        raise TypeError(f"gradient: invalid number of arguments: {len(varargs)} spacings "
+                        f"for {len(axes)} axes")
     if edge_order not in (1, 2):
         raise ValueError('gradient: "edge_order" must be 1 or 2')
     out = []
-    for ax, h in zip(axes, dx):
+    for ax, spacing in zip(axes, varargs):
         n = f.shape[ax]
         if n < edge_order + 1:
             raise ValueError("gradient: shape of the array too small to calculate a "
                              "numerical gradient, at least (edge_order + 1) elements are "
                              "required")
+        h = _spacing(spacing, n, "gradient")
 
         def at(i, _ax=ax):
             return _slice(f, _ax, i, i + 1 if i != -1 else None)
 
-        if edge_order == 1:
-            first = (at(1) - at(0)) / h
-            last = (at(-1) - at(-2)) / h
+        def along(w, _ax=ax):
+            """plain weights along the axis, broadcast against f's other axes"""
+            return np.reshape(w, (1,) * _ax + (-1,) + (1,) * (f.ndim - 1 - _ax))
+
+        if isinstance(h, float):
+            if edge_order == 1:
+                first = (at(1) - at(0)) / h
+                last = (at(-1) - at(-2)) / h
+            else:
+                first = (-1.5 * at(0) + 2.0 * at(1) - 0.5 * at(2)) / h
+                last = (0.5 * at(-3) - 2.0 * at(-2) + 1.5 * at(-1)) / h
+            parts = [first, last]
+            if n > 2:
+                parts.insert(1, (_slice(f, ax, 2, None) - _slice(f, ax, None, -2)) / (2.0 * h))
         else:
-            first = (-1.5 * at(0) + 2.0 * at(1) - 0.5 * at(2)) / h
-            last = (0.5 * at(-3) - 2.0 * at(-2) + 1.5 * at(-1)) / h
-        parts = [first, last]
-        if n > 2:
-            parts.insert(1, (_slice(f, ax, 2, None) - _slice(f, ax, None, -2)) / (2.0 * h))
+            # numpy's weights for uneven steps (second order inside and, with
+            # edge_order=2, at the ends)
+            if edge_order == 1:
+                first = (at(1) - at(0)) / h[0]
+                last = (at(-1) - at(-2)) / h[-1]
+            else:
+                d1, d2 = h[0], h[1]
+                first = (-(2.0 * d1 + d2) / (d1 * (d1 + d2)) * at(0)
+                         + (d1 + d2) / (d1 * d2) * at(1) - d1 / (d2 * (d1 + d2)) * at(2))
+                d1, d2 = h[-2], h[-1]
+                last = (d2 / (d1 * (d1 + d2)) * at(-3) - (d2 + d1) / (d1 * d2) * at(-2)
+                        + (2.0 * d2 + d1) / (d2 * (d1 + d2)) * at(-1))
+            parts = [first, last]
+            if n > 2:
+                d1, d2 = h[:-1], h[1:]
+                a = along(-d2 / (d1 * (d1 + d2)))
+                b = along((d2 - d1) / (d1 * d2))
+                c = along(d1 / (d2 * (d1 + d2)))
+                parts.insert(1, a * _slice(f, ax, None, -2) + b * _slice(f, ax, 1, -1)
+                             + c * _slice(f, ax, 2, None))
         out.append(concatenate(parts, axis=ax))
     return out[0] if len(out) == 1 else tuple(out)
 

@@ -138,14 +138,43 @@ def _contract(a, la, b, lb, keep, size):
     return F.reshape(C, tuple(size[c] for c in labels)), labels
 
 
+def _from_sublists(args):
+    """numpy's interleaved form einsum(a, [0, 1], b, [1, 2], [0, 2]) as a subscripts
+    string and the operands (labels: integers 0..51, and Ellipsis)."""
+    letters = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+    def spelled(sub, what):
+        if not isinstance(sub, (list, tuple)):
+            raise TypeError(f"numpy.einsum: {what} must be a list of subscript labels "
+                            f"(integers and Ellipsis), got {type(sub).__name__}")
+        out = []
+        for s in sub:
+            if s is Ellipsis:
+                out.append("...")
+            elif isinstance(s, (int, np.integer)) and 0 <= s < len(letters):
+                out.append(letters[int(s)])
+            else:
+                raise ValueError(f"numpy.einsum: subscript labels in {what} must be "
+                                 f"integers in [0, 52) or Ellipsis, got {s!r}")
+        return "".join(out)
+
+    args = list(args)
+    n = len(args) // 2
+    operands = args[0:2 * n:2]
+    spec = ",".join(spelled(args[2 * i + 1], f"the sublist of operand {i}") for i in range(n))
+    if len(args) % 2:
+        spec += "->" + spelled(args[-1], "the output sublist")
+    return spec, operands
+
+
 def einsum(subscripts, *operands, out=None, optimize=False, dtype=None, order="K",
            casting="safe"):
-    """numpy.einsum (the subscripts-string form, with ellipses and repeated labels),
+    """numpy.einsum (the subscripts string, with ellipses and repeated labels, or the
+    interleaved operand/sublist form),
     lowered to gathers, sums and batched BLAS products; see the module's text.
     ``optimize`` is accepted and ignored: operands are contracted from the left."""
     if not isinstance(subscripts, str):
-        raise TypeError("numpy.einsum: on fastape values give the subscripts as a string "
-                        "('ij,jk->ik'); the interleaved operand/sublist form is not supported")
+        subscripts, operands = _from_sublists((subscripts, *operands))
     like = F._first_var(operands, "einsum")
     if like is None:
         return np.einsum(subscripts, *operands, out=out, optimize=optimize, dtype=dtype,

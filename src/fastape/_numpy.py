@@ -13,7 +13,7 @@ import threading
 
 import numpy as np
 
-from fastape import _arrays, _einsum, _stats, _tape, _ufuncs, registry
+from fastape import _arrays, _einsum, _special, _stats, _tape, _ufuncs, registry
 from fastape import _functions as F
 from fastape import linalg as _linalg
 from fastape._ops import Cmp, Op
@@ -41,9 +41,11 @@ for _e in registry.ELEMENTWISE:
             NAMES[_resolve(_dotted)] = _dotted
         else:
             _SCIPY_PENDING.append((_dotted, _e))
-#: the same table by opcode, read by Var.__array_ufunc__ before it calls array_ufunc
+#: the same table by opcode, read by Var.__array_ufunc__ before it calls array_ufunc;
+#: without the ops that refuse a value for an operand (registry ``fixed``): their
+#: check is here
 _FAST = _tape.ufunc_ops()
-_FAST.update({u: OPCODE[b.name] for u, b in UFUNCS.items()})
+_FAST.update({u: OPCODE[b.name] for u, b in UFUNCS.items() if not b.fixed})
 
 
 def _lookup(ufunc):
@@ -53,7 +55,7 @@ def _lookup(ufunc):
             UFUNCS[_resolve(dotted)] = block
             NAMES[_resolve(dotted)] = dotted
         _SCIPY_PENDING.clear()
-        _FAST.update({u: OPCODE[b.name] for u, b in UFUNCS.items()})
+        _FAST.update({u: OPCODE[b.name] for u, b in UFUNCS.items() if not b.fixed})
         e = UFUNCS.get(ufunc)
     return e
 
@@ -70,6 +72,9 @@ def display_name(func):
         module = "scipy.special" if getattr(special, fname, None) is func else "numpy"
     return f"{module}.{fname}" if module else fname
 
+
+# scipy.special ufuncs that are no single registry op (by name; checked to be scipy's)
+_SPECIAL_UFUNCS = {"betainc": _special.betainc}
 
 # ufuncs whose result is not differentiable: computed on the values
 COMPARE = {np.less: Cmp.LT, np.less_equal: Cmp.LE, np.greater: Cmp.GT,
@@ -97,6 +102,8 @@ def array_ufunc(ufunc, method, inputs, kwargs):
     if method == "__call__":
         e = _lookup(ufunc)
         if e is not None:
+            if e.fixed:         # refuses a value for the operand it does not differentiate
+                return _ufuncs.ELEMENTWISE[e.public](*inputs)
             code = OPCODE[e.name]
             if e.arity == 2:
                 return _tape.binary(code, inputs[0], inputs[1])
@@ -112,6 +119,10 @@ def array_ufunc(ufunc, method, inputs, kwargs):
             return _tape.compare(inputs[0], None, PREDICATES[ufunc])
         if ufunc is np.matmul:
             return F.matmul(inputs[0], inputs[1])
+        special = _SPECIAL_UFUNCS.get(getattr(ufunc, "__name__", None))
+        if special is not None and ufunc is getattr(sys.modules.get("scipy.special"),
+                                                    ufunc.__name__, None):
+            return special(*inputs)
     elif method == "reduce" and ufunc in REDUCE and len(inputs) == 1:
         if kwargs.get("initial", np._NoValue) is not np._NoValue:
             raise TypeError(f"{name}.reduce: initial= is not supported on fastape values")

@@ -163,3 +163,94 @@ cdef inline double _log_ndtr_k(double x) noexcept nogil:
     for n in range(60 if t < 6.0 else 24, 1, -1):
         acc = n / (t + acc)
     return 1.0 / (t + acc)
+
+
+# 1/Gamma at its zeros x = -n: with e = x + n, 1/Gamma(x) = (-1)^n n! e (1 - e psi(n + 1)
+# + O(e^2)), which gives the limits of -psi/Gamma and (psi^2 - psi')/Gamma there.
+
+cdef inline double _rgamma_d1(double x, double v) noexcept nogil:
+    """d/dx 1/Gamma(x), v = 1/Gamma(x)."""
+    cdef double n
+    if x <= 0.0 and x == floor(x):
+        n = -x
+        return (1.0 if fmod(n, 2.0) == 0.0 else -1.0) * sp.gamma(n + 1.0)
+    return -sp.psi(x) * v
+
+
+cdef inline double _rgamma_d2(double x, double v) noexcept nogil:
+    """d2/dx2 1/Gamma(x), v = 1/Gamma(x)."""
+    cdef double n, p
+    if x <= 0.0 and x == floor(x):
+        n = -x
+        return -2.0 * (1.0 if fmod(n, 2.0) == 0.0 else -1.0) * sp.gamma(n + 1.0) * \
+            sp.psi(n + 1.0)
+    p = sp.psi(x)
+    return v * (p * p - _trigamma(x))
+
+
+# The Hurwitz zeta function: cython_special only has zetac (q = 1). This is cephes'
+# zeta (which scipy.special.zeta is), step for step: the sum up to q + i > 9, then
+# Euler-Maclaurin with the Bernoulli terms (2j)!/B_2j.
+cdef inline double _zeta(double x, double q) noexcept nogil:
+    """Hurwitz zeta sum_k (k + q)^-x for x > 1."""
+    cdef double s, a, b, w, t, kk
+    cdef double A[12]
+    cdef int i
+    if x == 1.0:
+        return INFINITY
+    if x < 1.0 or x != x or q != q:
+        return NAN
+    if q <= 0.0:
+        if q == floor(q):
+            return INFINITY
+        if x != floor(x):
+            return NAN   # q^-x is not real
+    if q > 1e8:
+        return (1.0 / (x - 1.0) + 1.0 / (2.0 * q)) * pow(q, 1.0 - x)
+    s = pow(q, -x)
+    a = q
+    i = 0
+    b = 0.0
+    while i < 9 or a <= 9.0:
+        i += 1
+        a += 1.0
+        b = pow(a, -x)
+        s += b
+        if fabs(b / s) < 1.11022302462515654042e-16:
+            return s
+    A[:] = [12.0, -720.0, 30240.0, -1209600.0, 47900160.0, -1.8924375803183791606e9,
+            7.47242496e10, -2.950130727918164224e12, 1.1646782814350067249e14,
+            -4.5979787224074726105e15, 1.8152105401943546773e17, -7.1661652561756670113e18]
+    w = a
+    s += b * w / (x - 1.0)
+    s -= 0.5 * b
+    a = 1.0
+    kk = 0.0
+    for i in range(12):
+        a *= x + kk
+        b /= w
+        t = a * b / A[i]
+        s = s + t
+        t = fabs(t / s)
+        if t < 1.11022302462515654042e-16:
+            return s
+        kk += 1.0
+        a *= x + kk
+        b /= w
+        kk += 1.0
+    return s
+
+
+cdef inline double _polygamma(double n, double x) noexcept nogil:
+    """psi^(n)(x) = (-1)^(n+1) n! zeta(n + 1, x) (psi for n = 0), as scipy computes it:
+    NaN for a negative or fractional n."""
+    if n == 0.0:
+        return sp.psi(x)
+    if n < 0.0 or n != floor(n):
+        return NAN
+    return (1.0 if fmod(n, 2.0) == 1.0 else -1.0) * sp.gamma(n + 1.0) * _zeta(n + 1.0, x)
+
+
+cdef inline double _yn(double n, double x) noexcept nogil:
+    """yn(n, x) for an integer order n held as a double (fastape.yn checks it)."""
+    return sp.yn(<long>n, x)

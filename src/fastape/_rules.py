@@ -39,13 +39,21 @@ _PARTIAL_OP = {int(getattr(Op, name)): tuple(None if d is None else int(getattr(
                for name, ds in registry.PARTIAL_OPS.items()}
 
 
+def _op_name(e):
+    """The name errors use for a block: its public name, else the opcode's."""
+    return e.public or (registry.BY_NAME[e.partial_of[0]].public if e.partial_of else None) \
+        or e.name.lower()
+
+
 def _nested_rule(e):
     """The block's partials written with ops (its ``nested`` expressions) as a function
     of (x, y, k, z), or None."""
     if not e.nested:
         return None
     exprs = ", ".join(e.nested) + ("," if len(e.nested) == 1 else "")
-    return eval(f"lambda x, y, k, z: ({exprs})", dict(vars(_ufuncs)))  # noqa: S307
+    from fastape._special import polygamma
+    return eval(f"lambda x, y, k, z: ({exprs})",  # noqa: S307
+                dict(vars(_ufuncs), polygamma=polygamma))
 
 
 #: opcode -> its partials written with fastape ops (registry ``nested``): their
@@ -175,6 +183,10 @@ def _elementwise(s, i, o, a, b, size, g):
     for j, p in enumerate(parents):
         if p not in s.dep:
             continue
+        if j == 0 and e.fixed:
+            # the recorders refuse a value there; a tape built otherwise must not get 0
+            raise TapeError(f"nested differentiation: {_op_name(e)} is not differentiable "
+                            f"in its argument {e.fixed!r}, which depends on the inputs")
         c = _partial(o, j, x, y, k, z)
         if isinstance(c, float):
             if c == 0.0:

@@ -8,6 +8,8 @@ type checkers are in ``_ufuncs.pyi``, generated from the registry too
 (``python src/fastape/_codegen.py --stub``; a test fails when it is stale).
 """
 
+import numpy as np
+
 from fastape import _tape, registry
 from fastape._ops import Op
 from fastape._tape import Var
@@ -42,13 +44,49 @@ def _make_binary(op, name, doc):
     return f
 
 
+def not_differentiated(name, arg, value, how="pass it as a number or a numpy array"):
+    """The error for a fastape value where an op has no derivative (a shape parameter,
+    a Bessel order): refusing it is the alternative to a silently wrong 0."""
+    return NotImplementedError(
+        f"{name}: the derivative in its argument {arg!r} is not implemented, and {arg} "
+        f"is a fastape value (shape {value.shape}); {how} (read a value with "
+        f"{arg}.value), or differentiate with respect to the other argument only")
+
+
+def _integer_orders(name, arg, n):
+    """yn's order: scipy truncates a fractional n (with a warning); fastape refuses it."""
+    a = np.asarray(n, dtype=np.float64)
+    finite = a[np.isfinite(a)]
+    if finite.size and np.any(finite != np.floor(finite)):
+        raise ValueError(f"{name}: the order {arg} must be an integer, got {n!r}")
+
+
+def _make_fixed(op, name, doc, arg):
+    """A binary op not differentiated in its first operand (registry ``fixed``)."""
+    def f(x1, x2):
+        if type(x1) is Var:
+            raise not_differentiated(name, arg, x1)
+        if name == "yn":
+            _integer_orders(name, arg, x1)
+        if type(x2) is Var:
+            return _tape.binary(op, x1, x2)
+        return _plain(op, x1, x2)
+    f.__name__ = f.__qualname__ = name
+    f.__doc__ = doc
+    return f
+
+
 def _public_functions():
     """One function per public elementwise op of the registry, by its public name."""
     out = {}
     for e in registry.ELEMENTWISE:
         if e.public:
+            code = int(getattr(Op, e.name))
+            if e.fixed:
+                out[e.public] = _make_fixed(code, e.public, e.doc, e.fixed)
+                continue
             make = _make_unary if e.arity == 1 else _make_binary
-            out[e.public] = make(int(getattr(Op, e.name)), e.public, e.doc)
+            out[e.public] = make(code, e.public, e.doc)
     return out
 
 

@@ -134,10 +134,48 @@ def xlogy(x1: _X, x2: _X) -> Any:
     """x1 log(x2), 0 where x1 == 0 (partial in x2 then 0)"""
 def xlog1py(x1: _X, x2: _X) -> Any:
     """x1 log1p(x2), 0 where x1 == 0 (partial in x2 then 0)"""
+def gamma(x: _X) -> Any:
+    """the gamma function"""
+def rgamma(x: _X) -> Any:
+    """1/Gamma(x), entire (its zeros at 0, -1, ...)"""
+def gammasgn(x: _X) -> Any:
+    """the sign of Gamma(x) (partial 0)"""
+def beta(x1: _X, x2: _X) -> Any:
+    """the beta function Gamma(a) Gamma(b) / Gamma(a + b)"""
+def betaln(x1: _X, x2: _X) -> Any:
+    """log|B(a, b)|"""
+def gammainc(x1: _X, x2: _X) -> Any:
+    """regularized lower incomplete gamma P(a, x) (differentiable in x only)"""
+def gammaincc(x1: _X, x2: _X) -> Any:
+    """regularized upper incomplete gamma Q(a, x) = 1 - P(a, x) (in x only)"""
+def j0(x: _X) -> Any:
+    """Bessel function of the first kind of order 0 (partial -j1)"""
+def j1(x: _X) -> Any:
+    """Bessel function of the first kind of order 1"""
+def y0(x: _X) -> Any:
+    """Bessel function of the second kind of order 0 (partial -y1)"""
+def y1(x: _X) -> Any:
+    """Bessel function of the second kind of order 1"""
+def i0(x: _X) -> Any:
+    """modified Bessel function of the first kind of order 0 (partial i1)"""
+def i1(x: _X) -> Any:
+    """modified Bessel function of the first kind of order 1"""
+def jv(x1: _X, x2: _X) -> Any:
+    """Bessel function of the first kind of real order v (differentiable in x only)"""
+def yn(x1: _X, x2: _X) -> Any:
+    """Bessel function of the second kind of integer order n (in x only)"""
+def iv(x1: _X, x2: _X) -> Any:
+    """modified Bessel function of the first kind of real order v (in x only)"""
+def ive(x1: _X, x2: _X) -> Any:
+    """exponentially scaled iv(v, x) e^-|x| (in x only)"""
+def entr(x: _X) -> Any:
+    """-x log x (0 at 0, -inf below; partial -log x - 1)"""
+def ndtri(x: _X) -> Any:
+    """inverse of the standard normal CDF ndtr on (0, 1)"""
 def abs(x: _X) -> Any: ...
 def expit(x: _X) -> Any: ...
 def digamma(x: _X) -> Any: ...
 
 ELEMENTWISE: dict[str, Any]
 ALIASES: dict[str, str]
-__all__ = ['negative', 'absolute', 'exp', 'log', 'log1p', 'expm1', 'sqrt', 'square', 'reciprocal', 'sin', 'cos', 'tan', 'arcsin', 'arccos', 'arctan', 'sinh', 'cosh', 'tanh', 'sigmoid', 'softplus', 'relu', 'sign', 'floor', 'round', 'add', 'subtract', 'multiply', 'divide', 'power', 'arctan2', 'logaddexp', 'maximum', 'minimum', 'log2', 'log10', 'exp2', 'cbrt', 'arcsinh', 'arccosh', 'arctanh', 'hypot', 'fmod', 'remainder', 'ceil', 'trunc', 'deg2rad', 'rad2deg', 'sinc', 'logaddexp2', 'fmax', 'fmin', 'heaviside', 'erf', 'erfc', 'erfinv', 'erfcinv', 'logit', 'gammaln', 'psi', 'ndtr', 'log_ndtr', 'xlogy', 'xlog1py', 'abs', 'expit', 'digamma']
+__all__ = ['negative', 'absolute', 'exp', 'log', 'log1p', 'expm1', 'sqrt', 'square', 'reciprocal', 'sin', 'cos', 'tan', 'arcsin', 'arccos', 'arctan', 'sinh', 'cosh', 'tanh', 'sigmoid', 'softplus', 'relu', 'sign', 'floor', 'round', 'add', 'subtract', 'multiply', 'divide', 'power', 'arctan2', 'logaddexp', 'maximum', 'minimum', 'log2', 'log10', 'exp2', 'cbrt', 'arcsinh', 'arccosh', 'arctanh', 'hypot', 'fmod', 'remainder', 'ceil', 'trunc', 'deg2rad', 'rad2deg', 'sinc', 'logaddexp2', 'fmax', 'fmin', 'heaviside', 'erf', 'erfc', 'erfinv', 'erfcinv', 'logit', 'gammaln', 'psi', 'ndtr', 'log_ndtr', 'xlogy', 'xlog1py', 'gamma', 'rgamma', 'gammasgn', 'beta', 'betaln', 'gammainc', 'gammaincc', 'j0', 'j1', 'y0', 'y1', 'i0', 'i1', 'jv', 'yn', 'iv', 'ive', 'entr', 'ndtri', 'abs', 'expit', 'digamma']

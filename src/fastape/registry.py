@@ -75,6 +75,8 @@ class Elementwise:
     doc: str = ""
     nested: tuple = ()           # the partials written with fastape ops (see below)
     partial_of: tuple = ()       # derived ops: (base op name, operand j) for ∂base/∂x_j
+    fixed: str = ""              # the first operand's name when the op is not
+                                 # differentiated in it (see binary)
 
 
 @dataclass(frozen=True)
@@ -105,16 +107,30 @@ def unary(name, *, value, d0, d00, public=None, numpy=(), domain=(-2.0, 2.0), te
 
 
 def unary_k(name, *, value, d0, d00, test, domain=(-2.0, 2.0), nested=(), doc=""):
+    """An op f(x; k) with an immediate k: no public function or numpy callable of its
+    own (arithmetic with a number, or a hand-written function such as polygamma,
+    records it); not differentiated in k."""
     ELEMENTWISE.append(Elementwise(name, 1, True, value, d0, "0.0", d00, "0.0", "0.0",
                                    None, (), _domain(domain, 1), tuple(test), doc,
                                    tuple(nested)))
 
 
-def binary(name, *, value, d0, d1, d00, d01, d11, public=None, numpy=(),
-           domain=((-2.0, 2.0), (-2.0, 2.0)), test=(), nested=(), doc=""):
+def binary(name, *, value, d1, d11, d0=None, d00=None, d01=None, public=None, numpy=(),
+           domain=((-2.0, 2.0), (-2.0, 2.0)), test=(), nested=(), fixed="", doc=""):
+    """A binary block. ``fixed="a"``: the op has no derivative in its first operand, a
+    (a shape parameter, a Bessel order): fastape.<public> and the numpy/scipy dispatch
+    raise NotImplementedError naming it when it is a fastape value, so it is always a
+    constant, and its partials d0, d00, d01 are 0.0 here (never 0 for a value: the
+    recorder refuses one; not NaN: a constant's zero tangent times d01 must stay 0)."""
+    if fixed:
+        if d0 is not None or d00 is not None or d01 is not None:
+            raise ValueError(f"fastape registry: {name}: fixed= takes no d0, d00, d01")
+        d0 = d00 = d01 = "0.0"
+    elif d0 is None or d00 is None or d01 is None:
+        raise ValueError(f"fastape registry: {name}: d0, d00 and d01 are required")
     ELEMENTWISE.append(Elementwise(name, 2, False, value, d0, d1, d00, d01, d11, public,
                                    tuple(numpy), _domain(domain, 2), tuple(test), doc,
-                                   tuple(nested)))
+                                   tuple(nested), fixed=fixed))
 
 
 def structural(name, kernel, *, b="none", node_params=(), doc=""):
@@ -588,6 +604,212 @@ binary("XLOG1PY", public="xlog1py", numpy=("scipy.special.xlog1py",),
        doc="x1 log1p(x2), 0 where x1 == 0 (partial in x2 then 0)")
 
 
+# -- scipy.special: the gamma function and its relatives -----------------------
+
+# Gamma' = Gamma psi, so the partial written with ops (z psi(x)) is exact at every
+# order. At the poles 0, -1, ... scipy's gamma is ±inf or NaN, and so are the partials.
+unary("GAMMA", public="gamma", numpy=("scipy.special.gamma",),
+      value="sp.gamma(x)",
+      d0="v * sp.psi(x)",
+      d00="d0 * sp.psi(x) + v * _trigamma(x)",
+      domain=(0.2, 4.5),
+      test=("m.gamma(x)", "m.gamma(x - 2.7)"),
+      nested=("z * psi(x)",),
+      doc="the gamma function")
+
+# 1/Gamma is entire: at its zeros 0, -1, ... the partials -psi/Gamma (0 · inf there)
+# are the limits the helpers take, (-1)^n n! and -2 (-1)^n n! psi(n + 1) at -n.
+unary("RGAMMA", public="rgamma", numpy=("scipy.special.rgamma",),
+      value="sp.rgamma(x)",
+      d0="_rgamma_d1(x, v)",
+      d00="_rgamma_d2(x, v)",
+      domain=(0.2, 4.5),
+      test=("m.rgamma(x)", "m.rgamma(x - 2.7)"),
+      doc="1/Gamma(x), entire (its zeros at 0, -1, ...)")
+
+unary("GAMMASGN", public="gammasgn", numpy=("scipy.special.gammasgn",),
+      value="sp.gammasgn(x)",
+      d0="0.0",
+      d00="0.0",
+      domain=(0.1, 3.0),
+      test=("m.gammasgn(x) * x", "m.gammasgn(x - 2.45) * x"),
+      doc="the sign of Gamma(x) (partial 0)")
+
+# B(a, b) = Gamma(a) Gamma(b)/Gamma(a + b): ∂B/∂a = B (psi(a) - psi(a + b)).
+binary("BETA", public="beta", numpy=("scipy.special.beta",),
+       value="sp.beta(x, y)",
+       d0="v * (sp.psi(x) - sp.psi(x + y))",
+       d1="v * (sp.psi(y) - sp.psi(x + y))",
+       d00="d0 * (sp.psi(x) - sp.psi(x + y)) + v * (_trigamma(x) - _trigamma(x + y))",
+       d01="d0 * (sp.psi(y) - sp.psi(x + y)) - v * _trigamma(x + y)",
+       d11="d1 * (sp.psi(y) - sp.psi(x + y)) + v * (_trigamma(y) - _trigamma(x + y))",
+       domain=((0.2, 4.0), (0.2, 4.0)),
+       nested=("z * (psi(x) - psi(x + y))", "z * (psi(y) - psi(x + y))"),
+       doc="the beta function Gamma(a) Gamma(b) / Gamma(a + b)")
+
+binary("BETALN", public="betaln", numpy=("scipy.special.betaln",),
+       value="sp.betaln(x, y)",
+       d0="sp.psi(x) - sp.psi(x + y)",
+       d1="sp.psi(y) - sp.psi(x + y)",
+       d00="_trigamma(x) - _trigamma(x + y)",
+       d01="-_trigamma(x + y)",
+       d11="_trigamma(y) - _trigamma(x + y)",
+       domain=((0.2, 6.0), (0.2, 6.0)),
+       nested=("psi(x) - psi(x + y)", "psi(y) - psi(x + y)"),
+       doc="log|B(a, b)|")
+
+# polygamma(n, x), n >= 0 an integer immediate (fastape.polygamma checks it; n = 0
+# records PSI): cython_special has no polygamma, so _polygamma is scipy's own formula
+# (-1)^(n+1) n! zeta(n + 1, x). Its derivative is polygamma(n + 1, x), written with
+# the op itself: exact at every order.
+unary_k("POLYGAMMA_K",
+        value="_polygamma(k, x)",
+        d0="_polygamma(k + 1.0, x)",
+        d00="_polygamma(k + 2.0, x)",
+        domain=(0.2, 8.0),
+        test=("m.polygamma(1, x)", "m.polygamma(2, x)", "m.polygamma(4, x + 0.5)"),
+        nested=("polygamma(k + 1.0, x)",),
+        doc="polygamma(k, x), the k-th derivative of psi")
+
+# -- scipy.special: incomplete gamma functions ---------------------------------
+
+# Regularized: gammainc(a, x) = P(a, x), gammaincc = Q = 1 - P; ∂P/∂x = x^(a-1) e^-x /
+# Gamma(a) (xlogy: a = 1 at x = 0 gives e^0 = 1, not NaN). The derivative in the shape
+# a (a series of its own) is not provided: a fastape value for a raises.
+binary("GAMMAINC", public="gammainc", numpy=("scipy.special.gammainc",),
+       value="sp.gammainc(x, y)",
+       d1="exp(sp.xlogy(x - 1.0, y) - y - sp.gammaln(x))",
+       d11="0.0 if d1 == 0.0 else d1 * ((0.0 if x == 1.0 else (x - 1.0) / y) - 1.0)",
+       fixed="a",
+       domain=((0.3, 5.0), (0.05, 8.0)),
+       test=("m.gammainc(0.6, y) * x", "m.gammainc(1.0, y)", "m.gammainc(3.5, y)"),
+       nested=("0.0", "exp(xlogy(x - 1.0, y) - y - gammaln(x))"),
+       doc="regularized lower incomplete gamma P(a, x) (differentiable in x only)")
+
+binary("GAMMAINCC", public="gammaincc", numpy=("scipy.special.gammaincc",),
+       value="sp.gammaincc(x, y)",
+       d1="-exp(sp.xlogy(x - 1.0, y) - y - sp.gammaln(x))",
+       d11="0.0 if d1 == 0.0 else d1 * ((0.0 if x == 1.0 else (x - 1.0) / y) - 1.0)",
+       fixed="a",
+       domain=((0.3, 5.0), (0.05, 8.0)),
+       test=("m.gammaincc(0.6, y) * x", "m.gammaincc(2.0, y)", "m.gammaincc(4.5, y)"),
+       nested=("0.0", "-exp(xlogy(x - 1.0, y) - y - gammaln(x))"),
+       doc="regularized upper incomplete gamma Q(a, x) = 1 - P(a, x) (in x only)")
+
+# -- scipy.special: Bessel functions -------------------------------------------
+
+# The derivatives in x by the recurrences (for every real order v)
+#   J_v' = (J_{v-1} - J_{v+1})/2,   J_v'' = (J_{v-2} - 2 J_v + J_{v+2})/4   (Y alike)
+#   I_v' = (I_{v-1} + I_{v+1})/2,   I_v'' = (I_{v-2} + 2 I_v + I_{v+2})/4
+# with J_{-1} = -J_1, Y_{-1} = -Y_1, I_{-1} = I_1 for the fixed orders 0 and 1. The
+# derivative in the order v is not provided: a fastape value for v raises.
+unary("J0", public="j0", numpy=("scipy.special.j0",),
+      value="sp.j0(x)",
+      d0="-sp.j1(x)",
+      d00="0.5 * (sp.jv(2.0, x) - v)",
+      domain=(0.1, 3.5),
+      nested=("-j1(x)",),
+      doc="Bessel function of the first kind of order 0 (partial -j1)")
+
+unary("J1", public="j1", numpy=("scipy.special.j1",),
+      value="sp.j1(x)",
+      d0="0.5 * (sp.j0(x) - sp.jv(2.0, x))",
+      d00="0.25 * (sp.jv(3.0, x) - 3.0 * v)",
+      domain=(0.1, 1.7),
+      doc="Bessel function of the first kind of order 1")
+
+unary("Y0", public="y0", numpy=("scipy.special.y0",),
+      value="sp.y0(x)",
+      d0="-sp.y1(x)",
+      d00="0.5 * (sp.yv(2.0, x) - v)",
+      domain=(0.3, 2.1),
+      nested=("-y1(x)",),
+      doc="Bessel function of the second kind of order 0 (partial -y1)")
+
+unary("Y1", public="y1", numpy=("scipy.special.y1",),
+      value="sp.y1(x)",
+      d0="0.5 * (sp.y0(x) - sp.yv(2.0, x))",
+      d00="0.25 * (sp.yv(3.0, x) - 3.0 * v)",
+      domain=(0.3, 2.1),
+      doc="Bessel function of the second kind of order 1")
+
+unary("I0", public="i0", numpy=("scipy.special.i0",),
+      value="sp.i0(x)",
+      d0="sp.i1(x)",
+      d00="0.5 * (v + sp.iv(2.0, x))",
+      domain=(-3.0, 3.0),
+      nested=("i1(x)",),
+      doc="modified Bessel function of the first kind of order 0 (partial i1)")
+
+unary("I1", public="i1", numpy=("scipy.special.i1",),
+      value="sp.i1(x)",
+      d0="0.5 * (sp.i0(x) + sp.iv(2.0, x))",
+      d00="0.25 * (3.0 * v + sp.iv(3.0, x))",
+      domain=(-3.0, 3.0),
+      doc="modified Bessel function of the first kind of order 1")
+
+binary("JV", public="jv", numpy=("scipy.special.jv",),
+       value="sp.jv(x, y)",
+       d1="0.5 * (sp.jv(x - 1.0, y) - sp.jv(x + 1.0, y))",
+       d11="0.25 * (sp.jv(x - 2.0, y) - 2.0 * v + sp.jv(x + 2.0, y))",
+       fixed="v",
+       domain=((0.0, 3.0), (0.1, 2.0)),
+       test=("m.jv(2.5, y) * x", "m.jv(0.5, y)", "m.jv(-0.3, y + 1.0)", "m.jv(3.0, y)"),
+       doc="Bessel function of the first kind of real order v (differentiable in x only)")
+
+binary("YN", public="yn", numpy=("scipy.special.yn",),
+       value="_yn(x, y)",
+       # the kernel truncates a fractional n, as scipy's yn does (the recorder refuses it)
+       d1="0.5 * (sp.yv(trunc(x) - 1.0, y) - sp.yv(trunc(x) + 1.0, y))",
+       d11="0.25 * (sp.yv(trunc(x) - 2.0, y) - 2.0 * v + sp.yv(trunc(x) + 2.0, y))",
+       fixed="n",
+       domain=((0.0, 4.0), (0.5, 2.5)),
+       test=("m.yn(2, y) * x", "m.yn(0, y)", "m.yn(3, y + 0.5)"),
+       doc="Bessel function of the second kind of integer order n (in x only)")
+
+binary("IV", public="iv", numpy=("scipy.special.iv",),
+       value="sp.iv(x, y)",
+       d1="0.5 * (sp.iv(x - 1.0, y) + sp.iv(x + 1.0, y))",
+       d11="0.25 * (sp.iv(x - 2.0, y) + 2.0 * v + sp.iv(x + 2.0, y))",
+       fixed="v",
+       domain=((0.0, 3.0), (0.1, 3.0)),
+       test=("m.iv(2.5, y) * x", "m.iv(0.0, y - 1.5)", "m.iv(-0.3, y)", "m.iv(3.0, y)"),
+       doc="modified Bessel function of the first kind of real order v (in x only)")
+
+# ive = iv e^-|x|: ive' = (ive_{v-1} + ive_{v+1})/2 - s ive with s = sign x, and
+# ive'' = (ive_{v-2} + 2 ive + ive_{v+2})/4 - s (ive_{v-1} + ive_{v+1}) + ive (x != 0).
+binary("IVE", public="ive", numpy=("scipy.special.ive",),
+       value="sp.ive(x, y)",
+       d1="0.5 * (sp.ive(x - 1.0, y) + sp.ive(x + 1.0, y)) - ((y > 0.0) - (y < 0.0)) * v",
+       d11="0.25 * (sp.ive(x - 2.0, y) + 2.0 * v + sp.ive(x + 2.0, y))"
+           " - ((y > 0.0) - (y < 0.0)) * (sp.ive(x - 1.0, y) + sp.ive(x + 1.0, y))"
+           " + (0.0 if y == 0.0 else v)",
+       fixed="v",
+       domain=((0.0, 3.0), (0.1, 6.0)),
+       test=("m.ive(2.5, y) * x", "m.ive(0.0, y - 3.0)", "m.ive(1.0, y)", "m.ive(0.7, y)"),
+       doc="exponentially scaled iv(v, x) e^-|x| (in x only)")
+
+# -- scipy.special: entropy, the normal quantile -------------------------------
+
+unary("ENTR", public="entr", numpy=("scipy.special.entr",),
+      value="sp.entr(x)",
+      d0="-log(x) - 1.0",
+      d00="-1.0 / x",
+      domain=(0.05, 3.0),
+      nested=("-log(x) - 1.0",),
+      doc="-x log x (0 at 0, -inf below; partial -log x - 1)")
+
+# the inverse-function rule: ndtr'(v) = phi(v), so v' = sqrt(2 pi) e^(v^2/2) and
+# v'' = v v'^2.
+unary("NDTRI", public="ndtri", numpy=("scipy.special.ndtri",),
+      value="sp.ndtri(x)",
+      d0="2.5066282746310002 * exp(0.5 * v * v)",
+      d00="v * d0 * d0",
+      domain=(0.02, 0.98),
+      nested=("2.5066282746310002 * exp(0.5 * square(z))",),
+      doc="inverse of the standard normal CDF ndtr on (0, 1)")
+
+
 # ---------------------------------------------------------------------------
 # structural ops (kernels in _structural.pxi) and dense linear algebra (_linalg.pxi)
 # ---------------------------------------------------------------------------
@@ -666,7 +888,7 @@ def _derived(e):
         p0, p1 = (_subst(d, names) for d in seconds[j])
         out.append(Elementwise(f"{e.name}_D{j}", e.arity, e.has_k, names[f"d{j}"], p0,
                                p1 if e.arity == 2 else "0.0", "NAN", "NAN", "NAN",
-                               domain=e.domain,
+                               domain=e.domain, fixed=e.fixed,
                                doc=f"∂{e.name.lower()}/∂{'xy'[j]} (derived: the nested rule)",
                                partial_of=(e.name, j)))
     return out
