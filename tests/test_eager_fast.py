@@ -180,3 +180,40 @@ def test_the_ufunc_fast_path_keeps_the_checks_of_fixed_operands():
             sc.gammainc(a, x)
         with pytest.raises(NotImplementedError):
             sc.jv(a, x)
+
+
+@pytest.mark.parametrize("sa, sb", [((4, 3), (3, 2)), ((3,), (3, 2)), ((4, 3), (3,)),
+                                    ((3,), (3,)), ((2, 4, 3), (3, 2))])
+@pytest.mark.parametrize("how", ["var@var", "arr@var", "var@arr", "np.matmul"])
+def test_matrix_products_on_the_fast_path_and_off_it(sa, sb, how):
+    rng = np.random.default_rng(0)
+    A, B = rng.standard_normal(sa), rng.standard_normal(sb)
+    C = rng.standard_normal(np.shape(A @ B))
+
+    def f(a, b):
+        if how == "arr@var":
+            a = A
+        if how == "var@arr":
+            b = B
+        p = np.matmul(a, b) if how == "np.matmul" else a @ b
+        return np.sum(p * C)
+
+    ga, gb = ft.grad(f, argnums=(0, 1))(A, B)
+    np.testing.assert_allclose(ga, _fd(lambda a: f(a, B), A) if how != "arr@var"
+                               else np.zeros(sa), rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(gb, _fd(lambda b: f(A, b), B) if how != "var@arr"
+                               else np.zeros(sb), rtol=1e-6, atol=1e-8)
+
+
+def test_matrix_product_errors_keep_their_messages():
+    with ft.Tape() as t:
+        a = t.var(np.ones((2, 3)))
+        with pytest.raises(ft.ShapeError, match="inner dimensions"):
+            a @ np.ones((2, 2))
+        with pytest.raises(ft.ShapeError, match="inner dimensions"):
+            np.ones((3, 3)) @ a
+        np.testing.assert_array_equal((a @ np.ones(3, dtype=int)).value, [3.0, 3.0])
+    with ft.Tape() as u:
+        b = u.var(np.ones((3, 2)))
+    with pytest.raises(ft.TapeError):
+        a @ b

@@ -399,10 +399,62 @@ def matmul_node(Var a not None, Var b not None, i64 rows, i64 k, i64 cols, i64 b
                 bint ta, bint tb, tuple shape):
     """C[bt] = op(A[bt]) op(B[bt]) for bt < batch; A[bt] starts at bt·sA (sA = 0: one
     A for all), op(A) is rows×k (transposed storage when ta), op(B) is k×cols."""
+    return _matmul_node(a, b, rows, k, cols, batch, sA, sB, ta, tb, shape)
+
+
+cdef object matmul_2d(object a, object b):
+    """a @ b when both are matrices or one a vector (not both), values of one tape or
+    a value and a float64 array: recorded without fastape.linalg's Python (most of
+    the cost of a small product). None: any other case, for the general path."""
+    cdef Var va, vb
+    cdef Tape t
+    cdef tuple sa, sb
+    if type(a) is Var:
+        va = <Var>a
+        t = va.tape
+        sa = va.shape
+        if type(b) is Var:
+            if (<Var>b).tape is not t:
+                return None
+            sb = (<Var>b).shape
+        elif type(b) is np.ndarray and b.dtype is _F64_DTYPE:
+            sb = b.shape
+        else:
+            return None
+    elif type(b) is Var and type(a) is np.ndarray and a.dtype is _F64_DTYPE:
+        t = (<Var>b).tape
+        sa = a.shape
+        sb = (<Var>b).shape
+    else:
+        return None
+    cdef Py_ssize_t na = len(sa), nb = len(sb)
+    if na < 1 or na > 2 or nb < 1 or nb > 2 or na + nb == 2:
+        return None
+    cdef i64 k = sa[na - 1]
+    if k != <i64>sb[0]:
+        return None
+    if type(a) is Var:
+        va = <Var>a
+    else:
+        va = _leaf(t, CONSTANT, a, "matmul", "a")
+    if type(b) is Var:
+        vb = <Var>b
+    else:
+        vb = _leaf(t, CONSTANT, b, "matmul", "b")
+    if na == 1:
+        return _matmul_node(va, vb, 1, k, sb[1], 1, 0, 0, False, False, sb[1:])
+    return _matmul_node(va, vb, sa[0], k, sb[1] if nb == 2 else 1, 1, 0, 0,
+                        False, False, sa[:1] + sb[1:])
+
+
+cdef object _matmul_node(Var a, Var b, i64 rows, i64 k, i64 cols, i64 batch, i64 sA,
+                         i64 sB, bint ta, bint tb, tuple shape):
     cdef Tape t = a.tape
     cdef i64 size = batch * rows * cols, i
     cdef MatmulP* p
-    _check_dims("matmul", rows, k, cols, rows * k, k * cols, rows * cols)
+    if rows > INT_MAX_DIM or k > INT_MAX_DIM or cols > INT_MAX_DIM or (
+            rows * k > INT_MAX_DIM or k * cols > INT_MAX_DIM or rows * cols > INT_MAX_DIM):
+        _check_dims("matmul", rows, k, cols, rows * k, k * cols, rows * cols)
     i = t.push(MATMUL, a.node, b.node, size, 8)
     p = <MatmulP*>t.params(i)
     p.rows = rows

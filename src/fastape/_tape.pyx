@@ -40,6 +40,8 @@ from libc.math cimport NAN
 # so that the kernels of a new op need no import line here
 from fastape._ops cimport *  # noqa
 
+import importlib
+
 import numpy as np
 from fastape import registry as _registry
 from fastape._ops import Op as PyOp
@@ -106,7 +108,7 @@ cdef double* _arena_ptr[ARENA_SLOTS]
 cdef i64 _arena_len[ARENA_SLOTS]          # capacity in doubles (0: slot empty)
 cdef i64 _arena_bytes = 0
 cdef i64 _arena_limit = 256 << 20       # bytes the pool may hold (arena_pool(limit))
-cdef i64 ARENA_MIN = 4096               # doubles: smaller arenas come cheap from malloc
+cdef i64 ARENA_MIN = 512                # doubles (4 KiB): smaller arenas come cheap from malloc
 # The pool is touched only with the GIL held (recording, prepare_*, release), so it
 # needs no lock: the GIL makes it one pool per interpreter, safe across threads.
 

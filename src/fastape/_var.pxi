@@ -4,6 +4,20 @@
 # structural recorders sit with their kernels in _structural.pxi and _linalg.pxi.
 
 
+cdef object _np_matmul = np.matmul
+cdef object _F64_DTYPE = np.dtype(np.float64)
+cdef dict _PY = {}
+
+
+cdef inline object _py(str name):
+    """fastape.<name> (a Python module of the package, imported once: the modules
+    import this one, so Var cannot import them at the top)."""
+    m = _PY.get(name)
+    if m is None:
+        m = _PY[name] = importlib.import_module("fastape." + name)
+    return m
+
+
 cdef object read_slot(Tape t, double* buf, i64 node, tuple shape):
     """Copy node's slot of `buf` (values or multipliers) out as a float, or as a new
     array of `shape`."""
@@ -365,12 +379,12 @@ cdef class Var:
         return binary(REMAINDER, other, self)
 
     def __matmul__(self, other):
-        from fastape import _functions
-        return _functions.matmul(self, other)
+        r = matmul_2d(self, other)
+        return _py("linalg").matmul(self, other) if r is None else r
 
     def __rmatmul__(self, other):
-        from fastape import _functions
-        return _functions.matmul(other, self)
+        r = matmul_2d(other, self)
+        return _py("linalg").matmul(other, self) if r is None else r
 
     def __neg__(self):
         return unary(NEG, self)
@@ -473,19 +487,21 @@ cdef class Var:
 
     # numpy protocols
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
-        # the common case first: a registry op called plainly, np.exp(x), x * arr
+        # the common cases first: a registry op called plainly, np.exp(x), x * arr, and
+        # a matrix product, arr @ x
         if method == "__call__" and not kwargs:
             code = UFUNC_OPS.get(ufunc)
             if code is not None:
                 if len(inputs) == 2:
                     return binary(<int>code, inputs[0], inputs[1])
                 return unary(<int>code, inputs[0])
-        from fastape import _numpy
-        return _numpy.array_ufunc(ufunc, method, inputs, kwargs)
+            if ufunc is _np_matmul:
+                r = matmul_2d(inputs[0], inputs[1])
+                return _py("linalg").matmul(inputs[0], inputs[1]) if r is None else r
+        return _py("_numpy").array_ufunc(ufunc, method, inputs, kwargs)
 
     def __array_function__(self, func, types, args, kwargs):
-        from fastape import _numpy
-        return _numpy.array_function(func, args, kwargs)
+        return _py("_numpy").array_function(func, args, kwargs)
 
     # numpy-style methods
     @property

@@ -46,8 +46,9 @@ def value_and_grad(fun, argnums=0):
         if got is None:
             got = positions[len(args)] = normalize_argnums(argnums, len(args), where)
         single, nums = got
-        if single and type(args[nums[0]]) in _PLAIN_LEAVES and _nesting.active() is None:
-            return _eager_one(fun, args, kwargs, nums[0], where)
+        if (all(type(args[i]) in _PLAIN_LEAVES for i in nums)
+                and (single or len(set(nums)) == len(nums)) and _nesting.active() is None):
+            return _eager(fun, args, kwargs, nums, single, where)
         flat = {}                           # argument position -> (leaves, treedef)
         for i in nums:
             if i not in flat:
@@ -87,33 +88,44 @@ def value_and_grad(fun, argnums=0):
 _PLAIN_LEAVES = (float, np.ndarray)
 
 
-def _eager_one(fun, args, kwargs, i, where):
-    """value_and_grad on one plain number or array argument with no enclosing
-    transform: what the general path does, without its pytree bookkeeping (the seeds'
-    scalar function spends more time in that than in its ops)."""
-    x = args[i]
+def _eager(fun, args, kwargs, nums, single, where):
+    """value_and_grad on plain number or array arguments (distinct positions `nums`)
+    with no enclosing transform: what the general path does, without its pytree
+    bookkeeping (the seeds' scalar function spends more time in that than in its
+    ops). One array argument is recorded as an element block (``x[i]`` records no
+    node)."""
     tape = Tape()
     tapes = _nesting.tapes()
     try:
         # no with-block: closing would trim the buffers of a tape released right after
-        v = tape.var(x) if type(x) is float else tape._var_elements(x)
+        call = list(args)
+        vs = []
+        for i in nums:
+            x = args[i]
+            v = tape._var_elements(x) if single and type(x) is np.ndarray else tape.var(x)
+            vs.append(v)
+            call[i] = v.copy()
         tapes.append(tape)
         try:
-            out = fun(*args[:i], v.copy(), *args[i + 1:], **kwargs)
+            out = fun(*call, **kwargs)
         finally:
             tapes.pop()
         if type(out) is not Var:
-            return _constant_scalar(out, where), _zeros_like(x)
-        if out.tape is not tape:
-            raise TapeError(f"{where}: the function returned a value of another tape")
-        if out.size != 1:
-            raise ShapeError(f"{where}: the function must return a scalar to be "
-                             f"differentiated, got shape {out.shape}; sum the "
-                             "output, or use fastape.vjp or fastape.jacobian")
-        value = out.value
-        if not out.shape:
-            value = float(value)
-        return value, _gradient_like(x, tape.gradient(out, v))
+            value = _constant_scalar(out, where)
+            grads = [_zeros_like(args[i]) for i in nums]
+        else:
+            if out.tape is not tape:
+                raise TapeError(f"{where}: the function returned a value of another tape")
+            if out.size != 1:
+                raise ShapeError(f"{where}: the function must return a scalar to be "
+                                 f"differentiated, got shape {out.shape}; sum the "
+                                 "output, or use fastape.vjp or fastape.jacobian")
+            value = out.value
+            if not out.shape:
+                value = float(value)
+            grads = [_gradient_like(args[i], g)
+                     for i, g in zip(nums, tape.gradient(out, vs))]
+        return value, (grads[0] if single else tuple(grads))
     finally:
         tape.release()
 
