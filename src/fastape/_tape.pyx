@@ -106,25 +106,46 @@ cdef enum:
     ARENA_SLOTS = 6
 cdef double* _arena_ptr[ARENA_SLOTS]
 cdef i64 _arena_len[ARENA_SLOTS]          # capacity in doubles (0: slot empty)
+cdef bint _arena_values[ARENA_SLOTS]      # it held a tape's values (else multipliers...)
 cdef i64 _arena_bytes = 0
 cdef i64 _arena_limit = 256 << 20       # bytes the pool may hold (arena_pool(limit))
+
+
+cdef i64 _default_arena_limit():
+    """1/16 of the machine's memory, between 256 MiB and 2 GiB: the arenas of one
+    eager gradient over arrays of 10^6 elements take ~250 MB."""
+    import os
+    try:
+        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, OSError, ValueError):
+        return 256 << 20
+    return min(max(ram // 16, 256 << 20), 2 << 30)
+
+
+_arena_limit = _default_arena_limit()
 cdef i64 ARENA_MIN = 512                # doubles (4 KiB): smaller arenas come cheap from malloc
 # The pool is touched only with the GIL held (recording, prepare_*, release), so it
 # needs no lock: the GIL makes it one pool per interpreter, safe across threads.
 
 
-cdef double* _arena_take(i64 need, i64* cap, i64 most) noexcept:
-    """The smallest pooled arena of `need` to `most` doubles, removed from the pool
-    (its capacity in cap[0]), or NULL when there is none."""
+cdef double* _arena_take(i64 need, i64* cap, i64 most, bint values) noexcept:
+    """The smallest pooled arena of `need` to `most` doubles that held what this one
+    will (`values`: a tape's values; else multipliers or tangents), else of any kind,
+    removed from the pool (its capacity in cap[0]); NULL when there is none. Keeping
+    the kinds apart matters: values that took the multipliers' arena of the last
+    call would outgrow it and grow into fresh memory every call."""
     global _arena_bytes
-    cdef int s, best = -1
+    cdef int s, best = -1, pass_
     cdef double* q
     if need < ARENA_MIN:
         return NULL
-    for s in range(ARENA_SLOTS):
-        if (need <= _arena_len[s] <= most
-                and (best < 0 or _arena_len[s] < _arena_len[best])):
-            best = s
+    for pass_ in range(2):
+        for s in range(ARENA_SLOTS):
+            if (need <= _arena_len[s] <= most and (pass_ or _arena_values[s] == values)
+                    and (best < 0 or _arena_len[s] < _arena_len[best])):
+                best = s
+        if best >= 0:
+            break
     if best < 0:
         return NULL
     q = _arena_ptr[best]
@@ -143,7 +164,7 @@ cdef void _arena_drop(int s) noexcept:
     _arena_len[s] = 0
 
 
-cdef void _arena_give(double* p, i64 cap) noexcept:
+cdef void _arena_give(double* p, i64 cap, bint values) noexcept:
     """Keep arena p of `cap` doubles for a later tape, or free it: the pool keeps the
     largest arenas that fit its limit, evicting smaller ones."""
     global _arena_bytes
@@ -164,6 +185,7 @@ cdef void _arena_give(double* p, i64 cap) noexcept:
         if _arena_len[small] == 0 and _arena_bytes + cap * 8 <= _arena_limit:
             _arena_ptr[small] = p
             _arena_len[small] = cap
+            _arena_values[small] = values
             _arena_bytes += cap * 8
             return
         if _arena_len[small] == 0 or _arena_len[small] >= cap:
@@ -189,14 +211,14 @@ cdef double* _arena(double* old, i64* cap, i64 keep, i64 need, bint growing) exc
     back what it does not use when the tape closes; the others (sized once) take
     one of at most twice `need`."""
     cdef i64 got
-    cdef double* q = _arena_take(need, &got, MAX_BYTES if growing else 2 * need)
+    cdef double* q = _arena_take(need, &got, MAX_BYTES if growing else 2 * need, growing)
     if q == NULL:
         q = <double*>_resize(old, need, sizeof(double))
         cap[0] = need
         return q
     if keep > 0:
         memcpy(q, old, keep * sizeof(double))
-    _arena_give(old, cap[0])
+    _arena_give(old, cap[0], growing)
     cap[0] = got
     return q
 
@@ -207,7 +229,8 @@ def arena_pool(limit=None):
     An eager transform (``grad``, ``value_and_grad``, ``jvp``, ...) records a fresh
     tape on every call; the pool hands the arenas of the last one to the next, so
     repeated calls neither fault in fresh memory nor copy arenas as they grow. It
-    holds at most ``limit`` bytes (256 MiB by default) in at most 6 arenas and is
+    holds at most ``limit`` bytes (by default 1/16 of the machine's memory, from 256 MiB
+    to 2 GiB) in at most 6 arenas and is
     emptied when an allocation fails. ``arena_pool(limit=n)`` sets the limit (0
     empties and disables it). Returns ``{"bytes", "arenas", "limit"}`` after the
     change.
@@ -386,9 +409,9 @@ cdef class Tape:
         PyMem_Free(self.op)
         PyMem_Free(self.a)
         PyMem_Free(self.b)
-        _arena_give(self.val, self.val_cap)
-        _arena_give(self.adj, self.adj_cap)
-        _arena_give(self.tan, self.tan_cap)
+        _arena_give(self.val, self.val_cap, True)
+        _arena_give(self.adj, self.adj_cap, False)
+        _arena_give(self.tan, self.tan_cap, False)
         PyMem_Free(self.tan_adj)
         PyMem_Free(self.tspan)
         PyMem_Free(self.aspan)
@@ -496,7 +519,7 @@ cdef class Tape:
             # tape it was kept for, and the values to a buffer of their size
             q = <double*>_resize(NULL, self.nval, sizeof(double))
             memcpy(q, self.val, self.nval * sizeof(double))
-            _arena_give(self.val, self.val_cap)
+            _arena_give(self.val, self.val_cap, True)
             self.val = q
         else:
             self.val = <double*>_shrunk(self.val, self.nval, sizeof(double))
