@@ -172,23 +172,69 @@ ctypedef struct BroadcastP:
 cdef void _broadcast(const double* x, double* out, const i64* shape, const i64* stride,
                      int nd, i64 size, bint reverse) noexcept nogil:
     """forward: out[j] = x[src(j)];  reverse: x̄[src(j)] += out̄[j].
-    src(j) walks the output multi-index with the input's strides (0 on broadcast axes)."""
+    src(j) walks the output multi-index with the input's strides (0 on broadcast axes).
+
+    Axes of length 1 are dropped and neighbours that step through x as one axis would
+    are merged, then the innermost axis runs as one loop (a copy, a fill or a sum for
+    strides 1 and 0) and only the outer ones walk an odometer: per element it was a
+    compare and a branch, most of the time of small broadcasts (x[:, None] - m)."""
+    cdef i64 shp[64]
+    cdef i64 st[64]
     cdef i64 idx[64]
-    cdef i64 j, src = 0
-    cdef int d
-    memset(idx, 0, sizeof(idx))
-    for j in range(size):
-        if reverse:
-            (<double*>x)[src] += out[j]
+    cdef i64 j, q, src = 0, n_in, s_in
+    cdef int d, m = 0
+    cdef double acc
+    cdef double* xb = <double*>x
+    if size <= 0:
+        return
+    for d in range(nd):
+        if shape[d] == 1:
+            continue
+        if m > 0 and st[m - 1] == stride[d] * shape[d]:
+            shp[m - 1] *= shape[d]
+            st[m - 1] = stride[d]
         else:
-            out[j] = x[src]
-        d = nd - 1
+            shp[m] = shape[d]
+            st[m] = stride[d]
+            m += 1
+    if m == 0:
+        shp[0] = 1
+        st[0] = 0
+        m = 1
+    n_in = shp[m - 1]
+    s_in = st[m - 1]
+    memset(idx, 0, sizeof(idx))
+    j = 0
+    while j < size:
+        if reverse:
+            if s_in == 0:
+                acc = xb[src]
+                for q in range(n_in):
+                    acc += out[j + q]
+                xb[src] = acc
+            elif s_in == 1:
+                for q in range(n_in):
+                    xb[src + q] += out[j + q]
+            else:
+                for q in range(n_in):
+                    xb[src + q * s_in] += out[j + q]
+        else:
+            if s_in == 0:
+                for q in range(n_in):
+                    out[j + q] = x[src]
+            elif s_in == 1:
+                memcpy(out + j, x + src, n_in * sizeof(double))
+            else:
+                for q in range(n_in):
+                    out[j + q] = x[src + q * s_in]
+        j += n_in
+        d = m - 2
         while d >= 0:
             idx[d] += 1
-            src += stride[d]
-            if idx[d] < shape[d]:
+            src += st[d]
+            if idx[d] < shp[d]:
                 break
-            src -= stride[d] * shape[d]
+            src -= st[d] * shp[d]
             idx[d] = 0
             d -= 1
 
