@@ -10,8 +10,9 @@ broadcast scalar is read by several fused nodes (contributions added in another
 order: rounding, checked to 1e-13 relative). Independent checks: hand-written
 gradients and central differences (tests/helpers.py).
 
-Small blocks (``_set_fuse_block(128)``) make arrays of a few hundred elements span
-several blocks, so block boundaries are exercised at sizes the tests can afford.
+Small blocks (``_set_fuse_block(128, 4096)``: 128 elements) make arrays of a few hundred
+elements span several blocks, so block boundaries are exercised at sizes the tests can
+afford.
 """
 
 import contextlib
@@ -38,9 +39,9 @@ def fusion(on):
 
 @pytest.fixture(autouse=True)
 def small_blocks():
-    old = _compiled._set_fuse_block(128)
+    old = _compiled._set_fuse_block(128, 4096)     # blocks of 128 elements
     yield
-    _compiled._set_fuse_block(old)
+    _compiled._set_fuse_block(*old)
 
 
 def pair(fun, *args, **kw):

@@ -47,12 +47,14 @@ cdef i64 FUSE_BLOCK = 256
 cdef i64 FUSE_CACHE = 32768
 
 
-def _set_fuse_block(i64 block):
-    """Elements per block of the traces made from now on (at least 128, a SUM's leaf);
-    returns the previous value. For measurements and tests."""
-    global FUSE_BLOCK
-    old = FUSE_BLOCK
+def _set_fuse_block(i64 block, cache=None):
+    """FUSE_BLOCK (at least 128, a SUM's leaf) and, if given, FUSE_CACHE for the traces
+    made from now on; returns the previous pair. For measurements and tests."""
+    global FUSE_BLOCK, FUSE_CACHE
+    old = (FUSE_BLOCK, FUSE_CACHE)
     FUSE_BLOCK = max(128, block)
+    if cache is not None:
+        FUSE_CACHE = cache
     return old
 
 
@@ -266,6 +268,42 @@ cdef inline i64 _fstride(const FOperand* p) noexcept nogil:
     return 1 if p.where == OP_MEMBER else (p.stride if p.where == OP_ARENA else 0)
 
 
+cdef extern from *:
+    """
+    /* _group_pass's own loops, at the width of the kernels it calls (see
+       FASTAPE_SIMD_CLONES in _elementwise.pxi; no FMA either: -ffp-contract=off) */
+    #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+    #define FASTAPE_FUSED_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+    #else
+    #define FASTAPE_FUSED_CLONES
+    #endif
+    static void fastape_fused_fill(double *, double, int64_t) FASTAPE_FUSED_CLONES;
+    static void fastape_fused_add(double *, const double *, int64_t) FASTAPE_FUSED_CLONES;
+    static void fastape_fused_add_k(double *, double, int64_t) FASTAPE_FUSED_CLONES;
+    """
+
+
+cdef void _fill "fastape_fused_fill"(double* x, double w, i64 m) noexcept nogil:
+    """x[e] = w."""
+    cdef i64 e
+    for e in range(m):
+        x[e] = w
+
+
+cdef void _add "fastape_fused_add"(double* x, const double* y, i64 m) noexcept nogil:
+    """x[e] += y[e]."""
+    cdef i64 e
+    for e in range(m):
+        x[e] += y[e]
+
+
+cdef void _add_k "fastape_fused_add_k"(double* x, double w, i64 m) noexcept nogil:
+    """x[e] += w."""
+    cdef i64 e
+    for e in range(m):
+        x[e] += w
+
+
 cdef void _group_pass(Fusion f, Tape t, const FGroup* g, bint fwd, bint rev) noexcept nogil:
     """Run fused run g block by block: fwd, its forward step (exported values into the
     arena, the SUM's leaves summed); rev, its reverse step (after recomputing the
@@ -278,10 +316,7 @@ cdef void _group_pass(Fusion f, Tape t, const FGroup* g, bint fwd, bint rev) noe
     cdef i64 B = g.block, ns = g.nslots, j = 0, m, k, e, q = g.leaf0, qb, r
     cdef i64 qend = g.leaf0 + g.nleaves
     cdef double* sums = t.work + 2 * ns * B
-    cdef double* xb
-    cdef double* pb
     cdef const double* src
-    cdef double w
     while j < g.size:
         qb = q
         if g.nleaves:           # whole leaves of the SUM's pairwise recursion
@@ -322,34 +357,29 @@ cdef void _group_pass(Fusion f, Tape t, const FGroup* g, bint fwd, bint rev) noe
                     sums[r - g.leaf0] = _pairwise_sum(src + e, f.leaf_len[r], 1)
                     e += f.leaf_len[r]
         if rev:
-            # a SUM's summand in a buffer gets its first (and only) contribution
-            # from the SUM, which stores it rather than adds it to zeros
-            for k in range(g.count):
-                if M[k].at == AT_SCRATCH and not (g.nleaves and k == M[g.count - 1].x.ref):
-                    memset(ap[k], 0, m * sizeof(double))
+            # the multiplier buffers are zeroed in one call when the block is full (a
+            # SUM's summand in a buffer is then zeroed for nothing: the SUM stores its
+            # contribution, the first and only one, rather than adding it to zeros)
+            if m == B:
+                memset(t.work + ns * B, 0, ns * B * sizeof(double))
+            else:
+                for k in range(g.count):
+                    if M[k].at == AT_SCRATCH and not (g.nleaves and k == M[g.count - 1].x.ref):
+                        memset(ap[k], 0, m * sizeof(double))
             for k in range(g.count - 1, -1, -1):
                 mb = &M[k]
                 if mb.kind == F_SUM and M[mb.x.ref].at == AT_SCRATCH:
-                    w = ap[k][0]
-                    xb = ap[mb.x.ref]
-                    for e in range(m):
-                        xb[e] = w
+                    _fill(ap[mb.x.ref], ap[k][0], m)
                 elif mb.kind == F_EW:
                     elementwise_reverse(mb.op, _fval(t, &mb.x, vp, j), _fstride(&mb.x),
                                         _fval(t, &mb.y, vp, j), _fstride(&mb.y), vp[k], ap[k],
                                         _fadj(t, &mb.x, ap, j),
                                         _fadj(t, &mb.y, ap, j) if is_binary(mb.op) else NULL, m)
                 elif mb.kind == F_SUM:
-                    w = ap[k][0]
-                    if w != 0.0:            # a zero multiplier contributes nothing
-                        xb = ap[mb.x.ref]
-                        for e in range(m):
-                            xb[e] += w
+                    if ap[k][0] != 0.0:     # a zero multiplier contributes nothing
+                        _add_k(ap[mb.x.ref], ap[k][0], m)
                 elif mb.at != AT_PARENT:    # a slice's multipliers into its parent's
-                    pb = t.adj + t.off[mb.x.ref] + mb.start + j
-                    xb = ap[k]
-                    for e in range(m):
-                        pb[e] += xb[e]
+                    _add(t.adj + t.off[mb.x.ref] + mb.start + j, ap[k], m)
         j += m
     if fwd and g.nleaves:
         k = 0
