@@ -357,15 +357,12 @@ cdef void _group_pass(Fusion f, Tape t, const FGroup* g, bint fwd, bint rev) noe
                     sums[r - g.leaf0] = _pairwise_sum(src + e, f.leaf_len[r], 1)
                     e += f.leaf_len[r]
         if rev:
-            # the multiplier buffers are zeroed in one call when the block is full (a
-            # SUM's summand in a buffer is then zeroed for nothing: the SUM stores its
-            # contribution, the first and only one, rather than adding it to zeros)
-            if m == B:
-                memset(t.work + ns * B, 0, ns * B * sizeof(double))
-            else:
-                for k in range(g.count):
-                    if M[k].at == AT_SCRATCH and not (g.nleaves and k == M[g.count - 1].x.ref):
-                        memset(ap[k], 0, m * sizeof(double))
+            # the multiplier buffers (adjacent, `B` apart) zeroed in one call, up to the
+            # last one's m-th element: one call instead of one per buffer (blocks of a
+            # SUM's leaves are rarely full). A SUM's summand in a buffer is zeroed for
+            # nothing: the SUM stores its contribution (the first and only) in it.
+            if ns:
+                memset(t.work + ns * B, 0, ((ns - 1) * B + m) * sizeof(double))
             for k in range(g.count - 1, -1, -1):
                 mb = &M[k]
                 if mb.kind == F_SUM and M[mb.x.ref].at == AT_SCRATCH:
