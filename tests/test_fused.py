@@ -282,3 +282,40 @@ def test_two_layer_network_against_hand_backprop(rng):
     same(b, b0)
     close(a, gW1, 1e-12)
     close(b, gW2, 1e-12)
+
+
+@pytest.mark.parametrize("name,f,make,exact", CASES, ids=[c[0] for c in CASES])
+def test_lent_inputs_and_gradients(name, f, make, exact, rng):
+    # arrays of at least LEND_MIN elements are read in place and their gradient
+    # accumulated in the returned array; read-only and strided arguments are copied
+    n = 6000
+    args = make(rng, n)
+    F, G = pair(f, *args)
+    v, g = F.value_and_grad(*args)
+    v0, g0 = G.value_and_grad(*args)
+    same(v, v0)
+    (same if exact else close)(g, g0)
+    g_again = F.value_and_grad(*args)[1]
+    assert g_again is not g
+    same(g_again, g)
+    ro = tuple(np.array(a) for a in args)
+    for a in ro:
+        if isinstance(a, np.ndarray):
+            a.flags.writeable = False
+    same(F.value_and_grad(*ro)[1], g)
+    wide = tuple(np.repeat(a, 2)[::2] if isinstance(a, np.ndarray) else a for a in args)
+    same(F.value_and_grad(*wide)[1], g)
+    same(F(*args), G(*args))
+    close(F.vjp(args, 0.5)[1], G.vjp(args, 0.5)[1])
+
+
+def test_a_failing_guard_leaves_no_trace_in_a_lent_gradient(rng):
+    def f(x):
+        y = x * x - 1.0
+        s = np.sum(y)
+        return s * 2.0 if s > 0 else -3.0 * s
+    x = rng.standard_normal(6000) * 2.0
+    F, G = pair(f, x)
+    for scale in (2.0, 0.1, 2.0, 0.1):
+        z = x * scale
+        same(F.value_and_grad(z)[1], G.value_and_grad(z)[1])

@@ -65,6 +65,7 @@ cdef i64 _block_of(i64 nslots) noexcept:
     return min(max(b, FUSE_BLOCK // 2, 128), 8 * FUSE_BLOCK)
 cdef enum:
     FUSE_MAX_MEMBERS = 64           # nodes per fused run (pointer tables on the stack)
+    FUSE_MAX_OVER = 8               # inputs a call may lend (see Fusion.over_of)
 
 # FUSION: False makes new traces unfused (the tests' reference; FASTAPE_FUSION=0 in the
 # environment sets it at import)
@@ -101,6 +102,7 @@ ctypedef struct FOperand:
     i64 ref             # member index, node id or pool index (see where)
     i64 stride          # OP_ARENA: 0 or 1
     int where
+    i64 over            # OP_ARENA: an input a call may lend (Fusion.over_of), else -1
 
 
 ctypedef struct FMember:
@@ -188,6 +190,15 @@ cdef class Fusion:
     cdef i64 nclear_all
     cdef i64* clear_lean
     cdef i64 nclear_lean
+    # Inputs read by fused runs only (no other node, guard or output reads them): a
+    # lean call may lend their values (the caller's array, not copied into the arena)
+    # and their multipliers (the gradient array it returns, accumulated in place), one
+    # pointer per input in tables indexed by over_of[node] (-1: not such an input);
+    # their arena slots are left out of clear_lean (over_node, over_size: to clear
+    # them when a call lends no multipliers)
+    cdef i32* over_of
+    cdef i64 over_node[FUSE_MAX_OVER]
+    cdef readonly i64 nover
     cdef readonly i64 work      # doubles of t.work a fused run needs
 
     def __dealloc__(self):
@@ -197,6 +208,7 @@ cdef class Fusion:
         PyMem_Free(self.group_of)
         PyMem_Free(self.clear_all)
         PyMem_Free(self.clear_lean)
+        PyMem_Free(self.over_of)
 
     @property
     def runs(self):
@@ -211,28 +223,38 @@ cdef class Fusion:
                         bool(self.groups[g].onepass), int(self.groups[g].block)))
         return out
 
-    cdef void clear(self, Tape t, bint lean) noexcept nogil:
-        """Zero the multipliers a (lean: fused) reverse sweep reads."""
+    cdef void clear(self, Tape t, bint lean, double** aover) noexcept nogil:
+        """Zero the multipliers a (lean: fused) reverse sweep reads (lean: those of the
+        lendable inputs too, unless aover lends them)."""
         cdef i64 k
         cdef const i64* s = self.clear_lean if lean else self.clear_all
         for k in range(self.nclear_lean if lean else self.nclear_all):
             memset(t.adj + s[2 * k], 0, s[2 * k + 1] * sizeof(double))
+        if lean:
+            for k in range(self.nover):
+                if aover == NULL or aover[k] == NULL:
+                    memset(t.adj + t.off[self.over_node[k]], 0,
+                           t.size_of(self.over_node[k]) * sizeof(double))
 
-    cdef void forward(self, Tape t, bint onepass) noexcept nogil:
+    cdef void forward(self, Tape t, bint onepass, double** vover, double** aover) noexcept nogil:
         """The lean forward sweep: fused runs by blocks (only their exported values
         stored), every other node as the tape's sweep computes it. onepass: the
-        one-pass runs also run their reverse step (the multipliers seeded first)."""
+        one-pass runs also run their reverse step (the multipliers seeded first).
+        vover, aover: the values and multipliers lent for the lendable inputs (NULL
+        tables or entries: the arena's)."""
         cdef i64 i = 0, g
         while i < t.n:
             g = self.group_of[i]
             if g >= 0:
-                _group_pass(self, t, &self.groups[g], True, onepass and self.groups[g].onepass)
+                _group_pass(self, t, &self.groups[g], True, onepass and self.groups[g].onepass,
+                            vover, aover)
                 i = self.groups[g].hi
             else:
                 t.forward_node(i)
                 i += 1
 
-    cdef void reverse(self, Tape t, i64 top, bint onepass_done) noexcept nogil:
+    cdef void reverse(self, Tape t, i64 top, bint onepass_done, double** vover,
+                      double** aover) noexcept nogil:
         """The reverse sweep after a lean forward sweep, from node top down: a fused run
         recomputes each block's values and runs it backwards (a one-pass run is skipped
         when onepass_done: the forward sweep ran its reverse step)."""
@@ -241,27 +263,43 @@ cdef class Fusion:
             g = self.group_of[i]
             if g >= 0:
                 if not (onepass_done and self.groups[g].onepass):
-                    _group_pass(self, t, &self.groups[g], False, True)
+                    _group_pass(self, t, &self.groups[g], False, True, vover, aover)
                 i = self.groups[g].lo - 1
             else:
                 t.reverse_node(i)
                 i -= 1
 
 
-cdef inline const double* _fval(Tape t, const FOperand* p, double** vp, i64 j) noexcept nogil:
+cdef inline double* _vbase(Tape t, const FOperand* p, double** vover) noexcept nogil:
+    """The values of external operand p: lent, or the arena's."""
+    if vover != NULL and p.over >= 0 and vover[p.over] != NULL:
+        return vover[p.over]
+    return t.val + t.off[p.ref]
+
+
+cdef inline double* _abase(Tape t, const FOperand* p, double** aover) noexcept nogil:
+    """The multipliers of external operand p: lent, or the arena's."""
+    if aover != NULL and p.over >= 0 and aover[p.over] != NULL:
+        return aover[p.over]
+    return t.adj + t.off[p.ref]
+
+
+cdef inline const double* _fval(Tape t, const FOperand* p, double** vp, i64 j,
+                                double** vover) noexcept nogil:
     if p.where == OP_MEMBER:
         return vp[p.ref]
     if p.where == OP_POOL:
         return t.pool + p.ref
-    return t.val + t.off[p.ref] + j * p.stride
+    return _vbase(t, p, vover) + j * p.stride
 
 
-cdef inline double* _fadj(Tape t, const FOperand* p, double** ap, i64 j) noexcept nogil:
+cdef inline double* _fadj(Tape t, const FOperand* p, double** ap, i64 j,
+                          double** aover) noexcept nogil:
     if p.where == OP_MEMBER:
         return ap[p.ref]
     if p.where == OP_POOL:
         return NULL
-    return t.adj + t.off[p.ref] + j * p.stride
+    return _abase(t, p, aover) + j * p.stride
 
 
 cdef inline i64 _fstride(const FOperand* p) noexcept nogil:
@@ -304,7 +342,8 @@ cdef void _add_k "fastape_fused_add_k"(double* x, double w, i64 m) noexcept nogi
         x[e] += w
 
 
-cdef void _group_pass(Fusion f, Tape t, const FGroup* g, bint fwd, bint rev) noexcept nogil:
+cdef void _group_pass(Fusion f, Tape t, const FGroup* g, bint fwd, bint rev, double** vover,
+                      double** aover) noexcept nogil:
     """Run fused run g block by block: fwd, its forward step (exported values into the
     arena, the SUM's leaves summed); rev, its reverse step (after recomputing the
     block's unexported values when not fwd). Block buffers: value buffer s at
@@ -332,9 +371,9 @@ cdef void _group_pass(Fusion f, Tape t, const FGroup* g, bint fwd, bint rev) noe
                 vp[k] = t.val + t.off[mb.node]
                 ap[k] = t.adj + t.off[mb.node]
             elif mb.kind == F_VIEW and mb.at != AT_ARENA:       # read in place
-                vp[k] = t.val + t.off[mb.x.ref] + mb.start + j
+                vp[k] = _vbase(t, &mb.x, vover) + mb.start + j
                 ap[k] = t.work + (ns + mb.slot) * B if mb.at == AT_SCRATCH else \
-                    t.adj + t.off[mb.x.ref] + mb.start + j
+                    _abase(t, &mb.x, aover) + mb.start + j
             elif mb.at == AT_SCRATCH:
                 vp[k] = t.work + mb.slot * B
                 ap[k] = t.work + (ns + mb.slot) * B
@@ -345,11 +384,11 @@ cdef void _group_pass(Fusion f, Tape t, const FGroup* g, bint fwd, bint rev) noe
             mb = &M[k]
             if mb.kind == F_EW:
                 if fwd or mb.at == AT_SCRATCH:
-                    elementwise_forward(mb.op, _fval(t, &mb.x, vp, j), _fstride(&mb.x),
-                                        _fval(t, &mb.y, vp, j), _fstride(&mb.y), vp[k], m)
+                    elementwise_forward(mb.op, _fval(t, &mb.x, vp, j, vover), _fstride(&mb.x),
+                                        _fval(t, &mb.y, vp, j, vover), _fstride(&mb.y), vp[k], m)
             elif mb.kind == F_VIEW:
                 if fwd and mb.at == AT_ARENA:
-                    memcpy(vp[k], t.val + t.off[mb.x.ref] + mb.start + j, m * sizeof(double))
+                    memcpy(vp[k], _vbase(t, &mb.x, vover) + mb.start + j, m * sizeof(double))
             elif fwd:
                 src = vp[mb.x.ref]
                 e = 0
@@ -368,15 +407,17 @@ cdef void _group_pass(Fusion f, Tape t, const FGroup* g, bint fwd, bint rev) noe
                 if mb.kind == F_SUM and M[mb.x.ref].at == AT_SCRATCH:
                     _fill(ap[mb.x.ref], ap[k][0], m)
                 elif mb.kind == F_EW:
-                    elementwise_reverse(mb.op, _fval(t, &mb.x, vp, j), _fstride(&mb.x),
-                                        _fval(t, &mb.y, vp, j), _fstride(&mb.y), vp[k], ap[k],
-                                        _fadj(t, &mb.x, ap, j),
-                                        _fadj(t, &mb.y, ap, j) if is_binary(mb.op) else NULL, m)
+                    elementwise_reverse(mb.op, _fval(t, &mb.x, vp, j, vover), _fstride(&mb.x),
+                                        _fval(t, &mb.y, vp, j, vover), _fstride(&mb.y),
+                                        vp[k], ap[k],
+                                        _fadj(t, &mb.x, ap, j, aover),
+                                        _fadj(t, &mb.y, ap, j, aover)
+                                        if is_binary(mb.op) else NULL, m)
                 elif mb.kind == F_SUM:
                     if ap[k][0] != 0.0:     # a zero multiplier contributes nothing
                         _add_k(ap[mb.x.ref], ap[k][0], m)
                 elif mb.at != AT_PARENT:    # a slice's multipliers into its parent's
-                    _add(t.adj + t.off[mb.x.ref] + mb.start + j, ap[k], m)
+                    _add(_abase(t, &mb.x, aover) + mb.start + j, ap[k], m)
         j += m
     if fwd and g.nleaves:
         k = 0
@@ -407,6 +448,7 @@ cdef int _member_kind(Tape t, i64 i) noexcept:
 
 cdef FOperand _operand(Tape t, i64 node, i64 lo, i64 size) noexcept:
     cdef FOperand p
+    p.over = -1
     if node >= lo:
         p.where = OP_MEMBER
         p.ref = node - lo
@@ -435,8 +477,9 @@ cdef Fusion _fusion(Tape t, i64 output, list guard_nodes):
     f.members = <FMember*>PyMem_Malloc(n * sizeof(FMember))
     f.clear_all = <i64*>PyMem_Malloc(2 * n * sizeof(i64))
     f.clear_lean = <i64*>PyMem_Malloc(2 * n * sizeof(i64))
+    f.over_of = <i32*>PyMem_Malloc(n * sizeof(i32))
     if f.group_of == NULL or f.groups == NULL or f.members == NULL or f.clear_all == NULL \
-            or f.clear_lean == NULL:
+            or f.clear_lean == NULL or f.over_of == NULL:
         raise MemoryError()
     # references to each node: how many, and the last reader
     refs_a = np.zeros(n, dtype=np.int64)
@@ -500,12 +543,37 @@ cdef Fusion _fusion(Tape t, i64 output, list guard_nodes):
         if G.nleaves:
             nleaf = _pairwise_leaves(G.size, f.leaf_len, nleaf)
         f.work = max(f.work, 2 * G.nslots * G.block + G.nleaves)
+    # the inputs a call may lend: every reference to them is a fused node's operand
+    mrefs_a = np.zeros(n, dtype=np.int64)
+    cdef i64[::1] mrefs = mrefs_a
+    for q in range(nmem):
+        mb = &f.members[q]
+        if mb.kind != F_SUM and mb.x.where == OP_ARENA:
+            mrefs[mb.x.ref] += 1
+        if mb.kind == F_EW and is_binary(mb.op) and mb.y.where == OP_ARENA:
+            mrefs[mb.y.ref] += 1
+    f.nover = 0
+    for i in range(n):
+        f.over_of[i] = -1
+        if t.op[i] == INPUT and refs[i] and refs[i] == mrefs[i] and last[i] < n and \
+                f.nover < FUSE_MAX_OVER:
+            f.over_of[i] = <i32>f.nover
+            f.over_node[f.nover] = i
+            f.nover += 1
+    for q in range(nmem):
+        mb = &f.members[q]
+        if mb.x.where == OP_ARENA:
+            mb.x.over = f.over_of[mb.x.ref]
+        if mb.y.where == OP_ARENA:
+            mb.y.over = f.over_of[mb.y.ref]
     # the clear spans
     f.nclear_all = f.nclear_lean = 0
     for i in range(n):
         if t.op[i] == CONSTANT:
             continue
         _add_span(f.clear_all, &f.nclear_all, t.off[i], t.size_of(i))
+        if f.over_of[i] >= 0:
+            continue
         if f.group_of[i] >= 0:
             mb = &f.members[f.groups[f.group_of[i]].first + i - f.groups[f.group_of[i]].lo]
             if mb.at != AT_ARENA:
@@ -565,6 +633,7 @@ cdef i64 _close_run(Fusion f, Tape t, i64 ng, i64 lo, i64 hi, i64 size, i64 outp
                 mb.y.where = OP_POOL
                 mb.y.ref = t.b[i]
                 mb.y.stride = 0
+                mb.y.over = -1
             else:
                 mb.y = _operand(t, t.b[i], lo, size)
         else:
