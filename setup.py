@@ -36,13 +36,17 @@ directives = {
     "embedsignature": True,
 }
 # -fno-math-errno lets the compiler drop libm calls whose results a sweep does not use;
+# -ffp-contract=off keeps a*b + c two roundings in the AVX-512 clones of the array
+# kernels (target_clones, _elementwise.pxi), where GCC would otherwise fuse it into an
+# FMA: every clone then computes the baseline SSE2 loop's bits;
 # -fno-trapping-math lets it evaluate both arms of a select (λ = 0 ? 0 : ∂f·λ), so
 # the reverse array loops vectorise (41 of them instead of 3). Neither changes any
 # IEEE result: no reassociation, no contraction; only the floating-point exception
 # flags, which fastape never reads, may differ.
 # -g0: Python's own CFLAGS carry -g, which release builds do not need (smaller
 # objects, a quicker link); FASTAPE_DEBUG=1 keeps the debug information.
-cflags = ["-O0", "-g"] if DEBUG else ["-O3", "-fno-math-errno", "-fno-trapping-math", "-g0"]
+cflags = ["-O0", "-g"] if DEBUG else ["-O3", "-fno-math-errno", "-fno-trapping-math",
+                                      "-ffp-contract=off", "-g0"]
 # -O1 (last, so it wins over -O3; FASTAPE_DEBUG's -O0 is kept) keeps ASan's reports
 # readable and its run a few times the release one; the frame pointer gives full stacks.
 ldflags = []

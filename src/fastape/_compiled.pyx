@@ -33,13 +33,13 @@ from libc.string cimport memcpy, memset
 from libc.stdint cimport uint8_t
 
 from libc.math cimport fabs, signbit, INFINITY
-from fastape._ops cimport (INPUT, GATHER1, TANH, LT, LE, GT, GE, EQ, ISNAN, ISINF, ISFINITE,
-                           SIGNBIT, has_k, has_second_partials,
-                           is_binary, is_leaf, b_kind, B_NODE, node_param_count,
-                           node_param_pos)
+from fastape._ops cimport (INPUT, CONSTANT, GATHER1, STRIDED, SUM, TANH, LT, LE, GT, GE, EQ,
+                           ISNAN, ISINF, ISFINITE, SIGNBIT, has_k, has_second_partials,
+                           is_binary, is_elementwise, is_leaf, b_kind, B_NODE,
+                           node_param_count, node_param_pos)
 from fastape._tape cimport (Tape, Var, i64, i32, read_slot, elementwise_forward,
                             elementwise_reverse, elementwise_tangent, run_forward,
-                            run_reverse, run_forward_tangent, run_hvp_reverse)
+                            run_reverse, run_forward_tangent, run_hvp_reverse, _pairwise_sum)
 
 from concurrent.futures import ThreadPoolExecutor
 
@@ -351,6 +351,9 @@ cdef Tape _grouped(Tape src, i64[::1] newid):
     return dst
 
 
+include "_fused.pxi"
+
+
 # ---------------------------------------------------------------------------
 # guards
 # ---------------------------------------------------------------------------
@@ -384,6 +387,7 @@ cdef class Trace:
     not grouped) and the guards its inputs must satisfy."""
     cdef readonly Tape tape
     cdef readonly Schedule schedule
+    cdef readonly Fusion fusion      # the fused runs of an array tape (None: scalar layout)
     cdef readonly list inputs        # node ids of the input leaves, flattened
     cdef readonly i64 output
     cdef readonly tuple out_shape
@@ -430,8 +434,14 @@ cdef class Trace:
     cdef void clear_adjoints(self, Tape t) noexcept nogil:
         if self.schedule is not None:
             self.schedule.clear(t)
+        elif self.fusion is not None:
+            self.fusion.clear(t, False, NULL)
         else:
             t.clear_adjoints()
+
+    cdef bint lean(self, int mode) noexcept nogil:
+        """Does a sweep in this mode take the fused runs (see _forward)?"""
+        return mode != MODE_FULL and self.fusion is not None and self.fusion.ngroups > 0
 
     cdef void reverse(self, Tape t) noexcept nogil:
         if self.schedule is not None:
@@ -539,10 +549,21 @@ cdef Trace _make_trace(Tape rec, list input_nodes, Var out, list guards):
     tr.g_how, tr.g_x, tr.g_y, tr.g_off, tr.g_size = how, gx, gy, goff, gsize
     tr.g_sx, tr.g_sy = gsx, gsy
     tr.g_expect = np.concatenate(expect) if expect else np.zeros(1)
+    _finish_trace(tr)
+    return tr
+
+
+cdef int _finish_trace(Trace tr) except -1:
+    """What a trace derives from its tape, output and guards (made or loaded): its
+    fused runs, its working copies, whether hvp is direct."""
+    tr.fusion = _fusion(tr.tape, tr.output, list(np.asarray(tr.g_x)[:tr.nguards]) +
+                        list(np.asarray(tr.g_y)[:tr.nguards]))
+    if tr.fusion is not None:
+        tr.tape.need_work(tr.fusion.work)
     tr.spares = [tr.tape]
     tr.nclones = 1
     tr.direct_hvp = _direct_hvp(tr)
-    return tr
+    return 0
 
 
 cdef bint _direct_hvp(Trace tr):
@@ -569,18 +590,68 @@ cdef inline i64 _block(i64 n) noexcept:
     return (n + nblocks - 1) // nblocks if n > 0 else 1
 
 
-cdef Tape _forward(Trace tr, list leaves, list diff=None, list seeds=None):
+cdef i64 LEND_MIN = 4096       # elements of an input worth lending rather than copying
+
+
+cdef bint _lend(Trace tr, list leaves, double** vover, double** aover, object gbuf,
+                i64 grad_leaf) except -1:
+    """Fill the lending tables of a lean call (see Fusion.over_of): the caller's own
+    values for each lendable input given as a C-contiguous float64 array (at least
+    LEND_MIN elements: below, a copy is as cheap), and gbuf (zeros, the gradient array
+    the call returns) as the multipliers of input leaf grad_leaf when it is lendable.
+    Returns whether gbuf was lent."""
+    cdef Fusion f = tr.fusion
+    cdef i64 k, q
+    cdef const double[::1] cv
+    cdef double[::1] mv
+    for q in range(FUSE_MAX_OVER):
+        vover[q] = NULL
+        aover[q] = NULL
+    for k in range(len(leaves)):
+        q = f.over_of[<i64>tr.inputs[k]]
+        if q < 0:
+            continue
+        x = leaves[k]
+        if type(x) is _ndarray and x.dtype is _F64 and x.size >= LEND_MIN and \
+                x.flags.c_contiguous:
+            cv = x.reshape(-1)
+            vover[q] = <double*>&cv[0]        # read only: the sweeps write no input
+        if k == grad_leaf and gbuf is not None:
+            mv = gbuf.reshape(-1)
+            aover[q] = &mv[0]
+    return grad_leaf >= 0 and gbuf is not None and f.over_of[<i64>tr.inputs[grad_leaf]] >= 0
+
+
+cdef Tape _forward(Trace tr, list leaves, list diff=None, list seeds=None, int mode=MODE_FULL,
+                   object gbuf=None, i64 grad_leaf=-1):
     """A working copy of tr with these inputs swept forward, and with `seeds` the
     tangents (one direction; seeds[q] for input leaf diff[q]) swept too, or None
     (released) if a guard fails. A grouped tape runs both sweeps in one pass before the
-    guards are checked (on a failure the tangents are simply not used)."""
+    guards are checked (on a failure the tangents are simply not used).
+
+    mode (no tangents): MODE_FULL stores every value; MODE_LEAN takes the fused runs
+    (tr.lean(mode): then only their exported values are stored, and the reverse sweep
+    must be the fused one, Fusion.reverse, with the same leaves lent, _lend); MODE_VG
+    also seeds the output's multiplier (a scalar output) before, so that one-pass runs
+    run their reverse step in the same pass, the multipliers of input leaf grad_leaf
+    accumulated in gbuf when it can be lent, and the caller finishes with
+    Fusion.reverse(..., onepass_done=True)."""
     cdef Tape t = tr.acquire()
     cdef i64 k
     cdef bint ok
     cdef bint tangent = seeds is not None
+    cdef bint lean = not tangent and tr.lean(mode)
+    cdef bint seeded = lean and mode == MODE_VG and tr.out_size == 1
+    cdef bint lent = False
+    cdef double* vover[FUSE_MAX_OVER]
+    cdef double* aover[FUSE_MAX_OVER]
     try:
+        if lean:
+            lent = _lend(tr, leaves, vover, aover, gbuf if seeded else None, grad_leaf)
         for k in range(len(leaves)):
-            _write(t, tr.inputs[k], leaves[k])
+            if not (lean and tr.fusion.over_of[<i64>tr.inputs[k]] >= 0 and
+                    vover[tr.fusion.over_of[<i64>tr.inputs[k]]] != NULL):
+                _write(t, tr.inputs[k], leaves[k])
         if tangent:
             _seed_tangents(tr, t, diff, seeds)
     except BaseException:
@@ -589,6 +660,11 @@ cdef Tape _forward(Trace tr, list leaves, list diff=None, list seeds=None):
     with nogil:
         if tangent and tr.schedule is not None:
             tr.schedule.forward_tangent(t)
+        elif lean:
+            if seeded:
+                tr.fusion.clear(t, True, aover)
+                t.adjoint_ptr(tr.output)[0] = 1.0
+            tr.fusion.forward(t, seeded, vover, aover)
         else:
             tr.forward(t)
         ok = tr.nguards == 0 or tr.guards_hold(t)
@@ -599,6 +675,8 @@ cdef Tape _forward(Trace tr, list leaves, list diff=None, list seeds=None):
         t.raise_pending()
     if ok:
         return t
+    if lent:        # a one-pass run of this trace added into the lent gradient
+        gbuf.fill(0.0)
     tr.release(t)
     return None
 
@@ -827,16 +905,17 @@ cdef class Function:
                              f"with {describe(td)}, compiled for {describe(self.treedef)})")
         return leaves, td
 
-    cdef tuple _run(self, list leaves):
-        """Write the inputs and run the forward sweep on a clone of a trace whose guards
-        hold, re-recording if none does. Returns (trace, clone); the caller releases it."""
+    cdef tuple _run(self, list leaves, int mode=MODE_FULL, object gbuf=None):
+        """Write the inputs and run the forward sweep (in `mode`, see _forward) on a clone
+        of a trace whose guards hold, re-recording if none does. Returns (trace, clone);
+        the caller releases it."""
         cdef Trace tr = self.last
-        cdef Tape t = _forward(tr, leaves)
+        cdef Tape t = _forward(tr, leaves, None, None, mode, gbuf, self.grad_leaf)
         if t is not None:
             return tr, t
         for tr in reversed(self.traces):
             if tr is not self.last:
-                t = _forward(tr, leaves)
+                t = _forward(tr, leaves, None, None, mode, gbuf, self.grad_leaf)
                 if t is not None:
                     self.last = tr
                     return tr, t
@@ -851,7 +930,7 @@ cdef class Function:
                 "another branch than the recorded one(s); compile with retrace=True "
                 "(the default) to re-record, or remove the data-dependent control flow")
         tr = self._trace(leaves)
-        t = _forward(tr, leaves)
+        t = _forward(tr, leaves, None, None, mode, gbuf, self.grad_leaf)
         if t is None:
             raise BranchChanged("compiled function: a fresh recording does not reproduce its "
                                 "own branches (the function is not deterministic)")
@@ -884,46 +963,81 @@ cdef class Function:
                 for k in range(self.arg_first[i], self.arg_first[i + 1])]))
         return out[0] if self.single else tuple(out)
 
-    cdef object _reverse(self, Trace tr, Tape t, object cotangent, object td):
+    cdef object _reverse(self, Trace tr, Tape t, object cotangent, object td, int mode=MODE_FULL,
+                         list leaves=None, object gbuf=None):
+        """Seed the output's multipliers (1, or the cotangent) and run the reverse sweep
+        after a forward sweep in `mode`: a lean one (tr.lean(mode)) is followed by the
+        fused reverse sweep, the same leaves (and gbuf) lent; after MODE_VG the seed is
+        in place and one-pass runs are done. Returns the gradient (gbuf when lent)."""
         cdef const double[::1] ct
+        cdef bint lean = tr.lean(mode)
+        cdef bint lent = False
+        cdef double* vover[FUSE_MAX_OVER]
+        cdef double* aover[FUSE_MAX_OVER]
+        if lean:
+            lent = _lend(tr, leaves, vover, aover, gbuf if mode == MODE_VG else None,
+                         self.grad_leaf)
         if cotangent is None:
             if tr.out_size != 1:
                 raise ShapeError(f"compiled {getattr(self.fun, '__name__', 'function')}: the "
                                  f"gradient needs a scalar output, got shape {tr.out_shape}; "
                                  "use F.vjp(args, cotangent)")
-            tr.clear_adjoints(t)
+            if lean and mode == MODE_VG:
+                with nogil:
+                    tr.fusion.reverse(t, tr.output, True, vover, aover)
+                t.raise_pending()
+                return gbuf if lent else self._grads(tr, t, td)
+            if lean:
+                tr.fusion.clear(t, True, NULL)
+            else:
+                tr.clear_adjoints(t)
             t.adjoint_ptr(tr.output)[0] = 1.0
         else:
             c = _real_array(cotangent, "vjp", "cotangent")
             if c.shape != tr.out_shape:
                 raise ShapeError(f"vjp: the cotangent has shape {c.shape}, the output has "
                                  f"shape {tr.out_shape}")
-            tr.clear_adjoints(t)
+            if lean:
+                tr.fusion.clear(t, True, NULL)
+            else:
+                tr.clear_adjoints(t)
             ct = np.ascontiguousarray(c).reshape(-1)
             if tr.out_size:
                 memcpy(t.adjoint_ptr(tr.output), &ct[0], tr.out_size * sizeof(double))
         with nogil:
-            tr.reverse(t)
+            if lean:
+                tr.fusion.reverse(t, tr.output, False, vover, NULL)
+            else:
+                tr.reverse(t)
         t.raise_pending()
         return self._grads(tr, t, td)
 
     def __call__(self, *args):
         cdef Trace tr
         cdef Tape t
-        tr, t = self._run(self._leaves(args)[0])
+        tr, t = self._run(self._leaves(args)[0], MODE_LEAN)
         try:
             return read_slot(t, t.val, tr.output, tr.out_shape)
         finally:
             tr.release(t)
 
     def value_and_grad(self, *args):
-        """``(f(*args), ∂f/∂args[argnums])`` by one forward and one reverse sweep."""
+        """``(f(*args), ∂f/∂args[argnums])`` by one forward and one reverse sweep (fused
+        runs of an array tape by blocks, see _fused.pxi)."""
         cdef Trace tr
         cdef Tape t
+        cdef Trace last = self.last
         leaves, td = self._leaves(args)
-        tr, t = self._run(leaves)
+        # the gradient array, lent to the sweeps when the last trace can take it
+        gbuf = None
+        if self.grad_leaf >= 0 and last.lean(MODE_VG) and \
+                last.fusion.over_of[<i64>last.inputs[self.grad_leaf]] >= 0:
+            shape = self.leaf_shapes[self.grad_leaf]
+            if shape and np.prod(shape) >= LEND_MIN:
+                gbuf = np.zeros(shape)
+        tr, t = self._run(leaves, MODE_VG, gbuf)
         try:
-            g = self._reverse(tr, t, None, td)
+            g = self._reverse(tr, t, None, td, MODE_VG, leaves, gbuf)
             return read_slot(t, t.val, tr.output, tr.out_shape), g
         finally:
             tr.release(t)
@@ -939,9 +1053,9 @@ cdef class Function:
         if not isinstance(args, (tuple, list)):
             args = (args,)
         leaves, td = self._leaves(tuple(args))
-        tr, t = self._run(leaves)
+        tr, t = self._run(leaves, MODE_LEAN)
         try:
-            g = self._reverse(tr, t, cotangent, td)
+            g = self._reverse(tr, t, cotangent, td, MODE_LEAN, leaves)
             return read_slot(t, t.val, tr.output, tr.out_shape), g
         finally:
             tr.release(t)
@@ -1531,9 +1645,7 @@ cdef class Function:
             tr.g_off, tr.g_size = d["g_off"].copy(), d["g_size"].copy()
             tr.g_sx, tr.g_sy = d["g_sx"].copy(), d["g_sy"].copy()
             tr.g_expect = d["g_expect"].copy() if d["g_expect"].shape[0] else np.zeros(1)
-            tr.spares = [tr.tape]
-            tr.nclones = 1
-            tr.direct_hvp = _direct_hvp(tr)
+            _finish_trace(tr)
             F.traces.append(tr)
         F.last = F.traces[meta["last"]]
         F.example = tuple(unflatten(treedef, list(example)))
@@ -1614,6 +1726,7 @@ def _batch_rows(Trace tr, Tape t, double[:, ::1] X, double[:, ::1] G, double[::1
     cdef double* xin = t.value_ptr(inp)
     cdef double* gin
     cdef long long* next_row = <long long*> &counter[0]
+    cdef bint lean = tr.lean(MODE_VG)     # as value_and_grad: fused runs, one pass
     with nogil:
         while True:
             r0 = fastape_next_chunk(next_row, chunk)
@@ -1622,13 +1735,21 @@ def _batch_rows(Trace tr, Tape t, double[:, ::1] X, double[:, ::1] G, double[::1
             r1 = min(r0 + chunk, m)
             for r in range(r0, r1):
                 memcpy(xin, &X[r, 0], d * sizeof(double))
-                tr.forward(t)
+                if lean:
+                    tr.fusion.clear(t, True, NULL)
+                    t.adjoint_ptr(out)[0] = 1.0
+                    tr.fusion.forward(t, True, NULL, NULL)
+                else:
+                    tr.forward(t)
                 if tr.nguards and not tr.guards_hold(t):
                     bad[r] = 1
                     continue
                 V[r] = t.value_ptr(out)[0]
-                tr.clear_adjoints(t)
-                t.adjoint_ptr(out)[0] = 1.0
-                tr.reverse(t)
+                if lean:
+                    tr.fusion.reverse(t, out, True, NULL, NULL)
+                else:
+                    tr.clear_adjoints(t)
+                    t.adjoint_ptr(out)[0] = 1.0
+                    tr.reverse(t)
                 gin = t.adjoint_ptr(inp)
                 memcpy(&G[r, 0], gin, d * sizeof(double))

@@ -135,3 +135,6 @@ cdef void elementwise_tangent(int o, const double* x, i64 sx, const double* y, i
 cdef void elementwise_reverse(int o, const double* x, i64 sx, const double* y, i64 sy,
                               const double* z, const double* lam, double* x_bar,
                               double* y_bar, i64 n) noexcept nogil
+# numpy's pairwise summation (SUM's forward kernel, _structural.pxi): the fused sweeps of
+# _compiled sum a reduction's leaves with it, so that their sum is SUM's to the bit
+cdef double _pairwise_sum(const double* x, i64 n, i64 stride) noexcept nogil
