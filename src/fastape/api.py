@@ -46,9 +46,12 @@ def value_and_grad(fun, argnums=0):
         if got is None:
             got = positions[len(args)] = normalize_argnums(argnums, len(args), where)
         single, nums = got
-        if (all(type(args[i]) in _PLAIN_LEAVES for i in nums)
-                and (single or len(set(nums)) == len(nums)) and _nesting.active() is None):
-            return _eager(fun, args, kwargs, nums, single, where)
+        # plain float/ndarray arguments and no enclosing transform: compiled, without
+        # the pytree bookkeeping below (None: not applicable)
+        fast = _tape.eager_value_and_grad(fun, args, kwargs, nums, single, where,
+                                          _nesting.tapes(), _eager_constant)
+        if fast is not None:
+            return fast
         flat = {}                           # argument position -> (leaves, treedef)
         for i in nums:
             if i not in flat:
@@ -84,50 +87,10 @@ def value_and_grad(fun, argnums=0):
     return value_and_grad_fun
 
 
-#: argument types the eager fast path takes as they are (a pytree of one leaf)
-_PLAIN_LEAVES = (float, np.ndarray)
-
-
-def _eager(fun, args, kwargs, nums, single, where):
-    """value_and_grad on plain number or array arguments (distinct positions `nums`)
-    with no enclosing transform: what the general path does, without its pytree
-    bookkeeping (the seeds' scalar function spends more time in that than in its
-    ops). One array argument is recorded as an element block (``x[i]`` records no
-    node)."""
-    tape = Tape()
-    tapes = _nesting.tapes()
-    try:
-        # no with-block: closing would trim the buffers of a tape released right after
-        call = list(args)
-        vs = []
-        for i in nums:
-            x = args[i]
-            v = tape._var_elements(x) if single and type(x) is np.ndarray else tape.var(x)
-            vs.append(v)
-            call[i] = v.copy()
-        tapes.append(tape)
-        try:
-            out = fun(*call, **kwargs)
-        finally:
-            tapes.pop()
-        if type(out) is not Var:
-            value = _constant_scalar(out, where)
-            grads = [_zeros_like(args[i]) for i in nums]
-        else:
-            if out.tape is not tape:
-                raise TapeError(f"{where}: the function returned a value of another tape")
-            if out.size != 1:
-                raise ShapeError(f"{where}: the function must return a scalar to be "
-                                 f"differentiated, got shape {out.shape}; sum the "
-                                 "output, or use fastape.vjp or fastape.jacobian")
-            value = out.value
-            if not out.shape:
-                value = float(value)
-            grads = [_gradient_like(args[i], g)
-                     for i, g in zip(nums, tape.gradient(out, vs))]
-        return value, (grads[0] if single else tuple(grads))
-    finally:
-        tape.release()
+def _eager_constant(out, args, nums, single, where):
+    """The eager fast path's result for a function whose output is not on the tape."""
+    grads = [_zeros_like(args[i]) for i in nums]
+    return _constant_scalar(out, where), (grads[0] if single else tuple(grads))
 
 
 def _constant_scalar(out, where):
