@@ -159,13 +159,23 @@ def _time(fn, args, reps):
 
 
 def _peak_bytes(fn, args):
+    """Bytes a call allocates at its peak (tracemalloc). fastape's arena pool is
+    emptied first, so that the arenas a call reuses count as they would in a fresh
+    process (held by the pool between calls, they are memory the call needs)."""
     gc.collect()
+    limit = ft.arena_pool()["limit"] if hasattr(ft, "arena_pool") else None
+    if limit is not None:
+        ft.arena_pool(limit=0)
     tracemalloc.start()
     tracemalloc.reset_peak()
     base = tracemalloc.get_traced_memory()[0]
-    out = fn(*args)
-    peak = tracemalloc.get_traced_memory()[1] - base
-    tracemalloc.stop()
+    try:
+        out = fn(*args)
+        peak = tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+        if limit is not None:
+            ft.arena_pool(limit=limit)
     del out
     return peak
 

@@ -101,6 +101,7 @@ cdef class Tape:
     cdef void reverse_node(self, i64 i) noexcept nogil
     cdef void forward_sweep(self, i64 lo, i64 hi) noexcept nogil
     cdef void reverse_sweep(self, i64 top) noexcept nogil
+    cdef int trim_values(self) except -1
     cdef int prepare_adjoints(self) except -1
     cdef void clear_adjoints(self) noexcept nogil
     cdef int prepare_tangents(self, i64 p, bint keep) except -1

@@ -513,6 +513,14 @@ cdef class Tape:
             self.P = <i64*>_shrunk(self.P, self.nP, sizeof(i64))
             self.P_cap = self.nP
         self.cap = n
+        self.trim_values()
+        self.pool = <double*>_shrunk(self.pool, self.npool, sizeof(double))
+        self.pool_cap = self.npool
+
+    cdef int trim_values(self) except -1:
+        """The value arena trimmed to its length (the eager transforms trim it before
+        the multipliers are allocated, so that the growth's spare capacity is not held
+        beside them)."""
         cdef double* q
         if self.val_cap >= ARENA_MIN and self.val_cap > 2 * self.nval:
             # a pooled arena much larger than this tape: back to the pool, for the
@@ -524,8 +532,7 @@ cdef class Tape:
         else:
             self.val = <double*>_shrunk(self.val, self.nval, sizeof(double))
         self.val_cap = self.nval
-        self.pool = <double*>_shrunk(self.pool, self.npool, sizeof(double))
-        self.pool_cap = self.npool
+        return 0
 
     @property
     def nbytes(self):

@@ -66,6 +66,8 @@ def eager_value_and_grad(fun, tuple args, dict kwargs, tuple nums, bint single, 
                              f"differentiated, got shape {y.shape}; sum the "
                              "output, or use fastape.vjp or fastape.jacobian")
         value = _read(tape, tape.val, y)
+        if tape.val_cap > tape.nval + (tape.nval >> 3):
+            tape.trim_values()
         tape.backward(y)
         grads = []
         for q in range(n):
