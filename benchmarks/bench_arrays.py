@@ -21,7 +21,6 @@ threads are pinned to 1.
 import argparse
 import gc
 import json
-import math
 import os
 import sys
 import time
@@ -31,7 +30,7 @@ import numpy as np
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import fastape as ft  # noqa: E402
-from fastape._bench import rosen_array, rosen_hand, rosen_loop, rosen_x0  # noqa: E402
+from fastape._bench import rosen_array, rosen_hand, rosen_loop, rosen_x0, seeds_f, seeds_hand  # noqa: E402
 
 
 def _pin():
@@ -43,22 +42,11 @@ def _pin():
 
 
 def seeds_ft(x):
-    e = ft.exp(x)
-    u = e + e ** 2
-    return ft.exp(u) + ft.sin(u)
+    return seeds_f(x, ft.exp, ft.sin)
 
 
 def seeds_np(x):
-    e = np.exp(x)
-    u = e + e ** 2
-    return np.exp(u) + np.sin(u)
-
-
-def seeds_hand(x):
-    e = math.exp(x)
-    u = e + e * e
-    du = e + 2 * e * e
-    return math.exp(u) + math.sin(u), (math.exp(u) + math.cos(u)) * du
+    return seeds_f(x, np.exp, np.sin)
 
 
 def _batch(fn, target_s):

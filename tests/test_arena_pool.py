@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from helpers import rosenbrock_grad
 
 import fastape as ft
 
@@ -19,14 +20,6 @@ def rosen(x):
     return np.sum(100.0 * (x[1:] - x[:-1] ** 2) ** 2 + (1.0 - x[:-1]) ** 2)
 
 
-def rosen_grad(x):
-    a = x[1:] - x[:-1] ** 2
-    g = np.zeros_like(x)
-    g[:-1] = -400.0 * a * x[:-1] - 2.0 * (1.0 - x[:-1])
-    g[1:] += 200.0 * a
-    return g
-
-
 def test_repeated_eager_calls_reuse_arenas_and_agree(pool):
     x = np.linspace(-1.5, 1.5, 20_000)
     vg = ft.value_and_grad(rosen)
@@ -36,7 +29,7 @@ def test_repeated_eager_calls_reuse_arenas_and_agree(pool):
     for _ in range(3):
         v, g = vg(x)
         assert v == v0 and np.array_equal(g, g0)
-    np.testing.assert_allclose(g0, rosen_grad(x), rtol=1e-12, atol=1e-9)
+    np.testing.assert_allclose(g0, rosenbrock_grad(x), rtol=1e-12, atol=1e-9)
     assert ft.arena_pool()["bytes"] == held["bytes"]        # the same arenas, back again
 
 

@@ -3,21 +3,19 @@ the general ones: same values, same errors, nothing left behind."""
 
 import numpy as np
 import pytest
+from helpers import central_diff, rosenbrock, rosenbrock_grad
 
 import fastape as ft
 from fastape import _nesting
+from fastape._bench import seeds_f, seeds_hand
 
 
 def f(x):
-    e = np.exp(x)
-    u = e + e ** 2
-    return np.exp(u) + np.sin(u)
+    return seeds_f(x, np.exp, np.sin)
 
 
 def f_grad(x):
-    e = np.exp(x)
-    u = e + e * e
-    return (np.exp(u) + np.cos(u)) * (e + 2 * e * e)
+    return np.vectorize(lambda v: seeds_hand(v)[1])(x)
 
 
 @pytest.mark.parametrize("x", [0.3, np.array(0.3), np.array([0.3])])
@@ -74,21 +72,6 @@ def test_ufunc_fast_path_and_keyword_arguments():
 
 # -- element blocks: an eager array input whose elements are nodes already ----------
 
-def rosen_loop(x):
-    s = 0.0
-    for i in range(len(x) - 1):
-        s = s + 100.0 * (x[i + 1] - x[i] ** 2) ** 2 + (1.0 - x[i]) ** 2
-    return s
-
-
-def rosen_grad(x):
-    a = x[1:] - x[:-1] ** 2
-    g = np.zeros_like(x)
-    g[:-1] = -400.0 * a * x[:-1] - 2.0 * (1.0 - x[:-1])
-    g[1:] += 200.0 * a
-    return g
-
-
 def test_indexing_an_element_block_records_no_node_and_keeps_the_scalar_layout():
     x0 = np.linspace(-1.0, 1.5, 50)
     t = ft.Tape()
@@ -98,12 +81,12 @@ def test_indexing_an_element_block_records_no_node_and_keeps_the_scalar_layout()
     n = len(t)
     xi = x[3]
     assert len(t) == n and xi.value == x0[3] and x[-1].value == x0[-1]
-    y = rosen_loop(x)
+    y = rosenbrock(x)
     assert t.scalar_layout
     g = t.gradient(y, x)
-    np.testing.assert_allclose(g, rosen_grad(x0), rtol=1e-12, atol=1e-12)
-    assert ft.grad(rosen_loop)(x0).shape == (50,)
-    np.testing.assert_allclose(ft.grad(rosen_loop)(x0), rosen_grad(x0), rtol=1e-12)
+    np.testing.assert_allclose(g, rosenbrock_grad(x0), rtol=1e-12, atol=1e-12)
+    assert ft.grad(rosenbrock)(x0).shape == (50,)
+    np.testing.assert_allclose(ft.grad(rosenbrock)(x0), rosenbrock_grad(x0), rtol=1e-12)
     t.release()
 
 
@@ -116,13 +99,8 @@ def test_a_block_no_element_was_taken_from_folds_into_one_array_node():
     t.release()
 
 
-def _fd(f, x, h=1e-6):
-    g = np.zeros_like(x)
-    for k in range(x.size):
-        e = np.zeros_like(x)
-        e.flat[k] = h
-        g.flat[k] = (f(x + e) - f(x - e)) / (2 * h)
-    return g
+def _fd(f, x):
+    return central_diff(f, (x,), 0)
 
 
 @pytest.mark.parametrize("f", [
