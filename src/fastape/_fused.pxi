@@ -460,6 +460,35 @@ cdef FOperand _operand(Tape t, i64 node, i64 lo, i64 size) noexcept:
     return p
 
 
+def _eager_backward(Tape t not None, Var out not None):
+    """The reverse sweep of an eager transform's tape through its fused runs, seeded
+    with λ_out = 1 (a scalar output): the multipliers of a run's inner nodes live in
+    block buffers and never reach the arena, which is zeroed only where the sweep reads
+    it (Fusion.clear). The values are the recorded ones (each block recomputes its own,
+    in cache, as a compiled vjp does). False, with nothing done, when it does not
+    apply (fusion off, the scalar layout, an element block left, no fused run)."""
+    cdef Fusion f
+    if not FUSION or t.off == NULL or t.blk_n or out.tape is not t or out.size != 1:
+        return False
+    f = _fusion(t, out.node, [])
+    if f is None or f.ngroups == 0:
+        return False
+    t.need_work(f.work)
+    t._enter_sweep()
+    try:
+        t.alloc_adjoints()
+        f.clear(t, True, NULL)
+        t.adjoint_ptr(out.node)[0] = 1.0
+        with nogil:
+            f.reverse(t, out.node, False, NULL, NULL)
+    finally:
+        t._busy = False
+    t.raise_pending()
+    t.seed = out.node
+    t.swept = t.n
+    return True
+
+
 cdef Fusion _fusion(Tape t, i64 output, list guard_nodes):
     """The fused runs and clear spans of closed general-layout tape t (None for the
     scalar layout)."""

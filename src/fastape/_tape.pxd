@@ -103,6 +103,7 @@ cdef class Tape:
     cdef void reverse_sweep(self, i64 top) noexcept nogil
     cdef int trim_values(self) except -1
     cdef int prepare_adjoints(self) except -1
+    cdef int alloc_adjoints(self) except -1
     cdef void clear_adjoints(self) noexcept nogil
     cdef int prepare_tangents(self, i64 p, bint keep) except -1
     cdef void tangent_node(self, i64 i, i64 p) noexcept nogil

@@ -1168,9 +1168,15 @@ cdef class Tape:
     cdef int prepare_adjoints(self) except -1:
         """Zeroed adjoint arena of the value arena's layout. If the allocation fails, the
         old arena (and the adjoints of the last sweep) stay as they were."""
+        self.alloc_adjoints()
+        memset(self.adj, 0, self.nval * sizeof(double))
+        return 0
+
+    cdef int alloc_adjoints(self) except -1:
+        """An adjoint arena of the value arena's layout, not zeroed (for a sweep that
+        zeroes what it reads itself: the fused runs' Fusion.clear)."""
         if self.adj_cap < self.nval:
             self.adj = _arena(self.adj, &self.adj_cap, 0, self.nval, False)
-        memset(self.adj, 0, self.nval * sizeof(double))
         return 0
 
     cdef void clear_adjoints(self) noexcept nogil:

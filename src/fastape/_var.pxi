@@ -68,7 +68,10 @@ def eager_value_and_grad(fun, tuple args, dict kwargs, tuple nums, bint single, 
         value = _read(tape, tape.val, y)
         if tape.val_cap > tape.nval + (tape.nval >> 3):
             tape.trim_values()
-        tape.backward(y)
+        # whole-array code: the reverse sweep through the fused runs of the compiled
+        # functions (their inner multipliers never reach memory), when it has any
+        if tape.off == NULL or tape.blk_n or not _py("_compiled")._eager_backward(tape, y):
+            tape.backward(y)
         grads = []
         for q in range(n):
             v = <Var>vs[q]
