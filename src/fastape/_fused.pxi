@@ -460,6 +460,11 @@ cdef FOperand _operand(Tape t, i64 node, i64 lo, i64 size) noexcept:
     return p
 
 
+# values below which an eager tape is swept back plainly: its arenas stay in cache
+# anyway, and planning the runs (a few µs) cost the small two-layer network 20 %
+cdef i64 EAGER_FUSE_MIN = 16384
+
+
 def _eager_backward(Tape t not None, Var out not None):
     """The reverse sweep of an eager transform's tape through its fused runs, seeded
     with λ_out = 1 (a scalar output): the multipliers of a run's inner nodes live in
@@ -468,7 +473,8 @@ def _eager_backward(Tape t not None, Var out not None):
     in cache, as a compiled vjp does). False, with nothing done, when it does not
     apply (fusion off, the scalar layout, an element block left, no fused run)."""
     cdef Fusion f
-    if not FUSION or t.off == NULL or t.blk_n or out.tape is not t or out.size != 1:
+    if (not FUSION or t.off == NULL or t.blk_n or out.tape is not t or out.size != 1
+            or t.nval < EAGER_FUSE_MIN):
         return False
     f = _fusion(t, out.node, [])
     if f is None or f.ngroups == 0:
