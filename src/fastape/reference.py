@@ -1140,28 +1140,16 @@ def _bessel(kind, v, x, derivative=0, scaled=False):
     return _mpcall(lambda v, t: mp.diff(lambda u: g(v, u), t), v, x)
 
 
-def _op_j0(x, y, k):
-    return _bessel("j", 0.0, x), _bessel("j", 0.0, x, 1), 0.0
+def _bessel_of_order(kind, order):
+    """The (value, partial, 0) rule of the Bessel function `kind` of a fixed order."""
+    def rule(x, y, k):
+        return _bessel(kind, order, x), _bessel(kind, order, x, 1), 0.0
+    return rule
 
 
-def _op_j1(x, y, k):
-    return _bessel("j", 1.0, x), _bessel("j", 1.0, x, 1), 0.0
-
-
-def _op_y0(x, y, k):
-    return _bessel("y", 0.0, x), _bessel("y", 0.0, x, 1), 0.0
-
-
-def _op_y1(x, y, k):
-    return _bessel("y", 1.0, x), _bessel("y", 1.0, x, 1), 0.0
-
-
-def _op_i0(x, y, k):
-    return _bessel("i", 0.0, x), _bessel("i", 0.0, x, 1), 0.0
-
-
-def _op_i1(x, y, k):
-    return _bessel("i", 1.0, x), _bessel("i", 1.0, x, 1), 0.0
+_op_j0, _op_j1 = _bessel_of_order("j", 0.0), _bessel_of_order("j", 1.0)
+_op_y0, _op_y1 = _bessel_of_order("y", 0.0), _bessel_of_order("y", 1.0)
+_op_i0, _op_i1 = _bessel_of_order("i", 0.0), _bessel_of_order("i", 1.0)
 
 
 def _op_jv(x, y, k):
