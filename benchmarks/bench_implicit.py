@@ -30,7 +30,6 @@ for _v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[_v] = "1"
 
 import argparse  # noqa: E402
-import json  # noqa: E402
 import platform  # noqa: E402
 import sys  # noqa: E402
 import tracemalloc  # noqa: E402
@@ -43,7 +42,7 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, _HERE)
 sys.path.insert(0, os.path.join(_HERE, os.pardir, "examples"))
 
-from bench_forward import measure  # noqa: E402
+from bench_forward import measure, write_json  # noqa: E402
 from deq_layer import layer, loss_of, tape_bytes  # noqa: E402
 
 try:
@@ -184,10 +183,9 @@ def main(argv=None):
     results = [case(n, args.rounds) for n in args.sizes]
     print(report(results))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"command": "PYTHONPATH=src python benchmarks/bench_implicit.py "
-                       f"--rounds {args.rounds} --json {args.json}",
-                       "machine": platform.machine(), "results": results}, f, indent=1)
+        write_json(args.json, args.rounds, results,
+                   command=f"PYTHONPATH=src python benchmarks/bench_implicit.py "
+                           f"--rounds {args.rounds} --json {args.json}")
 
 
 if __name__ == "__main__":

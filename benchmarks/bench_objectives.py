@@ -27,7 +27,6 @@ os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false "
 
 import argparse  # noqa: E402
 import importlib.util  # noqa: E402
-import json  # noqa: E402
 import platform  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -38,7 +37,7 @@ import fastape as ft  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import objectives as obj  # noqa: E402
-from bench_forward import measure  # noqa: E402
+from bench_forward import measure, write_json  # noqa: E402
 
 CASES = {"gmm": "GMM log-likelihood (ADBench), d = 5, k = 8, n = 1,000",
          "lstm": "diagonal LSTM (ADBench), 2 layers, 16 characters, sequence of 20",
@@ -131,10 +130,9 @@ def main(argv=None):
     results = [case(k, args.rounds) for k in CASES]
     print(report(results))
     if args.json:
-        with open(args.json, "w") as fh:
-            json.dump({"command": "PYTHONPATH=src python benchmarks/bench_objectives.py "
-                       f"--rounds {args.rounds} --json {args.json}",
-                       "machine": platform.machine(), "results": results}, fh, indent=1)
+        write_json(args.json, args.rounds, results,
+                   command=f"PYTHONPATH=src python benchmarks/bench_objectives.py "
+                           f"--rounds {args.rounds} --json {args.json}")
 
 
 if __name__ == "__main__":

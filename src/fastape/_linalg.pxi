@@ -402,7 +402,7 @@ def matmul_node(Var a not None, Var b not None, i64 rows, i64 k, i64 cols, i64 b
     return _matmul_node(a, b, rows, k, cols, batch, sA, sB, ta, tb, shape)
 
 
-cdef object matmul_2d(object a, object b):
+cpdef object matmul_2d(object a, object b):
     """a @ b when both are matrices or one a vector (not both), values of one tape or
     a value and a float64 array: recorded without fastape.linalg's Python (most of
     the cost of a small product). None: any other case, for the general path."""

@@ -45,7 +45,13 @@ for _e in registry.ELEMENTWISE:
 #: without the ops that refuse a value for an operand (registry ``fixed``): their
 #: check is here
 _FAST = _tape.ufunc_ops()
-_FAST.update({u: OPCODE[b.name] for u, b in UFUNCS.items() if not b.fixed})
+
+
+def _publish():
+    _FAST.update({u: OPCODE[b.name] for u, b in UFUNCS.items() if not b.fixed})
+
+
+_publish()
 
 
 def _lookup(ufunc):
@@ -55,7 +61,7 @@ def _lookup(ufunc):
             UFUNCS[_resolve(dotted)] = block
             NAMES[_resolve(dotted)] = dotted
         _SCIPY_PENDING.clear()
-        _FAST.update({u: OPCODE[b.name] for u, b in UFUNCS.items() if not b.fixed})
+        _publish()
         e = UFUNCS.get(ufunc)
     return e
 

@@ -18,6 +18,17 @@ cdef inline object _py(str name):
     return m
 
 
+cpdef check_scalar_output(Var out, Tape tape, str where):
+    """Raise unless `out`, a transform's output to differentiate, is a scalar of `tape`
+    (every value_and_grad path: eager, nested, fast)."""
+    if out.tape is not tape:
+        raise TapeError(f"{where}: the function returned a value of another tape")
+    if out.size != 1:
+        raise ShapeError(f"{where}: the function must return a scalar to be "
+                         f"differentiated, got shape {out.shape}; sum the "
+                         "output, or use fastape.vjp or fastape.jacobian")
+
+
 def eager_value_and_grad(fun, tuple args, dict kwargs, tuple nums, bint single, str where,
                          list tapes, on_constant):
     """fastape.value_and_grad's fast path: arguments `nums` (distinct positions) plain
@@ -59,12 +70,7 @@ def eager_value_and_grad(fun, tuple args, dict kwargs, tuple nums, bint single, 
         if type(out) is not Var:
             return on_constant(out, args, nums, single, where)
         y = <Var>out
-        if y.tape is not tape:
-            raise TapeError(f"{where}: the function returned a value of another tape")
-        if y.size != 1:
-            raise ShapeError(f"{where}: the function must return a scalar to be "
-                             f"differentiated, got shape {y.shape}; sum the "
-                             "output, or use fastape.vjp or fastape.jacobian")
+        check_scalar_output(y, tape, where)
         value = _read(tape, tape.val, y)
         if tape.val_cap > tape.nval + (tape.nval >> 3):
             tape.trim_values()

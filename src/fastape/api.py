@@ -64,12 +64,7 @@ def value_and_grad(fun, argnums=0):
             with tape:
                 out, inputs = _record(fun, args, kwargs, flat, tape, where)
             if isinstance(out, Var):
-                if out.tape is not tape:
-                    raise TapeError(f"{where}: the function returned a value of another tape")
-                if out.size != 1:
-                    raise ShapeError(f"{where}: the function must return a scalar to be "
-                                     f"differentiated, got shape {out.shape}; sum the "
-                                     "output, or use fastape.vjp or fastape.jacobian")
+                _tape.check_scalar_output(out, tape, where)
                 value = out.value
                 value = float(value) if np.ndim(value) == 0 else value
                 adjoints = iter(tape.gradient(out, [v for vs in inputs.values() for v in vs]))
@@ -178,11 +173,7 @@ def _nested_value_and_grad(fun, args, kwargs, flat, nums, single, tape, where):
     out, inputs = _record(fun, args, kwargs, flat, tape, where, nested=True)
     every = [v for vs in inputs.values() for v in vs]
     if isinstance(out, Var):
-        if out.tape is not tape:
-            raise TapeError(f"{where}: the function returned a value of another tape")
-        if out.size != 1:
-            raise ShapeError(f"{where}: the function must return a scalar to be "
-                             f"differentiated, got shape {out.shape}")
+        _tape.check_scalar_output(out, tape, where)
         gs = iter(_rules.vjp(tape, [(out, None)], every))
         value = out
     else:

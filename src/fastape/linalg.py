@@ -80,17 +80,10 @@ def matmul(a, b):
         if vs is None:
             return np.matmul(a, b)
         a, b = vs
-    sa, sb = a.shape, b.shape
-    if 0 < len(sa) <= 2 and 0 < len(sb) <= 2 and sa[-1] == sb[0] and b.tape is a.tape:
-        # the common case, without the stack-axis machinery (it is most of the cost
-        # of recording a small product)
-        if len(sa) == 1:
-            if len(sb) == 1:
-                return _tape.dot1(a, b)
-            return _tape.matmul_node(a, b, 1, sa[0], sb[1], 1, 0, 0, False, False, sb[1:])
-        cols = sb[1] if len(sb) == 2 else 1
-        return _tape.matmul_node(a, b, sa[0], sa[1], cols, 1, 0, 0, False, False,
-                                 sa[:1] + sb[1:])
+    # the common case (matrices, or one a vector), without the stack-axis machinery
+    r = _tape.matmul_2d(a, b)
+    if r is not None:
+        return r
     if b.tape is not a.tape:
         F._as_var(a, b, "matmul", "b")      # raises TapeError
     if a.ndim == 0 or b.ndim == 0:
