@@ -45,7 +45,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from fastape import _nesting
-from fastape._tree import describe, difference, flatten, normalize_argnums, unflatten
+from fastape._tree import (complex_mismatch, conjugate, describe, difference, flatten,
+                           normalize_argnums, unflatten)
 from fastape.errors import BranchChanged, NoTangentRule, ShapeError, TapeError
 
 
@@ -866,7 +867,10 @@ cdef class Function:
                         isinstance(out, np.ndarray) and out.dtype.kind in "biuf"):
                     raise TypeError(f"compile: {getattr(self.fun, '__name__', 'the function')} "
                                     "must return a real scalar or array (a fastape value, "
-                                    f"a number or an ndarray), got {type(out).__name__}")
+                                    f"a number or an ndarray), got {type(out).__name__}"
+                                    + ("; for a complex value return np.real(z), np.abs(z) "
+                                       "or np.stack([z.real, z.imag])"
+                                       if np.iscomplexobj(out) else ""))
                 out = rec.constant(out)
             v = out
             if v.tape is not rec:
@@ -901,8 +905,9 @@ cdef class Function:
             raise TypeError(f"{self.where}: expected {self.nargs} argument(s), got {len(args)}")
         leaves, td = flatten(args, "args", self.where)
         if td is not self.treedef and td != self.treedef:
-            raise ShapeError(f"{self.where}: {difference(td, self.treedef, 'args')} (called "
-                             f"with {describe(td)}, compiled for {describe(self.treedef)})")
+            exc = TypeError if complex_mismatch(td, self.treedef) else ShapeError
+            raise exc(f"{self.where}: {difference(td, self.treedef, 'args')} (called "
+                      f"with {describe(td)}, compiled for {describe(self.treedef)})")
         return leaves, td
 
     cdef tuple _run(self, list leaves, int mode=MODE_FULL, object gbuf=None):
@@ -958,9 +963,11 @@ cdef class Function:
                 continue
             if arg_defs is None:
                 arg_defs = td.children()
-            out.append(unflatten(arg_defs[i], [
+            # a complex argument's multipliers are ∂f/∂x, ∂f/∂y: the gradient is
+            # ∂f/∂x − i ∂f/∂y (JAX's convention, fastape._complex)
+            out.append(unflatten(arg_defs[i], conjugate(arg_defs[i], [
                 read_slot(t, buf, tr.inputs[k], self.leaf_shapes[k])
-                for k in range(self.arg_first[i], self.arg_first[i + 1])]))
+                for k in range(self.arg_first[i], self.arg_first[i + 1])])))
         return out[0] if self.single else tuple(out)
 
     cdef object _reverse(self, Trace tr, Tape t, object cotangent, object td, int mode=MODE_FULL,
@@ -1060,6 +1067,17 @@ cdef class Function:
         finally:
             tr.release(t)
 
+    cdef int _real_arguments(self, object td, str op) except -1:
+        """Refuse complex differentiated arguments where no complex convention is
+        implemented (Jacobians and Hessians: use jvp/vjp, or grad of a real function)."""
+        arg_defs = td.children()
+        for i in self.nums:
+            if arg_defs[i].imag_leaves:
+                raise TypeError(f"{self.where}: {op} of a function of a complex argument "
+                                f"(args[{i}]) is not supported; use jvp/vjp, or grad of a "
+                                "real-valued function")
+        return 0
+
     cdef list _diff_leaves(self):
         """The flattened leaves of args[argnums], in order."""
         return [k for i in self.nums for k in range(self.arg_first[i], self.arg_first[i + 1])]
@@ -1083,9 +1101,9 @@ cdef class Function:
             name = "tangents" if self.single else f"tangents[{j}]"
             lv, tdef = flatten(parts[j], name, op)
             if tdef != arg_defs[i]:
-                raise ShapeError(f"{op}: {difference(tdef, arg_defs[i], name)} (the tangents "
-                                 f"are {describe(tdef)}, argument {i} is "
-                                 f"{describe(arg_defs[i])})")
+                exc = TypeError if complex_mismatch(tdef, arg_defs[i]) else ShapeError
+                raise exc(f"{op}: {difference(tdef, arg_defs[i], name)} (the tangents "
+                          f"are {describe(tdef)}, argument {i} is {describe(arg_defs[i])})")
             for leaf in lv:
                 out.append(np.ascontiguousarray(_real_array(leaf, op, name)).reshape(-1))
         return out
@@ -1151,6 +1169,7 @@ cdef class Function:
         if mode not in ("auto", "fwd", "rev"):
             raise ValueError(f"jacobian: mode must be 'auto', 'fwd' or 'rev', got {mode!r}")
         leaves, td = self._leaves(args)
+        self._real_arguments(td, "jacobian")
         diff = self._diff_leaves()
         sizes = [int(np.prod(self.leaf_shapes[k], dtype=np.int64)) for k in diff]
         first = [0]
@@ -1255,6 +1274,7 @@ cdef class Function:
             args = (args,)
         args = tuple(args)
         self._one_argument()
+        self._real_arguments(self._leaves(args)[1], "hvp")
         if not self.last.direct_hvp:
             return self._hvp_by_gradient(args, v)
         leaves, td = self._leaves(args)

@@ -13,9 +13,21 @@ import threading
 
 import numpy as np
 
-from fastape import _arrays, _einsum, _special, _stats, _tape, _ufuncs, registry
+from fastape import (
+    _arrays,
+    _complex,
+    _complex_functions,
+    _einsum,
+    _fft,
+    _special,
+    _stats,
+    _tape,
+    _ufuncs,
+    registry,
+)
 from fastape import _functions as F
 from fastape import linalg as _linalg
+from fastape._complex import is_complex
 from fastape._ops import Cmp, Op
 from fastape._tape import Var
 
@@ -94,7 +106,20 @@ PREDICATES = {np.isnan: Cmp.ISNAN, np.isinf: Cmp.ISINF, np.isfinite: Cmp.ISFINIT
 REDUCE = {np.add: F.sum, np.multiply: F.prod, np.maximum: F.max, np.minimum: F.min}
 
 
+def _has_complex(args):
+    """Does a complex operand sit among args (or in a list or tuple there)?"""
+    for a in args:
+        if type(a) in (list, tuple):
+            if _has_complex(a):
+                return True
+        elif is_complex(a):
+            return True
+    return False
+
+
 def array_ufunc(ufunc, method, inputs, kwargs):
+    if _has_complex(inputs):
+        return _complex.array_ufunc(ufunc, method, inputs, kwargs)
     name = display_name(ufunc)
     if kwargs.get("out") is not None:
         raise TypeError(f"{name}: out= cannot write into or from a fastape value; "
@@ -114,7 +139,7 @@ def array_ufunc(ufunc, method, inputs, kwargs):
             if e.arity == 2:
                 return _tape.binary(code, inputs[0], inputs[1])
             return _tape.unary(code, inputs[0])
-        if ufunc is np.positive:
+        if ufunc is np.positive or ufunc is np.conjugate:
             return inputs[0]
         if ufunc in COMPARE:
             x, y = inputs
@@ -232,10 +257,22 @@ FUNCTIONS.update({fn: _ufuncs.ELEMENTWISE[e.public] for fn, e in UFUNCS.items()
                   if not isinstance(fn, np.ufunc)})
 
 
+# the FFT family (fastape._fft) and the complex-number functions of a real value
+FUNCTIONS.update(_fft.NUMPY_FUNCTIONS)
+FUNCTIONS.update({
+    np.real: lambda v: v, np.imag: lambda v: np.zeros(np.shape(v)),
+    np.angle: _complex_functions.FUNCTIONS[np.angle], np.real_if_close: lambda v, tol=100: v,
+    np.iscomplex: lambda v: np.zeros(np.shape(v), dtype=bool),
+    np.isreal: lambda v: np.ones(np.shape(v), dtype=bool),
+    np.vdot: _complex_functions._real_vdot,
+})
+
 _ACTIVE = threading.local()
 
 
 def array_function(func, args, kwargs):
+    if _has_complex(args) or _has_complex(kwargs.values()):
+        return _complex_functions.array_function(func, args, kwargs)
     impl = FUNCTIONS.get(func)
     if impl is None:
         raise TypeError(

@@ -33,6 +33,7 @@ cimport cython
 from cpython.mem cimport PyMem_Realloc, PyMem_Free
 from cpython.float cimport PyFloat_Check, PyFloat_AS_DOUBLE
 from cpython.long cimport PyLong_Check
+from cpython.complex cimport PyComplex_Check
 from libc.string cimport memcmp, memcpy, memset
 from libc.math cimport NAN
 

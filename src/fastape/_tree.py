@@ -13,6 +13,10 @@ A *pytree* is a nested container whose ends are *leaves*. The containers:
   beside the structure and is not part of it;
 * ``None``: a container with no children (an optional argument left out), as in
   JAX;
+* complex numbers and complex arrays (and complex fastape values): two children,
+  the real and the imaginary part, leaves of the same shape; rebuilt as a complex
+  number or array, or as a complex fastape value when a part is one. A complex128
+  array's parts are float64 arrays (a complex64 one is widened);
 * dataclass instances (``@dataclasses.dataclass``, frozen or not): the children are
   the fields, in declaration order. A dataclass is rebuilt field by field without
   calling ``__init__`` or ``__post_init__`` (a gradient is no longer a valid
@@ -22,9 +26,9 @@ A *pytree* is a nested container whose ends are *leaves*. The containers:
 Everything else is a leaf, and a leaf must be a fastape value (a ``Var``: nested
 transforms pass them), a real number or an array of real
 numbers (numpy bool, integer or float dtype; anything ``np.asarray`` turns into
-one). ``str``, ``bytes``, complex numbers and arrays, and objects numpy can only
-hold as ``dtype=object`` raise a ``TypeError`` that names the leaf's path
-(``args[0]['w'][1]``, ``args[1].bias`` for a namedtuple field).
+one). ``str``, ``bytes`` and objects numpy can only hold as ``dtype=object`` raise a
+``TypeError`` that names the leaf's path (``args[0]['w'][1]``, ``args[1].bias`` for a
+namedtuple field).
 
 :func:`flatten` returns the leaves depth first (children in order, dict children
 by sorted key) and a :class:`TreeDef`. Numbers (``int``, ``bool``, numpy scalars,
@@ -50,10 +54,12 @@ import sys
 
 import numpy as np
 
+from fastape._complex import Complex
+from fastape._complex import make as _make_complex
 from fastape._tape import Var
 
 __all__ = ["TreeDef", "flatten", "unflatten", "describe", "difference",
-           "normalize_argnums"]
+           "normalize_argnums", "conjugate", "complex_mismatch"]
 
 # A structure is held as a nested key of plain tuples, so that comparing and hashing
 # two of them runs in C:
@@ -65,14 +71,16 @@ __all__ = ["TreeDef", "flatten", "unflatten", "describe", "difference",
 # Beside it, an aux tree carries what rebuilding needs but equality must ignore (the
 # insertion order of a dict's keys, a defaultdict's factory): None for a subtree
 # without dicts, else (extra, children's auxes).
-_LEAF, _NONE, _SEQ, _NAMEDTUPLE, _DICT, _DATACLASS = range(6)
+_LEAF, _NONE, _SEQ, _NAMEDTUPLE, _DICT, _DATACLASS, _COMPLEX = range(7)
 _F64 = np.dtype(np.float64)
 _REAL_KINDS = "biuf"
 
 # The kind of each type met so far: a dict lookup instead of isinstance checks (an
 # isinstance against numbers.Real costs more than a whole fast-path flatten).
 _BUILTIN_KINDS = {float: _LEAF, int: _LEAF, np.ndarray: _LEAF, type(None): _NONE,
-                  list: _SEQ, tuple: _SEQ, dict: _DICT}
+                  list: _SEQ, tuple: _SEQ, dict: _DICT, complex: _COMPLEX,
+                  np.complex64: _COMPLEX, np.complex128: _COMPLEX,
+                  np.clongdouble: _COMPLEX, Complex: _COMPLEX}
 _KINDS = dict(_BUILTIN_KINDS)
 
 
@@ -122,13 +130,23 @@ class TreeDef:
     two trees of the same structure (and dict key order) usually returns the same
     object, so ``a is b`` is the cheap first test.
     """
-    __slots__ = ("_key", "_aux", "num_leaves", "_children")
+    __slots__ = ("_key", "_aux", "num_leaves", "_children", "_imag")
 
     def __init__(self, key, aux, num_leaves):
         self._key = key
         self._aux = aux
         self.num_leaves = num_leaves
         self._children = None
+        self._imag = None
+
+    @property
+    def imag_leaves(self):
+        """The positions of the leaves that are imaginary parts of complex values."""
+        if self._imag is None:
+            out = []
+            _imag_leaves(self._key, 0, out)
+            self._imag = tuple(out)
+        return self._imag
 
     def __eq__(self, other):
         if self is other:
@@ -167,6 +185,36 @@ class TreeDef:
                 auxes = aux[1] if aux is not None else (None,) * len(kids)
                 self._children = [_make(k, a, None) for k, a in zip(kids, auxes)]
         return list(self._children)
+
+
+def _imag_leaves(key, start, out):
+    """Append the positions of key's imaginary leaves (from start); return the count
+    of its leaves."""
+    if _is_leaf(key):
+        return 1
+    if key is None:
+        return 0
+    if key[0] is complex:
+        out.append(start + 1)
+        return 2
+    n = 0
+    for k in key[2]:
+        n += _imag_leaves(k, start + n, out)
+    return n
+
+
+def conjugate(treedef, leaves):
+    """The leaves with the imaginary parts negated: a cotangent in JAX's convention
+    (``grad`` of a real function of z = x + iy is ∂f/∂x − i ∂f/∂y) from the real
+    pairs' multipliers, and back."""
+    imag = treedef.imag_leaves
+    if not imag:
+        return leaves
+    leaves = list(leaves)
+    for i in imag:
+        if leaves[i] is not None:
+            leaves[i] = -leaves[i]
+    return leaves
 
 
 def _shapes(key, out):
@@ -311,10 +359,14 @@ def _flatten(x, leaves):
     kind = _KINDS.get(cls)
     if kind is None:
         kind = _kind(cls)
+    if kind == _LEAF and isinstance(x, np.ndarray) and x.dtype.kind == "c":
+        kind = _COMPLEX
     if kind == _LEAF:
         leaf, shape = _leaf(x)
         leaves.append(leaf)
         return shape, None
+    if kind == _COMPLEX:
+        return _flatten_complex(x, leaves), None
     if kind == _NONE:
         return None, None
     if kind == _DICT:
@@ -357,6 +409,25 @@ def _flatten(x, leaves):
         e.parts.append(_accessor(cls, keys, len(ckeys)))   # the child that failed
         raise
     return (cls, keys, tuple(ckeys)), ((extra, tuple(cauxes)) if any_aux else None)
+
+
+def _flatten_complex(x, leaves):
+    """A complex number or array is a container of two leaves, its real and imaginary
+    parts (floats for a number, float64 arrays, Vars for a Complex value)."""
+    if type(x) is Complex:
+        re, im = x.real, x.imag
+        shape = x.shape
+    elif isinstance(x, np.ndarray):
+        if x.dtype == np.clongdouble and x.dtype != np.complex128:
+            raise _PathError(f"is of dtype {x.dtype}; fastape's complex values are complex128")
+        re = np.asarray(x.real, dtype=np.float64)
+        im = np.asarray(x.imag, dtype=np.float64)
+        shape = x.shape
+    else:
+        re, im, shape = float(x.real), float(x.imag), ()
+    leaves.append(re)
+    leaves.append(im)
+    return (complex, None, (shape, shape))
 
 
 def _leaf(x):
@@ -428,6 +499,9 @@ def _build(key, aux, it):
     if _is_leaf(key):
         return next(it)
     cls, keys, children = key
+    if cls is complex:
+        re, im = next(it), next(it)
+        return _make_complex(re, im, children[0])
     if aux is None:
         values = [_build(k, None, it) for k in children]
     else:
@@ -473,6 +547,8 @@ def _describe(key):
     if _is_leaf(key):
         return "scalar" if key == () else f"array{key}"
     cls, keys, children = key
+    if cls is complex:
+        return "complex" if children[0] == () else f"complex array{children[0]}"
     if keys is not None:
         body = "{" + ", ".join(f"{k!r}: {_describe(c)}" for k, c in zip(keys, children)) + "}"
         return body if cls is dict else f"{cls.__name__}({body})"
@@ -498,6 +574,9 @@ def _what(key):
     if _is_leaf(key):
         return "a scalar" if key == () else f"an array of shape {key}"
     cls, keys, children = key
+    if cls is complex:
+        return "a complex number" if children[0] == () else \
+            f"a complex array of shape {children[0]}"
     name = cls.__name__
     a = "an" if name[:1].lower() in "aeiou" else "a"
     if keys is not None:
@@ -516,6 +595,29 @@ def difference(found, expected, root="tree"):
     if found == expected:
         return None
     return _difference(found._key, expected._key, root)
+
+
+def complex_mismatch(found, expected):
+    """Do two structures first differ where one has a complex value and the other a
+    real leaf of the same shape (a dtype difference: a TypeError, as in JAX)?"""
+    return found != expected and _complex_mismatch(found._key, expected._key)
+
+
+def _complex_mismatch(a, b):
+    if a == b:
+        return False
+    ca = type(a) is tuple and bool(a) and a[0] is complex
+    cb = type(b) is tuple and bool(b) and b[0] is complex
+    if ca != cb:
+        other = b if ca else a
+        return _is_leaf(other) and other == (a if ca else b)[2][0]
+    if (a is None or b is None or _is_leaf(a) or _is_leaf(b) or a[0] is not b[0]
+            or a[1] != b[1] or len(a[2]) != len(b[2])):
+        return False
+    for ca_, cb_ in zip(a[2], b[2]):
+        if ca_ != cb_:
+            return _complex_mismatch(ca_, cb_)
+    return False
 
 
 def _difference(a, b, path):

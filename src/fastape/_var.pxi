@@ -45,7 +45,8 @@ def eager_value_and_grad(fun, tuple args, dict kwargs, tuple nums, bint single, 
         return None
     for q in range(n):
         x = args[<Py_ssize_t>nums[q]]
-        if type(x) is not float and type(x) is not np.ndarray:
+        if type(x) is not float and (type(x) is not np.ndarray or
+                                     (<object>x).dtype.kind == "c"):
             return None
     if n > 1 and len(set(nums)) != n:
         return None
@@ -293,6 +294,8 @@ cpdef object binary(int o, object x, object y):
         if ko >= 0:
             return _unary_k(<Var>y, ko, _as_double(x, o, None, "x1"))
     # general path
+    if _complex_operand(x) or _complex_operand(y):
+        return _py("_complex").binary(o, x, y)
     name = OP_NAMES[o]
     t = _first_var((x, y), name).tape
     vx = _coerce(t, x, name, "x1")
@@ -313,6 +316,18 @@ cpdef object binary(int o, object x, object y):
     i = t.push(o, vx.node, vy.node, size, 1 if shape != SCALAR else 0)
     t.forward_node(i)
     return _new(t, i, shape, size)
+
+
+cdef inline bint _complex_operand(object v):
+    """Is v a complex operand (a complex number or array, a complex fastape value)?
+    Those go to fastape._complex, which writes the op with real ones."""
+    if type(v) is Var or PyFloat_Check(v):
+        return False
+    if PyComplex_Check(v):
+        return True
+    if type(v) is np.ndarray:
+        return (<object>v).dtype.kind == "c"
+    return isinstance(v, np.complexfloating) or getattr(type(v), "_fastape_complex", False)
 
 
 cdef Var _unary_k(Var x, int o, double k):

@@ -7,8 +7,10 @@ import numpy as np
 
 from fastape import _nesting, _rules, _tape
 from fastape._compiled import Function
+from fastape._complex import Complex
+from fastape._complex import is_complex as _is_complex
 from fastape._tape import Tape, Var
-from fastape._tree import flatten, normalize_argnums, unflatten
+from fastape._tree import conjugate, flatten, normalize_argnums, unflatten
 from fastape.errors import NoTangentRule, ShapeError, TapeError
 
 
@@ -20,7 +22,7 @@ def _gradient_like(leaf, g):
     return g
 
 
-def value_and_grad(fun, argnums=0):
+def value_and_grad(fun, argnums=0, holomorphic=False):
     """Return a function computing ``(fun(*args), ∂fun/∂args[argnums])``.
 
     ``fun`` must return a scalar. Differentiated arguments are pytrees (see
@@ -35,6 +37,13 @@ def value_and_grad(fun, argnums=0):
     ``grad`` inside a compiled function, ``hessian``), or on fastape values, the
     gradient is itself recorded on that tape (``fastape._rules``), so it can be
     differentiated again; value and gradient are then fastape values.
+
+    Complex arguments follow JAX: for a real ``fun`` of ``z = x + iy`` the gradient is
+    ``∂fun/∂x − i ∂fun/∂y`` (so ``grad(lambda z: abs(z) ** 2)(z) = 2 conj(z)``). With
+    ``holomorphic=True``, ``fun`` returns a complex scalar, its differentiated
+    arguments are complex, and the gradient is the complex derivative ``fun'(z)``;
+    the Cauchy–Riemann equations are checked at the point, and a function that fails
+    them raises ValueError.
     """
     where = f"grad of {getattr(fun, '__name__', 'function')}"
 
@@ -76,9 +85,11 @@ def value_and_grad(fun, argnums=0):
                               for i, (leaves, _) in flat.items()}
         finally:
             tape.release()
-        grads = [unflatten(flat[i][1], leaf_grads[i]) for i in nums]
+        grads = [unflatten(flat[i][1], conjugate(flat[i][1], leaf_grads[i])) for i in nums]
         return value, (grads[0] if single else tuple(grads))
 
+    if holomorphic:
+        return _holomorphic(fun, argnums, where)
     return value_and_grad_fun
 
 
@@ -90,6 +101,12 @@ def _eager_constant(out, args, nums, single, where):
 
 def _constant_scalar(out, where):
     """The value of a function output that is not on the tape (its gradient is 0)."""
+    if type(out) is Complex or isinstance(out, (complex, np.complexfloating)) or (
+            isinstance(out, np.ndarray) and out.dtype.kind == "c"):
+        raise TypeError(f"{where}: the function returns a complex value; grad needs a real "
+                        "scalar: differentiate np.real(f), np.abs(f) ** 2 or another real "
+                        "function of it, or use grad(f, holomorphic=True) for a holomorphic "
+                        "f of a complex argument")
     if isinstance(out, numbers.Real) or (isinstance(out, np.ndarray) and out.size == 1
                                          and out.dtype.kind in "biuf"):
         return float(np.asarray(out).reshape(()))
@@ -180,19 +197,67 @@ def _nested_value_and_grad(fun, args, kwargs, flat, nums, single, tape, where):
         value = _constant_scalar(out, where)
         gs = iter([None] * len(every))
     leaf_grads = {i: [_view(next(gs), v.shape) for v in vs] for i, vs in inputs.items()}
-    grads = [unflatten(flat[i][1], leaf_grads[i]) for i in nums]
+    grads = [unflatten(flat[i][1], conjugate(flat[i][1], leaf_grads[i])) for i in nums]
     return value, (grads[0] if single else tuple(grads))
 
 
-def grad(fun, argnums=0):
+def _holomorphic(fun, argnums, where):
+    """value_and_grad(fun, holomorphic=True): the complex derivative by two reverse
+    sweeps of one recording, vjp(1) and vjp(i); a holomorphic fun has vjp(i) = i·vjp(1)
+    (Cauchy–Riemann), checked where the numbers are at hand."""
+
+    @functools.wraps(fun)
+    def holomorphic_fun(*args, **kwargs):
+        single, nums = normalize_argnums(argnums, len(args), where)
+        for i in nums:
+            _, td = flatten(args[i], f"args[{i}]", where)
+            if 2 * len(td.imag_leaves) != td.num_leaves:
+                raise TypeError(f"{where}: holomorphic=True needs complex arguments; "
+                                f"args[{i}] is {_tree_describe(td)} (pass x + 0j)")
+
+        def at(*diff):
+            a = list(args)
+            for i, d in zip(nums, diff):
+                a[i] = d
+            return fun(*a, **kwargs)
+
+        out, f_vjp = vjp(at, *[args[i] for i in nums])
+        if not (type(out) is Complex or isinstance(out, (complex, np.complexfloating))) \
+                or np.shape(out) != ():
+            raise TypeError(f"{where}: holomorphic=True needs a complex scalar output, got "
+                            f"{type(out).__name__} of shape {np.shape(out)}")
+        g1 = f_vjp(1.0 + 0.0j)
+        gi = f_vjp(1.0j)
+        l1, li = flatten(g1, "gradient", where)[0], flatten(gi, "gradient", where)[0]
+        if not any(type(x) is Var for x in l1 + li):     # nested: no numbers at hand
+            for k in range(0, len(l1), 2):              # (real, imaginary) leaf pairs
+                d1 = np.asarray(l1[k]) + 1j * np.asarray(l1[k + 1])
+                di = np.asarray(li[k]) + 1j * np.asarray(li[k + 1])
+                scale = max(1.0, float(np.max(np.abs(d1), initial=0.0)))
+                if not np.allclose(di, 1j * d1, rtol=1e-7, atol=1e-9 * scale):
+                    raise ValueError(f"{where}: the function is not holomorphic at this "
+                                     "point (the Cauchy–Riemann equations fail); take grad "
+                                     "of a real function of it (np.real, np.abs) instead")
+        return out, (g1[0] if single else tuple(g1))
+
+    return holomorphic_fun
+
+
+def _tree_describe(td):
+    from fastape._tree import describe
+    return describe(td)
+
+
+def grad(fun, argnums=0, holomorphic=False):
     """Return a function computing the gradient of scalar ``fun`` with respect to
-    ``args[argnums]`` (see :func:`value_and_grad`).
+    ``args[argnums]`` (see :func:`value_and_grad`; ``holomorphic=True`` gives the
+    complex derivative of a holomorphic ``fun``).
 
     >>> import fastape as ft, numpy as np
     >>> ft.grad(lambda x: np.sum(x ** 2))(np.array([1.0, 2.0]))
     array([2., 4.])
     """
-    vg = value_and_grad(fun, argnums)
+    vg = value_and_grad(fun, argnums, holomorphic)
 
     @functools.wraps(fun)
     def grad_fun(*args, **kwargs):
@@ -233,8 +298,11 @@ def _outputs(out, where):
 
 
 def _check_like(found, expected, where, what):
-    from fastape._tree import describe, difference
+    from fastape._tree import complex_mismatch, describe, difference
     if found is not expected and found != expected:
+        if complex_mismatch(found, expected):
+            raise TypeError(f"{where}: {difference(found, expected, what)}: complex where the "
+                            "primal is real, or the reverse (the dtypes must agree, as in JAX)")
         raise ShapeError(f"{where}: {difference(found, expected, what)} ({what} has the "
                          f"structure {describe(found)}, expected {describe(expected)})")
 
@@ -362,8 +430,13 @@ def vjp(fun, *primals):
             packed = _pack(outs)
 
     def f_vjp(cotangent):
+        if otd.imag_leaves and otd.num_leaves == 2 and not _is_complex(cotangent):
+            # a real cotangent of a complex output: its imaginary part is 0
+            cotangent = Complex(cotangent) if type(cotangent) is Var else \
+                np.asarray(cotangent) + 0j if np.ndim(cotangent) else complex(cotangent)
         cleaves, ctd = flatten(cotangent, "cotangent", where)
         _check_like(ctd, otd, where, "cotangent")
+        cleaves = conjugate(ctd, cleaves)       # JAX's convention: conj(Jᵀ conj(c))
         if outer is not None:
             seeds = [(o, _as_value(tape, c, o.shape)) for o, c in zip(outs, cleaves)
                      if type(o) is Var]
@@ -382,7 +455,7 @@ def vjp(fun, *primals):
                           if len(var_cots) > 1 or packed.shape != outs[0].shape
                           else var_cots[0].reshape(packed.shape))
             grads = [_gradient_like(x, tape.adjoint(v)) for x, v in zip(leaves, inputs)]
-        return tuple(unflatten(td, grads))
+        return tuple(unflatten(td, conjugate(td, grads)))
 
     return unflatten(otd, [o if outer is not None else _value_of(o) for o in outs]), f_vjp
 
@@ -429,6 +502,10 @@ def jacobian(fun, argnums=0, mode="auto"):
                 with tape:
                     out, inputs = _record(fun, args, kwargs, flat, tape, where)
             outs, otd = _outputs(out, where)
+            if otd.imag_leaves or any(flat[i][1].imag_leaves for i in flat):
+                raise TypeError(f"{where}: a complex argument or output: Jacobians and "
+                                "Hessians of complex functions are not supported; use "
+                                "jvp/vjp, or grad of a real-valued function")
             every = [v for i in flat for v in inputs[i]]
             blocks = _jacobian_blocks(tape, outer is not None, outs, every, mode)
             result = []

@@ -295,3 +295,44 @@ class custom_jvp(_Custom):
         if not seeds:
             return [None] * len(us)
         return _rules.vjp(tape, seeds, us)
+
+
+class linear_map(_Custom):
+    """A function linear (affine, with constant arguments) in its fastape-valued
+    arguments whose transpose is known in closed form (internal: the FFT family,
+    ``fastape._fft``). ``fun(*args) -> tuple`` and ``transpose(*cotangents) -> tuple``
+    (one entry per argument of fun, None for an argument that is None) run on numbers.
+
+    One CALLBACK node: its tangent is ``fun`` of the tangents (the constant arguments
+    zero), its reverse ``transpose`` of the cotangent, and under nesting the reverse is
+    recorded as the transpose's own linear_map (whose transpose is ``fun``), so linear
+    maps nest to any order without a rule of their own."""
+
+    def __init__(self, fun, transpose, name, _transposed=None):
+        super().__init__(fun)
+        self.__name__ = name
+        self.transpose = transpose
+        self._transposed = _transposed
+
+    @property
+    def T(self):
+        """The transpose as a linear_map (whose transpose is this one)."""
+        if self._transposed is None:
+            self._transposed = linear_map(self.transpose, self.fun, f"transpose of "
+                                          f"{self.__name__}", _transposed=self)
+        return self._transposed
+
+    def _check_defined(self):
+        pass
+
+    def _forward(self, args):
+        return self.fun(*args), None
+
+    def _backward(self, rule, res, cot):
+        return self.transpose(*cot)
+
+    def _tangent(self, rule, parents, tangents):
+        return rule.pack(self.fun(*rule.args(tangents, fill=np.zeros)), "the output tangent")
+
+    def _recorded_backward(self, rule, tape, parents, g):
+        return rule.parent_leaves(self.T(*rule.unpack(g)), "the transpose's result")

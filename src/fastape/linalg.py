@@ -21,8 +21,9 @@ from math import prod as _prod
 
 import numpy as np
 
-from fastape import _decomp, _tape
+from fastape import _complex, _decomp, _tape
 from fastape import _functions as F
+from fastape._complex import is_complex
 from fastape._decomp import (
     EighResult,
     EigResult,
@@ -76,6 +77,8 @@ def matmul(a, b):
     vector-matrix, vector-vector (the inner product) and stacks of matrices (the
     leading axes broadcast). Inner dimensions that differ raise ShapeError."""
     if type(a) is not Var or type(b) is not Var:
+        if is_complex(a) or is_complex(b):
+            return _complex.matmul(a, b)
         vs = _vars(a, b, "matmul")
         if vs is None:
             return np.matmul(a, b)
