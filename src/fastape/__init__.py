@@ -13,7 +13,8 @@ Public API: the transforms :func:`grad`, :func:`value_and_grad`, :func:`jvp`,
 the implicit functions :func:`fixed_point`, :func:`root`, :func:`linear_solve`,
 :func:`load` (of a saved :class:`Tape` or :class:`Function`), :func:`checkpoint`,
 :class:`Tape` (a context
-manager; ``tape.var``, ``tape.gradient``, ``tape.adjoint``), :class:`Var`, the
+manager; ``tape.var``, ``tape.gradient``, ``tape.adjoint``), :class:`Var` (and
+:class:`Complex`, a complex value: its real and imaginary parts), the
 numpy-style functions below, and the exceptions :class:`ShapeError`,
 :class:`TapeError`, :class:`BranchChanged`, :class:`ConvergenceError`,
 :class:`TapeFormatError`.
@@ -24,6 +25,7 @@ from fastape._arrays import *  # noqa: F403 - numpy's shape and assembly functio
 from fastape._arrays import __all__ as _ARRAYS
 from fastape._check import check_grads
 from fastape._compiled import Function
+from fastape._complex import Complex
 from fastape._einsum import einsum, tensordot
 from fastape._format import load
 from fastape._functions import *  # noqa: F403 - the numpy-style functions, __all__ below
@@ -62,7 +64,8 @@ from fastape.implicit import fixed_point, linear_solve, root
 __version__ = "0.1.0"
 
 __all__ = [
-    "Tape", "Var", "Op", "Cmp", "Function", "compile", "grad", "value_and_grad", "linalg",
+    "Tape", "Var", "Complex", "Op", "Cmp", "Function", "compile", "grad", "value_and_grad",
+    "linalg",
     "jvp", "vjp", "linearize", "jacobian", "jacfwd", "jacrev", "hessian", "hvp",
     "custom_vjp", "custom_jvp", "check_grads", "einsum", "tensordot",
     "polygamma", "multigammaln", "betainc",

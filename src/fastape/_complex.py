@@ -24,6 +24,7 @@ import numbers
 
 import numpy as np
 
+from fastape import _tape
 from fastape._tape import Var
 
 __all__ = ["Complex", "is_complex", "parts", "make"]
@@ -112,7 +113,18 @@ def _real_of(z):
     return 0.0 if z is None else z
 
 
+def _shared(parts, like):
+    """Constant array parts as constants of like's tape, each once: every part of a
+    complex product is read twice, and a plain array would be copied for each."""
+    if type(like) is not Var:
+        return parts
+    return tuple(_tape.constant_like(like, p) if type(p) is np.ndarray and p.ndim else p
+                 for p in parts)
+
+
 def _cmul(ar, ai, br, bi):
+    ar, ai = _shared((ar, ai), br if type(br) is Var else bi)
+    br, bi = _shared((br, bi), ar if type(ar) is Var else ai)
     return _sub(_mul(ar, br), _mul(ai, bi)), _add(_mul(ar, bi), _mul(ai, br))
 
 

@@ -58,6 +58,16 @@ def _fit(x, axes, sizes):
     return x
 
 
+def _join(re, im):
+    """re + i·im as one new complex array, in one pass (re + 1j * im takes three)."""
+    if im is None:
+        return re
+    out = np.empty(np.broadcast_shapes(np.shape(re), np.shape(im)), dtype=np.complex128)
+    out.real = re
+    out.imag = im
+    return out
+
+
 def _index(ndim, axis, sl):
     idx = [slice(None)] * ndim
     idx[axis] = sl
@@ -74,17 +84,18 @@ def _c2c(in_shape, axes, s, norm, inverse, real_input):
 
     def fun(re, im):
         sf = _sfft()
-        x = re if im is None else re + 1j * im
-        y = (sf.ifftn if inverse else sf.fftn)(x, s=s, axes=axes, norm=norm)
+        y = (sf.ifftn if inverse else sf.fftn)(_join(re, im), s=s, axes=axes, norm=norm)
         return y.real, y.imag
 
     def transpose(cr, ci):
         sf = _sfft()
-        g = (sf.fftn if inverse else sf.ifftn)(cr + 1j * ci, axes=axes, norm=_SWAP[norm])
+        g = (sf.fftn if inverse else sf.ifftn)(_join(cr, ci), axes=axes, norm=_SWAP[norm],
+                                               overwrite_x=True)
         g = _fit(g, axes, [in_shape[a] for a in axes])
         return g.real, (None if real_input else g.imag)
 
-    return linear_map(fun, transpose, name)
+    return linear_map(fun, transpose, name,
+                      recipe=(_c2c, (in_shape, axes, s, norm, inverse, real_input)))
 
 
 @functools.lru_cache(maxsize=512)
@@ -96,12 +107,12 @@ def _r2c(in_shape, axis, n, norm):
         return y.real, y.imag
 
     def transpose(cr, ci):
-        c = cr + 1j * ci
+        c = _join(cr, ci)
         c[_index(c.ndim, axis, slice(1, (n + 1) // 2))] *= 0.5
         g = _sfft().irfft(c, n=n, axis=axis, norm=_SWAP[norm])
         return (_fit(g, (axis,), (in_shape[axis],)),)
 
-    return linear_map(fun, transpose, "numpy.fft.rfft")
+    return linear_map(fun, transpose, "numpy.fft.rfft", recipe=(_r2c, (in_shape, axis, n, norm)))
 
 
 @functools.lru_cache(maxsize=512)
@@ -109,8 +120,7 @@ def _c2r(in_shape, axis, n, norm, real_input):
     """irfft along axis to n points of a complex (or real) array: (re, im) -> (x,)."""
 
     def fun(re, im):
-        x = re if im is None else re + 1j * im
-        return (_sfft().irfft(x, n=n, axis=axis, norm=norm),)
+        return (_sfft().irfft(_join(re, im), n=n, axis=axis, norm=norm),)
 
     def transpose(g):
         h = _sfft().rfft(g, n=n, axis=axis, norm=_SWAP[norm])
@@ -121,7 +131,8 @@ def _c2r(in_shape, axis, n, norm, real_input):
         h = _fit(h, (axis,), (in_shape[axis],))
         return h.real, (None if real_input else h.imag)
 
-    return linear_map(fun, transpose, "numpy.fft.irfft")
+    return linear_map(fun, transpose, "numpy.fft.irfft",
+                      recipe=(_c2r, (in_shape, axis, n, norm, real_input)))
 
 
 # -- arguments as numpy takes them ---------------------------------------------------

@@ -191,7 +191,8 @@ def function_rules(F):
 # the arguments' structure as JSON (fastape._tree keys without pickling types)
 # ---------------------------------------------------------------------------
 
-_BUILTIN_TYPES = {"tuple": tuple, "list": list, "dict": dict}
+# complex: a complex argument, the container of its real and imaginary parts (_tree)
+_BUILTIN_TYPES = {"tuple": tuple, "list": list, "dict": dict, "complex": complex}
 
 
 def _type_name(cls):
@@ -284,6 +285,10 @@ def _node_from_json(obj, where, depth):
     elif issubclass(cls, tuple) and hasattr(cls, "_fields") and len(cls._fields) != len(kids):
         raise TapeFormatError(f"{where}: field 'function.args': {cls.__name__} has "
                               f"{len(cls._fields)} fields, the file {len(kids)}")
+    if cls is complex and not (len(kids) == 2 and kids[0] == kids[1]
+                               and type(kids[0][0]) is tuple and kids[0][1] is None):
+        raise TapeFormatError(f"{where}: field 'function.args': a complex value needs two "
+                              "leaves of one shape (its real and imaginary parts)")
     key = (cls, keys, tuple(k for k, _ in kids))
     auxes = tuple(a for _, a in kids)
     aux = (extra, auxes) if extra is not None or any(a is not None for a in auxes) else None

@@ -11,6 +11,7 @@ type checkers are in ``_ufuncs.pyi``, generated from the registry too
 import numpy as np
 
 from fastape import _tape, registry
+from fastape._complex import is_complex
 from fastape._ops import Op
 from fastape._tape import Var
 
@@ -24,18 +25,33 @@ def _plain(op, *args):
         return r.value
 
 
-def _make_unary(op, name, doc):
+def _complex_call(npfunc, name, *args):
+    """A complex argument: numpy's own callable, which dispatches to fastape._complex
+    for complex fastape values (or computes a complex number); none: refused."""
+    if npfunc is None:
+        raise TypeError(f"{name}: an argument is complex, and {name} is defined for real "
+                        "values only; apply it to np.real(z), np.imag(z) or abs(z)")
+    import importlib
+    module, _, attr = npfunc.rpartition(".")
+    return getattr(importlib.import_module(module), attr)(*args)
+
+
+def _make_unary(op, name, doc, npfunc=None):
     def f(x):
         if type(x) is Var:
             return _tape.unary(op, x)
+        if is_complex(x):
+            return _complex_call(npfunc, name, x)
         return _plain(op, x)
     f.__name__ = f.__qualname__ = name
     f.__doc__ = doc
     return f
 
 
-def _make_binary(op, name, doc):
+def _make_binary(op, name, doc, npfunc=None):
     def f(x1, x2):
+        if is_complex(x1) or is_complex(x2):
+            return _complex_call(npfunc, name, x1, x2)
         if type(x1) is Var or type(x2) is Var:
             return _tape.binary(op, x1, x2)
         return _plain(op, x1, x2)
@@ -86,7 +102,8 @@ def _public_functions():
                 out[e.public] = _make_fixed(code, e.public, e.doc, e.fixed)
                 continue
             make = _make_unary if e.arity == 1 else _make_binary
-            out[e.public] = make(code, e.public, e.doc)
+            npfunc = next((d for d in e.numpy if d.startswith("numpy.")), None)
+            out[e.public] = make(code, e.public, e.doc, npfunc)
     return out
 
 

@@ -308,11 +308,22 @@ class linear_map(_Custom):
     recorded as the transpose's own linear_map (whose transpose is ``fun``), so linear
     maps nest to any order without a rule of their own."""
 
-    def __init__(self, fun, transpose, name, _transposed=None):
+    def __init__(self, fun, transpose, name, _transposed=None, recipe=None):
         super().__init__(fun)
         self.__name__ = name
         self.transpose = transpose
         self._transposed = _transposed
+        self.recipe = recipe            # (builder, args): how pickle makes it again
+
+    def __reduce__(self):
+        # the functions are closures of their builder: a pickle names the builder (a
+        # module-level function) and its arguments instead
+        if self.recipe is not None:
+            return _rebuild_linear, (*self.recipe, False)
+        if self._transposed is not None and self._transposed.recipe is not None:
+            return _rebuild_linear, (*self._transposed.recipe, True)
+        raise TypeError(f"{self.__name__}: this linear map cannot be pickled (it has no "
+                        "recipe)")
 
     @property
     def T(self):
@@ -336,3 +347,8 @@ class linear_map(_Custom):
 
     def _recorded_backward(self, rule, tape, parents, g):
         return rule.parent_leaves(self.T(*rule.unpack(g)), "the transpose's result")
+
+
+def _rebuild_linear(builder, args, transposed):
+    op = builder(*args)
+    return op.T if transposed else op
