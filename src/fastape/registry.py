@@ -374,7 +374,7 @@ unary("ARCTANH", public="arctanh", numpy=("numpy.arctanh",),
 # direction is a subgradient and 0 (the centre of the unit disc) is picked, as JAX
 # does; the second partials y^2/v^3, -xy/v^3, x^2/v^3 are 0 there too.
 binary("HYPOT", public="hypot", numpy=("numpy.hypot",),
-       value="hypot(x, y)",
+       value="_hypot(x, y)",
        d0="0.0 if v == 0.0 else x / v",
        d1="0.0 if v == 0.0 else y / v",
        d00="0.0 if v == 0.0 else d1 * d1 / v",
