@@ -156,3 +156,28 @@ def test_compiled_replay():
 ])
 def test_bad_input(call, exc, words):
     assert_refused(call, G.copy(), exc, words)
+
+
+def test_cholesky_closed_form_transpose_is_the_rules_transpose():
+    """The eager/compiled reverse of cholesky uses Ā = L⁻ᵀ Φ(Lᵀ L̄) L⁻¹ in closed form
+    (custom_jvp.numeric_vjp); it must be the transpose of the forward rule the nested
+    sweeps use: ⟨vjp(C), T⟩ = ⟨C, jvp(T)⟩ for random C, T, and grad of grad agrees
+    with central differences of the gradient."""
+    rng = np.random.default_rng(5)
+    B = rng.standard_normal((5, 5))
+    A = B @ B.T + 5 * np.eye(5)
+    for _ in range(3):
+        C, T = rng.standard_normal((5, 5)), rng.standard_normal((5, 5))
+        (bar,) = ft.vjp(np.linalg.cholesky, A)[1](C)
+        tan = ft.jvp(np.linalg.cholesky, (A,), (T,))[1]
+        assert np.sum(bar * T) == pytest.approx(np.sum(C * tan), rel=1e-12)
+    W = rng.standard_normal((5, 5))
+    f = lambda a: np.sum(np.linalg.cholesky(a @ a.T + np.eye(5)) * W)   # noqa: E731
+    F = ft.compile(f, B)
+    np.testing.assert_allclose(F.grad(B), ft.grad(f)(B), rtol=1e-12)
+    H = ft.hessian(lambda b: f(b.reshape(5, 5)))(B.reshape(-1))
+    h = 1e-5
+    g = ft.grad(lambda b: f(b.reshape(5, 5)))
+    Hfd = np.array([(g(B.reshape(-1) + h * e) - g(B.reshape(-1) - h * e)) / (2 * h)
+                    for e in np.eye(25)])
+    np.testing.assert_allclose(H, Hfd, rtol=1e-5, atol=1e-6)

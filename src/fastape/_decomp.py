@@ -25,6 +25,7 @@ import functools
 from collections import namedtuple
 
 import numpy as np
+import scipy.linalg
 
 from fastape import _arrays
 from fastape import _functions as F
@@ -112,6 +113,19 @@ def _cholesky_jvp(primals, tangents):
     X = solve_triangular(L, _T(solve_triangular(L, da, lower=True)), lower=True)  # L⁻¹ dA L⁻ᵀ
     phi = _arrays.tril(X) - 0.5 * (X * np.eye(X.shape[0]))
     return L, L @ phi
+
+
+def _cholesky_vjp(primals, L, Lbar):
+    """The rule's transpose in closed form: with dL = L Φ(L⁻¹ dA L⁻ᵀ) (Φ: the lower
+    triangle, the diagonal halved; self-adjoint), ⟨L̄, dL⟩ = ⟨L⁻ᵀ Φ(Lᵀ L̄) L⁻¹, dA⟩:
+    Ā = L⁻ᵀ Φ(Lᵀ L̄) L⁻¹, two triangular solves (Murray 2016)."""
+    P = L.T @ Lbar
+    phi = np.tril(P) - 0.5 * np.diag(np.diag(P))
+    Y = scipy.linalg.solve_triangular(L, phi, trans="T", lower=True)        # L⁻ᵀ Φ
+    return (scipy.linalg.solve_triangular(L, Y.T, trans="T", lower=True).T,)   # … L⁻¹
+
+
+_cholesky_sym.numeric_vjp = _cholesky_vjp
 
 
 def _cholesky(a, upper=False):

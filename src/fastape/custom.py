@@ -251,6 +251,11 @@ class custom_jvp(_Custom):
     def __init__(self, fun):
         super().__init__(fun)
         self.rule = None
+        # internal (fastape._decomp): the transpose of the rule in closed form, on
+        # numbers: numeric_vjp(primals, output, cotangent) -> one entry per argument.
+        # The eager and compiled reverse sweeps call it instead of transposing the
+        # rule over a tape recorded each time; nested sweeps still transpose the rule.
+        self.numeric_vjp = None
 
     def defjvp(self, rule):
         """Set ``rule(primals, tangents) -> (output, output_tangent)`` (primals and
@@ -264,7 +269,8 @@ class custom_jvp(_Custom):
                             f"decorate it with @{self.__name__}.defjvp first")
 
     def _forward(self, args):
-        return self.fun(*args), args
+        out = self.fun(*args)
+        return out, (args, out)
 
     def _apply(self, primals, tangents):
         r = self.rule(primals, tangents)
@@ -273,9 +279,12 @@ class custom_jvp(_Custom):
                             "output_tangent)")
         return r[1]
 
-    def _backward(self, rule, primals, cot):
+    def _backward(self, rule, res, cot):
         from fastape import api
 
+        primals, out = res
+        if self.numeric_vjp is not None:
+            return self.numeric_vjp(primals, out, cot)
         zeros = rule.args([np.zeros(s) for s in rule.shapes], fill=np.zeros)
         _, f_vjp = api.vjp(lambda *ts: self._apply(primals, ts), *zeros)
         return f_vjp(cot)
