@@ -287,3 +287,16 @@ def test_bad_input_is_refused_clearly():
     keep = a.copy()
     ft.grad(lambda z: np.sum(np.abs(z) ** 2))(a)
     np.testing.assert_array_equal(a, keep)
+
+
+def test_stacked_linear_algebra():
+    A = RNG.normal(size=(2, 3, 3)) + 1j * RNG.normal(size=(2, 3, 3)) + 2 * np.eye(3)
+    B = RNG.normal(size=(2, 3, 2)) + 1j * RNG.normal(size=(2, 3, 2))
+    v = RNG.normal(size=3) + 1j * RNG.normal(size=3)
+    for k, fn in enumerate([lambda A: np.linalg.solve(A, B), lambda A: np.linalg.solve(A, v),
+                            np.linalg.inv, np.linalg.det]):
+        np.testing.assert_allclose(ft.jvp(fn, (A,), (0 * A,))[0], fn(A), rtol=1e-12,
+                                   err_msg=f"case {k}")
+        loss = lambda a, fn=fn: np.sum(np.abs(fn(a)) ** 2)      # noqa: E731
+        np.testing.assert_allclose(ft.grad(loss)(A), fd_grad(loss, A), rtol=1e-5, atol=1e-6,
+                                   err_msg=f"case {k}")

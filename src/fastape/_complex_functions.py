@@ -167,40 +167,51 @@ def _prod(z, axis=None, keepdims=False, **kwargs):
 
 
 def _solve(a, b):
-    """numpy.linalg.solve with complex operands: the real block system
-    [[Ar, −Ai], [Ai, Ar]] [xr; xi] = [br; bi], one real LU of twice the order."""
+    """numpy.linalg.solve with complex operands (stacks too, numpy's rules): the real
+    block system [[Ar, −Ai], [Ai, Ar]] [xr; xi] = [br; bi], one real LU of twice the
+    order per matrix."""
     ar, ai = parts(a, "numpy.linalg.solve")
     br, bi = parts(b, "numpy.linalg.solve")
-    if len(_shape(ar)) != 2:
-        raise TypeError("numpy.linalg.solve with complex operands: stacked (batched) "
-                        f"matrices are not supported yet (a has shape {_shape(ar)})")
-    n = _shape(ar)[0]
+    shape = _shape(ar)
+    if len(shape) < 2 or shape[-1] != shape[-2]:
+        raise np.linalg.LinAlgError(f"numpy.linalg.solve: a has shape {shape}; a square "
+                                    "matrix (or a stack of them) is needed")
+    n = shape[-1]
     if ai is None:
         xr = np.linalg.solve(ar, br)
         return make(xr, None if bi is None else np.linalg.solve(ar, bi))
-    big = np.concatenate([np.concatenate([ar, -ai], axis=1),
-                          np.concatenate([ai, ar], axis=1)], axis=0)
-    rhs = np.concatenate([br, _real_of(bi) + np.zeros(_shape(br))], axis=0)
+    big = np.concatenate([np.concatenate([ar, -ai], axis=-1),
+                          np.concatenate([ai, ar], axis=-1)], axis=-2)
+    vector = len(_shape(br)) == 1            # numpy >= 2: only a 1-D b is a vector
+    axis = -1 if vector else -2
+    rhs = np.concatenate([br, _real_of(bi) + np.zeros(_shape(br))], axis=axis)
     x = np.linalg.solve(big, rhs)
-    return make(x[:n], x[n:])
+    if vector:
+        return make(x[..., :n], x[..., n:])
+    return make(x[..., :n, :], x[..., n:, :])
 
 
 def _inv(a):
-    shape = np.shape(a)
-    if len(shape) != 2 or shape[0] != shape[1]:
+    shape = _shape_fn(a)
+    if len(shape) < 2 or shape[-1] != shape[-2]:
         raise np.linalg.LinAlgError(f"numpy.linalg.inv: a has shape {shape}; a square "
-                                    "matrix is needed")
-    return _solve(a, np.eye(shape[0]))
+                                    "matrix (or a stack of them) is needed")
+    return _solve(a, np.broadcast_to(np.eye(shape[-1]), shape))
 
 
 def _det(a):
     """numpy.linalg.det of a complex matrix: one node of its own rule (below)."""
     ar, ai = parts(a, "numpy.linalg.det")
-    if len(_shape(ar)) != 2 or _shape(ar)[0] != _shape(ar)[1]:
-        raise np.linalg.LinAlgError(f"numpy.linalg.det: a has shape {_shape(ar)}; a square "
-                                    "matrix is needed (stacks are not supported yet)")
+    shape = _shape(ar)
+    if len(shape) < 2 or shape[-1] != shape[-2]:
+        raise np.linalg.LinAlgError(f"numpy.linalg.det: a has shape {shape}; a square "
+                                    "matrix (or a stack of them) is needed")
     if ai is None:
         return np.linalg.det(ar)
+    if len(shape) > 2:                      # a stack: one node per matrix
+        flat = np.reshape(make(ar, ai), (-1,) + shape[-2:])
+        return np.reshape(np.stack([_det(flat[k]) for k in range(flat.shape[0])]),
+                          shape[:-2])
     return make(*_det_parts(ar, ai))
 
 

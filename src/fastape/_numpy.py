@@ -27,7 +27,7 @@ from fastape import (
 )
 from fastape import _functions as F
 from fastape import linalg as _linalg
-from fastape._complex import is_complex
+from fastape._complex import Complex, is_complex
 from fastape._ops import Cmp, Op
 from fastape._tape import Var
 
@@ -107,12 +107,19 @@ REDUCE = {np.add: F.sum, np.multiply: F.prod, np.maximum: F.max, np.minimum: F.m
 
 
 def _has_complex(args):
-    """Does a complex operand sit among args (or in a list or tuple there)?"""
+    """Does a complex operand sit among args (or in a list or tuple there)? On every
+    numpy call of a fastape value: the common types are ruled out first."""
     for a in args:
-        if type(a) in (list, tuple):
+        t = type(a)
+        if t is Var or t is float or t is int or t is str or a is None:
+            continue
+        if t is list or t is tuple:
             if _has_complex(a):
                 return True
-        elif is_complex(a):
+        elif t is np.ndarray:
+            if a.dtype.kind == "c":
+                return True
+        elif t is Complex or is_complex(a):
             return True
     return False
 
