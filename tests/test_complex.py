@@ -300,3 +300,19 @@ def test_stacked_linear_algebra():
         loss = lambda a, fn=fn: np.sum(np.abs(fn(a)) ** 2)      # noqa: E731
         np.testing.assert_allclose(ft.grad(loss)(A), fd_grad(loss, A), rtol=1e-5, atol=1e-6,
                                    err_msg=f"case {k}")
+
+
+def test_statistics_and_norms():
+    M = RNG.normal(size=(3, 4)) + 1j * RNG.normal(size=(3, 4))
+    fns = [np.var, np.std, lambda m: np.var(m, axis=0, ddof=1), lambda m: np.std(m, axis=1),
+           np.linalg.norm, lambda m: np.linalg.norm(m, axis=1),
+           lambda m: np.linalg.norm(m, 1), lambda m: np.linalg.norm(m[0], 3),
+           lambda m: np.linalg.norm(m, np.inf), lambda m: np.linalg.norm(m, "fro")]
+    for k, fn in enumerate(fns):
+        np.testing.assert_allclose(ft.jvp(fn, (M,), (0 * M,))[0], fn(M), rtol=1e-13,
+                                   err_msg=f"function {k}")
+        loss = lambda m, fn=fn: np.sum(fn(m) ** 2)              # noqa: E731
+        np.testing.assert_allclose(ft.grad(loss)(M), fd_grad(loss, M), rtol=1e-6, atol=1e-7,
+                                   err_msg=f"function {k}")
+    with pytest.raises(TypeError, match="singular values"):
+        ft.grad(lambda m: np.linalg.norm(m, 2))(M)

@@ -240,6 +240,31 @@ def _make_det():
 _det_parts = _make_det()
 
 
+def _var(z, axis=None, dtype=None, out=None, ddof=0, keepdims=False, **kwargs):
+    """numpy.var of a complex array: real, var(Re z) + var(Im z) (|z − mean|² averaged)."""
+    if out is not None or kwargs:
+        raise TypeError("numpy.var of a complex fastape value: out=, where= and the like "
+                        "are not supported")
+    re, im = parts(z, "numpy.var")
+    v = np.var(re, axis=axis, ddof=ddof, keepdims=keepdims)
+    return v if im is None else v + np.var(im, axis=axis, ddof=ddof, keepdims=keepdims)
+
+
+def _std(z, axis=None, dtype=None, out=None, ddof=0, keepdims=False, **kwargs):
+    return np.sqrt(_var(z, axis, dtype, out, ddof, keepdims, **kwargs))
+
+
+def _norm(x, ord=None, axis=None, keepdims=False):  # noqa: A002 - numpy's name
+    """numpy.linalg.norm of a complex array: the norms that depend on the moduli only
+    (vector norms, Frobenius, matrix 1/−1/inf/−inf) are those of |x|."""
+    nd = len(_shape_fn(x)) if axis is None else (1 if isinstance(axis, (int, np.integer))
+                                                 else len(axis))
+    if nd == 2 and ord in (2, -2, "nuc"):
+        raise TypeError(f"numpy.linalg.norm(ord={ord!r}) of a complex matrix needs its "
+                        "singular values, which are not supported for complex values yet")
+    return np.linalg.norm(np.abs(x), ord, axis, keepdims)
+
+
 def _display(func):
     from fastape._numpy import display_name
     return display_name(func)
@@ -270,7 +295,7 @@ FUNCTIONS = {
     np.shape: _shape_fn, np.ndim: lambda a: len(_shape_fn(a)),
     np.size: lambda a, axis=None: (int(np.prod(_shape_fn(a))) if axis is None
                                    else _shape_fn(a)[axis]),
-    np.where: _where, np.prod: _prod,
+    np.where: _where, np.prod: _prod, np.var: _var, np.std: _std, np.linalg.norm: _norm,
     np.linalg.solve: _solve, np.linalg.inv: _inv, np.linalg.det: _det,
     np.zeros_like: lambda a, dtype=None, *r, **k: np.zeros(_shape_fn(a), dtype or complex),
     np.ones_like: lambda a, dtype=None, *r, **k: np.ones(_shape_fn(a), dtype or complex),
