@@ -181,3 +181,25 @@ def test_cholesky_closed_form_transpose_is_the_rules_transpose():
     Hfd = np.array([(g(B.reshape(-1) + h * e) - g(B.reshape(-1) - h * e)) / (2 * h)
                     for e in np.eye(25)])
     np.testing.assert_allclose(H, Hfd, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("fn", [lambda a: tuple(np.linalg.eigh(a)), np.linalg.eigvalsh,
+                                lambda a: np.linalg.svd(a, compute_uv=False),
+                                lambda a: np.linalg.svd(a[:, :3], compute_uv=False)],
+                         ids=["eigh", "eigvalsh", "svdvals", "svdvals_rect"])
+def test_closed_form_transposes_of_the_decompositions(fn):
+    """eigh, eigvalsh and svdvals reverse in closed form too (Ā = V (diag w̄ + F ∘ VᵀV̄)
+    Vᵀ, V diag(w̄) Vᵀ, U diag(s̄) Vᴴ): the transposes of their forward rules."""
+    rng = np.random.default_rng(11)
+    B = rng.standard_normal((5, 5))
+    A = B + B.T
+    out = fn(A)
+    for _ in range(3):
+        C = tuple(rng.standard_normal(np.shape(o)) for o in out) if isinstance(out, tuple) \
+            else rng.standard_normal(np.shape(out))
+        T = rng.standard_normal((5, 5))
+        (bar,) = ft.vjp(fn, A)[1](C)
+        tan = ft.jvp(fn, (A,), (T,))[1]
+        rhs = sum(np.sum(c * t) for c, t in zip(C, tan)) if isinstance(out, tuple) \
+            else np.sum(C * tan)
+        assert np.sum(bar * T) == pytest.approx(rhs, rel=1e-10)

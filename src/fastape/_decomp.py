@@ -194,6 +194,24 @@ def _eigvalsh_jvp(primals, tangents):
     return w, _arrays.diagonal(_T(V) @ da @ V)
 
 
+def _eigh_vjp(primals, out, cot):
+    """The rule's transpose: with M = Vᵀ dA V, dw = diag M and dV = V (F ∘ M),
+    ⟨w̄, dw⟩ + ⟨V̄, dV⟩ = ⟨V (diag w̄ + F ∘ Vᵀ V̄) Vᵀ, dA⟩."""
+    (w, V), (wbar, Vbar) = out, cot
+    Fm = _gap_matrix(w, "eigh", "eigenvectors")
+    return (V @ (np.diag(wbar) + Fm * (V.T @ Vbar)) @ V.T,)
+
+
+def _eigvalsh_vjp(primals, w, wbar):
+    """dw_i = v_iᵀ dA v_i: Ā = V diag(w̄) Vᵀ."""
+    _, V = np.linalg.eigh(primals[0])
+    return ((V * wbar) @ V.T,)
+
+
+_eigh_sym.numeric_vjp = _eigh_vjp
+_eigvalsh_sym.numeric_vjp = _eigvalsh_vjp
+
+
 def _eigh(a, UPLO="L"):
     if UPLO not in ("L", "U"):
         raise ValueError(f"eigh: UPLO must be 'L' or 'U', got {UPLO!r}")
@@ -275,6 +293,15 @@ def _svdvals_jvp(primals, tangents):
     (a,), (da,) = primals, tangents
     U, s, Vh = _svd_thin(a)
     return s, _arrays.diagonal(_T(U) @ da @ _T(Vh))
+
+
+def _svdvals_vjp(primals, s, sbar):
+    """ds_i = u_iᵀ dA v_i: Ā = U diag(s̄) Vᴴ."""
+    U, _, Vh = np.linalg.svd(primals[0], full_matrices=False)
+    return ((U * sbar) @ Vh,)
+
+
+_svdvals.numeric_vjp = _svdvals_vjp
 
 
 def _svd(a, full_matrices=True, compute_uv=True):
