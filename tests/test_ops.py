@@ -346,4 +346,5 @@ def test_hypot_is_accurate_and_safe_everywhere():
             (np.nan, np.inf), (-np.inf, 1.0), (np.nan, 1.0), (0.0, 0.0), (-0.0, 5e-324),
             (1.7e308, 1.7e308)]
     a, b = np.array(edge).T
-    np.testing.assert_array_equal(ft.hypot(a, b), np.hypot(a, b))
+    with np.errstate(over="ignore"):         # hypot(1.7e308, 1.7e308) is inf
+        np.testing.assert_array_equal(ft.hypot(a, b), np.hypot(a, b))
