@@ -263,3 +263,22 @@ p.join(30)
 print(n, w == v, p.exitcode)
 """
     assert _child_threads({}, code) == ["1", "True", "0"]
+
+
+def test_sum_two_threads_equal_one_and_numpy(rng):
+    # a SUM on its own (no run to fuse): its pairwise subtrees summed by threads and
+    # joined in numpy's order; its reverse step (x̄ += λ) in pieces
+    n = 100_003
+    x = rng.standard_normal(n) * 10.0 ** rng.uniform(-8, 8, n)
+    F = ft.compile(lambda v: np.sum(v), x)
+    assert not F.traces[-1].fusion.runs
+    vg = ft.value_and_grad(lambda v: 3.0 * np.sum(v))
+    res = {}
+    for nt in (1, 2):
+        with threads(nt):
+            res[nt] = [F(x), *F.value_and_grad(x), *vg(x), F.jvp((x,), x)[1]]
+    for a, b in zip(res[1], res[2]):
+        same(a, b)
+    assert res[2][0] == np.sum(x)
+    same(res[2][2], np.ones(n))
+    same(res[2][4], np.full(n, 3.0))

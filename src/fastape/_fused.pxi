@@ -90,7 +90,7 @@ cdef enum:
 
 # Threads: runs of at least FUSE_PAR_MIN elements are chunked, in chunks of at least
 # FUSE_CHUNK_MIN (see the header)
-cdef i64 FUSE_PAR_MIN = 8192
+cdef i64 FUSE_PAR_MIN = 32768
 cdef i64 FUSE_CHUNK_MIN = 2048
 
 
