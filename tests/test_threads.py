@@ -216,13 +216,30 @@ def test_grad_batch_with_threads(rng):
     same(grads, grads1)
 
 
-def _child_threads(env_extra, code="print(_compiled._threads())"):
-    env = dict(os.environ, **env_extra)
+def _child_threads(env_extra, code="print(_compiled._threads())", stderr=False):
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    env.update(env_extra)
     src = str(Path(_compiled.__file__).resolve().parents[1])
     env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
     out = subprocess.run([sys.executable, "-c", "from fastape import _compiled\n" + code],
                          env=env, capture_output=True, text=True, timeout=120, check=True)
-    return out.stdout.split()
+    return out.stderr if stderr else out.stdout.split()
+
+
+def test_libgomp_waits_passively_unless_told_otherwise():
+    # fastape._openmp loads libgomp with OMP_WAIT_POLICY=PASSIVE (spinning threads take
+    # the core a late thread needs on a loaded machine), then leaves the environment as
+    # it was; the user's own setting wins. OMP_DISPLAY_ENV: libgomp prints what it read.
+    shown = _child_threads({"OMP_DISPLAY_ENV": "TRUE"}, "", stderr=True)
+    if "OMP_WAIT_POLICY" not in shown:
+        pytest.skip("the OpenMP runtime does not display its settings (not libgomp)")
+    assert "OMP_WAIT_POLICY = 'PASSIVE'" in shown
+    assert "OMP_WAIT_POLICY = 'ACTIVE'" in _child_threads(
+        {"OMP_DISPLAY_ENV": "TRUE", "OMP_WAIT_POLICY": "active"}, "", stderr=True)
+    code = "import os\nprint(os.environ.get('OMP_WAIT_POLICY'))"
+    assert _child_threads({}, code) == ["None"]
+    assert _child_threads({"OMP_WAIT_POLICY": "active"}, code) == ["active"]
 
 
 def test_thread_count_follows_omp_num_threads():
