@@ -51,4 +51,4 @@ fastape_watch_fork()
 
 # Elements of an unfused elementwise kernel (and of a SUM) per thread, at least: below,
 # starting the team costs more than the split saves (see README, Threads).
-cdef i64 PAR_MIN = 32768
+cdef i64 PAR_MIN = 65536
