@@ -12,6 +12,10 @@ C depends on changed, judged by content (a stamp beside its .c), not by timestam
 because pip's isolated build environment installs numpy's and scipy's .pxd files afresh,
 with new timestamps, on every `pip install .`, which made Cython regenerate, and gcc
 recompile, every module every time.
+
+OpenMP (issue 14, threads for large arrays): the compiler is probed once per build
+(BuildExt._openmp_flags) and -fopenmp added when it compiles and links with it; a
+compiler without OpenMP, or FASTAPE_OPENMP=0, builds the same C serial.
 """
 import hashlib
 import importlib.util
@@ -115,13 +119,46 @@ def extensions():
     return sorted(ready + done, key=lambda e: order[e.name])
 
 
+OPENMP = os.environ.get("FASTAPE_OPENMP", "1") not in ("", "0")
+
+
+def _openmp_flags(compiler):
+    """["-fopenmp"] when this compiler compiles and links an OpenMP program with it, else
+    [] (the kernels then build serial: their OpenMP code is under #ifdef _OPENMP). One
+    tiny compile and link, a fraction of a second."""
+    import tempfile
+
+    if not OPENMP or compiler.compiler_type not in ("unix", "mingw32"):
+        return []
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp, "omp.c")
+        src.write_text("#include <omp.h>\nint main(void) { int n = 0;\n"
+                       "#pragma omp parallel reduction(+:n)\nn += omp_get_num_threads() > 0;\n"
+                       "return n > 0 ? 0 : 1; }\n")
+        try:
+            objs = compiler.compile([str(src)], output_dir=tmp, extra_postargs=["-fopenmp"])
+            compiler.link_executable(objs, "omp", output_dir=tmp, extra_postargs=["-fopenmp"])
+        except Exception:       # CompileError, LinkError: no OpenMP here
+            print("fastape: the C compiler has no OpenMP (-fopenmp): building serial kernels")
+            return []
+    return ["-fopenmp"]
+
+
 class BuildExt(build_ext):
-    """build_ext with one job per usable core unless -j/--parallel says otherwise."""
+    """build_ext with one job per usable core unless -j/--parallel says otherwise, and
+    OpenMP (threads for large arrays, _threads.pxi) when the compiler has it."""
 
     def finalize_options(self):
         super().finalize_options()
         if not self.parallel:
             self.parallel = CORES
+
+    def build_extensions(self):
+        omp = _openmp_flags(self.compiler)
+        for ext in self.extensions:
+            ext.extra_compile_args = list(ext.extra_compile_args) + omp
+            ext.extra_link_args = list(ext.extra_link_args) + omp
+        super().build_extensions()
 
 
 setup(ext_modules=extensions(), cmdclass={"build_ext": BuildExt})

@@ -1,6 +1,6 @@
 """The targets of "array code at memory speed" in one interleaved run.
 
-    PYTHONPATH=src python benchmarks/bench_arrays.py [--rounds 7] [--json FILE]
+    PYTHONPATH=src python benchmarks/bench_arrays.py [--rounds 7] [--json FILE] [--threads N]
 
 Measured, each as a median over rounds of ratios taken within a round (tools run in
 an order rotated from round to round, so a noisy machine slows them alike):
@@ -15,7 +15,9 @@ an order rotated from round to round, so a noisy machine slows them alike):
   (the scalar loop and the whole-array Rosenbrock at n = 10⁵).
 
 The two-layer network has its own script (``benchmarks/bench_two_layer.py``). BLAS
-threads are pinned to 1.
+threads are pinned to 1. fastape's own threads (large arrays) follow OpenMP's
+convention: ``OMP_NUM_THREADS``, or ``--threads N`` (threadpoolctl's user_api="openmp"
+when it is installed); the count used is recorded as ``threads`` in the JSON.
 """
 
 import argparse
@@ -33,12 +35,21 @@ import fastape as ft  # noqa: E402
 from fastape._bench import rosen_array, rosen_hand, rosen_loop, rosen_x0, seeds_f, seeds_hand  # noqa: E402
 
 
-def _pin():
+def _pin(threads=None):
+    """BLAS on one thread; fastape's OpenMP threads as given (None: as the environment
+    says). Returns fastape's thread count."""
+    from fastape import _compiled
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:
-        return None
-    return threadpool_limits(1)
+        threadpool_limits = None
+    if threadpool_limits is not None:
+        _pin.ctl = [threadpool_limits(1, user_api="blas")]
+        if threads is not None:
+            _pin.ctl.append(threadpool_limits(threads, user_api="openmp"))
+    elif threads is not None:
+        _compiled._threads(threads)
+    return _compiled._threads() if hasattr(_compiled, "_threads") else 1
 
 
 def seeds_ft(x):
@@ -187,15 +198,19 @@ def main(argv=None):
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--json", help="write the results here")
     ap.add_argument("--sizes", type=int, nargs="*", default=[10_000, 100_000, 1_000_000])
+    ap.add_argument("--threads", type=int, help="fastape's threads (default: OMP_NUM_THREADS, "
+                    "else the usable cores)")
     args = ap.parse_args(argv)
-    _pin()
+    threads = _pin(args.threads)
+    print(f"fastape threads: {threads}")
     # glibc raises its mmap threshold after a large block is freed: numpy's temporaries
     # then come from the heap, as in any long-running process; without this the
     # hand-written gradient's speed would depend on what ran before it
     # (glibc moves the threshold up to the size of a freed mmapped block of <= 32 MiB)
     warm = np.ones(24 << 20, np.uint8)
     del warm
-    res = {"rounds": args.rounds, "numpy": np.__version__, "python": sys.version.split()[0]}
+    res = {"rounds": args.rounds, "numpy": np.__version__, "python": sys.version.split()[0],
+           "threads": threads}
     for n in args.sizes:
         bench_rosen_array(n, args.rounds, res)
     bench_seeds(args.rounds, res)

@@ -12,7 +12,8 @@ practical limit), in the same process:
     PyTorch / JAX jit / autograd    when importable (skipped with a note otherwise)
 
 at (n, d, h) = (4096, 256, 256) ("large") and (64, 16, 16) ("small"), with 1 and 2
-BLAS threads (threadpoolctl; PyTorch via torch.set_num_threads; JAX's XLA thread
+threads for BLAS and fastape's kernels over large arrays (threadpoolctl, which limits
+OpenMP too; recorded as openmp_threads; PyTorch via torch.set_num_threads; JAX's XLA thread
 pool cannot be resized in-process, so its rows say so). Tools are interleaved
 round by round; each time is the median over rounds, and each ratio the median of
 the per-round ratios to numpy. Peak memory of one value-and-gradient call is
@@ -128,14 +129,15 @@ def _autograd_adapter(vg):
 
 
 class _Threads:
-    """Limit BLAS (and PyTorch) to `n` threads inside the block."""
+    """Limit BLAS, fastape's OpenMP threads (large arrays) and PyTorch to `n` threads
+    inside the block."""
 
     def __init__(self, n):
         self.n = n
 
     def __enter__(self):
         from threadpoolctl import threadpool_limits
-        self._ctl = threadpool_limits(limits=self.n, user_api="blas")
+        self._ctl = threadpool_limits(limits=self.n)      # BLAS and OpenMP
         try:
             import torch
             self._torch = torch.get_num_threads()
@@ -187,6 +189,11 @@ def run_case(size, threads, rounds, min_time):
     want_v, (want_g1, want_g2) = numpy_hand(X, y)(W1, W2)
     tools, notes = {}, {}
     with _Threads(threads):
+        try:
+            from fastape import _compiled
+            omp = _compiled._threads()
+        except AttributeError:      # a build without threads
+            omp = 1
         for name, make in _tools(X, y, W1, W2):
             try:
                 fn = make()
@@ -243,14 +250,16 @@ def run_case(size, threads, rounds, min_time):
     for name, note in notes.items():
         if name not in tools:
             rows.append({"tool": name, "note": note})
-    return {"size": size, "n_d_h": [n, d, h], "blas_threads": threads, "rounds": rounds,
+    return {"size": size, "n_d_h": [n, d, h], "blas_threads": threads,
+            "openmp_threads": omp, "rounds": rounds,
             "reps_per_round": reps, "rows": rows}
 
 
 def print_case(case):
     n, d, h = case["n_d_h"]
     print(f"\n{case['size']} (n, d, h) = ({n}, {d}, {h}), {case['blas_threads']} BLAS "
-          f"thread(s), {case['rounds']} rounds x {case['reps_per_round']} calls")
+          f"thread(s), fastape {case.get('openmp_threads', 1)}, {case['rounds']} rounds x "
+          f"{case['reps_per_round']} calls")
     print(f"  {'tool':<22}{'median ms':>11}{'ratio':>8}{'ratio range':>16}{'peak MB':>9}  note")
     for r in case["rows"]:
         if "time_ms" not in r:

@@ -20,7 +20,7 @@ numpy-style functions below, and the exceptions :class:`ShapeError`,
 :class:`TapeFormatError`.
 """
 
-from fastape import linalg, scipy
+from fastape import _openmp, linalg, scipy  # noqa: F401 - _openmp first: libgomp's policy
 from fastape._arrays import *  # noqa: F403 - numpy's shape and assembly functions
 from fastape._arrays import __all__ as _ARRAYS
 from fastape._check import check_grads

@@ -644,11 +644,13 @@ cdef Tape _forward(Trace tr, list leaves, list diff=None, list seeds=None, int m
     cdef bint lean = not tangent and tr.lean(mode)
     cdef bint seeded = lean and mode == MODE_VG and tr.out_size == 1
     cdef bint lent = False
+    cdef int nt = 1
     cdef double* vover[FUSE_MAX_OVER]
     cdef double* aover[FUSE_MAX_OVER]
     try:
         if lean:
             lent = _lend(tr, leaves, vover, aover, gbuf if seeded else None, grad_leaf)
+            nt = tr.fusion.threads(t)
         for k in range(len(leaves)):
             if not (lean and tr.fusion.over_of[<i64>tr.inputs[k]] >= 0 and
                     vover[tr.fusion.over_of[<i64>tr.inputs[k]]] != NULL):
@@ -665,7 +667,7 @@ cdef Tape _forward(Trace tr, list leaves, list diff=None, list seeds=None, int m
             if seeded:
                 tr.fusion.clear(t, True, aover)
                 t.adjoint_ptr(tr.output)[0] = 1.0
-            tr.fusion.forward(t, seeded, vover, aover)
+            tr.fusion.forward(t, seeded, vover, aover, nt)
         else:
             tr.forward(t)
         ok = tr.nguards == 0 or tr.guards_hold(t)
@@ -981,9 +983,11 @@ cdef class Function:
         cdef bint lent = False
         cdef double* vover[FUSE_MAX_OVER]
         cdef double* aover[FUSE_MAX_OVER]
+        cdef int nt = 1
         if lean:
             lent = _lend(tr, leaves, vover, aover, gbuf if mode == MODE_VG else None,
                          self.grad_leaf)
+            nt = tr.fusion.threads(t)
         if cotangent is None:
             if tr.out_size != 1:
                 raise ShapeError(f"compiled {getattr(self.fun, '__name__', 'function')}: the "
@@ -991,7 +995,7 @@ cdef class Function:
                                  "use F.vjp(args, cotangent)")
             if lean and mode == MODE_VG:
                 with nogil:
-                    tr.fusion.reverse(t, tr.output, True, vover, aover)
+                    tr.fusion.reverse(t, tr.output, True, vover, aover, nt)
                 t.raise_pending()
                 return gbuf if lent else self._grads(tr, t, td)
             if lean:
@@ -1013,7 +1017,7 @@ cdef class Function:
                 memcpy(t.adjoint_ptr(tr.output), &ct[0], tr.out_size * sizeof(double))
         with nogil:
             if lean:
-                tr.fusion.reverse(t, tr.output, False, vover, NULL)
+                tr.fusion.reverse(t, tr.output, False, vover, NULL, nt)
             else:
                 tr.reverse(t)
         t.raise_pending()
@@ -1747,7 +1751,12 @@ def _batch_rows(Trace tr, Tape t, double[:, ::1] X, double[:, ::1] G, double[::1
     cdef double* gin
     cdef long long* next_row = <long long*> &counter[0]
     cdef bint lean = tr.lean(MODE_VG)     # as value_and_grad: fused runs, one pass
+    cdef int nthreads
     with nogil:
+        # the batch is this call's parallelism: its workers' sweeps run on one thread
+        # each (OpenMP's count is per thread: the caller's own is put back after)
+        nthreads = fastape_max_threads()
+        fastape_set_threads(1)
         while True:
             r0 = fastape_next_chunk(next_row, chunk)
             if r0 >= m:
@@ -1758,7 +1767,7 @@ def _batch_rows(Trace tr, Tape t, double[:, ::1] X, double[:, ::1] G, double[::1
                 if lean:
                     tr.fusion.clear(t, True, NULL)
                     t.adjoint_ptr(out)[0] = 1.0
-                    tr.fusion.forward(t, True, NULL, NULL)
+                    tr.fusion.forward(t, True, NULL, NULL, 1)
                 else:
                     tr.forward(t)
                 if tr.nguards and not tr.guards_hold(t):
@@ -1766,10 +1775,11 @@ def _batch_rows(Trace tr, Tape t, double[:, ::1] X, double[:, ::1] G, double[::1
                     continue
                 V[r] = t.value_ptr(out)[0]
                 if lean:
-                    tr.fusion.reverse(t, out, True, NULL, NULL)
+                    tr.fusion.reverse(t, out, True, NULL, NULL, 1)
                 else:
                     tr.clear_adjoints(t)
                     t.adjoint_ptr(out)[0] = 1.0
                     tr.reverse(t)
                 gin = t.adjoint_ptr(inp)
                 memcpy(&G[r, 0], gin, d * sizeof(double))
+        fastape_set_threads(nthreads)

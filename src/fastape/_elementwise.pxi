@@ -568,10 +568,53 @@ cdef extern from *:
     """
 
 
+include "_threads.pxi"
+
+
+# Threads (_threads.pxi): an array of n >= 2·PAR_MIN elements is cut into pieces of at
+# least PAR_MIN/4 elements (a multiple of 8: whole cache lines, whole SIMD loops), at
+# most 4 per thread so that a thread slowed by another process on its core takes fewer
+# of them; each element is computed by the same loop as without threads, so the bits do
+# not depend on the count. A reverse kernel accumulating into a broadcast scalar (stride
+# 0: one x̄ for every element) stays serial: its additions are one running sum.
+cdef inline i64 _ew_piece(i64 n) noexcept nogil:
+    """Elements per piece of a threaded elementwise kernel over n elements, or 0 when it
+    runs on one thread (n below 2·PAR_MIN, or one thread)."""
+    cdef i64 nt, piece
+    if n < 2 * PAR_MIN:
+        return 0
+    nt = min(<i64>fastape_max_threads(), n // PAR_MIN)
+    if nt <= 1:
+        return 0
+    piece = max(PAR_MIN // 4, (n + 4 * nt - 1) // (4 * nt))
+    return piece + (-piece) % 8
+
+
+def _set_par_min(i64 n):
+    """PAR_MIN (elements per thread of an unfused kernel, at least); returns the previous
+    value. For measurements and tests."""
+    global PAR_MIN
+    old = PAR_MIN
+    PAR_MIN = max(8, n)
+    return old
+
+
+cdef inline int _ew_team(i64 n, i64 piece) noexcept nogil:
+    return <int>min(<i64>fastape_max_threads(), (n + piece - 1) // piece)
+
+
 cdef void elementwise_forward(int o, const double* x, i64 sx, const double* y, i64 sy,
                               double* out, i64 n) noexcept nogil:
     """out[j] = f_o(x[j·sx], y[j·sy]), strides 0 (a broadcast scalar) or 1."""
-    _elementwise_forward(o, x, sx, y, sy, out, n)
+    cdef i64 piece = _ew_piece(n), c, lo
+    if piece == 0:
+        _elementwise_forward(o, x, sx, y, sy, out, n)
+        return
+    for c in prange((n + piece - 1) // piece, num_threads=_ew_team(n, piece),
+                    schedule="dynamic"):
+        lo = c * piece
+        _elementwise_forward(o, x + lo * sx, sx, y + lo * sy, sy, out + lo,
+                             min(piece, n - lo))
 
 
 cdef void _elementwise_forward "fastape_elementwise_forward"(
@@ -596,7 +639,15 @@ cdef void elementwise_reverse(int o, const double* x, i64 sx, const double* y, i
                               const double* z, const double* lam, double* x_bar,
                               double* y_bar, i64 n) noexcept nogil:
     """x̄, ȳ += the partials of f_o times λ (see _ew_loop_rev); z: the node's values."""
-    _elementwise_reverse(o, x, sx, y, sy, z, lam, x_bar, y_bar, n)
+    cdef i64 piece = _ew_piece(n) if sx and (y_bar == NULL or sy) else 0, c, lo
+    if piece == 0:
+        _elementwise_reverse(o, x, sx, y, sy, z, lam, x_bar, y_bar, n)
+        return
+    for c in prange((n + piece - 1) // piece, num_threads=_ew_team(n, piece),
+                    schedule="dynamic"):
+        lo = c * piece
+        _elementwise_reverse(o, x + lo, sx, y + lo * sy, sy, z + lo, lam + lo, x_bar + lo,
+                             y_bar + lo if y_bar != NULL else NULL, min(piece, n - lo))
 
 
 cdef void _elementwise_reverse "fastape_elementwise_reverse"(
@@ -623,6 +674,22 @@ cdef void elementwise_tangent(int o, const double* x, i64 sx, const double* y, i
     """ż = ∂f/∂x ẋ + ∂f/∂y ẏ for p directions (see _ew_loop_tan); direction k of an
     operand's (the node's) tangents starts ld after direction k - 1; z: the node's
     values. ty is ignored for a unary op."""
+    cdef i64 piece = _ew_piece(n * p), c, lo
+    if piece == 0:
+        _elementwise_tangent(o, x, sx, y, sy, z, tx, ty, tz, n, p, ld)
+        return
+    piece = max(8, piece // p + (-(piece // p)) % 8)
+    for c in prange((n + piece - 1) // piece, num_threads=_ew_team(n, piece),
+                    schedule="dynamic"):
+        lo = c * piece
+        _elementwise_tangent(o, x + lo * sx, sx, y + lo * sy, sy, z + lo, tx + lo * sx,
+                             ty + lo * sy if ty != NULL else NULL, tz + lo,
+                             min(piece, n - lo), p, ld)
+
+
+cdef void _elementwise_tangent(int o, const double* x, i64 sx, const double* y, i64 sy,
+                               const double* z, const double* tx, const double* ty,
+                               double* tz, i64 n, i64 p, i64 ld) noexcept nogil:
     if not is_binary(o) and not has_k(o):
         if sx:
             _ew_ops_tan(o, x, 1, y, 0, z, tx, ty, tz, n, p, ld, OPS_UNARY)

@@ -37,6 +37,26 @@
 #
 # The zero-multiplier convention is the kernels' own (elementwise_reverse selects 0 for
 # a zero multiplier whatever the partial; a SUM with a zero multiplier is skipped).
+#
+# Threads (issue 14, item 3; the count: _threads.pxi). A run of at least FUSE_PAR_MIN
+# elements is cut into chunks of whole blocks, their number a function of its size
+# alone (at most FUSE_MAX_CHUNKS, at least FUSE_CHUNK_MIN elements each), never of the
+# thread count; the threads take chunks, each with its own block buffers. A block
+# computes what it computes without threads, a SUM's leaves are summed per leaf and
+# combined in the one pairwise order after, so values and sums are those of one thread
+# to the bit, and so are the multipliers of a run whose blocks write disjoint element
+# ranges. Two cases are not disjoint:
+#   * a parent read through slices at different offsets (x[1:] and x[:-1]): chunk c
+#     then writes `margin` elements of chunk c + 1's range. Such a reverse step runs the
+#     even chunks, then the odd ones (each phase's chunks disjoint), with one thread as
+#     with many: every count adds the contributions in the same order (at a chunk's
+#     first `margin` elements, not the unthreaded order: rounding only, as above);
+#   * a broadcast scalar operand (one multiplier for every element): its reverse step
+#     stays serial, unless it is a constant, whose multipliers nobody reads: each
+#     thread's kernels then add into a scratch double of its own (the sink).
+
+include "_threads.pxi"
+
 
 # Elements per block: a block's buffers (values and multipliers of the run's unexported
 # nodes) should stay in L1 (48 KiB here), FUSE_CACHE bytes of them, within
@@ -66,6 +86,37 @@ cdef i64 _block_of(i64 nslots) noexcept:
 cdef enum:
     FUSE_MAX_MEMBERS = 64           # nodes per fused run (pointer tables on the stack)
     FUSE_MAX_OVER = 8               # inputs a call may lend (see Fusion.over_of)
+    FUSE_MAX_CHUNKS = 64            # chunks of a threaded run
+
+# Threads: runs of at least FUSE_PAR_MIN elements are chunked, in chunks of at least
+# FUSE_CHUNK_MIN (see the header)
+cdef i64 FUSE_PAR_MIN = 32768
+cdef i64 FUSE_CHUNK_MIN = 2048
+
+
+def _threads(n=None):
+    """The thread count a sweep started from this thread would use (OpenMP's
+    omp_get_max_threads; 1 without OpenMP or in a forked child), and with n, set it
+    first (omp_set_num_threads: this thread's, as threadpoolctl sets it). For tests."""
+    if n is not None:
+        fastape_set_threads(n)
+    return fastape_max_threads()
+
+
+def _openmp():
+    """Were the kernels built with OpenMP?"""
+    return bool(FASTAPE_OPENMP)
+
+
+def _set_fuse_chunks(i64 par_min, i64 chunk_min):
+    """FUSE_PAR_MIN and FUSE_CHUNK_MIN for the traces made from now on; returns the
+    previous pair. For measurements and tests."""
+    global FUSE_PAR_MIN, FUSE_CHUNK_MIN
+    old = (FUSE_PAR_MIN, FUSE_CHUNK_MIN)
+    FUSE_PAR_MIN = par_min
+    FUSE_CHUNK_MIN = max(1, chunk_min)
+    return old
+
 
 # FUSION: False makes new traces unfused (the tests' reference; FASTAPE_FUSION=0 in the
 # environment sets it at import)
@@ -103,6 +154,7 @@ ctypedef struct FOperand:
     i64 stride          # OP_ARENA: 0 or 1
     int where
     i64 over            # OP_ARENA: an input a call may lend (Fusion.over_of), else -1
+    bint sink           # OP_ARENA: a broadcast constant: its multipliers into the sink
 
 
 ctypedef struct FMember:
@@ -124,6 +176,25 @@ ctypedef struct FGroup:
     i64 block           # elements per block
     i64 leaf0, nleaves  # its SUM's pairwise leaves (leaf_len[leaf0 ..]); 0: no SUM
     bint onepass        # only the SUM is exported, and it is the output
+    i64 chunk0          # its chunks (threads): chunk_j/chunk_q[chunk0 .. + nchunks]
+    i64 nchunks         # 0: not chunked
+    int rev_phases      # the reverse step of its chunks: 1 in any order, 2 even then odd, 0 serial
+
+
+# One pass over a fused run (_group_pass), what its blocks read: plain pointers, so
+# that the threads share no Python object
+ctypedef struct FPass:
+    const FGroup* g
+    const FMember* M
+    const i32* leaf_len
+    double* val
+    double* adj
+    const i64* off
+    const double* pool
+    double** vover
+    double** aover
+    double* sums        # the SUM's leaf sums (shared: one slot per leaf)
+    bint fwd, rev
 
 
 # The layouts of the parameter structs of STRIDED and SUM (StridedP and ReduceP in
@@ -199,7 +270,13 @@ cdef class Fusion:
     cdef i32* over_of
     cdef i64 over_node[FUSE_MAX_OVER]
     cdef readonly i64 nover
-    cdef readonly i64 work      # doubles of t.work a fused run needs
+    # t.work of a sweep on nt threads: work_shared doubles (the SUM's leaf sums), then
+    # work_thread per thread (block buffers and the sink); work: on one thread
+    cdef readonly i64 work
+    cdef i64 work_shared, work_thread
+    cdef i64* chunk_j           # chunk starts: element (of the run), and leaf
+    cdef i32* chunk_q
+    cdef readonly i64 maxchunks
 
     def __dealloc__(self):
         PyMem_Free(self.groups)
@@ -209,6 +286,23 @@ cdef class Fusion:
         PyMem_Free(self.clear_all)
         PyMem_Free(self.clear_lean)
         PyMem_Free(self.over_of)
+        PyMem_Free(self.chunk_j)
+        PyMem_Free(self.chunk_q)
+
+    cdef int threads(self, Tape t) except -1:
+        """The threads of the fused runs of a sweep of t from this thread (1 when no run
+        is chunked), t.work made to hold their buffers (with the GIL: it may grow)."""
+        cdef int nt = 1
+        if self.maxchunks >= 2:
+            nt = <int>min(<i64>fastape_max_threads(), self.maxchunks)
+        t.need_work(self.work_shared + nt * self.work_thread)
+        return nt
+
+    @property
+    def chunks(self):
+        """[(chunks, reverse phases)] of the fused runs, for tests and tools."""
+        return [(int(self.groups[g].nchunks), int(self.groups[g].rev_phases))
+                for g in range(self.ngroups)]
 
     @property
     def runs(self):
@@ -236,25 +330,26 @@ cdef class Fusion:
                     memset(t.adj + t.off[self.over_node[k]], 0,
                            t.size_of(self.over_node[k]) * sizeof(double))
 
-    cdef void forward(self, Tape t, bint onepass, double** vover, double** aover) noexcept nogil:
+    cdef void forward(self, Tape t, bint onepass, double** vover, double** aover,
+                      int nthreads) noexcept nogil:
         """The lean forward sweep: fused runs by blocks (only their exported values
         stored), every other node as the tape's sweep computes it. onepass: the
         one-pass runs also run their reverse step (the multipliers seeded first).
         vover, aover: the values and multipliers lent for the lendable inputs (NULL
-        tables or entries: the arena's)."""
+        tables or entries: the arena's). nthreads: at most (Fusion.threads)."""
         cdef i64 i = 0, g
         while i < t.n:
             g = self.group_of[i]
             if g >= 0:
                 _group_pass(self, t, &self.groups[g], True, onepass and self.groups[g].onepass,
-                            vover, aover)
+                            vover, aover, nthreads)
                 i = self.groups[g].hi
             else:
                 t.forward_node(i)
                 i += 1
 
     cdef void reverse(self, Tape t, i64 top, bint onepass_done, double** vover,
-                      double** aover) noexcept nogil:
+                      double** aover, int nthreads) noexcept nogil:
         """The reverse sweep after a lean forward sweep, from node top down: a fused run
         recomputes each block's values and runs it backwards (a one-pass run is skipped
         when onepass_done: the forward sweep ran its reverse step)."""
@@ -263,43 +358,45 @@ cdef class Fusion:
             g = self.group_of[i]
             if g >= 0:
                 if not (onepass_done and self.groups[g].onepass):
-                    _group_pass(self, t, &self.groups[g], False, True, vover, aover)
+                    _group_pass(self, t, &self.groups[g], False, True, vover, aover, nthreads)
                 i = self.groups[g].lo - 1
             else:
                 t.reverse_node(i)
                 i -= 1
 
 
-cdef inline double* _vbase(Tape t, const FOperand* p, double** vover) noexcept nogil:
+cdef inline double* _vbase(const FPass* P, const FOperand* p) noexcept nogil:
     """The values of external operand p: lent, or the arena's."""
-    if vover != NULL and p.over >= 0 and vover[p.over] != NULL:
-        return vover[p.over]
-    return t.val + t.off[p.ref]
+    if P.vover != NULL and p.over >= 0 and P.vover[p.over] != NULL:
+        return P.vover[p.over]
+    return P.val + P.off[p.ref]
 
 
-cdef inline double* _abase(Tape t, const FOperand* p, double** aover) noexcept nogil:
+cdef inline double* _abase(const FPass* P, const FOperand* p) noexcept nogil:
     """The multipliers of external operand p: lent, or the arena's."""
-    if aover != NULL and p.over >= 0 and aover[p.over] != NULL:
-        return aover[p.over]
-    return t.adj + t.off[p.ref]
+    if P.aover != NULL and p.over >= 0 and P.aover[p.over] != NULL:
+        return P.aover[p.over]
+    return P.adj + P.off[p.ref]
 
 
-cdef inline const double* _fval(Tape t, const FOperand* p, double** vp, i64 j,
-                                double** vover) noexcept nogil:
+cdef inline const double* _fval(const FPass* P, const FOperand* p, double** vp,
+                                i64 j) noexcept nogil:
     if p.where == OP_MEMBER:
         return vp[p.ref]
     if p.where == OP_POOL:
-        return t.pool + p.ref
-    return _vbase(t, p, vover) + j * p.stride
+        return P.pool + p.ref
+    return _vbase(P, p) + j * p.stride
 
 
-cdef inline double* _fadj(Tape t, const FOperand* p, double** ap, i64 j,
-                          double** aover) noexcept nogil:
+cdef inline double* _fadj(const FPass* P, const FOperand* p, double** ap, i64 j,
+                          double* sink) noexcept nogil:
     if p.where == OP_MEMBER:
         return ap[p.ref]
     if p.where == OP_POOL:
         return NULL
-    return _abase(t, p, aover) + j * p.stride
+    if p.sink:
+        return sink
+    return _abase(P, p) + j * p.stride
 
 
 cdef inline i64 _fstride(const FOperand* p) noexcept nogil:
@@ -343,85 +440,141 @@ cdef void _add_k "fastape_fused_add_k"(double* x, double w, i64 m) noexcept nogi
 
 
 cdef void _group_pass(Fusion f, Tape t, const FGroup* g, bint fwd, bint rev, double** vover,
-                      double** aover) noexcept nogil:
-    """Run fused run g block by block: fwd, its forward step (exported values into the
-    arena, the SUM's leaves summed); rev, its reverse step (after recomputing the
-    block's unexported values when not fwd). Block buffers: value buffer s at
-    t.work + s·block, its multipliers nslots·block further, the SUM's leaf sums after."""
+                      double** aover, int nthreads) noexcept nogil:
+    """Run fused run g: fwd, its forward step (exported values into the arena, the
+    SUM's leaves summed); rev, its reverse step (after recomputing the block's
+    unexported values when not fwd). Chunked runs (g.nchunks >= 2) go to up to
+    nthreads threads (see the header). t.work: the leaf sums, then each thread's block
+    buffers (Fusion.threads)."""
+    cdef FPass P
+    cdef i64 phases = g.rev_phases if rev else 1, k, c, n0, n1, k0, wt
+    cdef int team
+    cdef const i64* cj
+    cdef const i32* cq
+    cdef double* base
+    cdef double* work
+    P.g = g
+    P.M = f.members + g.first
+    P.leaf_len = f.leaf_len
+    P.val = t.val
+    P.adj = t.adj
+    P.off = t.off
+    P.pool = t.pool
+    P.vover = vover
+    P.aover = aover
+    P.sums = t.work
+    P.fwd = fwd
+    P.rev = rev
+    if g.nchunks < 2 or phases == 0 or (phases == 1 and nthreads <= 1):
+        # one pass over every block (a chunked run whose chunks may go in any order:
+        # the same blocks in the same order as its chunks would)
+        _group_blocks(&P, 0, g.size, g.leaf0, t.work + f.work_shared)
+    else:
+        # even chunks (all of them when phases == 1), then the odd ones: one team, a
+        # barrier between the two loops
+        n0 = (g.nchunks + phases - 1) // phases
+        n1 = g.nchunks - n0
+        team = <int>min(<i64>nthreads, n0)
+        cj = f.chunk_j + g.chunk0
+        cq = f.chunk_q + g.chunk0
+        base = t.work + f.work_shared
+        wt = f.work_thread
+        if team <= 1:
+            for k in range(n0):
+                _group_blocks(&P, cj[k * phases], cj[k * phases + 1], cq[k * phases], base)
+            for k in range(n1):
+                _group_blocks(&P, cj[2 * k + 1], cj[2 * k + 2], cq[2 * k + 1], base)
+        else:
+            with parallel(num_threads=team):
+                work = base + threadid() * wt
+                for k in prange(n0, schedule="dynamic"):
+                    c = k * phases
+                    _group_blocks(&P, cj[c], cj[c + 1], cq[c], work)
+                for k in prange(n1, schedule="dynamic"):
+                    c = 2 * k + 1
+                    _group_blocks(&P, cj[c], cj[c + 1], cq[c], work)
+    if fwd and g.nleaves:
+        k0 = 0
+        t.val[t.off[P.M[g.count - 1].node]] = _pairwise_combine(P.sums, g.size, &k0)
+
+
+cdef void _group_blocks(const FPass* P, i64 j, i64 jend, i64 q, double* work) noexcept nogil:
+    """The blocks of fused run P.g from element j (SUM leaf q: the first of a block) to
+    jend: value buffer s at work + s·block, its multipliers nslots·block further, the
+    sink after them."""
     cdef double* vp[FUSE_MAX_MEMBERS]
     cdef double* ap[FUSE_MAX_MEMBERS]
-    cdef const FMember* M = f.members + g.first
+    cdef const FGroup* g = P.g
+    cdef const FMember* M = P.M
     cdef const FMember* mb
-    cdef i64 B = g.block, ns = g.nslots, j = 0, m, k, e, q = g.leaf0, qb, r
+    cdef i64 B = g.block, ns = g.nslots, m, k, e, qb, r
     cdef i64 qend = g.leaf0 + g.nleaves
-    cdef double* sums = t.work + 2 * ns * B
+    cdef double* sink = work + 2 * ns * B
     cdef const double* src
-    while j < g.size:
+    cdef bint fwd = P.fwd
+    while j < jend:
         qb = q
         if g.nleaves:           # whole leaves of the SUM's pairwise recursion
             m = 0
-            while q < qend and m + f.leaf_len[q] <= B:
-                m += f.leaf_len[q]
+            while q < qend and m + P.leaf_len[q] <= B:
+                m += P.leaf_len[q]
                 q += 1
         else:
-            m = min(B, g.size - j)
+            m = min(B, jend - j)
         for k in range(g.count):
             mb = &M[k]
             if mb.kind == F_SUM:
-                vp[k] = t.val + t.off[mb.node]
-                ap[k] = t.adj + t.off[mb.node]
+                vp[k] = P.val + P.off[mb.node]
+                ap[k] = P.adj + P.off[mb.node]
             elif mb.kind == F_VIEW and mb.at != AT_ARENA:       # read in place
-                vp[k] = _vbase(t, &mb.x, vover) + mb.start + j
-                ap[k] = t.work + (ns + mb.slot) * B if mb.at == AT_SCRATCH else \
-                    _abase(t, &mb.x, aover) + mb.start + j
+                vp[k] = _vbase(P, &mb.x) + mb.start + j
+                ap[k] = work + (ns + mb.slot) * B if mb.at == AT_SCRATCH else \
+                    _abase(P, &mb.x) + mb.start + j
             elif mb.at == AT_SCRATCH:
-                vp[k] = t.work + mb.slot * B
-                ap[k] = t.work + (ns + mb.slot) * B
+                vp[k] = work + mb.slot * B
+                ap[k] = work + (ns + mb.slot) * B
             else:
-                vp[k] = t.val + t.off[mb.node] + j
-                ap[k] = t.adj + t.off[mb.node] + j
+                vp[k] = P.val + P.off[mb.node] + j
+                ap[k] = P.adj + P.off[mb.node] + j
         for k in range(g.count):
             mb = &M[k]
             if mb.kind == F_EW:
                 if fwd or mb.at == AT_SCRATCH:
-                    elementwise_forward(mb.op, _fval(t, &mb.x, vp, j, vover), _fstride(&mb.x),
-                                        _fval(t, &mb.y, vp, j, vover), _fstride(&mb.y), vp[k], m)
+                    elementwise_forward(mb.op, _fval(P, &mb.x, vp, j), _fstride(&mb.x),
+                                        _fval(P, &mb.y, vp, j), _fstride(&mb.y), vp[k], m)
             elif mb.kind == F_VIEW:
                 if fwd and mb.at == AT_ARENA:
-                    memcpy(vp[k], _vbase(t, &mb.x, vover) + mb.start + j, m * sizeof(double))
+                    memcpy(vp[k], _vbase(P, &mb.x) + mb.start + j, m * sizeof(double))
             elif fwd:
                 src = vp[mb.x.ref]
                 e = 0
                 for r in range(qb, q):
-                    sums[r - g.leaf0] = _pairwise_sum(src + e, f.leaf_len[r], 1)
-                    e += f.leaf_len[r]
-        if rev:
+                    P.sums[r - g.leaf0] = _pairwise_sum(src + e, P.leaf_len[r], 1)
+                    e += P.leaf_len[r]
+        if P.rev:
             # the multiplier buffers (adjacent, `B` apart) zeroed in one call, up to the
             # last one's m-th element: one call instead of one per buffer (blocks of a
             # SUM's leaves are rarely full). A SUM's summand in a buffer is zeroed for
             # nothing: the SUM stores its contribution (the first and only) in it.
             if ns:
-                memset(t.work + ns * B, 0, ((ns - 1) * B + m) * sizeof(double))
+                memset(work + ns * B, 0, ((ns - 1) * B + m) * sizeof(double))
             for k in range(g.count - 1, -1, -1):
                 mb = &M[k]
                 if mb.kind == F_SUM and M[mb.x.ref].at == AT_SCRATCH:
                     _fill(ap[mb.x.ref], ap[k][0], m)
                 elif mb.kind == F_EW:
-                    elementwise_reverse(mb.op, _fval(t, &mb.x, vp, j, vover), _fstride(&mb.x),
-                                        _fval(t, &mb.y, vp, j, vover), _fstride(&mb.y),
+                    elementwise_reverse(mb.op, _fval(P, &mb.x, vp, j), _fstride(&mb.x),
+                                        _fval(P, &mb.y, vp, j), _fstride(&mb.y),
                                         vp[k], ap[k],
-                                        _fadj(t, &mb.x, ap, j, aover),
-                                        _fadj(t, &mb.y, ap, j, aover)
+                                        _fadj(P, &mb.x, ap, j, sink),
+                                        _fadj(P, &mb.y, ap, j, sink)
                                         if is_binary(mb.op) else NULL, m)
                 elif mb.kind == F_SUM:
                     if ap[k][0] != 0.0:     # a zero multiplier contributes nothing
                         _add_k(ap[mb.x.ref], ap[k][0], m)
                 elif mb.at != AT_PARENT:    # a slice's multipliers into its parent's
-                    _add(_abase(t, &mb.x, aover) + mb.start + j, ap[k], m)
+                    _add(_abase(P, &mb.x) + mb.start + j, ap[k], m)
         j += m
-    if fwd and g.nleaves:
-        k = 0
-        t.val[t.off[M[g.count - 1].node]] = _pairwise_combine(sums, g.size, &k)
 
 
 cdef int _member_kind(Tape t, i64 i) noexcept:
@@ -449,6 +602,7 @@ cdef int _member_kind(Tape t, i64 i) noexcept:
 cdef FOperand _operand(Tape t, i64 node, i64 lo, i64 size) noexcept:
     cdef FOperand p
     p.over = -1
+    p.sink = False
     if node >= lo:
         p.where = OP_MEMBER
         p.ref = node - lo
@@ -457,6 +611,7 @@ cdef FOperand _operand(Tape t, i64 node, i64 lo, i64 size) noexcept:
         p.where = OP_ARENA
         p.ref = node
         p.stride = t.size_of(node) != 1
+        p.sink = p.stride == 0 and t.op[node] == CONSTANT
     return p
 
 
@@ -479,14 +634,14 @@ def _eager_backward(Tape t not None, Var out not None):
     f = _fusion(t, out.node, [])
     if f is None or f.ngroups == 0:
         return False
-    t.need_work(f.work)
+    cdef int nt = f.threads(t)
     t._enter_sweep()
     try:
         t.alloc_adjoints()
         f.clear(t, True, NULL)
         t.adjoint_ptr(out.node)[0] = 1.0
         with nogil:
-            f.reverse(t, out.node, False, NULL, NULL)
+            f.reverse(t, out.node, False, NULL, NULL, nt)
     finally:
         t._busy = False
     t.raise_pending()
@@ -571,13 +726,28 @@ cdef Fusion _fusion(Tape t, i64 output, list guard_nodes):
     if f.leaf_len == NULL:
         raise MemoryError()
     nleaf = 0
-    f.work = 0
+    f.work_shared = f.work_thread = 0
     for q in range(ng):
         G = &f.groups[q]
         G.leaf0 = nleaf
         if G.nleaves:
             nleaf = _pairwise_leaves(G.size, f.leaf_len, nleaf)
-        f.work = max(f.work, 2 * G.nslots * G.block + G.nleaves)
+        f.work_shared = max(f.work_shared, G.nleaves)
+        f.work_thread = max(f.work_thread, 2 * G.nslots * G.block + 1)     # + the sink
+    f.work = f.work_shared + f.work_thread
+    # the chunks of the runs that threads may share
+    f.chunk_j = <i64*>PyMem_Malloc((ng * (FUSE_MAX_CHUNKS + 1) + 1) * sizeof(i64))
+    f.chunk_q = <i32*>PyMem_Malloc((ng * (FUSE_MAX_CHUNKS + 1) + 1) * sizeof(i32))
+    if f.chunk_j == NULL or f.chunk_q == NULL:
+        raise MemoryError()
+    f.maxchunks = 0
+    par = 0
+    for q in range(ng):
+        G = &f.groups[q]
+        G.chunk0 = par
+        _chunk_run(f, G)
+        par += G.nchunks + 1
+        f.maxchunks = max(f.maxchunks, G.nchunks)
     # the inputs a call may lend: every reference to them is a fused node's operand
     mrefs_a = np.zeros(n, dtype=np.int64)
     cdef i64[::1] mrefs = mrefs_a
@@ -615,6 +785,74 @@ cdef Fusion _fusion(Tape t, i64 output, list guard_nodes):
                 continue
         _add_span(f.clear_lean, &f.nclear_lean, t.off[i], t.size_of(i))
     return f
+
+
+cdef void _chunk_run(Fusion f, FGroup* G) noexcept:
+    """Cut run G into chunks of whole blocks (f.chunk_j/chunk_q from G.chunk0) and set
+    G.nchunks (0: not chunked) and G.rev_phases (see the header): the blocks are the
+    ones _group_blocks walks from element 0, so a chunk starts where one of them does."""
+    cdef i64 want, target, j = 0, start = 0, q = G.leaf0, qend = G.leaf0 + G.nleaves
+    cdef i64 m, nc = 0, c0 = G.chunk0, k, r, margin = 0, shortest
+    cdef const FMember* M = f.members + G.first
+    cdef const FOperand* w[2 * FUSE_MAX_MEMBERS]
+    cdef i64 start_of[2 * FUSE_MAX_MEMBERS]
+    cdef i64 nw = 0
+    cdef const FOperand* p
+    G.nchunks = 0
+    G.rev_phases = 0
+    want = min(<i64>FUSE_MAX_CHUNKS, G.size // FUSE_CHUNK_MIN) if G.size >= FUSE_PAR_MIN else 0
+    if want < 2:
+        return
+    target = (G.size + want - 1) // want
+    f.chunk_j[c0] = 0
+    f.chunk_q[c0] = <i32>q
+    while j < G.size:
+        if G.nleaves:
+            m = 0
+            while q < qend and m + f.leaf_len[q] <= G.block:
+                m += f.leaf_len[q]
+                q += 1
+        else:
+            m = min(G.block, G.size - j)
+        j += m
+        if j - start >= target and j < G.size:
+            nc += 1
+            f.chunk_j[c0 + nc] = j
+            f.chunk_q[c0 + nc] = <i32>q
+            start = j
+    nc += 1
+    f.chunk_j[c0 + nc] = G.size
+    f.chunk_q[c0 + nc] = <i32>q
+    if nc < 2:
+        return
+    G.nchunks = nc
+    # the reverse step: which external multipliers it writes, at which offsets
+    for k in range(G.count):
+        if M[k].kind == F_VIEW:
+            w[nw] = &M[k].x
+            start_of[nw] = M[k].start
+            nw += 1
+        elif M[k].kind == F_EW:
+            for r in range(2 if is_binary(M[k].op) else 1):
+                p = &M[k].x if r == 0 else &M[k].y
+                if p.where != OP_ARENA or p.sink:
+                    continue
+                if p.stride == 0:
+                    return          # one multiplier for every element: serial
+                w[nw] = p
+                start_of[nw] = 0
+                nw += 1
+    for k in range(nw):
+        for r in range(k):
+            if w[k].ref == w[r].ref:
+                margin = max(margin, abs(start_of[k] - start_of[r]))
+    if margin == 0:
+        G.rev_phases = 1
+        return
+    shortest = G.size
+    for k in range(1, nc - 1):
+        shortest = min(shortest, f.chunk_j[c0 + k + 1] - f.chunk_j[c0 + k])
+    G.rev_phases = 2 if margin <= shortest else 0
 
 
 cdef inline void _add_span(i64* spans, i64* count, i64 off, i64 size) noexcept:
@@ -669,6 +907,7 @@ cdef i64 _close_run(Fusion f, Tape t, i64 ng, i64 lo, i64 hi, i64 size, i64 outp
                 mb.y.ref = t.b[i]
                 mb.y.stride = 0
                 mb.y.over = -1
+                mb.y.sink = False
             else:
                 mb.y = _operand(t, t.b[i], lo, size)
         else:

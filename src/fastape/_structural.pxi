@@ -375,6 +375,63 @@ cdef double _pairwise_sum(const double* x, i64 n, i64 stride) noexcept nogil:
     return _pairwise_sum(x, m, stride) + _pairwise_sum(x + m * stride, n - m, stride)
 
 
+cdef enum:
+    PAIRWISE_MAX_PARTS = 64         # subtrees of a threaded pairwise sum
+
+
+cdef i64 _pairwise_parts(i64 n, int depth, i64* lens, i64 k) noexcept nogil:
+    """The subtrees of _pairwise_sum's recursion over n elements `depth` levels down (or
+    leaves, where it stops sooner): their lengths to lens[k..], in order; returns k +
+    their number."""
+    cdef i64 m
+    if depth == 0 or n <= 128:
+        lens[k] = n
+        return k + 1
+    m = n // 2
+    m -= m % 8
+    k = _pairwise_parts(m, depth - 1, lens, k)
+    return _pairwise_parts(n - m, depth - 1, lens, k)
+
+
+cdef double _pairwise_join(const double* sums, i64 n, int depth, i64* k) noexcept nogil:
+    """_pairwise_sum over n elements given the sums of its subtrees `depth` levels down
+    (sums[k[0]..], consumed): the same additions in the same order."""
+    cdef i64 m
+    cdef double left
+    if depth == 0 or n <= 128:
+        left = sums[k[0]]
+        k[0] += 1
+        return left
+    m = n // 2
+    m -= m % 8
+    left = _pairwise_join(sums, m, depth - 1, k)
+    return left + _pairwise_join(sums, n - m, depth - 1, k)
+
+
+cdef double _pairwise_sum_threaded(const double* x, i64 n, i64 stride) noexcept nogil:
+    """_pairwise_sum, the subtrees of its top levels summed by threads (from 2·PAR_MIN
+    elements) and joined as its recursion joins them: the same bits with any count."""
+    cdef i64 lens[PAIRWISE_MAX_PARTS]
+    cdef i64 starts[PAIRWISE_MAX_PARTS]
+    cdef double sums[PAIRWISE_MAX_PARTS]
+    cdef i64 nparts, q, k = 0
+    cdef int nt, depth = 0
+    if n < 2 * PAR_MIN:
+        return _pairwise_sum(x, n, stride)
+    nt = <int>min(<i64>fastape_max_threads(), n // PAR_MIN)
+    if nt <= 1:
+        return _pairwise_sum(x, n, stride)
+    while depth < 6 and (1 << depth) < 4 * nt:      # about 4 subtrees per thread
+        depth += 1
+    nparts = _pairwise_parts(n, depth, lens, 0)
+    starts[0] = 0
+    for q in range(1, nparts):
+        starts[q] = starts[q - 1] + lens[q - 1]
+    for q in prange(nparts, num_threads=nt, schedule="dynamic"):
+        sums[q] = _pairwise_sum(x + starts[q] * stride, lens[q], stride)
+    return _pairwise_join(sums, n, depth, &k)
+
+
 cdef void reduce_tangent(Tape t, i64 i, double* T) noexcept nogil:
     """SUM: ż = Σ_q ẋ_q, summed pairwise (on the values, SUM's forward kernel);  PROD: ż = Σ_l ẋ_l
     Π_{m≠l} x_m;  AMAX, AMIN: ż = ẋ of the selected element (the first maximum,
@@ -391,7 +448,7 @@ cdef void reduce_tangent(Tape t, i64 i, double* T) noexcept nogil:
             base = p * n * inner + s
             v = 0.0
             if o == SUM:
-                v = _pairwise_sum(tx + base, n, inner)
+                v = _pairwise_sum_threaded(tx + base, n, inner)
             elif o == PROD:
                 zeros = _prod_zeros(x + base, n, inner, &zpos, &nz)
                 if zeros == 0:
@@ -429,6 +486,20 @@ cdef void reduce_forward(Tape t, i64 i) noexcept nogil:
                 z[p * inner + s] = x[base + _argbest(o, x + base, n, inner) * inner]
 
 
+cdef void _add_w(double* x, double w, i64 n) noexcept nogil:
+    """x[q] += w for q < n, threaded from 2·PAR_MIN elements (each element alone)."""
+    cdef i64 piece = _ew_piece(n), c, lo, q
+    if piece == 0:
+        for q in range(n):
+            x[q] += w
+        return
+    for c in prange((n + piece - 1) // piece, num_threads=_ew_team(n, piece),
+                    schedule="dynamic"):
+        lo = c * piece
+        for q in range(lo, min(lo + piece, n)):
+            x[q] += w
+
+
 cdef void reduce_reverse(Tape t, i64 i) noexcept nogil:
     """x̄[p, q, t] += ∂z[p, t]/∂x[p, q, t] · λ[p, t]."""
     cdef int o = t.op[i]
@@ -444,7 +515,9 @@ cdef void reduce_reverse(Tape t, i64 i) noexcept nogil:
             if w == 0.0:
                 continue
             base = p * n * inner + s
-            if o == SUM:
+            if o == SUM and inner == 1 and P.outer == 1:
+                _add_w(x_bar, w, n)
+            elif o == SUM:
                 for q in range(n):
                     x_bar[base + q * inner] += w
             elif o == PROD:
