@@ -1,6 +1,7 @@
 """Compiled functions: replay against eager gradients, closed forms and finite differences."""
 
 import math
+import pickle
 import threading
 
 import numpy as np
@@ -410,3 +411,78 @@ def test_read_only_inputs():
     assert F.vjp(x, np.broadcast_to(2.0, ()))[1].tolist() == [4.0, 8.0, 12.0]
     vals, grads = F.value_and_grad_batch(np.broadcast_to(x, (3, 3)))
     assert vals.tolist() == [14.25] * 3 and grads.tolist() == [[2.0, 4.0, 6.0]] * 3
+
+
+# -- one array argument recorded as an element block (compile time, issue 14) ----------
+
+def _elements_loss(x):
+    s = 0.0
+    for i in range(0, len(x) - 2, 2):           # every other element: some unused
+        s = s + (x[i] - 1.0) ** 2 * x[i + 2] + np.sin(x[i])
+    return s
+
+
+def _elements_loss_grad(x):
+    g = np.zeros_like(x)
+    for i in range(0, len(x) - 2, 2):
+        g[i] += 2 * (x[i] - 1.0) * x[i + 2] + np.cos(x[i])
+        g[i + 2] += (x[i] - 1.0) ** 2
+    return g
+
+
+@pytest.mark.parametrize("case", ["elements", "element_then_whole", "guard_on_whole",
+                                  "guard_on_element", "output_element"])
+def test_element_block_recording_replays_exactly(case, rng):
+    """compile records one array argument as an element block (x[i] records no node);
+    every way a function can read the array must still replay at new inputs exactly:
+    elements only (some unused), an element and then the whole array (recorded again
+    without the block), a guard on the whole array, a guard on an element (retrace),
+    an element as the output."""
+    if case == "elements":
+        f, grad = _elements_loss, _elements_loss_grad
+    elif case == "element_then_whole":
+        def f(x):
+            return x[1] * np.sum(x ** 2)
+
+        def grad(x):
+            g = 2 * x[1] * x
+            g[1] += np.sum(x ** 2)
+            return g
+    elif case == "guard_on_whole":
+        def f(x):
+            return x[0] * x[3] if np.all(x > -10.0) else -x[0]
+
+        def grad(x):
+            g = np.zeros_like(x)
+            g[0], g[3] = x[3], x[0]
+            return g
+    elif case == "guard_on_element":
+        def f(x):
+            return x[0] ** 2 if x[1] > 0 else 3.0 * x[0]
+
+        def grad(x):
+            g = np.zeros_like(x)
+            g[0] = 2 * x[0] if x[1] > 0 else 3.0
+            return g
+    else:
+        def f(x):
+            return x[2]
+
+        def grad(x):
+            g = np.zeros_like(x)
+            g[2] = 1.0
+            return g
+    x0 = rng.normal(size=9)
+    F = ft.compile(f, x0)
+    for _ in range(4):
+        x = rng.normal(size=9)
+        v, g = F.value_and_grad(x)
+        assert v == pytest.approx(f(x), rel=1e-13, abs=1e-13)
+        np.testing.assert_allclose(g, grad(x), rtol=1e-12, atol=1e-13)
+        t = rng.normal(size=9)
+        assert F.jvp(x, t)[1] == pytest.approx(grad(x) @ t, rel=1e-12, abs=1e-12)
+    G = pickle.loads(pickle.dumps(ft.compile(_elements_loss, x0)))
+    x = rng.normal(size=9)
+    np.testing.assert_allclose(G.grad(x), _elements_loss_grad(x), rtol=1e-12)
+    H = ft.compile(_elements_loss, x0).hessian(x)
+    np.testing.assert_allclose(H, ft.hessian(_elements_loss)(x), rtol=1e-12, atol=1e-13)

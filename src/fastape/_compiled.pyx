@@ -62,7 +62,7 @@ cdef Tape _prune(Tape src, list roots, set inputs, i64[::1] remap):
     consecutive scalar inputs and its GATHER1 nodes disappear, so a scalar loop
     over an array replays on the scalar layout; its values stay contiguous, so
     writing the input remains one copy."""
-    cdef i64 n = src.n, i, j, k, q, base, parent
+    cdef i64 n = src.n, i, j, k, q, base, parent, blk
     cdef int o
     cdef i64* P
     cdef uint8_t* live = <uint8_t*>PyMem_Malloc(n if n else 1)
@@ -99,12 +99,25 @@ cdef Tape _prune(Tape src, list roots, set inputs, i64[::1] remap):
                     live[parent] = 1
                     whole[parent] = 1
         dst.need_work(src.work_len)
+        blk = src.blk_base if src.blk_n and src.off == NULL and live[src.blk_base] else -1
         for i in range(n):
+            if blk >= 0 and blk < i <= blk + src.blk_n:
+                # an element of the block: the scalar inputs pushed for its head
+                remap[i] = remap[blk] + (i - blk - 1)
+                continue
             if not live[i]:
                 remap[i] = -1
                 continue
             o = src.op[i]
-            if o == INPUT and not whole[i] and src.size_of(i) > 1:
+            if i == blk:
+                # an element block (an array input whose x[i] are its element nodes):
+                # one scalar input per element, consecutive, as below
+                base = dst.n
+                for k in range(src.blk_n):
+                    j = dst.push(INPUT, -1, -1, 1, 0)
+                    dst.value_ptr(j)[0] = src.val[blk + 1 + k]
+                remap[i] = base
+            elif o == INPUT and not whole[i] and src.size_of(i) > 1:
                 # scalarise: one scalar input per element, consecutive
                 base = dst.n
                 for k in range(src.size_of(i)):
@@ -329,22 +342,31 @@ cdef Tape _grouped(Tape src, i64[::1] newid):
     for j in range(n):
         newid[ov[j]] = j
     # immediates are shared by value (bit for bit), so that a run of `100 * t` reads
-    # one k: with contiguous parents the run is then an array op (see _run_kind)
+    # one k: with contiguous parents the run is then an array op (see _run_kind). Each
+    # source pool entry is looked up once (recording already dedupes them), so most
+    # nodes touch no Python object: a dict lookup per node was most of this pass.
     cdef Tape dst = Tape()
+    dst._grow_nodes(n)
     cdef dict slot = {}
     cdef double k
+    # (slots are made in the grouped order, at a pool entry's first use, so that a run
+    # whose immediates change per node, x * (i + 1), reads them at stride 1)
+    pool_map = np.full(max(src.npool, 1), -1, dtype=np.int64)
+    cdef i64[::1] pm = pool_map
     for j in range(n):
         i = ov[j]
         o = src.op[i]
         if is_leaf(o):
             dst.push(o, -1, -1, 1, 0)
         elif has_k(o):
-            k = src.pool[src.b[i]]
-            bits = np.float64(k).tobytes()
-            p = slot.get(bits)
-            if p is None:
-                p = slot[bits] = dst.pool_add(k)
-            dst.push(o, newid[src.a[i]], p, 1, 0)
+            if pm[src.b[i]] < 0:
+                k = src.pool[src.b[i]]
+                bits = np.float64(k).tobytes()
+                p = slot.get(bits)
+                if p is None:
+                    p = slot[bits] = dst.pool_add(k)
+                pm[src.b[i]] = p
+            dst.push(o, newid[src.a[i]], pm[src.b[i]], 1, 0)
         else:
             dst.push(o, newid[src.a[i]], newid[src.b[i]], 1, 0)
         dst.value_ptr(j)[0] = src.value_ptr(i)[0]
@@ -853,13 +875,36 @@ cdef class Function:
         return len(self.last.tape)
 
     cdef Trace _trace(self, list leaves):
-        """Record the function on these leaves and add the trace to the cache."""
+        """Record the function on these leaves and add the trace to the cache.
+
+        One array argument is recorded as an element block (Tape._var_elements), as the
+        eager transforms do: ``x[i]`` then records no node (a scalar loop's GATHER1
+        nodes were a third of its tape and of the time to compile it), and _prune turns
+        the block into consecutive scalar inputs. When the function also reads the array
+        as a whole after an element (the head and its elements then alias one
+        another's values) or guards it as a whole, it is recorded again without the
+        block."""
+        blocks = len(leaves) == 1 and type(leaves[0]) is np.ndarray and \
+            (<object>leaves[0]).ndim >= 1
+        while True:
+            tr = self._record(leaves, blocks)
+            if tr is not None:
+                break
+            blocks = False
+        if len(self.traces) >= self.max_traces:
+            self.traces.pop(0)
+        self.traces.append(tr)
+        return tr
+
+    cdef Trace _record(self, list leaves, bint blocks):
+        """One recording of the function (see _trace); None when the element block
+        was read as a whole (by an op after an element, or by a guard)."""
         cdef Tape rec = Tape()
         cdef Var v
         guards = []
         rec.on_compare = lambda how, x, y, r: guards.append((how, x, y, r))
         with rec:
-            inputs = [rec.var(x) for x in leaves]
+            inputs = [rec._var_elements(leaves[0])] if blocks else [rec.var(x) for x in leaves]
             input_nodes = [(<Var>x).node for x in inputs]
             with _nesting.recording(rec):   # transforms inside fun record on rec
                 out = self.fun(*unflatten(self.treedef, inputs))
@@ -877,11 +922,15 @@ cdef class Function:
             v = out
             if v.tape is not rec:
                 raise TapeError("compile: the function returned a value of another tape")
+        # the block must still be the tape's only view of the array: in the general
+        # layout (a whole-array op after x[i]) the head and its elements alias one
+        # another's values, and a guard on the head reads the array as a whole
+        if rec.blk_n and (rec.off != NULL or any(xn == rec.blk_base or yn == rec.blk_base
+                                                 for _h, xn, yn, _r in guards)):
+            rec.release()
+            return None
         tr = _make_trace(rec, input_nodes, v, guards)
         rec.release()
-        if len(self.traces) >= self.max_traces:
-            self.traces.pop(0)
-        self.traces.append(tr)
         return tr
 
     cdef tuple _leaves(self, tuple args):
