@@ -515,6 +515,79 @@ def _first(mask):
     return int(np.flatnonzero(mask)[0])
 
 
+def _record_flags():
+    """Per opcode, what its a and b must be (the F_ flags of _format_check.pxi)."""
+    leaf, b_node, b_is_a, b_pool, struct, elem = 1, 2, 4, 8, 16, 32
+    flags = np.zeros(NUM_OPS, np.uint8)
+    node_b = {_CODES[s.name] for s in registry.STRUCTURAL if s.b == "node"}
+    for code in range(NUM_OPS):
+        kind = int(_KIND[code])
+        flags[code] = {0: leaf, 1: b_is_a | elem, 2: b_pool | elem, 3: b_node | elem,
+                       4: struct}[kind]
+        if code in node_b:
+            flags[code] |= b_node
+        if code == _CODES["GATHER1"]:
+            flags[code] |= b_pool
+    return flags
+
+
+_RECORD_FLAGS = _record_flags()
+
+
+def _records_error(code, i, op, a, b, npool, where):
+    """The TapeFormatError of _check_records' (code, node)."""
+    o = int(op[i])
+    if code == 1:
+        return _bad(where, "op", i, f"opcode {o} is unknown to this build ({NUM_OPS} ops)")
+    nm, ai, bi = _NAMES[o], int(a[i]), int(b[i])
+    return {
+        2: lambda: _bad(where, "a", i, f"a leaf ({nm}) has parents {ai}, {bi}; leaves have "
+                        "-1"),
+        3: lambda: _bad(where, "a", i, f"parent id {ai} of {nm} is not below the node's "
+                        "own id"),
+        4: lambda: _bad(where, "b", i, f"parent id {bi} of {nm} is not below the node's "
+                        "own id"),
+        5: lambda: _bad(where, "b", i, f"a unary op's b ({bi}) must repeat its a ({ai})"),
+        6: lambda: _bad(where, "b", i, f"immediate index {bi} is outside the pool of "
+                        f"{npool}"),
+        7: lambda: _bad(where, "b", i, f"{nm} has no second parent; b must be -1"),
+        8: lambda: _bad(where, "op", i, f"{nm} in the scalar layout (it needs the general "
+                        "layout's parameters)"),
+    }[code]()
+
+
+def _layout_error(code, i, op, a, b, off, poff, P, nval, where):
+    """The TapeFormatError of _check_layout's (code, node)."""
+    nP = P.shape[0]
+    if code == 19:
+        return _bad(where, "val", None, f"the nodes' sizes do not add up to the {nval} "
+                    "values of the value arena")
+    if code == 20:
+        return _bad(where, "P", None, f"{nP} parameters but no node has a struct")
+    nm = _NAMES[int(op[i])]
+
+    def size(j):
+        return int(off[j + 1] - off[j])
+    return {
+        10: lambda: _bad(where, "poff", i, f"parameter offset {int(poff[i])} outside the "
+                         f"parameter arena of {nP}"),
+        11: lambda: _bad(where, "poff", i, "parameter structs must follow each other in "
+                         "node order from 0"),
+        12: lambda: _bad(where, "P", i, f"negative size {int(P[poff[i]])}"),
+        13: lambda: _bad(where, "poff", i, f"{nm} has no parameter struct"),
+        14: lambda: _bad(where, "P", i, f"{nm} has a struct of more than one field; "
+                         "elementwise ops and leaves have 1 (their size)"),
+        15: lambda: _bad(where, "off", i, f"value offset {int(off[i])} out of place (the "
+                         "nodes' values follow each other)"),
+        16: lambda: _bad(where, "val", i, f"the nodes' sizes up to this one exceed the "
+                         f"value arena of {nval}"),
+        17: lambda: _bad(where, "a", i, f"{nm} reads a parent of size {size(int(a[i]))} "
+                         "that is neither 1 nor its own size"),
+        18: lambda: _bad(where, "b", i, f"{nm} reads a parent of size {size(int(b[i]))} "
+                         "that is neither 1 nor its own size"),
+    }[code]()
+
+
 def _required_work(arrays):
     """Doubles of scratch the sweeps of these records need (LU pivots, solves,
     determinant adjoints), from the nodes' own parameters."""
@@ -552,121 +625,31 @@ def validate_tape(arrays, info, where, nrules):
             raise _bad(where, name, None, f"{a.shape[0]} entries for {n} nodes")
     if n > 2**31 - 2:
         raise _bad(where, "op", None, f"{n} nodes; a tape holds at most 2**31 - 2")
+    from fastape import _tape
     op = np.asarray(arrays["op"])
-    # int32 throughout (n < 2**31): the checks are memory-bound passes over the records
     a = np.asarray(arrays["a"])
     b = np.asarray(arrays["b"])
     nval = arrays["val"].shape[0]
     npool = arrays["pool"].shape[0]
-    ids = np.arange(n, dtype=np.int32)
-    bad = op >= NUM_OPS
-    if bad.any():
-        i = _first(bad)
-        raise _bad(where, "op", i, f"opcode {int(op[i])} is unknown to this build "
-                   f"({NUM_OPS} ops)")
-    kind = _KIND[op]
-    leaf = kind == 0
-    bad = leaf & ((a != -1) | (b != -1))
-    if bad.any():
-        i = _first(bad)
-        raise _bad(where, "a", i, f"a leaf ({_NAMES[int(op[i])]}) has parents "
-                   f"{int(a[i])}, {int(b[i])}; leaves have -1")
-    bad = ~leaf & ((a < 0) | (a >= ids))
-    if bad.any():
-        i = _first(bad)
-        raise _bad(where, "a", i, f"parent id {int(a[i])} of {_NAMES[int(op[i])]} is not "
-                   "below the node's own id")
-    b_node = (kind == 1) | (kind == 3) | np.isin(op, [_CODES[s.name] for s in
-                                                      registry.STRUCTURAL if s.b == "node"])
-    bad = b_node & ((b < 0) | (b >= ids))
-    if bad.any():
-        i = _first(bad)
-        raise _bad(where, "b", i, f"parent id {int(b[i])} of {_NAMES[int(op[i])]} is not "
-                   "below the node's own id")
-    bad = (kind == 1) & (b != a)
-    if bad.any():
-        i = _first(bad)
-        raise _bad(where, "b", i, f"a unary op's b ({int(b[i])}) must repeat its a "
-                   f"({int(a[i])})")
-    b_pool = (kind == 2) | (op == _CODES["GATHER1"])
-    bad = b_pool & ((b < 0) | (b >= npool))
-    if bad.any():
-        i = _first(bad)
-        raise _bad(where, "b", i, f"immediate index {int(b[i])} is outside the pool of "
-                   f"{npool}")
-    bad = (kind == 4) & ~b_node & ~b_pool & (b != -1)
-    if bad.any():
-        i = _first(bad)
-        raise _bad(where, "b", i, f"{_NAMES[int(op[i])]} has no second parent; b must be -1")
+    # one pass in C (_format_check.pxi): numpy's dozen passes cost most of a load
+    code, i = _tape._check_records(op, a, b, _RECORD_FLAGS, npool, general)
+    if code:
+        raise _records_error(code, i, op, a, b, npool, where)
     if not general:
-        bad = kind == 4
-        if bad.any():
-            i = _first(bad)
-            raise _bad(where, "op", i, f"{_NAMES[int(op[i])]} in the scalar layout (it "
-                       "needs the general layout's parameters)")
         if nval != n:
             raise _bad(where, "val", None, f"{nval} values for {n} scalar nodes")
-        return np.ones(n, np.int8), ids
+        return None, None           # sizes 1, offsets the node ids
     off = np.asarray(arrays["off"])
     poff = np.asarray(arrays["poff"])
     P = np.asarray(arrays["P"])
-    nP = P.shape[0]
+    code, i = _tape._check_layout(op, a, b, off, poff, P, _RECORD_FLAGS, nval)
+    if code:
+        raise _layout_error(code, i, op, a, b, off, poff, P, nval, where)
+    size = np.diff(off, append=nval)
+    kind = _KIND[op]
     has = poff >= 0
-    bad = (poff < -1) | (poff >= nP)
-    if bad.any():
-        i = _first(bad)
-        raise _bad(where, "poff", i, f"parameter offset {int(poff[i])} outside the "
-                   f"parameter arena of {nP}")
-    starts = poff[has]
-    if starts.size and (starts[0] != 0 or (np.diff(starts) <= 0).any()):
-        i = int(ids[has][0]) if starts[0] != 0 else int(ids[has][1:][np.diff(starts) <= 0][0])
-        raise _bad(where, "poff", i, "parameter structs must follow each other in node "
-                   "order from 0")
-    if not starts.size and nP:
-        raise _bad(where, "P", None, f"{nP} parameters but no node has a struct")
     span = np.zeros(n, np.int64)
-    span[has] = np.diff(np.append(starts, nP))
-    size = np.ones(n, np.int64)
-    size[has] = P[starts]
-    bad = size < 0
-    if bad.any():
-        i = _first(bad)
-        raise _bad(where, "P", i, f"negative size {int(size[i])}")
-    bad = (kind == 4) & ~has
-    if bad.any():
-        i = _first(bad)
-        raise _bad(where, "poff", i, f"{_NAMES[int(op[i])]} has no parameter struct")
-    bad = (kind < 4) & has & (span != 1)
-    if bad.any():
-        i = _first(bad)
-        raise _bad(where, "P", i, f"{_NAMES[int(op[i])]} has a struct of {int(span[i])} "
-                   "fields; elementwise ops and leaves have 1 (their size)")
-    with np.errstate(over="ignore"):
-        total = np.cumsum(size)
-    if n and (total[-1] != nval or (total < 0).any() or (total > nval).any()):
-        raise _bad(where, "val", None, f"the nodes' sizes add up to {int(total[-1])}, the "
-                   f"value arena holds {nval}")
-    if not n and nval:
-        raise _bad(where, "val", None, f"{nval} values for no nodes")
-    start = total - size
-    bad = off != start
-    if bad.any():
-        i = _first(bad)
-        raise _bad(where, "off", i, f"value offset {int(off[i])}, expected {int(start[i])} "
-                   "(the nodes' values follow each other)")
-    elem = (kind >= 1) & (kind <= 3)
-    sa = size[np.where(elem, a, 0)]
-    bad = elem & (sa != 1) & (sa != size)
-    if bad.any():
-        i = _first(bad)
-        raise _bad(where, "a", i, f"{_NAMES[int(op[i])]} of size {int(size[i])} reads a "
-                   f"parent of size {int(sa[i])}")
-    sb = size[np.where(kind == 3, b, 0)]
-    bad = (kind == 3) & (sb != 1) & (sb != size)
-    if bad.any():
-        i = _first(bad)
-        raise _bad(where, "b", i, f"{_NAMES[int(op[i])]} of size {int(size[i])} reads a "
-                   f"parent of size {int(sb[i])}")
+    span[has] = np.diff(np.append(poff[has], P.shape[0]))
     pool = np.asarray(arrays["pool"])
     for i in np.flatnonzero(kind == 4):
         _check_struct(int(i), _NAMES[int(op[i])], int(a[i]), int(b[i]), size, op,
@@ -966,13 +949,23 @@ def load_function(source, fun=None, callbacks=None, mmap=False, _rules=None, _re
     return Function._from_state(meta, fun, treedef, example, built)
 
 
+class _NodeIds:
+    """off of the scalar layout: node i's value is slot i."""
+
+    def __getitem__(self, k):
+        return np.arange(k.start, k.stop) if isinstance(k, slice) else k
+
+
 def _check_trace(arrays, tr, k, tape, size, off, shapes, where):
     if not isinstance(tr, dict) or type(tr.get("output")) is not int or \
             type(tr.get("grouped")) is not bool or not isinstance(tr.get("out_shape"), list):
         raise TapeFormatError(f"{where}: bad entry {tr!r:.80}")
     n = len(tape)
     opc = tape.opcodes()
-    nval = int(size.sum())
+    if size is None:                # the scalar layout: sizes 1, offsets the node ids
+        size, off, nval = np.broadcast_to(np.int8(1), (n,)), _NodeIds(), n
+    else:
+        nval = int(size.sum())
     inputs = _int_vector(arrays, f"r{k}.inputs", where, len(shapes))
     for q, (j, shape) in enumerate(zip(inputs.tolist(), shapes)):
         m = _prod(shape)

@@ -356,6 +356,7 @@ include "_structural.pxi"
 include "_linalg.pxi"
 include "_callback.pxi"
 include "_dispatch.pxi"
+include "_format_check.pxi"     # loading a file (fastape._format)
 
 
 # ---------------------------------------------------------------------------

@@ -1,0 +1,131 @@
+# The O(n) checks of a loaded tape's node records (fastape._format.validate_tape):
+# one pass in C each, because a dozen numpy passes over 10^7 nodes, each with its own
+# temporaries, cost ~0.15 s, most of a load. They return the first failing node and a
+# code; fastape._format words the message (one place for the rules' meaning: the
+# opcode table `flags` is built there, from the registry).
+
+# flags[op] (fastape._format._RECORD_FLAGS): what a node's a and b must be
+cdef enum:
+    F_LEAF = 1        # a == b == -1
+    F_B_NODE = 2      # b a node below i (binary and node-b structural ops)
+    F_B_IS_A = 4      # b repeats a (unary ops)
+    F_B_POOL = 8      # b an immediate's index into the pool
+    F_STRUCT = 16     # has a parameter struct (general layout only)
+    F_ELEM = 32       # elementwise: parents of size 1 or of the node's size
+
+
+def _check_records(const uint8_t[::1] op, const i32[::1] a, const i32[::1] b,
+                   const uint8_t[::1] flags, i64 npool, bint general):
+    """(code, i) of the first node whose opcode, parents or immediate index is out of
+    range, or (0, -1): 1 unknown opcode, 2 a leaf with parents, 3 a not below i,
+    4 b not below i, 5 a unary op's b is not its a, 6 b outside the pool, 7 b is not
+    -1, 8 a structural op in the scalar layout."""
+    cdef i64 n = op.shape[0], i, nops = flags.shape[0], ai, bi
+    cdef int code = 0
+    cdef uint8_t f
+    with nogil:
+        for i in range(n):
+            if op[i] >= nops:
+                code = 1
+                break
+            f = flags[op[i]]
+            ai = a[i]
+            bi = b[i]
+            if f & F_LEAF:
+                if ai != -1 or bi != -1:
+                    code = 2
+                    break
+                continue
+            if ai < 0 or ai >= i:
+                code = 3
+            elif f & F_B_IS_A:
+                if bi != ai:
+                    code = 5
+            elif f & F_B_NODE:
+                if bi < 0 or bi >= i:
+                    code = 4
+            elif f & F_B_POOL:
+                if bi < 0 or bi >= npool:
+                    code = 6
+            elif bi != -1:
+                code = 7
+            if not code and f & F_STRUCT and not general:
+                code = 8
+            if code:
+                break
+    if not code:
+        i = -1
+    return code, i
+
+
+def _check_layout(const uint8_t[::1] op, const i32[::1] a, const i32[::1] b,
+                  const i64[::1] off, const i64[::1] poff, const i64[::1] P,
+                  const uint8_t[::1] flags, i64 nval):
+    """The general layout's sizes and offsets (after _check_records): (code, i) of the
+    first bad node, or (0, -1). Parameter structs follow each other in node order from
+    0 (P[poff[i]] is node i's size; a node without one has size 1); structural nodes
+    have one, the others at most one field; values follow each other (off[i] is the
+    sum of the sizes before i) and fill the arena of nval; elementwise parents have size
+    1 or the node's size. Codes: 10 poff outside P, 11 structs out of order, 12 a
+    negative size, 13 a structural node without a struct, 14 an elementwise struct of
+    more than one field, 15 an offset out of place, 16 the sizes overflow the arena,
+    17 a's size, 18 b's size, 19 the sizes do not fill the arena, 20 parameters but no
+    struct."""
+    cdef i64 n = op.shape[0], nP = P.shape[0], i, p, sz, total = 0, sa, sb
+    cdef i64 last = -1, last_node = -1, at = -1
+    cdef int code = 0
+    cdef uint8_t f
+    with nogil:
+        for i in range(n):
+            f = flags[op[i]]
+            p = poff[i]
+            if p < -1 or p >= nP:
+                code = 10
+                break
+            if p >= 0:
+                if (last < 0 and p != 0) or (last >= 0 and p <= last):
+                    code = 11
+                    break
+                if last_node >= 0 and not flags[op[last_node]] & F_STRUCT and p - last != 1:
+                    code = 14
+                    i = last_node
+                    break
+                sz = P[p]
+                if sz < 0:
+                    code = 12
+                    break
+                last = p
+                last_node = i
+            elif f & F_STRUCT:
+                code = 13
+                break
+            else:
+                sz = 1
+            if off[i] != total:
+                code = 15
+                break
+            if sz > nval - total:
+                code = 16
+                break
+            total += sz
+            if f & F_ELEM:
+                # a, b < i: their offsets are checked, so off[j + 1] - off[j] is j's size
+                sa = off[a[i] + 1] - off[a[i]]
+                if sa != 1 and sa != sz:
+                    code = 17
+                    break
+                if f & F_B_NODE:
+                    sb = off[b[i] + 1] - off[b[i]]
+                    if sb != 1 and sb != sz:
+                        code = 18
+                        break
+        if code:
+            at = i
+        elif last_node >= 0 and not flags[op[last_node]] & F_STRUCT and nP - last != 1:
+            code = 14
+            at = last_node
+        elif last < 0 and nP:
+            code = 20
+        elif total != nval:
+            code = 19
+    return code, at
