@@ -571,6 +571,7 @@ def _homes(header, declared, members, homes):
     validation): homes[k] = [tape, its views, adopted?]; returns name -> view. Only
     where every record member is exactly as long as its declared dtype and shape say
     (else the plain path reads, and refuses, it)."""
+    from fastape import _tape
     from fastape._tape import Tape
     views = {}
     tapes = header.get("tapes")
@@ -596,6 +597,9 @@ def _homes(header, declared, members, homes):
                 continue
             tape, v = Tape._allocated(dims["op"], dims["val"], dims["pool"], dims.get("P", 0),
                                       general)
+            for x in v.values():
+                if x.size:
+                    _tape._advise_huge(x.view(np.uint8))
             homes[k] = [tape, {f"t{k}.{f}": x for f, x in v.items()}, False]
             views.update(homes[k][1])
     return views

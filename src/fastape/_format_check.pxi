@@ -241,3 +241,30 @@ def _crc32(const uint8_t[::1] data, uint32_t crc=0, bint fold=True):
     with nogil:
         crc = fastape_crc32(&data[0], n, crc, fold)
     return crc
+
+
+cdef extern from *:
+    """
+    #if defined(__linux__)
+    #include <sys/mman.h>
+    #endif
+    static void fastape_advise_huge(char *p, size_t n) {
+        /* madvise(MADV_HUGEPAGE) over the whole pages of p[:n], as numpy does for its
+           arrays of 4 MiB and more: with transparent huge pages in "madvise" mode a
+           buffer then faults 2 MiB at a time, not 4 KiB */
+    #if defined(__linux__) && defined(MADV_HUGEPAGE)
+        uintptr_t a = ((uintptr_t)p + 4095) & ~(uintptr_t)4095;
+        if (n > a - (uintptr_t)p)
+            madvise((void *)a, n - (a - (uintptr_t)p), MADV_HUGEPAGE);
+    #endif
+    }
+    """
+    void fastape_advise_huge(char *p, size_t n) noexcept nogil
+
+
+def _advise_huge(uint8_t[::1] buf):
+    """Huge pages for a buffer about to be filled (a loaded tape's records, read into
+    untouched memory): reading 10^7 nodes' records into 4 KiB pages ran at half the
+    speed of reading them into numpy's arrays, which numpy advises so."""
+    if buf.shape[0] >= 1 << 22:
+        fastape_advise_huge(<char*>&buf[0], buf.shape[0])
