@@ -1015,10 +1015,13 @@ def _load_deferred(source, callbacks):
         tapes, rules = _split_rules(header, None, callbacks, where)
         if len(tapes) != 1:
             raise TapeFormatError(f"{where}: field 'tapes': a tape file holds one tape")
+        info, declared = tapes[0], header["arrays"]
         homes = {}
-        views = _homes(header, header["arrays"], members, homes)
-        if 0 not in homes or set(views) != set(header["arrays"]):
-            f.close()
+        views = _homes(header, declared, members, homes)
+        if 0 not in homes or set(views) != set(declared) or type(info.get("n")) is not int \
+                or info["n"] != declared["t0.op"][1][0] or \
+                info.get("general") is not ("t0.off" in declared):
+            f.close()               # the eager load reads and refuses it
             return None
         tape = homes[0][0]
         tape._defer(_Deferred(f, header, members, views, homes, rules[0], where))
