@@ -695,6 +695,25 @@ def test_mmap_load_reads_no_records_until_first_use(tmp_path, monkeypatch):
         v.forward()
 
 
+def test_an_unused_mmap_load_is_freed_at_once(tmp_path):
+    """A tape loaded with mmap=True and dropped unused is freed by its reference count
+    (its deferred load holds no reference back to it) and closes its file."""
+    import gc
+    t, _, _ = _scalar_tape(100)
+    t.save(tmp_path / "t.npz")
+    u = ft.Tape.load(tmp_path / "t.npz", mmap=True)
+    deferred = [o for o in gc.get_referents(u) if isinstance(o, _format._Deferred)]
+    assert len(deferred) == 1
+    f = deferred[0].f
+    del deferred
+    gc.disable()
+    try:
+        del u
+        assert f.closed
+    finally:
+        gc.enable()
+
+
 def _scalar_tape(n):
     with ft.Tape() as t:
         x = t.var(0.5)

@@ -1024,7 +1024,7 @@ def _load_deferred(source, callbacks):
             f.close()               # the eager load reads and refuses it
             return None
         tape = homes[0][0]
-        tape._defer(_Deferred(f, header, members, views, homes, rules[0], where))
+        tape._defer(_Deferred(f, header, members, views, rules[0], where))
         return tape
     except BaseException:
         f.close()
@@ -1036,14 +1036,20 @@ class _Deferred:
     records are read from the file held open since the load, checksummed and validated
     exactly as an eager load does them, then the tape is adopted; a file that fails
     raises TapeFormatError, at this use and every later one (the tape is never
-    swept)."""
+    swept). It holds the tape's views, not the tape (which holds it): dropping an
+    unused tape frees it at once, not at the next cyclic collection."""
 
-    def __init__(self, f, header, members, views, homes, rules, where):
+    def __init__(self, f, header, members, views, rules, where):
         import threading
         self.f, self.header, self.members, self.views = f, header, members, views
-        self.homes, self.rules, self.where = homes, rules, where
+        self.rules, self.where = rules, where
         self.error = None
         self.lock = threading.Lock()
+
+    def __del__(self):
+        f = getattr(self, "f", None)
+        if f is not None:
+            f.close()
 
     def __call__(self, tape):
         with self.lock:
@@ -1053,7 +1059,7 @@ class _Deferred:
                 return
             try:
                 arrays = _Arrays()
-                arrays.homes = self.homes
+                arrays.homes = {0: [tape, self.views, False]}
                 _read_arrays(self.f, self.header["arrays"], self.members, self.views,
                              arrays, self.where)
                 _load_tape(arrays, self.header["tapes"][0], 0, self.rules, self.where)
@@ -1063,7 +1069,7 @@ class _Deferred:
                 raise TapeFormatError(self.error) from None
             finally:
                 self.f.close()
-                self.f = self.views = self.homes = None
+                self.f = self.views = None
 
 
 def _int_vector(arrays, name, where, length=None):
