@@ -178,7 +178,8 @@ def _tape_parts(tape, k, arrays, rules):
 # dates fixed (1980-01-01), so one tape always gives the same bytes
 _ZIP_TIME, _ZIP_DATE = 0, (0 << 9) | (1 << 5) | 1
 _U32 = 0xFFFFFFFF
-#: from what directory offset or size the ZIP64 end records are written (lowered by a test)
+#: from what size or offset ZIP64 fields are written in the central directory and its
+#: end records (lowered by a test)
 _ZIP64_END_FROM = _U32
 
 
@@ -193,10 +194,13 @@ def _central(entries, start):
     whose directory starts at byte `start`."""
     out = []
     for name, size, crc, offset in entries:
-        extra = struct.pack("<HHQQQ", 1, 24, size, size, offset)
+        extra = b""
+        if max(size, offset) >= _ZIP64_END_FROM:        # ZIP64 only where needed, as
+            extra = struct.pack("<HHQQQ", 1, 24, size, size, offset)    # zipfile does
+            size = offset = _U32
         out.append(struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 45, 45, 0, 0, _ZIP_TIME,
-                               _ZIP_DATE, crc, _U32, _U32, len(name), len(extra), 0, 0,
-                               0, 0, _U32) + name + extra)
+                               _ZIP_DATE, crc, size, size, len(name), len(extra), 0, 0,
+                               0, 0, offset) + name + extra)
     body = b"".join(out)
     n, end = len(entries), start + len(body)
     tail = b""
