@@ -602,3 +602,170 @@ def test_records_are_read_into_the_tape_and_adopted_once():
         _format.from_parts(parts)
     np.testing.assert_array_equal(u.gradient(u.node(len(u) - 1), u.node(0)), t.gradient(y, x))
     np.testing.assert_array_equal(w.export()["val"], t.export()["val"])
+
+
+# ---------------------------------------------------------------------------
+# the checksum, the container, and the deferred (mmap=True) load
+# ---------------------------------------------------------------------------
+
+def test_crc32_is_zlibs():
+    """The folded CRC-32 (and its bitwise fallback) against zlib.crc32 over lengths
+    around the fold's 64- and 16-byte steps, unaligned starts and running values."""
+    import zlib
+
+    from fastape import _tape
+    rng = np.random.default_rng(3)
+    buf = rng.integers(0, 256, 1 << 14, dtype=np.uint8).tobytes()
+    lengths = list(range(0, 200)) + [255, 256, 257, 1000, 4095, 4096, 12345]
+    for q, n in enumerate(lengths):
+        s = q % 37
+        d = memoryview(buf)[s:s + n]
+        crc = int(rng.integers(2**32)) if q % 2 else 0
+        assert _tape._crc32(d, crc) == zlib.crc32(d, crc), (n, s)
+        assert _tape._crc32(d, crc, False) == zlib.crc32(d, crc), (n, s)
+    assert _format._crc32(memoryview(buf), 7) == zlib.crc32(buf, 7)
+
+
+def test_zip64_end_records_read_everywhere(tmp_path, monkeypatch):
+    """The ZIP64 end records (written past 4 GiB of members) read with zipfile, numpy
+    and fastape: forced here on a small file."""
+    monkeypatch.setattr(_format, "_ZIP64_END_FROM", 0)
+    t = _fuzz_subjects()[-1][0]
+    t.save(tmp_path / "t.npz")
+    data = (tmp_path / "t.npz").read_bytes()
+    assert b"PK\x06\x06" in data[-200:] and b"PK\x06\x07" in data[-200:]
+    with zipfile.ZipFile(tmp_path / "t.npz") as zf:
+        assert zf.testzip() is None
+    with np.load(tmp_path / "t.npz") as z:
+        np.testing.assert_array_equal(z["t0.val"], t.export()["val"])
+    u = ft.Tape.load(tmp_path / "t.npz")
+    np.testing.assert_array_equal(u.export()["val"], t.export()["val"])
+
+
+def _member_data(path, name):
+    """(start, length) of a member's array data in the file."""
+    with zipfile.ZipFile(path) as zf:
+        info = zf.getinfo(name + ".npy")
+    with open(path, "rb") as f:
+        f.seek(info.header_offset + 26)
+        nlen, elen = np.frombuffer(f.read(4), "<u2")
+    start = info.header_offset + 30 + int(nlen) + int(elen)
+    hdr = len(_format._npy_header("<f8", (1,)))      # 128 bytes for these shapes
+    return start + hdr, info.file_size - hdr
+
+
+def test_mmap_load_reads_no_records_until_first_use(tmp_path, monkeypatch):
+    """Tape.load(mmap=True) reads the directory and the header only: a damaged value
+    is found at the first use (and at every later one), not at the load; the eager
+    load finds it at once. Counting the members read makes it fail if a load reads
+    the records."""
+    t, s, x = _scalar_tape(2000)
+    path = tmp_path / "t.npz"
+    t.save(path)
+    read = []
+    real = _format._read_array
+
+    def counting(f, member, name, *a, **k):
+        read.append(name)
+        return real(f, member, name, *a, **k)
+    monkeypatch.setattr(_format, "_read_array", counting)
+    u = ft.Tape.load(path, mmap=True)
+    assert read == ["header", "checksum"]
+    assert len(u) == len(t) and not u.released and u.nbytes == t.nbytes
+    np.testing.assert_array_equal(u.opcodes(), t.opcodes())        # first use: reads
+    assert set(read) == {"header", "checksum"} | {f"t0.{f}" for f in t.export()}
+    assert u.gradient(u.node(len(u) - 1), u.node(0)) == t.gradient(s, x)
+
+    start, length = _member_data(path, "t0.val")
+    data = bytearray(path.read_bytes())
+    data[start + length // 2] ^= 4
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(ft.TapeFormatError, match="'t0.val': checksum"):
+        ft.Tape.load(bad)
+    v = ft.Tape.load(bad, mmap=True)
+    w = ft.load(bad, mmap=True)
+    for _ in range(2):
+        with pytest.raises(ft.TapeFormatError, match="'t0.val': checksum.*first use"):
+            v.forward()
+        with pytest.raises(ft.TapeFormatError, match="first use"):
+            w.node(0)
+    v.release()
+    with pytest.raises(ft.TapeError, match="released"):
+        v.forward()
+
+
+def test_an_unused_mmap_load_is_freed_at_once(tmp_path):
+    """A tape loaded with mmap=True and dropped unused is freed by its reference count
+    (its deferred load holds no reference back to it) and closes its file."""
+    import gc
+    t, _, _ = _scalar_tape(100)
+    t.save(tmp_path / "t.npz")
+    u = ft.Tape.load(tmp_path / "t.npz", mmap=True)
+    deferred = [o for o in gc.get_referents(u) if isinstance(o, _format._Deferred)]
+    assert len(deferred) == 1
+    f = deferred[0].f
+    del deferred
+    gc.disable()
+    try:
+        del u
+        assert f.closed
+    finally:
+        gc.enable()
+
+
+def _scalar_tape(n):
+    with ft.Tape() as t:
+        x = t.var(0.5)
+        s = x
+        for _ in range(n // 2):
+            s = s * 0.999 + x
+    return t, s, x
+
+
+def test_mmap_load_of_mutated_files():
+    """Mutated tape files (raw damage, and forged fields written with fresh checksums
+    so that only the validation can catch them) loaded with mmap=True: each raises
+    TapeFormatError at the load or at the first use, or loads and sweeps."""
+    rng = np.random.default_rng(FUZZ_SEED + 1)
+    data = _fuzz_subjects()[-1][2]
+    gen = _mutations(data, rng)
+    at = {"load": 0, "first use": 0, "clean": 0}
+    for _ in range(max(FUZZ_N // 5, 200)):
+        how, m = next(gen)
+        if how == "parts":
+            h, a = m
+            try:
+                m = _format._to_bytes({k: v for k, v in h.items() if k != "arrays"}, a)
+            except (TypeError, ValueError, KeyError, AttributeError):
+                continue                # a header the writer cannot even write
+        try:
+            t = ft.Tape.load(m, mmap=True)
+        except ft.TapeFormatError:
+            at["load"] += 1
+            continue
+        try:
+            t.opcodes()
+        except ft.TapeFormatError:
+            at["first use"] += 1
+            continue
+        at["clean"] += 1
+        _exercise(t, None)
+    assert min(at.values()) > 0, at
+
+
+def test_files_of_another_zip_writer_load(tmp_path):
+    """The reader takes any zip writer's container of the same members: numpy.savez
+    (zipfile's layout, which fastape wrote itself before) of a saved function's
+    arrays loads to the same function."""
+    F = ft.compile(lambda x: ft.sum(ft.sin(x) * x), np.linspace(0.1, 0.9, 4))
+    F.save(tmp_path / "f.npz")
+    with np.load(tmp_path / "f.npz") as z:
+        arrays = {k: z[k] for k in z.files}
+    np.savez(tmp_path / "g.npz", **arrays)
+    G = ft.load(tmp_path / "g.npz")
+    x = np.linspace(-1, 1, 4)
+    assert G.value_and_grad(x)[0] == F.value_and_grad(x)[0]
+    np.testing.assert_array_equal(G.grad(x), F.grad(x))
+    F.save(tmp_path / "h.npz")
+    assert (tmp_path / "h.npz").read_bytes() == _bytes_of(F)     # the same bytes each time

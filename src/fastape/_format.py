@@ -28,27 +28,49 @@ opens it (``allow_pickle=False``: no member holds an object array):
     the example arguments a function was compiled on, their leaves flattened and
     concatenated (float64).
 
-Every member's data is contiguous in the file (stored, not deflated), so a large
-tape's arrays can be memory-mapped (``load(..., mmap=True)`` maps instead of
-reading; the loaded tape still holds its own copy of the records).
+Every member's data is contiguous in the file (stored, not deflated). fastape writes
+the container itself (not through zipfile): the fields zipfile writes with
+``force_zip64`` (ZIP64 sizes in every header; ZIP64 end records past 4 GiB), dates
+fixed at 1980-01-01 so that one tape always gives the same bytes, and each member's
+CRC-32 computed chunk by chunk as it is written (folded with carry-less
+multiplication, ``_format_check.pxi``, where the processor has it: zlib's table runs
+~2-3 GB/s, the fold at memory speed). Any zip reader reads the files, and this one
+reads files of any zip writer that stores the same members (numpy.savez's too).
 
 Loading validates everything before any sweep can read it and raises
 :class:`fastape.TapeFormatError` naming the first bad field: the header and its
 checksum, the format version (a newer one is refused), the registry fingerprint
 (a file of another op table is refused), each array's dtype, shape and CRC-32,
 then per node: the opcode is known, parents are below the node's own id, the
-value offsets and sizes tile the value arena, immediates' indices lie in the pool,
-each parameter struct has its op's length and fields that fit its parents' sizes;
-per trace: inputs, output and guards point inside the tape. A file never runs
-code when loaded: it holds no pickle, and the classes of a function's argument
-structure are looked up among the modules already imported, never imported.
+value offsets and sizes tile the value arena, immediates' indices lie in the pool
+(one pass in C each, ``_format_check.pxi``), each parameter struct has its op's
+length and fields that fit its parents' sizes; per trace: inputs, output and guards
+point inside the tape. A file never runs code when loaded: it holds no pickle, and
+the classes of a function's argument structure are looked up among the modules
+already imported, never imported. A tape's records are read straight into the
+tape's own buffers, 1 MiB at a time, each chunk checksummed while it is in cache.
+
+``Tape.load(path, mmap=True)`` (and ``fastape.load`` of a tape file) is O(1) in the
+size of the records: at the load it checks the zip directory, every member's place
+and .npy header, the header document and its checksum, the format version, the
+registry fingerprint, the list of arrays and the rule names, and allocates the tape
+(untouched memory); the records are read into it, checksummed and validated, all of
+the above, at its first use (any method that reads it: a sweep, ``node``,
+``opcodes``, ``export``, ``save``, pickling), which raises TapeFormatError if they
+fail, then and at every later use; until then the tape is unusable, so no sweep
+reads an unchecked field. The file stays open until then (a file changed meanwhile
+is read as it is then, and checked). They are read, not mapped: a sweep writes the
+value arena, and the tape owns its buffers (the arena pool, release). A compiled
+function's file is loaded at once also with ``mmap=True``.
 """
 
 import functools
 import importlib
 import io
 import json
+import os
 import pickle
+import struct
 import sys
 import zipfile
 import zlib
@@ -118,9 +140,24 @@ def _version():
 # writing
 # ---------------------------------------------------------------------------
 
-def _crc(a, start=0):
+#: bytes read or written per call, then checksummed while they are in cache
+_CHUNK = 1 << 20
+
+
+def _crc32(view, crc):
+    """zlib.crc32(view, crc): folded with carry-less multiplication (_format_check.pxi,
+    at memory speed) where the processor has it, zlib's table (~2-3 GB/s) elsewhere."""
+    from fastape import _tape
+    return _tape._crc32(view, crc) if _tape.CRC32_FOLDS else zlib.crc32(view, crc)
+
+
+def _chunks(view):
+    return [view[q:q + _CHUNK] for q in range(0, len(view), _CHUNK)]
+
+
+def _bytes_of(a):
     a = np.asarray(a, order="C")
-    return zlib.crc32(a.reshape(-1).view(np.uint8), start) if a.size else start
+    return memoryview(a.reshape(-1).view(np.uint8)) if a.size else memoryview(b"")
 
 
 def _tape_parts(tape, k, arrays, rules):
@@ -135,24 +172,85 @@ def _tape_parts(tape, k, arrays, rules):
             "rules": [getattr(r, "name", type(r).__name__) for r in objs]}
 
 
+# the zip container, written here (not by zipfile) so that a member's CRC-32 is
+# computed chunk by chunk beside its write, by _crc32; every field as
+# zipfile itself writes with force_zip64 (ZIP64 sizes in the local headers), the
+# dates fixed (1980-01-01), so one tape always gives the same bytes
+_ZIP_TIME, _ZIP_DATE = 0, (0 << 9) | (1 << 5) | 1
+_U32 = 0xFFFFFFFF
+#: from what size or offset ZIP64 fields are written in the central directory and its
+#: end records (lowered by a test)
+_ZIP64_END_FROM = _U32
+
+
+def _local_header(name, size):
+    extra = struct.pack("<HHQQ", 1, 16, size, size)
+    return struct.pack("<IHHHHHIIIHH", 0x04034B50, 45, 0, 0, _ZIP_TIME, _ZIP_DATE, 0,
+                       _U32, _U32, len(name), len(extra)) + name + extra
+
+
+def _central(entries, start):
+    """The central directory and end records of members (name, size, crc, offset)
+    whose directory starts at byte `start`."""
+    out = []
+    for name, size, crc, offset in entries:
+        extra = b""
+        if max(size, offset) >= _ZIP64_END_FROM:        # ZIP64 only where needed, as
+            extra = struct.pack("<HHQQQ", 1, 24, size, size, offset)    # zipfile does
+            size = offset = _U32
+        out.append(struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 45, 45, 0, 0, _ZIP_TIME,
+                               _ZIP_DATE, crc, size, size, len(name), len(extra), 0, 0,
+                               0, 0, offset) + name + extra)
+    body = b"".join(out)
+    n, end = len(entries), start + len(body)
+    tail = b""
+    if n >= 0xFFFF or max(start, len(body)) >= _ZIP64_END_FROM:
+        tail = struct.pack("<IQHHIIQQQQ", 0x06064B50, 44, 45, 45, 0, 0, n, n, len(body),
+                           start) + struct.pack("<IIQI", 0x07064B50, 0, end, 1)
+        n, size, start = 0xFFFF, _U32, _U32
+    else:
+        size = len(body)
+    return body + tail + struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, n, n, size, start, 0)
+
+
 def _write(target, header, arrays):
-    """The zip of header, checksum and arrays (stored members) into a path or a file."""
+    """The zip of header, checksum and arrays (stored .npy members) into a path or a
+    seekable binary file."""
     header = dict(header, magic=MAGIC, format_version=FORMAT_VERSION,
                   fastape_version=_version(), registry=_FINGERPRINT)
     # each member's CRC-32 is the zip's own (computed as it is written)
     header["arrays"] = {name: [a.dtype.str, list(a.shape)] for name, a in arrays.items()}
     hbytes = json.dumps(header).encode()
     hdr = np.frombuffer(hbytes, np.uint8)
-    with zipfile.ZipFile(target, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
-        for name, a in [("header", hdr),
-                        ("checksum", np.array([zlib.crc32(hbytes)], np.uint32))] + \
-                list(arrays.items()):
+    members = [("header", hdr), ("checksum", np.array([zlib.crc32(hbytes)], np.uint32))] \
+        + list(arrays.items())
+    f = open(target, "wb") if isinstance(target, (str, bytes, os.PathLike)) else target
+    try:
+        base = f.tell()
+        entries = []
+        for name, a in members:
             a = np.asarray(a, order="C")
-            with zf.open(name + ".npy", "w", force_zip64=True) as f:
-                # the header numpy.save writes (the reader compares it byte for byte)
-                f.write(_npy_header(a.dtype.str, a.shape))
-                if a.size:
-                    f.write(memoryview(a.reshape(-1).view(np.uint8)))
+            # the header numpy.save writes (the reader compares it byte for byte)
+            npy = _npy_header(a.dtype.str, a.shape)
+            data = _bytes_of(a)
+            zname = (name + ".npy").encode()
+            offset = f.tell() - base
+            f.write(_local_header(zname, len(npy) + len(data)))
+            f.write(npy)
+            crc = zlib.crc32(npy)
+            for c in _chunks(data):
+                crc = _crc32(c, crc)
+                f.write(c)
+            entries.append((zname, len(npy) + len(data), crc, offset))
+        end = f.tell()
+        for _, _, crc, offset in entries:   # each local header's CRC-32, now known
+            f.seek(base + offset + 14)
+            f.write(struct.pack("<I", crc))
+        f.seek(end)
+        f.write(_central(entries, end - base))
+    finally:
+        if f is not target:
+            f.close()
 
 
 def save_tape(tape, path):
@@ -344,10 +442,11 @@ def _npy_header(dtype, shape):
     return buf.getvalue()
 
 
-def _read_array(f, member, name, dtype, shape, mmap, path, where, out=None):
-    """Member `name` (its bytes at member = (start, length)) as an array of this dtype
-    and shape: the member's .npy header must be the one numpy writes for them (so the
-    file reads the same with numpy.load), the data exactly as long as they say."""
+def _read_array(f, member, name, dtype, shape, where, out=None):
+    """(array, its member's CRC-32) of member `name` (its bytes at member = (start,
+    length)), read into `out` if given: the member's .npy header must be the one numpy
+    writes for this dtype and shape (so the file reads the same with numpy.load), the
+    data exactly as long as they say."""
     start, length = member[:2]
     if not (isinstance(shape, (list, tuple)) and len(shape) <= 32 and
             all(type(d) is int and 0 <= d < 2**62 for d in shape)):
@@ -364,90 +463,101 @@ def _read_array(f, member, name, dtype, shape, mmap, path, where, out=None):
     if length != len(hdr) + nbytes or f.read(len(hdr)) != hdr:
         raise TapeFormatError(f"{where}: field {name!r}: the member is not a .npy array of "
                               f"dtype {dtype} and shape {tuple(shape)} (damaged or truncated)")
-    data = start + len(hdr)
-    if mmap and path is not None and nbytes:
-        return np.memmap(path, dtype=dtype, mode="r", offset=data, shape=tuple(shape))
     try:
         if out is None:
             out = np.empty(shape, dtype)
     except MemoryError:
         raise MemoryError(f"{where}: cannot allocate {nbytes} bytes for member "
                           f"{name!r}") from None
-    if nbytes:
-        f.seek(data)
-        if f.readinto(memoryview(out.reshape(-1).view(np.uint8))) != nbytes:
+    crc = zlib.crc32(hdr)
+    for c in _chunks(memoryview(out.reshape(-1).view(np.uint8))) if nbytes else ():
+        if f.readinto(c) != len(c):
             raise TapeFormatError(f"{where}: field {name!r} is truncated")
-    return out
+        crc = _crc32(c, crc)
+    return out, crc
 
 
 def _open(source):
     if isinstance(source, (bytes, bytearray, memoryview)):
-        return io.BytesIO(source), None, "fastape data"
+        return io.BytesIO(source), "fastape data"
     path = str(source)
     try:
-        return open(path, "rb"), path, path
+        return open(path, "rb"), path
     except OSError as e:
         raise e.__class__(e.errno, f"fastape.load: cannot open {path}: {e.strerror}") from None
 
 
-def read(source, mmap=False):
+def read(source):
     """(header, arrays, where) of a file (a path or its bytes): the header, its checksum
     and every array's dtype, shape and CRC-32 verified."""
-    f, path, where = _open(source)
+    f, where = _open(source)
     with f:
-        members = _members(f, where)
-        if "header" not in members or "checksum" not in members:
-            raise TapeFormatError(f"{where}: not a fastape file (no header member)")
-        start, length = members["header"][:2]
-        hlen = length - len(_npy_header("|u1", (0,)))
-        if not 0 <= hlen <= 1 << 26:
-            raise TapeFormatError(f"{where}: field 'header': not a uint8 JSON document")
-        hbytes = _read_array(f, members["header"], "header", "|u1", [hlen], False, None,
-                             where).tobytes()
-        c = _read_array(f, members["checksum"], "checksum", "<u4", [1], False, None, where)
-        if int(c[0]) != zlib.crc32(hbytes):
-            raise TapeFormatError(f"{where}: field 'checksum': the header's checksum does "
-                                  "not match (the file is corrupt)")
-        try:
-            header = json.loads(hbytes.decode())
-        except (UnicodeDecodeError, ValueError, RecursionError) as e:
-            raise TapeFormatError(f"{where}: field 'header': not JSON ({e})") from None
-        if not isinstance(header, dict) or header.get("magic") != MAGIC:
-            raise TapeFormatError(f"{where}: field 'magic': not a fastape file")
-        version = header.get("format_version")
-        if type(version) is not int:
-            raise TapeFormatError(f"{where}: field 'format_version': {version!r}")
-        if version > FORMAT_VERSION:
-            raise TapeFormatError(
-                f"{where}: field 'format_version': the file has format version {version}, "
-                f"written by fastape {header.get('fastape_version')!r}; this fastape "
-                f"({_version()}) reads versions up to {FORMAT_VERSION}: upgrade fastape")
-        if version < 1:
-            raise TapeFormatError(f"{where}: field 'format_version': {version}")
-        if header.get("registry") != _FINGERPRINT:
-            raise TapeFormatError(
-                f"{where}: field 'registry': the file was written by a fastape whose op "
-                f"registry differs (fastape {header.get('fastape_version')!r}, fingerprint "
-                f"{str(header.get('registry'))[:12]}..., this build {_FINGERPRINT[:12]}...): "
-                "its opcodes mean other ops here")
-        declared = header.get("arrays")
-        if not isinstance(declared, dict) or set(declared) != set(members) - {"header",
-                                                                             "checksum"}:
-            raise TapeFormatError(f"{where}: field 'arrays': the header's list of arrays "
-                                  "differs from the file's members")
+        header, members = _read_header(f, where)
         arrays = _Arrays()
-        views = {} if mmap else _homes(header, declared, members, arrays.homes)
-        for name, d in declared.items():
-            if not (isinstance(d, list) and len(d) == 2):
-                raise TapeFormatError(f"{where}: field {name!r}: bad entry {d!r:.60}")
-            a = _read_array(f, members[name], name, d[0], d[1], mmap, path, where,
-                            views.get(name))
-            start, _, crc = members[name]
-            if _crc(a, zlib.crc32(_npy_header(a.dtype.str, a.shape))) != crc:
-                raise TapeFormatError(f"{where}: field {name!r}: checksum mismatch (the "
-                                      "file is corrupt)")
-            arrays[name] = a
+        views = _homes(header, header["arrays"], members, arrays.homes)
+        _read_arrays(f, header["arrays"], members, views, arrays, where)
     return header, arrays, where
+
+
+def _read_header(f, where):
+    """(header, members) of an open file: the zip directory, the header and its
+    checksum, the format version and registry fingerprint, and the list of arrays
+    against the members. Reads only the directory and the header (O(1) in the size of
+    the arrays)."""
+    members = _members(f, where)
+    if "header" not in members or "checksum" not in members:
+        raise TapeFormatError(f"{where}: not a fastape file (no header member)")
+    start, length = members["header"][:2]
+    hlen = length - len(_npy_header("|u1", (0,)))
+    if not 0 <= hlen <= 1 << 26:
+        raise TapeFormatError(f"{where}: field 'header': not a uint8 JSON document")
+    hbytes = _read_array(f, members["header"], "header", "|u1", [hlen], where)[0].tobytes()
+    c = _read_array(f, members["checksum"], "checksum", "<u4", [1], where)[0]
+    if int(c[0]) != zlib.crc32(hbytes):
+        raise TapeFormatError(f"{where}: field 'checksum': the header's checksum does "
+                              "not match (the file is corrupt)")
+    try:
+        header = json.loads(hbytes.decode())
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise TapeFormatError(f"{where}: field 'header': not JSON ({e})") from None
+    if not isinstance(header, dict) or header.get("magic") != MAGIC:
+        raise TapeFormatError(f"{where}: field 'magic': not a fastape file")
+    version = header.get("format_version")
+    if type(version) is not int:
+        raise TapeFormatError(f"{where}: field 'format_version': {version!r}")
+    if version > FORMAT_VERSION:
+        raise TapeFormatError(
+            f"{where}: field 'format_version': the file has format version {version}, "
+            f"written by fastape {header.get('fastape_version')!r}; this fastape "
+            f"({_version()}) reads versions up to {FORMAT_VERSION}: upgrade fastape")
+    if version < 1:
+        raise TapeFormatError(f"{where}: field 'format_version': {version}")
+    if header.get("registry") != _FINGERPRINT:
+        raise TapeFormatError(
+            f"{where}: field 'registry': the file was written by a fastape whose op "
+            f"registry differs (fastape {header.get('fastape_version')!r}, fingerprint "
+            f"{str(header.get('registry'))[:12]}..., this build {_FINGERPRINT[:12]}...): "
+            "its opcodes mean other ops here")
+    declared = header.get("arrays")
+    if not isinstance(declared, dict) or set(declared) != set(members) - {"header",
+                                                                         "checksum"}:
+        raise TapeFormatError(f"{where}: field 'arrays': the header's list of arrays "
+                              "differs from the file's members")
+    for name, d in declared.items():
+        if not (isinstance(d, list) and len(d) == 2):
+            raise TapeFormatError(f"{where}: field {name!r}: bad entry {d!r:.60}")
+    return header, members
+
+
+def _read_arrays(f, declared, members, views, arrays, where):
+    """Every declared array into `arrays` (into views[name] where given), each CRC-32
+    checked against the zip's."""
+    for name, d in declared.items():
+        arrays[name], crc = _read_array(f, members[name], name, d[0], d[1], where,
+                                        views.get(name))
+        if crc != members[name][2]:
+            raise TapeFormatError(f"{where}: field {name!r}: checksum mismatch (the "
+                                  "file is corrupt)")
 
 
 class _Arrays(dict):
@@ -465,6 +575,7 @@ def _homes(header, declared, members, homes):
     validation): homes[k] = [tape, its views, adopted?]; returns name -> view. Only
     where every record member is exactly as long as its declared dtype and shape say
     (else the plain path reads, and refuses, it)."""
+    from fastape import _tape
     from fastape._tape import Tape
     views = {}
     tapes = header.get("tapes")
@@ -490,6 +601,9 @@ def _homes(header, declared, members, homes):
                 continue
             tape, v = Tape._allocated(dims["op"], dims["val"], dims["pool"], dims.get("P", 0),
                                       general)
+            for x in v.values():
+                if x.size:
+                    _tape._advise_huge(x.view(np.uint8))
             homes[k] = [tape, {f"t{k}.{f}": x for f, x in v.items()}, False]
             views.update(homes[k][1])
     return views
@@ -513,6 +627,79 @@ def _bad(where, field, i, msg):
 
 def _first(mask):
     return int(np.flatnonzero(mask)[0])
+
+
+def _record_flags():
+    """Per opcode, what its a and b must be (the F_ flags of _format_check.pxi)."""
+    leaf, b_node, b_is_a, b_pool, struct, elem = 1, 2, 4, 8, 16, 32
+    flags = np.zeros(NUM_OPS, np.uint8)
+    node_b = {_CODES[s.name] for s in registry.STRUCTURAL if s.b == "node"}
+    for code in range(NUM_OPS):
+        kind = int(_KIND[code])
+        flags[code] = {0: leaf, 1: b_is_a | elem, 2: b_pool | elem, 3: b_node | elem,
+                       4: struct}[kind]
+        if code in node_b:
+            flags[code] |= b_node
+        if code == _CODES["GATHER1"]:
+            flags[code] |= b_pool
+    return flags
+
+
+_RECORD_FLAGS = _record_flags()
+
+
+def _records_error(code, i, op, a, b, npool, where):
+    """The TapeFormatError of _check_records' (code, node)."""
+    o = int(op[i])
+    if code == 1:
+        return _bad(where, "op", i, f"opcode {o} is unknown to this build ({NUM_OPS} ops)")
+    nm, ai, bi = _NAMES[o], int(a[i]), int(b[i])
+    return {
+        2: lambda: _bad(where, "a", i, f"a leaf ({nm}) has parents {ai}, {bi}; leaves have "
+                        "-1"),
+        3: lambda: _bad(where, "a", i, f"parent id {ai} of {nm} is not below the node's "
+                        "own id"),
+        4: lambda: _bad(where, "b", i, f"parent id {bi} of {nm} is not below the node's "
+                        "own id"),
+        5: lambda: _bad(where, "b", i, f"a unary op's b ({bi}) must repeat its a ({ai})"),
+        6: lambda: _bad(where, "b", i, f"immediate index {bi} is outside the pool of "
+                        f"{npool}"),
+        7: lambda: _bad(where, "b", i, f"{nm} has no second parent; b must be -1"),
+        8: lambda: _bad(where, "op", i, f"{nm} in the scalar layout (it needs the general "
+                        "layout's parameters)"),
+    }[code]()
+
+
+def _layout_error(code, i, op, a, b, off, poff, P, nval, where):
+    """The TapeFormatError of _check_layout's (code, node)."""
+    nP = P.shape[0]
+    if code == 19:
+        return _bad(where, "val", None, f"the nodes' sizes do not add up to the {nval} "
+                    "values of the value arena")
+    if code == 20:
+        return _bad(where, "P", None, f"{nP} parameters but no node has a struct")
+    nm = _NAMES[int(op[i])]
+
+    def size(j):
+        return int(off[j + 1] - off[j])
+    return {
+        10: lambda: _bad(where, "poff", i, f"parameter offset {int(poff[i])} outside the "
+                         f"parameter arena of {nP}"),
+        11: lambda: _bad(where, "poff", i, "parameter structs must follow each other in "
+                         "node order from 0"),
+        12: lambda: _bad(where, "P", i, f"negative size {int(P[poff[i]])}"),
+        13: lambda: _bad(where, "poff", i, f"{nm} has no parameter struct"),
+        14: lambda: _bad(where, "P", i, f"{nm} has a struct of more than one field; "
+                         "elementwise ops and leaves have 1 (their size)"),
+        15: lambda: _bad(where, "off", i, f"value offset {int(off[i])} out of place (the "
+                         "nodes' values follow each other)"),
+        16: lambda: _bad(where, "val", i, f"the nodes' sizes up to this one exceed the "
+                         f"value arena of {nval}"),
+        17: lambda: _bad(where, "a", i, f"{nm} reads a parent of size {size(int(a[i]))} "
+                         "that is neither 1 nor its own size"),
+        18: lambda: _bad(where, "b", i, f"{nm} reads a parent of size {size(int(b[i]))} "
+                         "that is neither 1 nor its own size"),
+    }[code]()
 
 
 def _required_work(arrays):
@@ -552,121 +739,31 @@ def validate_tape(arrays, info, where, nrules):
             raise _bad(where, name, None, f"{a.shape[0]} entries for {n} nodes")
     if n > 2**31 - 2:
         raise _bad(where, "op", None, f"{n} nodes; a tape holds at most 2**31 - 2")
+    from fastape import _tape
     op = np.asarray(arrays["op"])
-    # int32 throughout (n < 2**31): the checks are memory-bound passes over the records
     a = np.asarray(arrays["a"])
     b = np.asarray(arrays["b"])
     nval = arrays["val"].shape[0]
     npool = arrays["pool"].shape[0]
-    ids = np.arange(n, dtype=np.int32)
-    bad = op >= NUM_OPS
-    if bad.any():
-        i = _first(bad)
-        raise _bad(where, "op", i, f"opcode {int(op[i])} is unknown to this build "
-                   f"({NUM_OPS} ops)")
-    kind = _KIND[op]
-    leaf = kind == 0
-    bad = leaf & ((a != -1) | (b != -1))
-    if bad.any():
-        i = _first(bad)
-        raise _bad(where, "a", i, f"a leaf ({_NAMES[int(op[i])]}) has parents "
-                   f"{int(a[i])}, {int(b[i])}; leaves have -1")
-    bad = ~leaf & ((a < 0) | (a >= ids))
-    if bad.any():
-        i = _first(bad)
-        raise _bad(where, "a", i, f"parent id {int(a[i])} of {_NAMES[int(op[i])]} is not "
-                   "below the node's own id")
-    b_node = (kind == 1) | (kind == 3) | np.isin(op, [_CODES[s.name] for s in
-                                                      registry.STRUCTURAL if s.b == "node"])
-    bad = b_node & ((b < 0) | (b >= ids))
-    if bad.any():
-        i = _first(bad)
-        raise _bad(where, "b", i, f"parent id {int(b[i])} of {_NAMES[int(op[i])]} is not "
-                   "below the node's own id")
-    bad = (kind == 1) & (b != a)
-    if bad.any():
-        i = _first(bad)
-        raise _bad(where, "b", i, f"a unary op's b ({int(b[i])}) must repeat its a "
-                   f"({int(a[i])})")
-    b_pool = (kind == 2) | (op == _CODES["GATHER1"])
-    bad = b_pool & ((b < 0) | (b >= npool))
-    if bad.any():
-        i = _first(bad)
-        raise _bad(where, "b", i, f"immediate index {int(b[i])} is outside the pool of "
-                   f"{npool}")
-    bad = (kind == 4) & ~b_node & ~b_pool & (b != -1)
-    if bad.any():
-        i = _first(bad)
-        raise _bad(where, "b", i, f"{_NAMES[int(op[i])]} has no second parent; b must be -1")
+    # one pass in C (_format_check.pxi): numpy's dozen passes cost most of a load
+    code, i = _tape._check_records(op, a, b, _RECORD_FLAGS, npool, general)
+    if code:
+        raise _records_error(code, i, op, a, b, npool, where)
     if not general:
-        bad = kind == 4
-        if bad.any():
-            i = _first(bad)
-            raise _bad(where, "op", i, f"{_NAMES[int(op[i])]} in the scalar layout (it "
-                       "needs the general layout's parameters)")
         if nval != n:
             raise _bad(where, "val", None, f"{nval} values for {n} scalar nodes")
-        return np.ones(n, np.int8), ids
+        return None, None           # sizes 1, offsets the node ids
     off = np.asarray(arrays["off"])
     poff = np.asarray(arrays["poff"])
     P = np.asarray(arrays["P"])
-    nP = P.shape[0]
+    code, i = _tape._check_layout(op, a, b, off, poff, P, _RECORD_FLAGS, nval)
+    if code:
+        raise _layout_error(code, i, op, a, b, off, poff, P, nval, where)
+    size = np.diff(off, append=nval)
+    kind = _KIND[op]
     has = poff >= 0
-    bad = (poff < -1) | (poff >= nP)
-    if bad.any():
-        i = _first(bad)
-        raise _bad(where, "poff", i, f"parameter offset {int(poff[i])} outside the "
-                   f"parameter arena of {nP}")
-    starts = poff[has]
-    if starts.size and (starts[0] != 0 or (np.diff(starts) <= 0).any()):
-        i = int(ids[has][0]) if starts[0] != 0 else int(ids[has][1:][np.diff(starts) <= 0][0])
-        raise _bad(where, "poff", i, "parameter structs must follow each other in node "
-                   "order from 0")
-    if not starts.size and nP:
-        raise _bad(where, "P", None, f"{nP} parameters but no node has a struct")
     span = np.zeros(n, np.int64)
-    span[has] = np.diff(np.append(starts, nP))
-    size = np.ones(n, np.int64)
-    size[has] = P[starts]
-    bad = size < 0
-    if bad.any():
-        i = _first(bad)
-        raise _bad(where, "P", i, f"negative size {int(size[i])}")
-    bad = (kind == 4) & ~has
-    if bad.any():
-        i = _first(bad)
-        raise _bad(where, "poff", i, f"{_NAMES[int(op[i])]} has no parameter struct")
-    bad = (kind < 4) & has & (span != 1)
-    if bad.any():
-        i = _first(bad)
-        raise _bad(where, "P", i, f"{_NAMES[int(op[i])]} has a struct of {int(span[i])} "
-                   "fields; elementwise ops and leaves have 1 (their size)")
-    with np.errstate(over="ignore"):
-        total = np.cumsum(size)
-    if n and (total[-1] != nval or (total < 0).any() or (total > nval).any()):
-        raise _bad(where, "val", None, f"the nodes' sizes add up to {int(total[-1])}, the "
-                   f"value arena holds {nval}")
-    if not n and nval:
-        raise _bad(where, "val", None, f"{nval} values for no nodes")
-    start = total - size
-    bad = off != start
-    if bad.any():
-        i = _first(bad)
-        raise _bad(where, "off", i, f"value offset {int(off[i])}, expected {int(start[i])} "
-                   "(the nodes' values follow each other)")
-    elem = (kind >= 1) & (kind <= 3)
-    sa = size[np.where(elem, a, 0)]
-    bad = elem & (sa != 1) & (sa != size)
-    if bad.any():
-        i = _first(bad)
-        raise _bad(where, "a", i, f"{_NAMES[int(op[i])]} of size {int(size[i])} reads a "
-                   f"parent of size {int(sa[i])}")
-    sb = size[np.where(kind == 3, b, 0)]
-    bad = (kind == 3) & (sb != 1) & (sb != size)
-    if bad.any():
-        i = _first(bad)
-        raise _bad(where, "b", i, f"{_NAMES[int(op[i])]} of size {int(size[i])} reads a "
-                   f"parent of size {int(sb[i])}")
+    span[has] = np.diff(np.append(poff[has], P.shape[0]))
     pool = np.asarray(arrays["pool"])
     for i in np.flatnonzero(kind == 4):
         _check_struct(int(i), _NAMES[int(op[i])], int(a[i]), int(b[i]), size, op,
@@ -893,7 +990,11 @@ def _split_rules(header, rules, callbacks, where):
 
 
 def load_tape(source, callbacks=None, mmap=False, _rules=None, _read=None):
-    header, arrays, where = _read or read(source, mmap)
+    if mmap and _read is None and _rules is None:
+        tape = _load_deferred(source, callbacks)
+        if tape is not None:
+            return tape
+    header, arrays, where = _read or read(source)
     if header.get("kind") != "tape":
         raise TapeFormatError(f"{where}: field 'kind': {header.get('kind')!r}; "
                               "Tape.load reads tapes (fastape.load reads both)")
@@ -901,6 +1002,78 @@ def load_tape(source, callbacks=None, mmap=False, _rules=None, _read=None):
     if len(tapes) != 1:
         raise TapeFormatError(f"{where}: field 'tapes': a tape file holds one tape")
     return _load_tape(arrays, tapes[0], 0, rules[0], where)[0]
+
+
+def _load_deferred(source, callbacks):
+    """Tape.load(..., mmap=True): the tape of a file whose directory, header, checksum
+    of the header, version, registry and list of arrays are checked now (O(1) in the
+    size of the records) and whose records are read into it, checksummed and validated
+    at its first use (_Deferred); None when its records cannot be read straight into a
+    tape (the eager load then reads and refuses them)."""
+    f, where = _open(source)
+    try:
+        header, members = _read_header(f, where)
+        if header.get("kind") != "tape":
+            raise TapeFormatError(f"{where}: field 'kind': {header.get('kind')!r}; "
+                                  "Tape.load reads tapes (fastape.load reads both)")
+        tapes, rules = _split_rules(header, None, callbacks, where)
+        if len(tapes) != 1:
+            raise TapeFormatError(f"{where}: field 'tapes': a tape file holds one tape")
+        info, declared = tapes[0], header["arrays"]
+        homes = {}
+        views = _homes(header, declared, members, homes)
+        if 0 not in homes or set(views) != set(declared) or type(info.get("n")) is not int \
+                or info["n"] != declared["t0.op"][1][0] or \
+                info.get("general") is not ("t0.off" in declared):
+            f.close()               # the eager load reads and refuses it
+            return None
+        tape = homes[0][0]
+        tape._defer(_Deferred(f, header, members, views, rules[0], where))
+        return tape
+    except BaseException:
+        f.close()
+        raise
+
+
+class _Deferred:
+    """The first use of a tape loaded with mmap=True (Tape._check calls it): its
+    records are read from the file held open since the load, checksummed and validated
+    exactly as an eager load does them, then the tape is adopted; a file that fails
+    raises TapeFormatError, at this use and every later one (the tape is never
+    swept). It holds the tape's views, not the tape (which holds it): dropping an
+    unused tape frees it at once, not at the next cyclic collection."""
+
+    def __init__(self, f, header, members, views, rules, where):
+        import threading
+        self.f, self.header, self.members, self.views = f, header, members, views
+        self.rules, self.where = rules, where
+        self.error = None
+        self.lock = threading.Lock()
+
+    def __del__(self):
+        f = getattr(self, "f", None)
+        if f is not None:
+            f.close()
+
+    def __call__(self, tape):
+        with self.lock:
+            if self.error is not None:
+                raise TapeFormatError(self.error)
+            if self.f is None:              # loaded by another thread meanwhile
+                return
+            try:
+                arrays = _Arrays()
+                arrays.homes = {0: [tape, self.views, False]}
+                _read_arrays(self.f, self.header["arrays"], self.members, self.views,
+                             arrays, self.where)
+                _load_tape(arrays, self.header["tapes"][0], 0, self.rules, self.where)
+            except TapeFormatError as e:
+                self.error = f"{e} (read at the tape's first use: it was loaded with " \
+                    "mmap=True)"
+                raise TapeFormatError(self.error) from None
+            finally:
+                self.f.close()
+                self.f = self.views = None
 
 
 def _int_vector(arrays, name, where, length=None):
@@ -915,7 +1088,7 @@ def _int_vector(arrays, name, where, length=None):
 def load_function(source, fun=None, callbacks=None, mmap=False, _rules=None, _read=None):
     from fastape._compiled import Function
     from fastape._tree import normalize_argnums
-    header, arrays, where = _read or read(source, mmap)
+    header, arrays, where = _read or read(source)
     if header.get("kind") != "function":
         raise TapeFormatError(f"{where}: field 'kind': {header.get('kind')!r}, not a "
                               "compiled function")
@@ -966,13 +1139,23 @@ def load_function(source, fun=None, callbacks=None, mmap=False, _rules=None, _re
     return Function._from_state(meta, fun, treedef, example, built)
 
 
+class _NodeIds:
+    """off of the scalar layout: node i's value is slot i."""
+
+    def __getitem__(self, k):
+        return np.arange(k.start, k.stop) if isinstance(k, slice) else k
+
+
 def _check_trace(arrays, tr, k, tape, size, off, shapes, where):
     if not isinstance(tr, dict) or type(tr.get("output")) is not int or \
             type(tr.get("grouped")) is not bool or not isinstance(tr.get("out_shape"), list):
         raise TapeFormatError(f"{where}: bad entry {tr!r:.80}")
     n = len(tape)
     opc = tape.opcodes()
-    nval = int(size.sum())
+    if size is None:                # the scalar layout: sizes 1, offsets the node ids
+        size, off, nval = np.broadcast_to(np.int8(1), (n,)), _NodeIds(), n
+    else:
+        nval = int(size.sum())
     inputs = _int_vector(arrays, f"r{k}.inputs", where, len(shapes))
     for q, (j, shape) in enumerate(zip(inputs.tolist(), shapes)):
         m = _prod(shape)
@@ -1032,8 +1215,9 @@ def load(source, fun=None, callbacks=None, mmap=False):
     gradient (``hvp``/``hessian`` of a trace that is not a scalar tape).
     ``callbacks``: the custom rules (``custom_vjp``/``custom_jvp``) of a file that
     has CALLBACK nodes (the file names them): ``F.rules`` of the saved function, as a
-    list in that order or a dict by rule name. ``mmap=True`` maps the file's arrays
-    instead of reading them (the loaded tape still copies its records).
+    list in that order or a dict by rule name. ``mmap=True`` defers a tape file's
+    records to the tape's first use (an O(1) load: see ``fastape._format``); a
+    compiled function loads at once.
 
     >>> import numpy as np, fastape as ft, tempfile, os
     >>> F = ft.compile(lambda x: ft.sum(x ** 2), np.ones(3))
@@ -1043,7 +1227,13 @@ def load(source, fun=None, callbacks=None, mmap=False):
     >>> G.grad(np.array([1.0, 2.0, 3.0]))
     array([2., 4., 6.])
     """
-    return from_parts(read(source, mmap), fun=fun, callbacks=callbacks)
+    if mmap and not isinstance(source, (bytes, bytearray, memoryview)):
+        f, where = _open(source)
+        with f:
+            kind = _read_header(f, where)[0].get("kind")
+        if kind == "tape" and fun is None:
+            return load_tape(source, callbacks=callbacks, mmap=True)
+    return from_parts(read(source), fun=fun, callbacks=callbacks)
 
 
 def from_parts(parts, fun=None, callbacks=None, _rules=None):

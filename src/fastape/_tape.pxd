@@ -60,6 +60,7 @@ cdef class Tape:
     # state: closed once the with-block ends (records nothing more); released once
     # its memory is freed (unusable)
     cdef bint _closed, _released
+    cdef object _deferred     # load(..., mmap=True): reads and validates at first use
     cdef bint _busy           # a sweep without the GIL is running on it
     cdef public i64 seed      # output node of the last reverse sweep (-1: none)
     cdef i64 swept            # nodes the last reverse sweep's adjoint arena covers

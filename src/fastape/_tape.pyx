@@ -356,6 +356,7 @@ include "_structural.pxi"
 include "_linalg.pxi"
 include "_callback.pxi"
 include "_dispatch.pxi"
+include "_format_check.pxi"     # loading a file (fastape._format)
 
 
 # ---------------------------------------------------------------------------
@@ -402,6 +403,7 @@ cdef class Tape:
         self._closed = False
         self._released = False
         self._busy = False
+        self._deferred = None
 
     def __dealloc__(self):
         self._free()
@@ -465,8 +467,14 @@ cdef class Tape:
         self._free()
         self._closed = True
         self._released = True
+        self._deferred = None
 
     cdef int _check(self) except -1:
+        if self._released and self._deferred is not None:
+            # a deferred load (fastape._format._Deferred): it reads, validates and adopts
+            # the records, or raises TapeFormatError, now and at every later use
+            self._deferred(self)
+            self._deferred = None
         if self._released:
             raise TapeError("this tape was released: its memory is freed "
                             "(values of a grad() call cannot be used after it returns)")
@@ -559,8 +567,9 @@ cdef class Tape:
 
     @property
     def released(self):
-        """True once the tape's memory was released."""
-        return self._released
+        """True once the tape's memory was released (not while a deferred load waits
+        for its first use)."""
+        return self._released and self._deferred is None
 
     def __len__(self):
         return int(self.n)
@@ -1502,6 +1511,14 @@ cdef class Tape:
         t._released = True
         return t, views
 
+    def _defer(self, load):
+        """A tape of :meth:`_allocated` loads at first use: any use first calls
+        `load(tape)`, which reads and validates the records and calls :meth:`_adopt`
+        (fastape._format, load with mmap=True)."""
+        if not self._released or self.op == NULL:
+            raise TapeError("Tape._defer: not a tape made by Tape._allocated")
+        self._deferred = load
+
     def _adopt(self, i64 work_len, list rules):
         """Make a tape of :meth:`_allocated` usable, its records validated."""
         if not self._released or self.op == NULL:      # (release() frees the records)
@@ -1525,7 +1542,8 @@ cdef class Tape:
         """The tape saved in ``path`` (by :meth:`save`), validated before it is
         returned (:class:`fastape.TapeFormatError` names the first bad field). The
         loaded tape is closed; ``callbacks`` supplies the rule objects of its CALLBACK
-        nodes (see :func:`fastape.load`)."""
+        nodes (see :func:`fastape.load`). ``mmap=True`` loads in O(1): the records are
+        read and validated at the tape's first use (see ``fastape._format``)."""
         from fastape import _format
         return _format.load_tape(path, callbacks=callbacks, mmap=mmap)
 
