@@ -995,13 +995,20 @@ def load_tape(source, callbacks=None, mmap=False, _rules=None, _read=None):
         if tape is not None:
             return tape
     header, arrays, where = _read or read(source)
+    info, rules = _the_tape(header, _rules, callbacks, where)
+    return _load_tape(arrays, info, 0, rules, where)[0]
+
+
+def _the_tape(header, rules, callbacks, where):
+    """(the tape's entry, its rules) of a tape file's header; TapeFormatError for a
+    function's file or a tape file of more or fewer than one tape."""
     if header.get("kind") != "tape":
         raise TapeFormatError(f"{where}: field 'kind': {header.get('kind')!r}; "
                               "Tape.load reads tapes (fastape.load reads both)")
-    tapes, rules = _split_rules(header, _rules, callbacks, where)
+    tapes, rules = _split_rules(header, rules, callbacks, where)
     if len(tapes) != 1:
         raise TapeFormatError(f"{where}: field 'tapes': a tape file holds one tape")
-    return _load_tape(arrays, tapes[0], 0, rules[0], where)[0]
+    return tapes[0], rules[0]
 
 
 def _load_deferred(source, callbacks):
@@ -1013,13 +1020,8 @@ def _load_deferred(source, callbacks):
     f, where = _open(source)
     try:
         header, members = _read_header(f, where)
-        if header.get("kind") != "tape":
-            raise TapeFormatError(f"{where}: field 'kind': {header.get('kind')!r}; "
-                                  "Tape.load reads tapes (fastape.load reads both)")
-        tapes, rules = _split_rules(header, None, callbacks, where)
-        if len(tapes) != 1:
-            raise TapeFormatError(f"{where}: field 'tapes': a tape file holds one tape")
-        info, declared = tapes[0], header["arrays"]
+        info, tape_rules = _the_tape(header, None, callbacks, where)
+        declared = header["arrays"]
         homes = {}
         views = _homes(header, declared, members, homes)
         if 0 not in homes or set(views) != set(declared) or type(info.get("n")) is not int \
@@ -1028,7 +1030,7 @@ def _load_deferred(source, callbacks):
             f.close()               # the eager load reads and refuses it
             return None
         tape = homes[0][0]
-        tape._defer(_Deferred(f, header, members, views, rules[0], where))
+        tape._defer(_Deferred(f, header, members, views, tape_rules, where))
         return tape
     except BaseException:
         f.close()
