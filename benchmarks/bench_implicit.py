@@ -20,6 +20,7 @@ node and for unrolled tapes of 20, 100 and 500 iterations; and ``Tape.nbytes`` o
 recorded forward pass. BLAS on one thread.
 
     PYTHONPATH=src python benchmarks/bench_implicit.py [--rounds 5] [--json PATH]
+    PYTHONPATH=src python benchmarks/bench_implicit.py --crossover --sizes 25 50 100 150 200
 """
 
 from __future__ import annotations
@@ -172,14 +173,41 @@ def report(results):
     return "\n".join(lines)
 
 
+def crossover(sizes, rounds):
+    """The dense and the GMRES adjoint side by side (the choice DENSE_MAX makes): the
+    implicit gradient's time with each and its largest difference from 500 unrolled
+    iterations, per size."""
+    import time
+    for n in sizes:
+        params, X, Y = problem(n)
+        tools = {"dense": ft.value_and_grad(loss_of(implicit_states(dense_max=10 ** 9))),
+                 "gmres": ft.value_and_grad(loss_of(implicit_states(dense_max=0)))}
+        g500 = ft.value_and_grad(loss_of(unrolled_states(500)))(params, X, Y)[1]
+        times = {k: [] for k in tools}
+        for _ in range(rounds):
+            for k, vg in tools.items():
+                t0 = time.perf_counter()
+                vg(params, X, Y)
+                times[k].append(time.perf_counter() - t0)
+        errs = {k: max(float(np.max(np.abs(a - b))) for a, b in zip(vg(params, X, Y)[1], g500))
+                for k, vg in tools.items()}
+        print(f"z of size {n}: " + ", ".join(
+            f"{k} {np.median(times[k]) * 1e3:.2f} ms (error {errs[k]:.1e})" for k in tools))
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--sizes", type=int, nargs="+", default=[100, 2000])
     ap.add_argument("--json", default=None)
+    ap.add_argument("--crossover", action="store_true",
+                    help="time the dense and the GMRES adjoint at --sizes (DENSE_MAX's choice)")
     args = ap.parse_args(argv)
     if threadpool_limits is not None:
         threadpool_limits(1)
+    if args.crossover:
+        crossover(args.sizes, args.rounds)
+        return None
     results = [case(n, args.rounds) for n in args.sizes]
     print(report(results))
     if args.json:

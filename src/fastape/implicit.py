@@ -53,12 +53,13 @@ from fastape.errors import ConvergenceError, ShapeError, TapeError
 
 __all__ = ["fixed_point", "root", "linear_solve", "DENSE_MAX", "RCOND_MIN"]
 
-#: the largest ``u`` (number of elements) whose linear systems are solved densely: on
-#: the deep-equilibrium layer (benchmarks/bench_implicit.py's problem, 3 runs) the dense
-#: gradient took 1.0-1.7 ms against GMRES's 1.4-2.0 up to 50 unknowns, about the same at
-#: 100, and 5.0-6.0 against 2.5-2.8 at 150, 9.7-10.9 against 3.3-3.7 at 200, at equal
-#: accuracy (both within 7e-11 of 500 unrolled iterations)
-DENSE_MAX = 100
+#: the largest ``u`` (number of elements) whose linear systems are solved densely: the
+#: crossover on the deep-equilibrium layer (``benchmarks/bench_implicit.py --crossover
+#: --sizes 25 50 64 80 100 150 200 --rounds 9``, loaded machine): dense 0.97-1.68 ms
+#: against GMRES 1.23-1.95 at 50 unknowns, even at 64-80, GMRES faster from 100 (2.4-2.7
+#: against 2.8-3.2 ms) and 2.2x at 200, at equal accuracy (both within 1e-10 of 500
+#: unrolled iterations)
+DENSE_MAX = 64
 #: a dense ``∂H/∂u`` whose reciprocal condition number (LAPACK ``gecon``) is below
 #: this is singular
 RCOND_MIN = 1e-13
