@@ -769,3 +769,28 @@ def test_files_of_another_zip_writer_load(tmp_path):
     np.testing.assert_array_equal(G.grad(x), F.grad(x))
     F.save(tmp_path / "h.npz")
     assert (tmp_path / "h.npz").read_bytes() == _bytes_of(F)     # the same bytes each time
+
+
+def test_a_finite_constant_factor_is_checked_at_load():
+    """A product marks a constant factor of finite values when recorded (flags 4/8),
+    so its sweeps skip the scan for inf and NaN; a file whose marked constant holds an
+    inf is refused (else a zero multiplier times inf would give NaN), and a constant
+    with an inf is never marked: its zero multipliers still contribute nothing."""
+    W = np.array([[1.0, 2.0], [3.0, 4.0]])
+    F = ft.compile(lambda x: ft.sum((W @ x) * np.array([0.0, 1.0])), np.ones(2))
+    data = _bytes_of(F)
+    np.testing.assert_array_equal(ft.load(data).grad(np.ones(2)), W[1])
+
+    def constant_inf(h, a):
+        op = a["t0.op"]
+        j = int(np.flatnonzero(op == int(ft.Op.CONSTANT))[0])
+        a["t0.val"] = a["t0.val"].copy()
+        a["t0.val"][int(a["t0.off"][j])] = np.inf
+    with pytest.raises(ft.TapeFormatError, match="finite constant"):
+        ft.load(_rewrite(data, constant_inf))
+    Winf = np.array([[np.inf, 2.0], [3.0, 4.0]])
+    G = ft.compile(lambda x: ft.sum((Winf @ x) * np.array([0.0, 1.0])), np.ones(2))
+    np.testing.assert_array_equal(G.grad(np.ones(2)), [3.0, 4.0])
+    np.testing.assert_array_equal(ft.grad(lambda x: ft.sum((Winf @ x) * np.array([0.0, 1.0])))(
+        np.ones(2)), [3.0, 4.0])
+    np.testing.assert_array_equal(ft.load(_bytes_of(G)).grad(np.ones(2)), [3.0, 4.0])

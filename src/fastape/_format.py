@@ -767,11 +767,12 @@ def validate_tape(arrays, info, where, nrules):
     pool = np.asarray(arrays["pool"])
     for i in np.flatnonzero(kind == 4):
         _check_struct(int(i), _NAMES[int(op[i])], int(a[i]), int(b[i]), size, op,
-                      P, int(poff[i]), int(span[i]), pool, nrules, where)
+                      P, int(poff[i]), int(span[i]), pool, nrules, where,
+                      np.asarray(arrays["val"]), off)
     return size, off
 
 
-def _check_struct(i, name, a, b, size, op, P, m, span, pool, nrules, where):
+def _check_struct(i, name, a, b, size, op, P, m, span, pool, nrules, where, val, off):
     """The parameter struct P[m : m + span] of structural node i (op `name`): its
     length and every field a kernel uses as a count, an offset or a node id."""
     def fail(msg):
@@ -867,13 +868,19 @@ def _check_struct(i, name, a, b, size, op, P, m, span, pool, nrules, where):
         node(b, "second parent")
         rows, k, cols, batch, sA, sB, flags = F[1:8]
         sb = int(size[b])
-        if min(rows, k, cols, batch, sA, sB) < 0 or flags not in (0, 1, 2, 3) or \
+        if min(rows, k, cols, batch, sA, sB) < 0 or not 0 <= flags < 16 or \
                 max(rows, k, cols, rows * k, k * cols, rows * cols) > INT_MAX or \
                 sz != _prod([batch, rows, cols]):
             fail(f"rows {rows}, k {k}, cols {cols}, batch {batch}, strides {sA}, {sB}, "
                  f"flags {flags} for size {sz}")
         if batch and ((batch - 1) * sA + rows * k > sa or (batch - 1) * sB + k * cols > sb):
             fail(f"reads beyond its factors of sizes {sa} and {sb}")
+        # 4 and 8: that factor is a constant of finite values (its sweeps skip the scan
+        # for inf and NaN), which must hold, or a zero multiplier times inf gives NaN
+        for bit, j, what in ((4, a, "first"), (8, b, "second")):
+            if flags & bit and not (_NAMES[int(op[j])] == "CONSTANT" and np.all(np.isfinite(
+                    val[off[j]:off[j] + int(size[j])]))):
+                fail(f"flags {flags} mark the {what} factor a finite constant, and it is not")
     elif name == "LU":
         need(2)
         nn = F[1]

@@ -226,6 +226,16 @@ cdef bint _all_finite(const double* x, i64 rows, i64 cols, i64 ld) noexcept nogi
     return s0 == s0
 
 
+cdef inline void _adjoint_gemm_f(bint finite, bint ta, bint tb, i64 M, i64 N, i64 K,
+                                 double alpha, const double* A, i64 lda, const double* B,
+                                 i64 ldb, double* C, i64 ldc, bint a_is_lam) noexcept nogil:
+    """_adjoint_gemm whose partial is known to be finite when `finite` (no scan)."""
+    if finite:
+        _gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, 1.0, C, ldc)
+    else:
+        _adjoint_gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, C, ldc, a_is_lam)
+
+
 cdef void _adjoint_gemm(bint ta, bint tb, i64 M, i64 N, i64 K, double alpha,
                         const double* A, i64 lda, const double* B, i64 ldb,
                         double* C, i64 ldc, bint a_is_lam) noexcept nogil:
@@ -265,7 +275,10 @@ ctypedef struct MatmulP:
     i64 batch
     i64 sA              # A[bt] starts at bt·sA (0: one A for the whole batch)
     i64 sB
-    i64 flags           # 1: A stored transposed, 2: B stored transposed
+    # 1: A stored transposed, 2: B stored transposed; 4 (8): A (B) is a constant whose
+    # values are all finite, found when recorded (a constant never changes), so no
+    # sweep scans it again
+    i64 flags
 
 
 cdef void matmul_forward(Tape t, i64 i) noexcept nogil:
@@ -289,23 +302,23 @@ cdef void matmul_reverse(Tape t, i64 i) noexcept nogil:
     cdef double* abar = t.adj + t.off[pa]
     cdef double* bbar = t.adj + t.off[pb]
     cdef const double* lam
-    cdef bint ta = p.flags & 1, tb = p.flags & 2
+    cdef bint ta = p.flags & 1, tb = p.flags & 2, fa = p.flags & 4, fb = p.flags & 8
     for bt in range(p.batch):
         lam = t.adj + t.off[i] + bt * rows * cols
         if t.op[pa] != CONSTANT:
             if not ta:      # Ā (rows×k) += Λ op(B)ᵀ
-                _adjoint_gemm(False, not tb, rows, k, cols, 1.0, lam, cols,
-                              B + bt * p.sB, k if tb else cols, abar + bt * p.sA, k, True)
+                _adjoint_gemm_f(fb, False, not tb, rows, k, cols, 1.0, lam, cols,
+                                B + bt * p.sB, k if tb else cols, abar + bt * p.sA, k, True)
             else:           # stored A is k×rows: Ā += op(B) Λᵀ
-                _adjoint_gemm(tb, True, k, rows, cols, 1.0, B + bt * p.sB,
-                              k if tb else cols, lam, cols, abar + bt * p.sA, rows, False)
+                _adjoint_gemm_f(fb, tb, True, k, rows, cols, 1.0, B + bt * p.sB,
+                                k if tb else cols, lam, cols, abar + bt * p.sA, rows, False)
         if t.op[pb] != CONSTANT:
             if not tb:      # B̄ (k×cols) += op(A)ᵀ Λ
-                _adjoint_gemm(not ta, False, k, cols, rows, 1.0, A + bt * p.sA,
-                              rows if ta else k, lam, cols, bbar + bt * p.sB, cols, False)
+                _adjoint_gemm_f(fa, not ta, False, k, cols, rows, 1.0, A + bt * p.sA,
+                                rows if ta else k, lam, cols, bbar + bt * p.sB, cols, False)
             else:           # stored B is cols×k: B̄ += Λᵀ op(A)
-                _adjoint_gemm(True, ta, cols, k, rows, 1.0, lam, cols, A + bt * p.sA,
-                              rows if ta else k, bbar + bt * p.sB, k, True)
+                _adjoint_gemm_f(fa, True, ta, cols, k, rows, 1.0, lam, cols, A + bt * p.sA,
+                                rows if ta else k, bbar + bt * p.sB, k, True)
 
 
 cdef void matmul_tangent(Tape t, i64 i, double* T) noexcept nogil:
@@ -324,11 +337,11 @@ cdef void matmul_tangent(Tape t, i64 i, double* T) noexcept nogil:
     memset(dC, 0, p.size * sizeof(double))
     for bt in range(p.batch):
         if not za:
-            _adjoint_gemm(ta, tb, rows, cols, k, 1.0, dA + bt * p.sA, lda, B + bt * p.sB,
-                          ldb, dC + bt * rows * cols, cols, True)
+            _adjoint_gemm_f(p.flags & 8, ta, tb, rows, cols, k, 1.0, dA + bt * p.sA, lda,
+                            B + bt * p.sB, ldb, dC + bt * rows * cols, cols, True)
         if not zb:
-            _adjoint_gemm(ta, tb, rows, cols, k, 1.0, A + bt * p.sA, lda, dB + bt * p.sB,
-                          ldb, dC + bt * rows * cols, cols, False)
+            _adjoint_gemm_f(p.flags & 4, ta, tb, rows, cols, k, 1.0, A + bt * p.sA, lda,
+                            dB + bt * p.sB, ldb, dC + bt * rows * cols, cols, False)
 
 
 cdef bint _zero_tangents(Tape t, i64 j, i64 p, i64 ld) noexcept nogil:
@@ -363,9 +376,9 @@ cdef void matmul_tangents(Tape t, i64 i, i64 np_, i64 ld) noexcept nogil:
     cdef const double* dB
     cdef double* dC
     for bt in range(p.batch):
-        if not zb:
+        if not zb and not p.flags & 4:
             fa = fa and _all_finite(A + bt * p.sA, k if ta else rows, rows if ta else k, lda)
-        if not za:
+        if not za and not p.flags & 8:
             fb = fb and _all_finite(B + bt * p.sB, cols if tb else k, k if tb else cols, ldb)
     for d in range(np_):
         memset(t.tan + d * ld + t.off[i], 0, p.size * sizeof(double))
@@ -463,8 +476,18 @@ cdef object _matmul_node(Var a, Var b, i64 rows, i64 k, i64 cols, i64 batch, i64
     p.batch = batch
     p.sA = sA
     p.sB = sB
-    p.flags = (1 if ta else 0) | (2 if tb else 0)
+    p.flags = (1 if ta else 0) | (2 if tb else 0) | (4 if _finite_constant(t, a.node) else 0) \
+        | (8 if _finite_constant(t, b.node) else 0)
     return _recorded(t, i, shape, size)
+
+
+cdef bint _finite_constant(Tape t, i64 j) noexcept:
+    """Is node j a constant whose values are all finite? Then a product's adjoints and
+    tangents read it as a partial without the scan _adjoint_gemm makes (the scan of a
+    constant 2,000 x 2,000 W before every product of an implicit node's GMRES, of the
+    data matrix X on every gradient of a layer X @ W)."""
+    cdef i64 m = t.size_of(j)
+    return t.op[j] == CONSTANT and _all_finite(t.val + t.off[j], 1, m, m)
 
 
 # ---------------------------------------------------------------------------
