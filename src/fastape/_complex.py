@@ -68,6 +68,12 @@ def _shape(p):
     return p.shape if isinstance(p, (Var, np.ndarray)) else ()
 
 
+def _full(p, shape):
+    """A part at the value's full shape (broadcast: a read-only view of a constant, a
+    BROADCAST node of a fastape value, only where the shapes differ)."""
+    return p if _shape(p) == tuple(shape) else np.broadcast_to(p, shape)
+
+
 def make(re, im, shape=None):
     """The complex value of these parts: a Complex when either is a fastape value, else
     a complex number (shape ()) or array."""
@@ -280,16 +286,13 @@ class Complex:
     @property
     def real(self):
         """The real part: a fastape value (or a constant array)."""
-        return self._re if _shape(self._re) == self.shape else \
-            np.broadcast_to(self._re, self.shape) + _zeros(self.shape)
+        return _full(self._re, self.shape)
 
     @property
     def imag(self):
         """The imaginary part: a fastape value, or a constant array (zeros for a real
         value)."""
-        if self._im is None:
-            return _zeros(self.shape)
-        return self._im if _shape(self._im) == self.shape else self._im + _zeros(self.shape)
+        return _zeros(self.shape) if self._im is None else _full(self._im, self.shape)
 
     @property
     def ndim(self):
@@ -478,7 +481,7 @@ class Complex:
                         "take np.real(z) or abs(z) for a real value")
 
     def dot(self, o):
-        return matmul(self, o) if self.ndim == 2 and np.ndim(o) <= 2 else np.dot(self, o)
+        return np.dot(self, o)
 
     # -- numpy protocols ----------------------------------------------------------
     def __array__(self, dtype=None, copy=None):

@@ -18,14 +18,9 @@ import itertools
 import numpy as np
 
 from fastape import _fft
-from fastape._complex import Complex, _cmul, _real_of, _shape, is_complex, make, parts
-from fastape._tape import Var
+from fastape._complex import Complex, _cmul, _real_of, _shape, _zeros, is_complex, make, parts
 
 __all__ = ["array_function"]
-
-
-def _data(x):
-    return type(x) in (Complex, Var) or is_complex(x) or isinstance(x, np.ndarray)
 
 
 def _linear(func, args, kwargs):
@@ -39,8 +34,7 @@ def _linear(func, args, kwargs):
     if all(i is None for _, i in split):
         im = None
     else:
-        ims = [_real_of(i) if i is not None or not isinstance(r, (Var, np.ndarray))
-               else np.zeros(_shape(r)) for r, i in split]
+        ims = [i if i is not None else _zeros(_shape(r)) for r, i in split]
         im = func(ims if seq else ims[0], *rest, **kwargs)
     if isinstance(re, (list, tuple)):           # split, array_split …
         ims = im if im is not None else [None] * len(re)

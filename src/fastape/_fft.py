@@ -303,7 +303,7 @@ def ihfft(a, n=None, axis=-1, norm=None, out=None):
     return np.conjugate(_rfftn(a, *_one(n, axis), _SWAP[norm], "ihfft"))
 
 
-def _shift(x, axes, sign, name):
+def _shift(x, axes, sign):
     shape = np.shape(x) if type(x) is not Complex else x.shape
     if axes is None:
         axes = tuple(range(len(shape)))
@@ -314,11 +314,11 @@ def _shift(x, axes, sign, name):
 
 
 def fftshift(x, axes=None):
-    return _shift(x, axes, 1, "fftshift")
+    return _shift(x, axes, 1)
 
 
 def ifftshift(x, axes=None):
-    return _shift(x, axes, -1, "ifftshift")
+    return _shift(x, axes, -1)
 
 
 #: numpy.fft function -> its implementation here (for Var and Complex alike)

@@ -765,10 +765,10 @@ def validate_tape(arrays, info, where, nrules):
     span = np.zeros(n, np.int64)
     span[has] = np.diff(np.append(poff[has], P.shape[0]))
     pool = np.asarray(arrays["pool"])
+    val = np.asarray(arrays["val"])
     for i in np.flatnonzero(kind == 4):
         _check_struct(int(i), _NAMES[int(op[i])], int(a[i]), int(b[i]), size, op,
-                      P, int(poff[i]), int(span[i]), pool, nrules, where,
-                      np.asarray(arrays["val"]), off)
+                      P, int(poff[i]), int(span[i]), pool, nrules, where, val, off)
     return size, off
 
 

@@ -10,7 +10,7 @@ from fastape._compiled import Function
 from fastape._complex import Complex
 from fastape._complex import is_complex as _is_complex
 from fastape._tape import Tape, Var
-from fastape._tree import conjugate, flatten, normalize_argnums, unflatten
+from fastape._tree import conjugate, describe, flatten, normalize_argnums, unflatten
 from fastape.errors import NoTangentRule, ShapeError, TapeError
 
 
@@ -213,7 +213,7 @@ def _holomorphic(fun, argnums, where):
             _, td = flatten(args[i], f"args[{i}]", where)
             if 2 * len(td.imag_leaves) != td.num_leaves:
                 raise TypeError(f"{where}: holomorphic=True needs complex arguments; "
-                                f"args[{i}] is {_tree_describe(td)} (pass x + 0j)")
+                                f"args[{i}] is {describe(td)} (pass x + 0j)")
 
         def at(*diff):
             a = list(args)
@@ -241,11 +241,6 @@ def _holomorphic(fun, argnums, where):
         return out, (g1[0] if single else tuple(g1))
 
     return holomorphic_fun
-
-
-def _tree_describe(td):
-    from fastape._tree import describe
-    return describe(td)
 
 
 def grad(fun, argnums=0, holomorphic=False):
@@ -298,7 +293,7 @@ def _outputs(out, where):
 
 
 def _check_like(found, expected, where, what):
-    from fastape._tree import complex_mismatch, describe, difference
+    from fastape._tree import complex_mismatch, difference
     if found is not expected and found != expected:
         if complex_mismatch(found, expected):
             raise TypeError(f"{where}: {difference(found, expected, what)}: complex where the "
