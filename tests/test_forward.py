@@ -248,6 +248,11 @@ MATMUL_CASES = [
     ("matvec_transposed", lambda A, x: A.T @ x, (3, 4), (3,), False),
     ("matmat", lambda A, x: A @ ft.reshape(x, (3, 2)), (4, 3), (6,), True),
     ("batched", lambda A, x: ft.matmul(ft.stack([A, 2.0 * A]), x), (4, 3), (3,), False),
+    # one direction with a constant factor marked finite: one product a batch written
+    # straight into the node's tangent (matmul_tangent's beta = 0 path), left and right
+    ("batched_constant", lambda A, x: ft.matmul(A, ft.reshape(x, (3, 2))), (2, 4, 3), (6,),
+     False),
+    ("matmat_constant_right", lambda A, x: ft.reshape(x, (2, 3)) @ A, (3, 4), (6,), False),
 ]
 
 

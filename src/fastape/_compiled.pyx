@@ -734,7 +734,12 @@ cdef void _tangent_io(Tape t, i64 node, i64 k, double* buf, i64 m, bint write) n
     _prune), node-major with t.ntan directions; in the general layout one slot."""
     cdef i64 e, p = t.ntan
     cdef double* tz
-    if t.tld == 0:
+    if t.tld == 0 and p == 1 and m:     # one direction: the m nodes' tangents are consecutive
+        if write:
+            memcpy(t.tan + node, buf, m * sizeof(double))
+        else:
+            memcpy(buf, t.tan + node, m * sizeof(double))
+    elif t.tld == 0:
         for e in range(m):
             if write:
                 t.tan[(node + e) * p + k] = buf[e]
@@ -1140,7 +1145,7 @@ cdef class Function:
         them for tuple argnums) as flat float64 arrays, one per differentiated leaf;
         `op` names the caller in messages."""
         cdef list out = []
-        arg_defs = td.children()
+        cdef Py_ssize_t j
         if self.single:
             parts = (tangents,)
         else:
@@ -1149,6 +1154,19 @@ cdef class Function:
                                 f"tuple of {len(self.nums)} (one per differentiated "
                                 f"argument), got {type(tangents).__name__}")
             parts = tuple(tangents)
+        if self.args_are_leaves:
+            # the fast path of _leaves: float64 arrays of the arguments' shapes are taken
+            # as they are (what the general path below returns for them)
+            for j in range(len(self.nums)):
+                x = parts[j]
+                if not (type(x) is _ndarray and x.dtype is _F64 and
+                        x.shape == self.leaf_shapes[self.nums[j]]):
+                    out = []
+                    break
+                out.append(np.ascontiguousarray(x).reshape(-1))
+            else:
+                return out
+        arg_defs = td.children()
         for j in range(len(self.nums)):
             i = self.nums[j]
             name = "tangents" if self.single else f"tangents[{j}]"

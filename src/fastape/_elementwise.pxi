@@ -56,6 +56,24 @@ cdef extern from *:
     void fastape_tanh_array(const double* x, double* out, i64 n) noexcept nogil
 
 
+# The node's own values, passed to the op table as `known` (z + j), are never NULL in
+# the loops that pass them, but the compiler cannot see it: each element tested
+# `known != NULL` (a branch to tanh, exp, ... that kept TANH's and the other
+# value-partial ops' tangent loops from vectorising). fastape_nonnull(z) tells it, and
+# z + j is then known non-NULL as well.
+cdef extern from *:
+    """
+    static inline const double* fastape_nonnull(const double* p)
+    {
+    #if defined(__GNUC__)
+        if (p == NULL) __builtin_unreachable();
+    #endif
+        return p;
+    }
+    """
+    const double* _nonnull "fastape_nonnull"(const double* p) noexcept nogil
+
+
 cdef extern from *:
     """
     /* Forced inline, so that a call with a constant opcode and constant strides
@@ -161,6 +179,7 @@ cdef inline void _ew_loop_rev "fastape_ew_loop_rev"(
     so the loop still vectorises)."""
     cdef i64 j
     cdef double d0, d1, w
+    z = _nonnull(z)
     for j in range(n):
         w = lam[j]
         vp_loop(o, x[j * sx], y[j * sy], &d0, &d1, z + j)
@@ -177,6 +196,7 @@ cdef inline void _ew_loop_tan "fastape_ew_loop_tan"(
     whatever the partial (selects, so the loop still vectorises)."""
     cdef i64 j, k
     cdef double d0, d1, a, b, s
+    z = _nonnull(z)
     for j in range(n):
         vp_loop(o, x[j * sx], y[j * sy], &d0, &d1, z + j)
         for k in range(p):
@@ -228,6 +248,7 @@ cdef inline void _run_loop_rev "fastape_run_loop_rev"(
     cdef double d0, d1, w, gx, gy
     cdef double carry = 0.0        # owed to λ[i] by node i + 1
     cdef const double* src = pool if has_k(o) else v
+    v = _nonnull(v)
     while i >= lo:
         w = lam[i] + carry
         lam[i] = 0.0        # consumed: the arena is left zeroed for the next sweep
@@ -338,6 +359,7 @@ cdef inline void _run_loop_hvp "fastape_run_loop_hvp"(
     cdef double d0, d1, d00, d01, d11, w, wd, tx, ty = 0.0, g, gd
     cdef double carry = 0.0, tcarry = 0.0      # owed to λ[i], λ̇[i] by node i + 1
     cdef const double* src = pool if has_k(o) else v
+    v = _nonnull(v)
     while i >= lo:
         w = lam[i] + carry
         wd = tlam[i] + tcarry
@@ -565,6 +587,9 @@ cdef extern from *:
     static void fastape_elementwise_reverse(int, const double *, int64_t, const double *,
         int64_t, const double *, const double *, double *, double *, int64_t)
         FASTAPE_SIMD_CLONES;
+    static void fastape_elementwise_tangent(int, const double *, int64_t, const double *,
+        int64_t, const double *, const double *, const double *, double *, int64_t,
+        int64_t, int64_t) FASTAPE_SIMD_CLONES;
     """
 
 
@@ -687,9 +712,10 @@ cdef void elementwise_tangent(int o, const double* x, i64 sx, const double* y, i
                              min(piece, n - lo), p, ld)
 
 
-cdef void _elementwise_tangent(int o, const double* x, i64 sx, const double* y, i64 sy,
-                               const double* z, const double* tx, const double* ty,
-                               double* tz, i64 n, i64 p, i64 ld) noexcept nogil:
+cdef void _elementwise_tangent "fastape_elementwise_tangent"(
+        int o, const double* x, i64 sx, const double* y, i64 sy, const double* z,
+        const double* tx, const double* ty, double* tz, i64 n, i64 p,
+        i64 ld) noexcept nogil:
     if not is_binary(o) and not has_k(o):
         if sx:
             _ew_ops_tan(o, x, 1, y, 0, z, tx, ty, tz, n, p, ld, OPS_UNARY)

@@ -332,8 +332,19 @@ cdef void matmul_tangent(Tape t, i64 i, double* T) noexcept nogil:
     cdef const double* dB = T + t.off[pb]
     cdef double* dC = T + t.off[i]
     cdef bint ta = p.flags & 1, tb = p.flags & 2
-    cdef bint za = _all_zero(dA, t.size_of(pa)), zb = _all_zero(dB, t.size_of(pb))
+    cdef bint za = _zero_tangent(t, pa, dA), zb = _zero_tangent(t, pb, dB)
     cdef i64 lda = rows if ta else k, ldb = k if tb else cols
+    if za != zb and p.flags & (8 if zb else 4):
+        # one term, its other factor a constant marked finite (no scan needed): one
+        # product a batch written straight into dC (beta = 0, nothing to clear first)
+        for bt in range(p.batch):
+            if zb:
+                _gemm(ta, tb, rows, cols, k, 1.0, dA + bt * p.sA, lda, B + bt * p.sB, ldb,
+                      0.0, dC + bt * rows * cols, cols)
+            else:
+                _gemm(ta, tb, rows, cols, k, 1.0, A + bt * p.sA, lda, dB + bt * p.sB, ldb,
+                      0.0, dC + bt * rows * cols, cols)
+        return
     memset(dC, 0, p.size * sizeof(double))
     for bt in range(p.batch):
         if not za:
@@ -342,6 +353,14 @@ cdef void matmul_tangent(Tape t, i64 i, double* T) noexcept nogil:
         if not zb:
             _adjoint_gemm_f(p.flags & 4, ta, tb, rows, cols, k, 1.0, A + bt * p.sA, lda,
                             dB + bt * p.sB, ldb, dC + bt * rows * cols, cols, False)
+
+
+cdef inline bint _zero_tangent(Tape t, i64 j, const double* dj) noexcept nogil:
+    """Is node j's tangent dj (one direction) all zero? A constant's is, without a
+    scan, unless constants were seeded."""
+    if t.op[j] == CONSTANT and not t._tconst:
+        return True
+    return _all_zero(dj, t.size_of(j))
 
 
 cdef bint _zero_tangents(Tape t, i64 j, i64 p, i64 ld) noexcept nogil:
