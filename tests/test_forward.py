@@ -293,6 +293,21 @@ def test_vector_mode_matmul_infinite_entry():
         np.testing.assert_array_equal(vec[k], t.tangent(out))
 
 
+@pytest.mark.parametrize("dx,want", [([0.0, 1.0, 1.0], [3.0, 9.0]),
+                                     ([1.0, 1.0, 1.0], [np.inf, 12.0])])
+def test_one_direction_matmul_unscanned_factor_meets_zero_tangent(dx, want):
+    """A factor larger than the product (A here, k = 3 > 1 column) goes to BLAS unscanned;
+    an inf in it meeting a zero tangent makes BLAS's product NaN, and the tangent is
+    then computed term by term: the zero tangent contributes nothing, a nonzero one
+    carries the inf."""
+    with ft.Tape() as t:
+        A = t.var(np.array([[np.inf, 1.0, 2.0], [3.0, 4.0, 5.0]]))
+        x = t.var(np.array([1.0, 2.0, 3.0]))
+        out = A @ x
+    t.forward_tangents([x], [np.array(dx)])
+    np.testing.assert_array_equal(t.tangent(out), want)
+
+
 def test_vector_mode_supports_across_blocks_and_calls(rng):
     """Scalar layout, vector mode: each node's k-loop runs over the support of its
     tangents (Tape.tspan), and a kept arena's stale entries outside the new support are

@@ -345,13 +345,32 @@ cdef void matmul_tangent(Tape t, i64 i, double* T) noexcept nogil:
                 _gemm(ta, tb, rows, cols, k, 1.0, A + bt * p.sA, lda, dB + bt * p.sB, ldb,
                       0.0, dC + bt * rows * cols, cols)
         return
+    # A partial factor larger than dC (B when k > rows, A when k > cols) is not scanned
+    # for infinities first: its product goes straight to BLAS, and only if dC then holds
+    # a non-finite entry (where a zero tangent may have met an inf or NaN) is dC computed
+    # again term by term. dC is this node's own, so it can be recomputed.
+    cdef bint late_b = not (p.flags & 8) and not za and k > rows
+    cdef bint late_a = not (p.flags & 4) and not zb and k > cols
+    _tangent_terms(p, A, B, dA, dB, dC, za, zb, p.flags & 4 or late_a, p.flags & 8 or late_b)
+    if (late_a or late_b) and not _all_finite(dC, p.batch * rows, cols, cols):
+        _tangent_terms(p, A, B, dA, dB, dC, za, zb, p.flags & 4, p.flags & 8)
+
+
+cdef void _tangent_terms(const MatmulP* p, const double* A, const double* B,
+                         const double* dA, const double* dB, double* dC, bint za, bint zb,
+                         bint fa, bint fb) noexcept nogil:
+    """dC = op(dA) op(B) + op(A) op(dB) over the batches, a term skipped when its tangent
+    is zero (za, zb); fa, fb: take A, B as finite (no scan, straight BLAS)."""
+    cdef i64 bt, rows = p.rows, k = p.k, cols = p.cols
+    cdef bint ta = p.flags & 1, tb = p.flags & 2
+    cdef i64 lda = rows if ta else k, ldb = k if tb else cols
     memset(dC, 0, p.size * sizeof(double))
     for bt in range(p.batch):
         if not za:
-            _adjoint_gemm_f(p.flags & 8, ta, tb, rows, cols, k, 1.0, dA + bt * p.sA, lda,
+            _adjoint_gemm_f(fb, ta, tb, rows, cols, k, 1.0, dA + bt * p.sA, lda,
                             B + bt * p.sB, ldb, dC + bt * rows * cols, cols, True)
         if not zb:
-            _adjoint_gemm_f(p.flags & 4, ta, tb, rows, cols, k, 1.0, A + bt * p.sA, lda,
+            _adjoint_gemm_f(fa, ta, tb, rows, cols, k, 1.0, A + bt * p.sA, lda,
                             dB + bt * p.sB, ldb, dC + bt * rows * cols, cols, False)
 
 
