@@ -563,3 +563,71 @@ def test_compiled_bad_tangents():
     with pytest.raises(ValueError, match="mode"):
         F.jacobian(np.ones(3), 2.0, mode="forward")
     assert F.jvp((np.ones(3), 2.0), (np.ones(3), 1.0)) == (6.0, 9.0)
+
+
+# chains (RUN_CHAIN: s = s op t, every node after the first reading the one before it)
+# take their own tangent loop in a grouped compiled jvp: sums, differences and products
+# (instantiated loops) and a maximum (the op table's loop); against the eager jvp of the
+# same function (ungrouped: the general tangent sweep) bit for bit, and ⟨∇f, v⟩
+def _chain_sum(x):
+    s = 0.0
+    for i in range(len(x) - 1):
+        s = s + x[i] * x[i + 1]
+    return s
+
+
+def _chain_sub(x):
+    s = 1.0
+    for i in range(len(x)):
+        s = s - 0.5 * x[i] ** 2
+    return s
+
+
+def _chain_prod(x):
+    p = 1.0
+    for i in range(len(x)):
+        p = p * ft.sin(x[i])
+    return p
+
+
+def _chain_max(x):
+    m = -5.0
+    for i in range(len(x)):
+        m = ft.maximum(m, ft.sin(x[i]))
+    return m
+
+
+@pytest.mark.parametrize("f", [_chain_sum, _chain_sub, _chain_prod, _chain_max],
+                         ids=["sum", "sub", "prod", "max"])
+def test_chain_tangent_loop(f, rng):
+    n = 200
+    x0 = rng.uniform(0.5, 1.5, n)
+    F = ft.compile(f, x0)
+    assert F.traces[0].chain_run_count >= 1
+    for _ in range(3):
+        x, v = rng.uniform(0.5, 1.5, n), rng.standard_normal(n)
+        v[::7] = 0.0
+        val, tan = F.jvp(x, v)
+        want_val, want_tan = ft.jvp(f, (x,), (v,))
+        assert val == want_val
+        assert tan == want_tan
+        np.testing.assert_allclose(tan, F.grad(x) @ v, rtol=1e-12, atol=1e-14)
+
+
+def test_chain_tangent_loop_zero_tangent_meets_inf():
+    """A product chain through an inf: a zero tangent times the inf partial contributes
+    nothing (the chain loop's NaN redo), a nonzero one carries it; as the eager jvp."""
+    x0 = np.array([2.0, np.inf, 3.0, 0.5] * 20)
+    F = ft.compile(lambda x: _chain_prod_plain(x), x0)
+    assert F.traces[0].chain_run_count >= 1
+    for v in (np.where(np.isinf(x0), 0.0, 1.0), np.ones_like(x0)):
+        got = F.jvp(x0, v)
+        want = ft.jvp(_chain_prod_plain, (x0,), (v,))
+        np.testing.assert_array_equal(got, want)
+
+
+def _chain_prod_plain(x):
+    p = 1.0
+    for i in range(len(x)):
+        p = p * x[i]
+    return p

@@ -39,7 +39,8 @@ from fastape._ops cimport (INPUT, CONSTANT, GATHER1, STRIDED, SUM, TANH, LT, LE,
                            node_param_count, node_param_pos)
 from fastape._tape cimport (Tape, Var, i64, i32, read_slot, elementwise_forward,
                             elementwise_reverse, elementwise_tangent, run_forward,
-                            run_reverse, run_forward_tangent, run_hvp_reverse, _pairwise_sum)
+                            run_reverse, run_forward_tangent, run_forward_tangent_chain,
+                            run_hvp_reverse, _pairwise_sum)
 
 from concurrent.futures import ThreadPoolExecutor
 
@@ -153,6 +154,7 @@ cdef enum:
     RUN_AFFINE = 1
     RUN_SX = 2
     RUN_SY = 4
+    RUN_CHAIN = 8       # not affine; every node after the first reads the one before it
 
 
 cdef i64 _stride(const i32* p, i64 lo, i64 hi) noexcept:
@@ -188,17 +190,22 @@ cdef class Schedule:
         """RUN_AFFINE (with RUN_SX, RUN_SY for strides 1) when the run lo..hi-1 reads
         its parents at a[i] = a[lo] + sx·(i - lo), b[i] = b[lo] + sy·(i - lo) with
         strides 0 or 1, and every node parent lies before the run: then it is the
-        elementwise op on two arena slices, run by the vectorised array loops."""
+        elementwise op on two arena slices, run by the vectorised array loops. Else
+        RUN_CHAIN when every node after the first reads its first operand from the node
+        just before it (s = s + t), which the tangent sweep runs by a loop of its own."""
         cdef int o = t.op[lo]
         cdef i64 sx = _stride(t.a, lo, hi), sy = _stride(t.b, lo, hi)
         # TANH stays a gather run: its array loop is not libm's tanh, and a grouped
         # tape must reproduce the recorded values bit for bit
-        if is_leaf(o) or o == TANH or sx < 0 or sy < 0:
+        cdef i64 i
+        if is_leaf(o):
             return 0
-        if t.a[lo] + sx * (hi - 1 - lo) >= lo:
-            return 0
-        if not has_k(o) and t.b[lo] + sy * (hi - 1 - lo) >= lo:
-            return 0
+        if o == TANH or sx < 0 or sy < 0 or t.a[lo] + sx * (hi - 1 - lo) >= lo or \
+                (not has_k(o) and t.b[lo] + sy * (hi - 1 - lo) >= lo):
+            for i in range(lo + 1, hi):
+                if t.a[i] != i - 1:
+                    return 0
+            return RUN_CHAIN if hi - lo > 1 else 0
         return RUN_AFFINE | (RUN_SX if sx else 0) | (RUN_SY if sy else 0)
 
     cdef void forward(self, Tape t) noexcept nogil:
@@ -261,6 +268,8 @@ cdef class Schedule:
                                         kd & RUN_SY != 0, t.val + lo, t.tan + t.a[lo],
                                         t.tan + t.b[lo] if is_binary(o) else NULL,
                                         t.tan + lo, hi - lo, 1, 0)
+            elif tangent and kd & RUN_CHAIN:
+                run_forward_tangent_chain(o, t.val, t.tan, t.pool, t.a, t.b, lo, hi)
             elif tangent:
                 run_forward_tangent(o, t.val, t.tan, t.pool, t.a, t.b, lo, hi)
             else:
@@ -437,6 +446,16 @@ cdef class Trace:
         if self.schedule is not None:
             for r in range(self.schedule.nruns):
                 c += self.schedule.kind[r] & RUN_AFFINE != 0
+        return int(c)
+
+    @property
+    def chain_run_count(self):
+        """How many runs are chains (s = s + t: every node after the first reads the one
+        before it), whose tangents the jvp sweep runs by their own loop."""
+        cdef i64 r, c = 0
+        if self.schedule is not None:
+            for r in range(self.schedule.nruns):
+                c += self.schedule.kind[r] & RUN_CHAIN != 0
         return int(c)
 
     cdef void forward(self, Tape t) noexcept nogil:

@@ -128,6 +128,8 @@ cdef extern from *:
         const int32_t *, const int32_t *, int64_t, int64_t) FASTAPE_KERNEL_INLINE;
     static inline void fastape_run_loop_tan(int, double *, double *, const double *,
         const int32_t *, const int32_t *, int64_t, int64_t) FASTAPE_KERNEL_INLINE;
+    static inline void fastape_run_loop_tan_chain(int, double *, double *, const double *,
+        const int32_t *, const int32_t *, int64_t, int64_t) FASTAPE_KERNEL_INLINE;
     static inline void fastape_run_loop_hvp(int, const double *, double *, const double *,
         double *, const double *, const int32_t *, const int32_t *, int64_t,
         int64_t) FASTAPE_KERNEL_INLINE;
@@ -308,7 +310,46 @@ cdef inline void _run_loop_tan "fastape_run_loop_tan"(
         s = d0 * tx
         if is_binary(o):
             s = s + d1 * ty
-        if s != s:
+        if not _unit_partials(o) and s != s:
+            s = d0 * tx if tx != 0.0 else 0.0
+            if is_binary(o):
+                s = s + (d1 * ty if ty != 0.0 else 0.0)
+        tan[i] = s
+        tlast = s
+
+
+cdef inline bint _unit_partials(int o) noexcept nogil:
+    # ops whose partials are the constants ±1: their tangent d0·ẋ + d1·ẏ is NaN only when
+    # ẋ or ẏ is NaN or they are opposite infinities, and dropping the zero terms gives
+    # that NaN again, so the tangent run loops need no redo for them
+    return o == ADD or o == SUB or o == NEG or o == COPY or o == ADD_K or o == RSUB_K
+
+
+cdef inline void _run_loop_tan_chain "fastape_run_loop_tan_chain"(
+        int o, double* v, double* tan, const double* pool, const i32* pa, const i32* pb,
+        i64 lo, i64 hi) noexcept nogil:
+    """_run_loop_tan for a chain: a run whose every node after the first reads its first
+    operand from the node just before it (s = s + t; RUN_CHAIN). That operand is the
+    register carried from the last node, so the loop loads no first parent and tests
+    none: it keeps a chain's two register chains (value and tangent) as short as the
+    value's alone, which the general loop's compares and branches did not."""
+    cdef i64 i
+    cdef double d0, d1, x, y, tx, ty = 0.0, s
+    cdef const double* src = pool if has_k(o) else v
+    cdef double last = v[pa[lo]]
+    cdef double tlast = tan[pa[lo]]
+    for i in range(lo, hi):
+        x = last
+        tx = tlast
+        y = src[pb[i]]
+        if is_binary(o):
+            ty = tan[pb[i]]
+        last = vp_loop(o, x, y, &d0, &d1, NULL)
+        v[i] = last
+        s = d0 * tx
+        if is_binary(o):
+            s = s + d1 * ty
+        if not _unit_partials(o) and s != s:
             s = d0 * tx if tx != 0.0 else 0.0
             if is_binary(o):
                 s = s + (d1 * ty if ty != 0.0 else 0.0)
@@ -398,7 +439,7 @@ cdef inline void _run_loop_hvp "fastape_run_loop_hvp"(
 # run loops lose their dispatch. `kind` picks the loop; the arguments travel in a
 # struct that the forced inlining dissolves.
 cdef enum:
-    EW_FWD, EW_REV, EW_TAN, RUN_FWD, RUN_REV, RUN_TAN, RUN_HVP
+    EW_FWD, EW_REV, EW_TAN, RUN_FWD, RUN_REV, RUN_TAN, RUN_HVP, RUN_TAN_CHAIN
 
 
 cdef inline void _kernel "fastape_kernel"(int kind, int o, _EwArgs* e,
@@ -419,6 +460,8 @@ cdef inline void _kernel "fastape_kernel"(int kind, int o, _EwArgs* e,
         _run_loop(o, r.val, r.pool, r.pa, r.pb, r.lo, r.hi)
     elif kind == RUN_TAN:
         _run_loop_tan(o, r.val, r.tan, r.pool, r.pa, r.pb, r.lo, r.hi)
+    elif kind == RUN_TAN_CHAIN:
+        _run_loop_tan_chain(o, r.val, r.tan, r.pool, r.pa, r.pb, r.lo, r.hi)
     elif kind == RUN_HVP:
         _run_loop_hvp(o, r.val, r.adj, r.tan, r.tlam, r.pool, r.pa, r.pb, r.lo, r.hi)
     else:
@@ -444,10 +487,16 @@ cdef inline void _pick "fastape_pick"(int kind, int o, _EwArgs* e, _RunArgs* r,
     # o and ops are constants wherever _hot calls this: the test folds away, and an op
     # the call site cannot see costs no loop (its branch, never taken, goes to _cold)
     if (ops == OPS_ALL or (ops == OPS_UNARY) == (not is_binary(o) and not has_k(o))) and \
-            (kind != RUN_HVP or _hvp_hot(o)):
+            (kind != RUN_HVP or _hvp_hot(o)) and (kind != RUN_TAN_CHAIN or _chain_hot(o)):
         _kernel(kind, o, e, r)
     else:
         _cold(kind, o, e, r)
+
+
+cdef inline bint _chain_hot(int o) noexcept nogil:
+    # chains are sums and products (s = s + t, p = p * t): their loops instantiated for
+    # these only, the others take the op table's loop (_cold)
+    return o == ADD or o == SUB or o == MUL
 
 
 cdef inline bint _hvp_hot(int o) noexcept nogil:
@@ -554,6 +603,16 @@ cdef void run_forward_tangent(int o, double* val, double* tan, const double* poo
     cdef _RunArgs r
     r.val = val; r.tan = tan; r.pool = pool; r.pa = pa; r.pb = pb; r.lo = lo; r.hi = hi
     _hot(RUN_TAN, o, NULL, &r, OPS_ALL)
+
+
+cdef void run_forward_tangent_chain(int o, double* val, double* tan, const double* pool,
+                                    const i32* pa, const i32* pb, i64 lo,
+                                    i64 hi) noexcept nogil:
+    """run_forward_tangent for a chain (every node after the first reads its first
+    operand from the node before it); see _run_loop_tan_chain."""
+    cdef _RunArgs r
+    r.val = val; r.tan = tan; r.pool = pool; r.pa = pa; r.pb = pb; r.lo = lo; r.hi = hi
+    _hot(RUN_TAN_CHAIN, o, NULL, &r, OPS_ALL)
 
 
 cdef void run_hvp_reverse(int o, const double* val, double* adj, const double* tan,
