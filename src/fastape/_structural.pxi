@@ -133,6 +133,9 @@ cdef void strided_tangent(Tape t, i64 i, double* T) noexcept nogil:
     cdef const double* tx = T + t.off[t.a[i]] + p.start
     cdef double* tz = T + t.off[i]
     cdef i64 j
+    if p.step == 1:         # a contiguous slice (x[1:]): one copy, not a strided loop
+        memcpy(tz, tx, p.size * sizeof(double))
+        return
     for j in range(p.size):
         tz[j] = tx[j * p.step]
 
@@ -146,6 +149,10 @@ cdef void strided_reverse(Tape t, i64 i) noexcept nogil:
     cdef double* x_bar = _x_bar(t, i) + p.start
     cdef const double* lam = t.adj + t.off[i]
     cdef i64 j
+    if p.step == 1:         # the loop with a constant stride vectorises
+        for j in range(p.size):
+            x_bar[j] += lam[j]
+        return
     for j in range(p.size):
         x_bar[j * p.step] += lam[j]
 
