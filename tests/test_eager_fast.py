@@ -76,11 +76,10 @@ def test_indexing_an_element_block_records_no_node_and_keeps_the_scalar_layout()
     x0 = np.linspace(-1.0, 1.5, 50)
     t = ft.Tape()
     x = t._var_elements(x0)
-    assert len(t) == 51 and t.scalar_layout
+    assert len(t) == 1 and t.scalar_layout      # the element nodes come with the first x[i]
     assert np.array_equal(x.value, x0)                  # the head reads its elements
-    n = len(t)
     xi = x[3]
-    assert len(t) == n and xi.value == x0[3] and x[-1].value == x0[-1]
+    assert len(t) == 51 and xi.value == x0[3] and x[-1].value == x0[-1]
     y = rosenbrock(x)
     assert t.scalar_layout
     g = t.gradient(y, x)
@@ -88,6 +87,29 @@ def test_indexing_an_element_block_records_no_node_and_keeps_the_scalar_layout()
     assert ft.grad(rosenbrock)(x0).shape == (50,)
     np.testing.assert_allclose(ft.grad(rosenbrock)(x0), rosenbrock_grad(x0), rtol=1e-12)
     t.release()
+
+
+def test_a_lazy_block_takes_its_nodes_before_any_scalar_node():
+    """Nothing may sit in a lazy block's element slots: a scalar node recorded before any
+    x[i] (another argument, a constant) writes the element nodes first, and a sweep of a
+    tape whose block was never touched reads the elements' multipliers (zeros)."""
+    t = ft.Tape()
+    x0 = np.arange(1.0, 6.0)
+    x = t._var_elements(x0)
+    c = t.var(2.0)
+    assert len(t) == 7 and t.scalar_layout      # head, 5 elements, then c
+    y = c * x[4] + x[0]
+    np.testing.assert_array_equal(t.gradient(y, x), [1.0, 0.0, 0.0, 0.0, 2.0])
+    assert t.gradient(y, c) == 5.0
+    t.release()
+    t = ft.Tape()
+    x = t._var_elements(x0)
+    c = t.var(3.0)
+    y = c * c
+    np.testing.assert_array_equal(t.gradient(y, x), np.zeros(5))
+    t.release()
+    assert ft.grad(lambda x: 3.0 * np.sum(x))(x0).tolist() == [3.0] * 5
+    assert ft.grad(lambda x, s: s * s)(x0, 2.0).tolist() == [0.0] * 5
 
 
 def test_a_block_no_element_was_taken_from_folds_into_one_array_node():

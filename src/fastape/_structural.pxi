@@ -56,6 +56,7 @@ def item(Var x not None, i64 flat):
     a node already, anything else records a gather."""
     cdef Tape t = x.tape
     if t.blk_n and x.node == t.blk_base and x.size == t.blk_n:
+        t._materialize_block()
         t.blk_touched = True
         return _new(t, x.node + 1 + flat, SCALAR, 1)
     cdef i64 i = t.push(GATHER1, x.node, t.pool_add(<double>flat), 1, 1)

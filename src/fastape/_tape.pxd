@@ -73,6 +73,11 @@ cdef class Tape:
     # already; blk_touched once an element was taken. blk_n == 0: none.
     cdef i64 blk_base, blk_n
     cdef bint blk_touched
+    # blk_lazy: the block's values are in place (val[blk_base+1 ..]) but its element
+    # nodes are not yet written: nothing is recorded after the head until the first
+    # element is taken (or a scalar node pushed, a sweep, close), which writes them, or
+    # a whole-array op folds the head (Tape._materialize_block, _to_general_layout)
+    cdef bint blk_lazy
     cdef public list pyobjs
     cdef public list pyres
     cdef public object py_error
@@ -88,6 +93,7 @@ cdef class Tape:
     cdef int _check(self) except -1
     cdef int _check_open(self) except -1
     cdef int _enter_sweep(self) except -1
+    cdef int _materialize_block(self) except -1
     cdef int raise_pending(self) except -1
     cdef int close(self) except -1
     cdef Tape clone(self)

@@ -395,7 +395,7 @@ cdef class Tape:
         self.seed = -1
         self.swept = 0
         self.blk_base = self.blk_n = 0
-        self.blk_touched = False
+        self.blk_touched = self.blk_lazy = False
         self.on_compare = None
         self.pyobjs = None
         self.pyres = None
@@ -442,6 +442,7 @@ cdef class Tape:
         self.tan_adj_cap = self.ntan_adj = self.tspan_cap = self.aspan_cap = 0
         self.npool = self.pool_cap = self.nP = self.P_cap = self.work_len = 0
         self.blk_base = self.blk_n = 0
+        self.blk_lazy = False
 
     # -- context manager and life cycle ---------------------------------------
 
@@ -456,6 +457,7 @@ cdef class Tape:
 
     cdef int close(self) except -1:
         """Record nothing more; trim the buffers to their length."""
+        self._materialize_block()
         self._closed = True
         self.shrink_to_fit()
         return 0
@@ -496,7 +498,23 @@ cdef class Tape:
             raise TapeError("this tape is being swept by another thread: a Tape is "
                             "single-threaded (compiled functions may be called from "
                             "several threads; each call works on its own copy)")
+        self._materialize_block()
         self._busy = True
+        return 0
+
+    cdef int _materialize_block(self) except -1:
+        """Write the element nodes of a lazy element block (see _var_elements): INPUT
+        nodes blk_base+1 .. blk_base+blk_n, whose values are in place already."""
+        cdef i64 base = self.blk_base, m = self.blk_n
+        if not self.blk_lazy:
+            return 0
+        if base + 1 + m > self.cap:
+            self._grow_nodes(base + 1 + m)
+        memset(self.op + base + 1, INPUT, m)
+        memset(self.a + base + 1, 0xFF, m * sizeof(i32))       # every parent -1
+        memset(self.b + base + 1, 0xFF, m * sizeof(i32))
+        self.n = base + 1 + m
+        self.blk_lazy = False
         return 0
 
     cdef int _check_open(self) except -1:
@@ -632,10 +650,13 @@ cdef class Tape:
         cdef i64 i, base = self.blk_base
         if self.off != NULL:
             return 0
-        if self.blk_n and not self.blk_touched and base + 1 + self.blk_n == self.n:
+        if self.blk_n and not self.blk_touched and \
+                (self.blk_lazy or base + 1 + self.blk_n == self.n):
             # no element was taken and nothing recorded after them: the block folds
-            # into its head, one array node (its values stay where they are)
+            # into its head, one array node (its values stay where they are); a lazy
+            # block's element nodes were never written
             self.n = base + 1
+            self.blk_lazy = False
         self.off = <i64*>_resize(NULL, self.cap, sizeof(i64))
         self.poff = <i64*>_resize(NULL, self.cap, sizeof(i64))
         for i in range(self.n):
@@ -686,6 +707,8 @@ cdef class Tape:
         self._check_open()
         if self.off == NULL and (size != 1 or nparams > 0):
             self._to_general_layout()       # may fold an element block: n changes
+        elif self.blk_lazy:
+            self._materialize_block()       # a scalar node goes after the elements
         i = self.n
         if i == self.cap:
             self._grow_nodes(i + 1)
@@ -1215,18 +1238,25 @@ cdef class Tape:
                 or base + 1 + m > MAX_NODES):
             return _leaf(self, INPUT, arr, "Tape.var", "value")
         self._check_open()
-        if base + 1 + m > self.cap:
-            self._grow_nodes(base + 1 + m)
-        memset(self.op + base, INPUT, 1 + m)
-        memset(self.a + base, 0xFF, (1 + m) * sizeof(i32))     # every parent -1
-        memset(self.b + base, 0xFF, (1 + m) * sizeof(i32))
+        # the head and the values now; the element nodes when the first is taken (a
+        # whole-array op first folds the head: an array argument of whole-array code
+        # costs no node per element)
+        if base + 1 > self.cap:
+            self._grow_nodes(base + 1)
+        if base + 1 + m > self.val_cap:
+            self.val = _arena(self.val, &self.val_cap, self.nval, base + 1 + m, True)
+        self.op[base] = INPUT
+        self.a[base] = -1
+        self.b[base] = -1
         src = arr.reshape(-1)
         self.val[base] = 0.0
         memcpy(self.val + base + 1, &src[0], m * sizeof(double))
-        self.n = self.nval = base + 1 + m
+        self.n = base + 1
+        self.nval = base + 1 + m
         self.blk_base = base
         self.blk_n = m
         self.blk_touched = False
+        self.blk_lazy = True
         return _new(self, base, arr.shape, m)
 
     def constant(self, value):
