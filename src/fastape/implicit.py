@@ -142,6 +142,12 @@ class _Bound:
 
     def call(self, z, ps):
         """fun(z, *params) with the parents' values `ps` (flat: numbers or values)."""
+        return self.bind(ps)(z)
+
+    def bind(self, ps):
+        """z ↦ fun(z, *params) with the parents' values `ps` (flat: numbers or values),
+        the params (and a rebound closure) built once: a solver calls it on every
+        iteration."""
         built = {}
         for src in self.sources:
             if not src[3]:
@@ -169,8 +175,8 @@ class _Bound:
         if self.partial is not None:
             pargs = [built.get(("parg", k), a) for k, a in enumerate(self.partial[0])]
             pkw = {key: built.get(("pkw", key), a) for key, a in self.partial[1].items()}
-            return fun(*pargs, z, *params, **pkw)
-        return fun(z, *params)
+            return lambda z: fun(*pargs, z, *params, **pkw)
+        return lambda z: fun(z, *params)
 
 
 def _vec(x):
@@ -702,8 +708,10 @@ def fixed_point(F, z0, *params, tol=1e-10, max_iter=500, method="anderson",
         return _vec(bound.call(_shaped(u, shape), ps)) - u
 
     def solver(rule, ps):
+        fun = bound.bind(ps)
+
         def step(u):
-            return _output(bound.call(_shaped(u, shape), ps), shape, where, _name(F))
+            return _output(fun(_shaped(u, shape)), shape, where, _name(F))
         if method == "newton":
             return _newton(rule, ps, start.reshape(-1), opts["tol"], opts["max_iter"],
                            lambda u: step(u) - u)
@@ -743,9 +751,9 @@ def root(G, z0, *params, tol=1e-10, max_iter=100, adjoint_tol=1e-10,
         return _vec(bound.call(_shaped(u, shape), ps))
 
     def solver(rule, ps):
+        fun = bound.bind(ps)
         return _newton(rule, ps, start.reshape(-1), opts["tol"], opts["max_iter"],
-                       lambda u: _output(bound.call(_shaped(u, shape), ps), shape, where,
-                                         _name(G)))
+                       lambda u: _output(fun(_shaped(u, shape)), shape, where, _name(G)))
 
     rule = _Implicit(where, residual, shape, solver, opts, "∂G/∂z")
     return _finish(rule, bound.parents, shape)
@@ -800,8 +808,10 @@ def linear_solve(matvec, b, *params, tol=1e-10, max_iter=1000, adjoint_tol=None,
             pt.lu = lu
             return pt
 
+        fun = bound.bind(rest)
+
         def mv(x):
-            return _output(bound.call(_shaped(x, shape), rest), shape, where, _name(matvec))
+            return _output(fun(_shaped(x, shape)), shape, where, _name(matvec))
         return krylov(mv, bb, opts["tol"], opts["max_iter"], where, "the operator")
 
     rule = _Implicit(where, residual, shape, solver, opts, "the operator")
