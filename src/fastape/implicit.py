@@ -39,6 +39,7 @@ to pass the value in ``params``.
 """
 
 import functools
+import math
 import threading
 import types
 
@@ -471,12 +472,13 @@ def _gmres(matvec, b, tol, max_iter, restart=50):
             h2 = Vk @ w
             w -= h2 @ Vk
             h += h2
-            hn = float(np.linalg.norm(w))
-            col = [float(v) for v in h] + [hn]
+            hn = math.sqrt(float(w @ w))
+            col = h.tolist()
+            col.append(hn)
             for i in range(k):
                 a, c = col[i], col[i + 1]
                 col[i], col[i + 1] = cs[i] * a + sn[i] * c, -sn[i] * a + cs[i] * c
-            d = float(np.hypot(col[k], col[k + 1]))
+            d = math.hypot(col[k], col[k + 1])
             if d == 0.0:                  # breakdown: no new direction
                 break
             cs[k], sn[k] = col[k] / d, col[k + 1] / d
