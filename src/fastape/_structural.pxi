@@ -161,7 +161,12 @@ def strided(Var x not None, i64 start, i64 step, tuple shape):
     return _recorded(t, i, shape, n)
 
 
-# -- BROADCAST: z = numpy.broadcast_to(x, shape) ----------------------------------
+# -- BROADCAST: a strided view, z[j] = x[Σ_d j_d · stride_d] ---------------------
+# numpy.broadcast_to (stride 0 on the repeated axes) and transposes (the strides
+# permuted): the one kernel walks any non-negative strides, so a transpose is a copy
+# along the output with a strided read, and its reverse the strided add back, with no
+# index array to record, store and read (issue 13: GATHERs of 40,000 indices were a
+# tenth of an eager GMM gradient).
 
 ctypedef struct BroadcastP:
     i64 size
@@ -289,6 +294,30 @@ cdef Var _broadcast_to(Var x, tuple shape, str op, str arg):
 
 def broadcast_to(Var x not None, tuple shape, str op="broadcast_to", str arg="x"):
     return _broadcast_to(x, shape, op, arg)
+
+
+def permuted(Var x not None, tuple axes):
+    """numpy.transpose(x, axes) (axes: a permutation of x's axes, already checked) as a
+    strided view: output axis d reads x's axis axes[d] with its stride (0 for a length
+    1 axis, as broadcast_to writes it, so that every reader sees one convention)."""
+    cdef Tape t = x.tape
+    cdef int nd = len(axes), d
+    cdef i64 i, stride
+    cdef i64 strides[64]
+    cdef BroadcastP* p
+    if nd > 64:
+        raise ShapeError(f"transpose: {nd} dimensions (at most 64)")
+    stride = 1
+    for d in range(nd - 1, -1, -1):
+        strides[d] = stride
+        stride *= <i64>x.shape[d]
+    i = t.push(BROADCAST, x.node, -1, x.size, 2 + 2 * nd)
+    p = <BroadcastP*>t.params(i)
+    p.nd = nd
+    for d in range(nd):
+        p.dims[d] = x.shape[axes[d]]
+        p.dims[nd + d] = strides[<int>axes[d]] if p.dims[d] != 1 else 0
+    return _recorded(t, i, tuple([x.shape[a] for a in axes]), x.size)
 
 
 # -- SUM, PROD, AMAX, AMIN: z[p, t] = ⊕_q x[p, q, t] ------------------------------
