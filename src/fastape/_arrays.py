@@ -81,14 +81,25 @@ def squeeze(a, axis=None):
     """numpy.squeeze: remove axes of length one."""
     if type(a) is not Var:
         return np.squeeze(a, axis)
-    return _moved(a, np.squeeze, axis)
+    if axis is None:
+        return reshape(a, tuple(d for d in a.shape if d != 1))
+    axes = normalize_axis_tuple(axis, a.ndim)
+    if any(a.shape[q] != 1 for q in axes):
+        raise ValueError("cannot select an axis to squeeze out which has size not equal "
+                         "to one")                      # numpy's words
+    return reshape(a, tuple(d for q, d in enumerate(a.shape) if q not in axes))
 
 
 def expand_dims(a, axis):
     """numpy.expand_dims: insert axes of length one."""
     if type(a) is not Var:
         return np.expand_dims(a, axis)
-    return _moved(a, np.expand_dims, axis)
+    # numpy's construction, as a reshape (_moved's positions array cost 11 µs a call)
+    axes = axis if isinstance(axis, (tuple, list)) else (axis,)
+    nd = a.ndim + len(axes)
+    axes = normalize_axis_tuple(axes, nd)
+    dims = iter(a.shape)
+    return reshape(a, tuple(1 if q in axes else next(dims) for q in range(nd)))
 
 
 def swapaxes(a, axis1, axis2):
