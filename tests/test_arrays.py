@@ -493,3 +493,26 @@ def test_transposes_are_strided_views(fn, tmp_path):
     G = ft.load(tmp_path / "f.fastape")
     np.testing.assert_array_equal(G.vjp(X, C)[1] if isinstance(G.vjp(X, C), tuple)
                                   else G.vjp(X, C), bar)
+
+
+def test_numpy_data_broadcast_against_a_value_is_one_constant():
+    """x[:, None, :] - means with numpy data x: the data is broadcast by numpy into one
+    constant (no BROADCAST node sweeping multipliers back into it); values and the
+    gradient are numpy's and the closed form; shapes that do not broadcast still raise
+    naming both."""
+    rng = np.random.default_rng(4)
+    X, M = rng.standard_normal((6, 1, 3)), rng.standard_normal((1, 4, 3))
+    with ft.Tape() as t:
+        m = t.var(M)
+        d = X - m
+        e = m * X
+    assert d.shape == e.shape == (6, 4, 3)
+    np.testing.assert_array_equal(d.value, X - M)
+    np.testing.assert_array_equal(e.value, M * X)
+    ops = [ft.Op(o) for o in t.opcodes()]
+    assert ops.count(ft.Op.BROADCAST) == 2          # m's, twice; none of the data
+    g = ft.grad(lambda m: np.sum((X - m) ** 2 * X))(M)
+    np.testing.assert_allclose(g, np.sum(-2 * (X - M) * X, axis=0, keepdims=True),
+                               rtol=1e-13)
+    with pytest.raises(ShapeError, match=r"\(6, 1, 3\).*\(4, 2\)"):
+        ft.grad(lambda v: np.sum(X - v))(np.ones((4, 2)))
