@@ -4,6 +4,8 @@ multivariate normal log-likelihood with a Cholesky factor), in one run:
 
     fastape eager      fastape.value_and_grad of the numpy code, unchanged
     fastape compiled   fastape.compile(...).value_and_grad (recorded once)
+    numpy by hand      the gradient derived by hand in plain numpy
+                       (objectives.<key>_value_and_grad): no AD tool at all
     autograd           autograd.value_and_grad of the same code with xp=autograd.numpy
     torch eager        the PyTorch versions (objectives.torch_*), loss.backward()
     jax.jit            jax.jit(jax.value_and_grad) of the same code with xp=jax.numpy
@@ -63,8 +65,11 @@ def case(key, rounds):
     want = eager(*params)[1]
     F = ft.compile(lambda *p: f(*p, *data), *params, argnums=nums)
     _close(F.value_and_grad(*params)[1], want, "compiled")
+    by_hand = getattr(obj, f"{key}_value_and_grad")
+    _close(by_hand(*params, *data)[1], want, "numpy by hand")
     tools = {"fastape eager": lambda: eager(*params),
-             "fastape compiled": lambda: F.value_and_grad(*params)}
+             "fastape compiled": lambda: F.value_and_grad(*params),
+             "numpy by hand": lambda: by_hand(*params, *data)}
     compile_seconds = {}
     if _have("autograd"):
         import autograd

@@ -455,3 +455,64 @@ def test_sum_is_pairwise():
     cols = ft.vjp(lambda a: np.sum(a, axis=0), A)[0]
     exact_cols = np.array([math.fsum(A[:, j]) for j in range(800)])
     assert np.max(np.abs(cols - exact_cols)) <= 4e-15 * np.max(np.abs(exact_cols))
+
+
+@pytest.mark.parametrize("fn", [
+    lambda x: x.T,
+    lambda x: np.transpose(x, (1, 2, 0)),
+    lambda x: np.swapaxes(x, 0, 2),
+    lambda x: np.moveaxis(x, 0, -1),
+    lambda x: np.transpose(x[:, :1], (2, 0, 1)),            # a length-1 axis moved
+], ids=["T", "transpose_120", "swapaxes", "moveaxis", "length1"])
+def test_transposes_are_strided_views(fn, tmp_path):
+    """A transpose records one BROADCAST node (a strided view: no index array) whose
+    value is numpy's, whose adjoint is the inverse transpose of the cotangent, and
+    which differentiates to second order (the nested rule undoes the permutation),
+    compiles, saves and loads, and has a permutation for its Jacobian pattern."""
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((2, 3, 4))
+    with ft.Tape() as t:
+        y = fn(t.var(X))
+    assert ft.Op(t.opcodes()[-1]) == ft.Op.BROADCAST
+    want = fn(X)
+    np.testing.assert_array_equal(y.value, want)
+    C = rng.standard_normal(want.shape)
+    (bar,) = ft.vjp(fn, X)[1](C)
+    positions = np.arange(X.size).reshape(X.shape)
+    expect = np.zeros(X.size)
+    np.add.at(expect, fn(positions).reshape(-1), C.reshape(-1))
+    np.testing.assert_array_equal(bar, expect.reshape(X.shape))
+    W = rng.standard_normal(want.shape)
+    f = lambda x: np.sum(np.sin(fn(x)) * W * fn(x))         # noqa: E731
+    ft.check_grads(f, (X,), order=2, modes=("fwd", "rev"))
+    F = ft.compile(fn, X)
+    np.testing.assert_array_equal(F(X + 1.0), fn(X + 1.0))
+    J = F.jacobian_sparsity().toarray()
+    np.testing.assert_array_equal(J, np.eye(X.size, dtype=bool)[fn(positions).reshape(-1)])
+    F.save(tmp_path / "f.fastape")
+    G = ft.load(tmp_path / "f.fastape")
+    np.testing.assert_array_equal(G.vjp(X, C)[1] if isinstance(G.vjp(X, C), tuple)
+                                  else G.vjp(X, C), bar)
+
+
+def test_numpy_data_broadcast_against_a_value_is_one_constant():
+    """x[:, None, :] - means with numpy data x: the data is broadcast by numpy into one
+    constant (no BROADCAST node sweeping multipliers back into it); values and the
+    gradient are numpy's and the closed form; shapes that do not broadcast still raise
+    naming both."""
+    rng = np.random.default_rng(4)
+    X, M = rng.standard_normal((6, 1, 3)), rng.standard_normal((1, 4, 3))
+    with ft.Tape() as t:
+        m = t.var(M)
+        d = X - m
+        e = m * X
+    assert d.shape == e.shape == (6, 4, 3)
+    np.testing.assert_array_equal(d.value, X - M)
+    np.testing.assert_array_equal(e.value, M * X)
+    ops = [ft.Op(o) for o in t.opcodes()]
+    assert ops.count(ft.Op.BROADCAST) == 2          # m's, twice; none of the data
+    g = ft.grad(lambda m: np.sum((X - m) ** 2 * X))(M)
+    np.testing.assert_allclose(g, np.sum(-2 * (X - M) * X, axis=0, keepdims=True),
+                               rtol=1e-13)
+    with pytest.raises(ShapeError, match=r"\(6, 1, 3\).*\(4, 2\)"):
+        ft.grad(lambda v: np.sum(X - v))(np.ones((4, 2)))

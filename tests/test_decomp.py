@@ -203,3 +203,43 @@ def test_closed_form_transposes_of_the_decompositions(fn):
         rhs = sum(np.sum(c * t) for c, t in zip(C, tan)) if isinstance(out, tuple) \
             else np.sum(C * tan)
         assert np.sum(bar * T) == pytest.approx(rhs, rel=1e-10)
+
+
+def test_cholesky_fast_rule_is_the_general_rule(tmp_path):
+    """cholesky of one fastape matrix records its CALLBACK node with the lean rule
+    (custom._ArrayRule: no pytree walking); it must give what the general rule gives:
+    the same gradient, tangents and Hessian, eager and compiled, after pickling and
+    after save/load."""
+    import pickle
+
+    from fastape import _decomp
+    rng = np.random.default_rng(8)
+    B = rng.standard_normal((4, 4))
+    W = rng.standard_normal((4, 4))
+    f = lambda b: np.sum(np.linalg.cholesky(b @ b.T + np.eye(4)) * W)     # noqa: E731
+    fast = ft.value_and_grad(f)(B)
+    fast_h = ft.hessian(lambda b: f(b.reshape(4, 4)))(B.reshape(-1))
+    F = ft.compile(f, B)
+    dB = rng.standard_normal((4, 4))
+    fast_t = F.jvp(B, dB)
+    try:
+        _decomp._cholesky_sym._array_rule = False
+        slow = ft.value_and_grad(f)(B)
+        slow_h = ft.hessian(lambda b: f(b.reshape(4, 4)))(B.reshape(-1))
+        slow_t = ft.compile(f, B).jvp(B, dB)
+    finally:
+        _decomp._cholesky_sym._array_rule = True
+    assert fast[0] == slow[0]
+    np.testing.assert_allclose(fast[1], slow[1], rtol=1e-13, atol=1e-15)
+    np.testing.assert_allclose(fast_h, slow_h, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(fast_t[1], slow_t[1], rtol=1e-13, atol=1e-15)
+    P = ft.compile(f, B, retrace=False)
+    for G in (pickle.loads(pickle.dumps(P)), None):
+        if G is None:
+            F.save(tmp_path / "chol.fastape")
+            G = ft.load(tmp_path / "chol.fastape", callbacks=F.rules)
+        B2 = B * 1.1 + 0.1
+        v, g = G.value_and_grad(B2)
+        v0, g0 = ft.value_and_grad(f)(B2)
+        assert v == pytest.approx(v0, rel=1e-13)
+        np.testing.assert_allclose(g, g0, rtol=1e-12, atol=1e-14)

@@ -236,6 +236,42 @@ def test_solve_needs_pivoting(rng):
     np.testing.assert_allclose(ga, -Z @ np.linalg.solve(A, B).T, rtol=1e-13)
 
 
+@pytest.mark.parametrize("n, r", [(1, 3), (5, 1), (6, 40)])
+def test_solve_with_a_lower_triangular_matrix(n, r, rng):
+    """A lower triangular A (np.linalg.solve(cholesky(S), b)) has the identity for its
+    unit factor and pivots: the solves with them are skipped. Values against scipy's
+    triangular solve, the adjoints B̄ = A⁻ᵀ Λ, Ā = −B̄ Xᵀ in closed form (all of A's
+    entries, its zero upper part included), and the tangent against the adjoint; an
+    A one tiny entry away from triangular still takes the general path, as correctly."""
+    import scipy.linalg
+    L = np.tril(rng.standard_normal((n, n))) + 3 * np.eye(n)
+    B, Lam = rng.standard_normal((n, r)), rng.standard_normal((n, r))
+    for A in (L, L + np.triu(np.full((n, n), 1e-3), 1) * (n > 1)):
+        X = np.linalg.solve(A, B)
+        if A is L:
+            np.testing.assert_allclose(X, scipy.linalg.solve_triangular(L, B, lower=True),
+                                       rtol=1e-14, atol=1e-15)
+        f = lambda a, b: ft.sum(np.linalg.solve(a, b) * Lam)    # noqa: E731
+        v, (ga, gb) = ft.value_and_grad(f, (0, 1))(A, B)
+        assert v == pytest.approx(np.sum(X * Lam), rel=1e-13)
+        Z = np.linalg.solve(A.T, Lam)
+        np.testing.assert_allclose(gb, Z, rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(ga, -Z @ X.T, rtol=1e-12, atol=1e-14)
+        dA, dB = rng.standard_normal((n, n)), rng.standard_normal((n, r))
+        _, tan = ft.jvp(lambda a, b: np.linalg.solve(a, b), (A, B), (dA, dB))
+        assert np.sum(tan * Lam) == pytest.approx(np.sum(ga * dA) + np.sum(gb * dB),
+                                                  rel=1e-11)
+    # an upper triangular A (not the skipped case) and a singular lower one
+    U = L.T
+    np.testing.assert_allclose(ft.grad(lambda b: ft.sum(np.linalg.solve(U, b) * Lam))(B),
+                               np.linalg.solve(U.T, Lam), rtol=1e-12)
+    if n > 1:
+        S = L.copy()
+        S[1, 1] = 0.0
+        with pytest.raises(np.linalg.LinAlgError):
+            ft.grad(lambda a: ft.sum(np.linalg.solve(a, B)))(S)
+
+
 def test_inv_det_slogdet(rng):
     A = _well_conditioned(rng, 4)
     A[0] *= -1                                 # a negative determinant

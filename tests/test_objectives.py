@@ -57,3 +57,32 @@ def test_gradient_against_peers(key, peer):
         want = jax.grad(lambda *p: f(*p, *data, xp=jnp), argnums=nums)(*params)
     for a, b in zip(g, want):
         np.testing.assert_allclose(a, np.asarray(b), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("size", ["small", "benchmark"])
+@pytest.mark.parametrize("key", sorted(SMALL))
+def test_hand_written_numpy_gradients(key, size):
+    """objectives.<key>_value_and_grad, the gradients derived by hand in plain numpy
+    (the benchmark's baseline), agree with fastape's gradient of the unchanged numpy
+    objective, at the small sizes and at the benchmark's, and with central differences
+    at the small ones; the LSTM's at several layers and steps (its reverse loop carries
+    every layer's state multipliers back through time)."""
+    kws = [SMALL[key]] if size == "small" else [{}]
+    if key == "lstm" and size == "small":
+        kws += [dict(layers=1, chars=3, seq=2), dict(layers=3, chars=5, seq=6, seed=4)]
+    for kw in kws:
+        params, data = getattr(obj, f"{key}_problem")(**kw)
+        f = getattr(obj, f"{key}_objective")
+        nums = tuple(range(len(params)))
+        fixed = lambda *p, f=f, data=data: f(*p, *data)      # noqa: E731
+        v, g = ft.value_and_grad(fixed, argnums=nums)(*params)
+        hv, hg = getattr(obj, f"{key}_value_and_grad")(*params, *data)
+        assert hv == pytest.approx(v, rel=1e-12)
+        assert len(hg) == len(params)
+        for i in nums:
+            assert hg[i].shape == params[i].shape
+            np.testing.assert_allclose(hg[i], g[i], rtol=1e-10,
+                                       atol=1e-12 * max(1.0, np.max(np.abs(g[i]))))
+            if size == "small":
+                want = central_diff(fixed, list(params), i)
+                np.testing.assert_allclose(hg[i], want, rtol=1e-6, atol=1e-7)

@@ -21,9 +21,10 @@ import builtins
 import operator
 
 import numpy as np
+from numpy.lib.array_utils import normalize_axis_index, normalize_axis_tuple
 
 from fastape import _tape
-from fastape._functions import _first_var, _prod, concatenate, reshape, stack
+from fastape._functions import _first_var, _prod, concatenate, reshape, stack, transpose
 from fastape._ops import Cmp
 from fastape._tape import Var
 from fastape.errors import ShapeError
@@ -80,28 +81,50 @@ def squeeze(a, axis=None):
     """numpy.squeeze: remove axes of length one."""
     if type(a) is not Var:
         return np.squeeze(a, axis)
-    return _moved(a, np.squeeze, axis)
+    if axis is None:
+        return reshape(a, tuple(d for d in a.shape if d != 1))
+    axes = normalize_axis_tuple(axis, a.ndim)
+    if any(a.shape[q] != 1 for q in axes):
+        raise ValueError("cannot select an axis to squeeze out which has size not equal "
+                         "to one")                      # numpy's words
+    return reshape(a, tuple(d for q, d in enumerate(a.shape) if q not in axes))
 
 
 def expand_dims(a, axis):
     """numpy.expand_dims: insert axes of length one."""
     if type(a) is not Var:
         return np.expand_dims(a, axis)
-    return _moved(a, np.expand_dims, axis)
+    # numpy's construction, as a reshape (_moved's positions array cost 11 µs a call)
+    axes = axis if isinstance(axis, (tuple, list)) else (axis,)
+    nd = a.ndim + len(axes)
+    axes = normalize_axis_tuple(axes, nd)
+    dims = iter(a.shape)
+    return reshape(a, tuple(1 if q in axes else next(dims) for q in range(nd)))
 
 
 def swapaxes(a, axis1, axis2):
     """numpy.swapaxes: interchange two axes."""
     if type(a) is not Var:
         return np.swapaxes(a, axis1, axis2)
-    return _moved(a, np.swapaxes, axis1, axis2)
+    axes = list(range(a.ndim))
+    i, j = normalize_axis_index(axis1, a.ndim), normalize_axis_index(axis2, a.ndim)
+    axes[i], axes[j] = j, i
+    return transpose(a, axes)                   # a strided view, as every transpose
 
 
 def moveaxis(a, source, destination):
     """numpy.moveaxis: move axes to new positions."""
     if type(a) is not Var:
         return np.moveaxis(a, source, destination)
-    return _moved(a, np.moveaxis, source, destination)
+    src = normalize_axis_tuple(source, a.ndim, "source")
+    dst = normalize_axis_tuple(destination, a.ndim, "destination")
+    if len(src) != len(dst):
+        raise ValueError("`source` and `destination` arguments must have the same number "
+                         "of elements")
+    order = [q for q in range(a.ndim) if q not in src]      # numpy's own construction
+    for d, q in sorted(zip(dst, src)):
+        order.insert(d, q)
+    return transpose(a, order)
 
 
 def broadcast_to(array, shape):

@@ -25,9 +25,9 @@ import functools
 from collections import namedtuple
 
 import numpy as np
-import scipy.linalg
+from scipy.linalg import lapack as _lapack
 
-from fastape import _arrays
+from fastape import _arrays, _tape
 from fastape import _functions as F
 from fastape._tape import Var
 from fastape.custom import custom_jvp
@@ -59,9 +59,15 @@ def _sym_lower(a):
     """The symmetric matrix whose lower triangle is a's (one gather on values)."""
     if type(a) is not Var:
         return np.tril(a) + np.tril(a, -1).T
-    n = a.shape[0]
+    return _tape.gather(a, _sym_lower_index(a.shape[0]), a.shape)
+
+
+@functools.lru_cache(maxsize=64)
+def _sym_lower_index(n):
     p = np.arange(n * n).reshape(n, n)
-    return _arrays._gathered(a, np.where(np.tri(n, dtype=bool), p, p.T))
+    idx = np.where(np.tri(n, dtype=bool), p, p.T).reshape(-1)
+    idx.flags.writeable = False
+    return idx
 
 
 def _square(a, name):
@@ -118,14 +124,27 @@ def _cholesky_jvp(primals, tangents):
 def _cholesky_vjp(primals, L, Lbar):
     """The rule's transpose in closed form: with dL = L Φ(L⁻¹ dA L⁻ᵀ) (Φ: the lower
     triangle, the diagonal halved; self-adjoint), ⟨L̄, dL⟩ = ⟨L⁻ᵀ Φ(Lᵀ L̄) L⁻¹, dA⟩:
-    Ā = L⁻ᵀ Φ(Lᵀ L̄) L⁻¹, two triangular solves (Murray 2016)."""
-    P = L.T @ Lbar
-    phi = np.tril(P) - 0.5 * np.diag(np.diag(P))
-    Y = scipy.linalg.solve_triangular(L, phi, trans="T", lower=True)        # L⁻ᵀ Φ
-    return (scipy.linalg.solve_triangular(L, Y.T, trans="T", lower=True).T,)   # … L⁻¹
+    Ā = L⁻ᵀ Φ(Lᵀ L̄) L⁻¹ (Murray 2016), through the triangular inverse (LAPACK dtrtri)
+    and two products: scipy's solve_triangular spent most of its time validating its
+    arguments, and two f2py dtrsm calls cost twice the inverse (an eager MVN gradient
+    calls this once)."""
+    n = L.shape[0]
+    Linv, info = _lapack.dtrtri(L, lower=1)
+    if info:
+        raise LinAlgError(f"cholesky: the factor is singular (diagonal entry {info} is 0)")
+    return (Linv.T @ ((L.T @ Lbar) * _phi_mask(n)) @ Linv,)
+
+
+@functools.lru_cache(maxsize=64)
+def _phi_mask(n):
+    """Φ as a mask: 1 below the diagonal, 1/2 on it, 0 above."""
+    m = np.tri(n) - 0.5 * np.eye(n)
+    m.flags.writeable = False
+    return m
 
 
 _cholesky_sym.numeric_vjp = _cholesky_vjp
+_cholesky_sym._array_rule = True
 
 
 def _cholesky(a, upper=False):
@@ -141,6 +160,8 @@ def cholesky(a, /, *, upper=False):
     positive definite raises LinAlgError."""
     if type(a) is not Var:
         return np.linalg.cholesky(a, upper=upper) if upper else np.linalg.cholesky(a)
+    if a.ndim == 2:
+        return _cholesky(a, upper)
     return _stacked(_cholesky, "cholesky")(a, upper)
 
 

@@ -8,7 +8,6 @@ then returns what numpy returns.
 """
 
 import builtins
-import functools
 import operator
 from math import prod as _prod
 
@@ -96,22 +95,7 @@ def transpose(x, axes=None):
         axes = tuple(a % nd for a in axes)
     if axes == tuple(range(nd)):
         return x
-    idx, shape = (_transpose_index_cached if x.size <= 1 << 16 else _transpose_index)(
-        x.shape, axes)
-    return _tape.gather(x, idx, shape)
-
-
-def _transpose_index(shape, axes):
-    """The flat gather index of a transpose and the result's shape."""
-    idx = np.arange(_prod(shape), dtype=np.int64).reshape(shape).transpose(axes)
-    out = np.ascontiguousarray(idx).reshape(-1)
-    out.flags.writeable = False
-    return out, idx.shape
-
-
-#: small transposes' indices, shared (read-only): a function called in a loop builds
-#: each once (at most 256 x 512 KiB)
-_transpose_index_cached = functools.lru_cache(maxsize=256)(_transpose_index)
+    return _tape.permuted(x, axes)          # a strided view (BROADCAST), no index array
 
 
 def getitem(x, key):

@@ -125,15 +125,36 @@ cdef void _swap_cols(double* W, i64 r, i64 j, i64 p) noexcept nogil:
         W[p * r + q] = s
 
 
+cdef bint _lu_lower_identity(const double* lu, i64 n) noexcept nogil:
+    """True when the unit lower factor is the identity and the pivots are too (P L = I):
+    so it is for every lower triangular row-major A (dgetrf sees the upper triangular
+    Aᵀ = U), as in np.linalg.solve(cholesky(S), b)."""
+    cdef const double* piv = lu + n * n
+    cdef i64 i, j
+    for j in range(n):
+        if <i64>piv[j] != j + 1:
+            return False
+        for i in range(j + 1, n):           # column j of L, below the diagonal
+            if lu[j * n + i] != 0.0:
+                return False
+    return True
+
+
 cdef void _lu_solve(const double* lu, i64 n, i64 r, double* W, bint transposed) noexcept nogil:
     """In place on W, the row-major n×r right-hand side (column-major: its r×n transpose):
     W := A⁻¹ W, or A⁻ᵀ W when `transposed`, from the factors of an LU node.
+    A triangular A gives P L = I: then only the solve with U runs (half the work of a
+    triangular solve through LU; for finite W the same numbers, as the skipped solve
+    with I subtracts products with exact zeros).
     # IN: lu (n·n factors, then n pivots)  # IN/OUT: W"""
     cdef const double* piv = lu + n * n
     cdef int m = <int>r, nn = <int>n, ld = <int>r
     cdef double one = 1.0
     cdef i64 j
     if n == 0 or r == 0:
+        return
+    if _lu_lower_identity(lu, n):
+        dtrsm(_R, _U, _T if transposed else _N, _N, &m, &nn, &one, <double*>lu, &nn, W, &ld)
         return
     if not transposed:
         # Wᵀ U⁻¹ L⁻¹ Pᵀ

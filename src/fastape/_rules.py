@@ -424,7 +424,13 @@ def _node(s, i, g):
         dims, strides = P[1:1 + nd], P[1 + nd:1 + 2 * nd]
         axes = tuple(d for d in range(nd) if strides[d] == 0)
         from fastape import _functions
-        gx = _functions.sum(_view(g, dims), axis=axes) if axes else g
+        gx = _functions.sum(_view(g, dims), axis=axes) if axes else _view(g, dims)
+        # the axes read with a stride, in x's order (the largest stride first): a
+        # transpose recorded as a strided view is undone by the inverse transpose
+        kept = [st for st in strides if st != 0]
+        order = sorted(range(len(kept)), key=lambda q: -kept[q])
+        if order != list(range(len(kept))):
+            gx = _functions.transpose(gx, order)
         s.add(a, _view(gx, (gx.size,)) if gx.size != 1 else _view(gx, ()))
     elif o in (Op.SUM, Op.PROD, Op.AMAX, Op.AMIN):
         _reduce(s, i, o, a, size, g, P)

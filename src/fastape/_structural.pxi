@@ -169,12 +169,44 @@ def strided(Var x not None, i64 start, i64 step, tuple shape):
     return _recorded(t, i, shape, n)
 
 
-# -- BROADCAST: z = numpy.broadcast_to(x, shape) ----------------------------------
+# -- BROADCAST: a strided view, z[j] = x[Σ_d j_d · stride_d] ---------------------
+# numpy.broadcast_to (stride 0 on the repeated axes) and transposes (the strides
+# permuted): the one kernel walks any non-negative strides, so a transpose is a copy
+# along the output with a strided read, and its reverse the strided add back, with no
+# index array to record, store and read (issue 13: GATHERs of 40,000 indices were a
+# tenth of an eager GMM gradient).
 
 ctypedef struct BroadcastP:
     i64 size
     i64 nd
     i64 dims[1]         # nd output dimensions, then nd input strides (0: broadcast)
+
+
+cdef void _transpose_tiles(double* x, double* out, i64 src, i64 j, i64 rows, i64 cols,
+                           i64 stride, bint reverse) noexcept nogil:
+    """forward: out[j + r·cols + c] = x[src + r + c·stride];  reverse: x̄ += out̄ there.
+    In 16 x 16 tiles: a row of out and a column of x each meet only 2 cache lines per
+    tile, where the plain loop walked x (or x̄) with the whole stride for every element
+    (a quarter of a compiled GMM gradient's sweeps in the reverse transposes)."""
+    cdef i64 r0, c0, r, c, r1, c1
+    cdef double* o
+    cdef double* xs
+    for r0 in range(0, rows, 16):
+        r1 = min(r0 + 16, rows)
+        for c0 in range(0, cols, 16):
+            c1 = min(c0 + 16, cols)
+            if reverse:         # the read-modify-write along x̄'s contiguous axis
+                for c in range(c0, c1):
+                    xs = x + src + c * stride
+                    o = out + j + c
+                    for r in range(r0, r1):
+                        xs[r] += o[r * cols]
+            else:               # the writes along out's contiguous axis
+                for r in range(r0, r1):
+                    o = out + j + r * cols
+                    xs = x + src + r
+                    for c in range(c0, c1):
+                        o[c] = xs[c * stride]
 
 
 cdef void _broadcast(const double* x, double* out, const i64* shape, const i64* stride,
@@ -213,6 +245,23 @@ cdef void _broadcast(const double* x, double* out, const i64* shape, const i64* 
     s_in = st[m - 1]
     memset(idx, 0, sizeof(idx))
     j = 0
+    if m >= 2 and st[m - 2] == 1 and s_in > 1:
+        # a transpose of the last two axes: tiles (see _transpose_tiles); the outer
+        # axes, if any, walk as below
+        n_in = shp[m - 2] * shp[m - 1]
+        while j < size:
+            _transpose_tiles(xb, out, src, j, shp[m - 2], shp[m - 1], s_in, reverse)
+            j += n_in
+            d = m - 3
+            while d >= 0:
+                idx[d] += 1
+                src += st[d]
+                if idx[d] < shp[d]:
+                    break
+                src -= st[d] * shp[d]
+                idx[d] = 0
+                d -= 1
+        return
     while j < size:
         if reverse:
             if s_in == 0:
@@ -231,7 +280,11 @@ cdef void _broadcast(const double* x, double* out, const i64* shape, const i64* 
                 for q in range(n_in):
                     out[j + q] = x[src]
             elif s_in == 1:
-                memcpy(out + j, x + src, n_in * sizeof(double))
+                if n_in >= 16:
+                    memcpy(out + j, x + src, n_in * sizeof(double))
+                else:           # short runs (x[:, None, :] of 5 columns): no call
+                    for q in range(n_in):
+                        out[j + q] = x[src + q]
             else:
                 for q in range(n_in):
                     out[j + q] = x[src + q * s_in]
@@ -297,6 +350,30 @@ cdef Var _broadcast_to(Var x, tuple shape, str op, str arg):
 
 def broadcast_to(Var x not None, tuple shape, str op="broadcast_to", str arg="x"):
     return _broadcast_to(x, shape, op, arg)
+
+
+def permuted(Var x not None, tuple axes):
+    """numpy.transpose(x, axes) (axes: a permutation of x's axes, already checked) as a
+    strided view: output axis d reads x's axis axes[d] with its stride (0 for a length
+    1 axis, as broadcast_to writes it, so that every reader sees one convention)."""
+    cdef Tape t = x.tape
+    cdef int nd = len(axes), d
+    cdef i64 i, stride
+    cdef i64 strides[64]
+    cdef BroadcastP* p
+    if nd > 64:
+        raise ShapeError(f"transpose: {nd} dimensions (at most 64)")
+    stride = 1
+    for d in range(nd - 1, -1, -1):
+        strides[d] = stride
+        stride *= <i64>x.shape[d]
+    i = t.push(BROADCAST, x.node, -1, x.size, 2 + 2 * nd)
+    p = <BroadcastP*>t.params(i)
+    p.nd = nd
+    for d in range(nd):
+        p.dims[d] = x.shape[axes[d]]
+        p.dims[nd + d] = strides[<int>axes[d]] if p.dims[d] != 1 else 0
+    return _recorded(t, i, tuple([x.shape[a] for a in axes]), x.size)
 
 
 # -- SUM, PROD, AMAX, AMIN: z[p, t] = ⊕_q x[p, q, t] ------------------------------

@@ -298,6 +298,13 @@ cpdef object binary(int o, object x, object y):
         return _py("_complex").binary(o, x, y)
     name = OP_NAMES[o]
     t = _first_var((x, y), name).tape
+    # numpy data broadcast against a value is broadcast by numpy, then one constant:
+    # a BROADCAST node of it would sweep multipliers back into data nobody reads (the
+    # GMM's x[:, None, :] - means, in runs of 5 elements)
+    if type(x) is np.ndarray and type(y) is Var:
+        x = _broadcast_data(<object>x, (<Var>y).shape)
+    elif type(y) is np.ndarray and type(x) is Var:
+        y = _broadcast_data(<object>y, (<Var>x).shape)
     vx = _coerce(t, x, name, "x1")
     vy = _coerce(t, y, name, "x2")
     if vx.shape == vy.shape:
@@ -316,6 +323,19 @@ cpdef object binary(int o, object x, object y):
     i = t.push(o, vx.node, vy.node, size, 1 if shape != SCALAR else 0)
     t.forward_node(i)
     return _new(t, i, shape, size)
+
+
+cdef object _broadcast_data(object a, tuple other):
+    """a (an array operand of a binary op with a value of shape `other`) broadcast to
+    the op's shape when it must be and is not one number; else a unchanged (a shape
+    mismatch is reported by the caller)."""
+    if a.ndim == 0 or a.size == 1 or a.shape == other:
+        return a
+    try:
+        shape = broadcast_shapes(a.shape, other)
+    except ValueError:
+        return a
+    return a if shape == a.shape else np.broadcast_to(a, shape)
 
 
 cdef inline bint _complex_operand(object v):

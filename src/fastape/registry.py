@@ -817,7 +817,8 @@ unary("NDTRI", public="ndtri", numpy=("scipy.special.ndtri",),
 structural("GATHER1", "gather1", b="pool", doc="scalar x.flat[k], k an immediate")
 structural("GATHER", "gather", doc="x.flat[idx] for an index array: indexing, transpose")
 structural("STRIDED", "strided", doc="x.flat[start + j*step]: indexing by a progression")
-structural("BROADCAST", "broadcast", doc="numpy.broadcast_to(x, shape)")
+structural("BROADCAST", "broadcast",
+           doc="a strided view x[Σ j_d stride_d]: numpy.broadcast_to, transposes")
 structural("SUM", "reduce", doc="sum over the middle axis of (outer, n, inner)")
 structural("PROD", "reduce", doc="product over the middle axis of (outer, n, inner)")
 structural("AMAX", "reduce", doc="maximum over the middle axis; first maximum wins")
