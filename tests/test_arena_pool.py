@@ -5,6 +5,7 @@ import pytest
 from helpers import rosenbrock_grad
 
 import fastape as ft
+from fastape import TapeError
 
 
 @pytest.fixture
@@ -91,3 +92,40 @@ def test_a_small_tape_does_not_keep_a_large_pooled_arena(pool):
 def test_bad_limit(bad, pool):
     with pytest.raises(TypeError, match="arena_pool: limit"):
         ft.arena_pool(limit=bad)
+
+
+def test_lean_constants_skip_large_constants_and_refuse_their_adjoints(pool):
+    """A tape whose owner reads no constant's multipliers (compiled traces, the eager
+    transforms, the implicit solvers) leaves large constants' slots out of a clear:
+    the gradients stay exact although those slots hold garbage, and Tape.adjoint of
+    such a constant raises instead of returning it. A plain Tape clears everything."""
+    rng = np.random.default_rng(3)
+    W = rng.standard_normal((80, 80))          # 6,400 values: a large constant
+    z0 = rng.standard_normal(80)
+    for _ in range(2):                         # the second sweep reuses a dirty arena
+        with ft.Tape() as t:
+            t.lean_constants = True
+            z = t.var(z0)
+            y = ft.sum(ft.tanh(W @ z) * ft.tanh(W @ z)) + ft.sum(z * W[0])
+            c = t.constant(W)
+        g = t.gradient(y, z)
+        s = np.tanh(W @ z0)
+        np.testing.assert_allclose(g, W.T @ (2 * s * (1 - s * s)) + W[0], rtol=1e-12)
+        with pytest.raises(TapeError, match="constant of 6400 elements"):
+            t.adjoint(c)
+        t.release()
+    x = np.linspace(0.0, 2.0, 6400)
+    with ft.Tape() as t:                       # the default: every adjoint defined
+        xv = t.var(x)
+        c = t.constant(np.cos(x))
+        y = ft.sum(ft.sin(xv) * c)
+    t.gradient(y, xv)
+    np.testing.assert_allclose(t.adjoint(c), np.sin(x), rtol=1e-13)
+    # compiled and eager, both lean, against the closed form
+    f = lambda z: ft.sum(ft.tanh(W @ z) ** 2)                              # noqa: E731
+    s = np.tanh(W @ z0)
+    want = W.T @ (2 * s * (1 - s * s))
+    np.testing.assert_allclose(ft.grad(f)(z0), want, rtol=1e-12)
+    F = ft.compile(f, z0)
+    for _ in range(2):
+        np.testing.assert_allclose(F.grad(z0), want, rtol=1e-12)

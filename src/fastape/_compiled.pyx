@@ -558,6 +558,7 @@ cdef Trace _make_trace(Tape rec, list input_nodes, Var out, list guards):
         for i in range(rec.n):
             if remap[i] >= 0:
                 remap[i] = newid[remap[i]]
+    tr.tape.lean_constants = True       # no caller reads a constant's multipliers
     tr.tape.prepare_adjoints()
     tr.inputs = [remap[i] for i in input_nodes]
     tr.output = remap[out.node]
@@ -1745,6 +1746,7 @@ cdef class Function:
             tr = Trace.__new__(Trace)
             tr.tape = tape
             tr.schedule = _schedule(tape) if d["grouped"] else None
+            tr.tape.lean_constants = True
             tr.tape.prepare_adjoints()
             tr.inputs = [int(x) for x in d["inputs"]]
             tr.output = d["output"]

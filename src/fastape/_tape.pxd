@@ -18,6 +18,16 @@ cdef class Tape:
     # first reverse sweep)
     cdef double* adj
     cdef i64 adj_cap
+    # the clear plan (see Tape._plan_clear): nclr (start, length) ranges of the adjoint
+    # arena that a clear zeroes, valid while the tape has clr_n nodes; the ranges leave
+    # out the slots of large constants, whose multipliers no sweep reads
+    cdef i64* clr
+    cdef i64 nclr
+    cdef i64 clr_n
+    # set by the owners of tapes whose constants' multipliers nobody reads (compiled
+    # traces, the eager transforms, the implicit solvers' tapes of F): only then does
+    # a clear leave large constants out, and Tape.adjoint refuses them
+    cdef public bint lean_constants
     # tangents ż (forward mode) of p = ntan directions, allocated by the first tangent
     # sweep (a clone has none). Two layouts, fixed when the arena is prepared:
     #   scalar layout (tld == 0): node-major, node i direction k at tan[i*p + k], so the
@@ -111,6 +121,8 @@ cdef class Tape:
     cdef int trim_values(self) except -1
     cdef int prepare_adjoints(self) except -1
     cdef int alloc_adjoints(self) except -1
+    cdef int _plan_clear(self) except -1
+    cdef bint big_constant(self, i64 i) noexcept nogil
     cdef void clear_adjoints(self) noexcept nogil
     cdef int prepare_tangents(self, i64 p, bint keep) except -1
     cdef void tangent_node(self, i64 i, i64 p) noexcept nogil

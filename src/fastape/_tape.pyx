@@ -125,6 +125,7 @@ cdef i64 _default_arena_limit():
 
 _arena_limit = _default_arena_limit()
 cdef i64 ARENA_MIN = 512                # doubles (4 KiB): smaller arenas come cheap from malloc
+cdef i64 BIG_CONSTANT = 4096            # values: a large constant (Tape.big_constant)
 # The pool is touched only with the GIL held (recording, prepare_*, release), so it
 # needs no lock: the GIL makes it one pool per interpreter, safe across threads.
 
@@ -392,6 +393,10 @@ cdef class Tape:
         self.nP = 0
         self.P_cap = 0
         self.work_len = 0
+        self.clr = NULL
+        self.nclr = 0
+        self.clr_n = -1
+        self.lean_constants = False
         self.seed = -1
         self.swept = 0
         self.blk_base = self.blk_n = 0
@@ -423,6 +428,10 @@ cdef class Tape:
         PyMem_Free(self.poff)
         PyMem_Free(self.P)
         PyMem_Free(self.work)
+        PyMem_Free(self.clr)
+        self.clr = NULL
+        self.nclr = 0
+        self.clr_n = -1
         self.op = NULL
         self.a = NULL
         self.b = NULL
@@ -786,6 +795,7 @@ cdef class Tape:
         """An independent copy of a closed tape: its own value, adjoint and scratch
         buffers, the records copied."""
         cdef Tape t = Tape()
+        t.lean_constants = self.lean_constants
         t.op = <uint8_t*>_dup(self.op, self.n)
         t.a = <i32*>_dup(self.a, self.n * sizeof(i32))
         t.b = <i32*>_dup(self.b, self.n * sizeof(i32))
@@ -1199,10 +1209,57 @@ cdef class Tape:
                 i -= 1
 
     cdef int prepare_adjoints(self) except -1:
-        """Zeroed adjoint arena of the value arena's layout. If the allocation fails, the
-        old arena (and the adjoints of the last sweep) stay as they were."""
+        """Zeroed adjoint arena of the value arena's layout (but for large constants'
+        slots, see clear_adjoints). If the allocation fails, the old arena (and the
+        adjoints of the last sweep) stay as they were."""
         self.alloc_adjoints()
-        memset(self.adj, 0, self.nval * sizeof(double))
+        self._plan_clear()
+        self.clear_adjoints()
+        return 0
+
+    cdef bint big_constant(self, i64 i) noexcept nogil:
+        """Is node i a constant of at least BIG_CONSTANT values (general layout) of a
+        tape with lean_constants? Its multipliers are left out of a clear: no sweep
+        reads a constant's multipliers (a leaf passes nothing on), so what the sweeps
+        add there is never looked at."""
+        return (self.lean_constants and self.off != NULL and self.op[i] == CONSTANT and
+                self.size_of(i) >= BIG_CONSTANT)
+
+    cdef int _plan_clear(self) except -1:
+        """The ranges of the adjoint arena a clear zeroes: all of it but the slots of
+        large constants (a 2,000 x 2,000 matrix of data is 32 MB zeroed for nothing on
+        every sweep). No plan (clear everything) when there is no such constant or the
+        slots are not in node order."""
+        cdef i64 i, k = 0, at = 0, lo, hi, big = 0
+        if self.clr_n == self.n:
+            return 0
+        PyMem_Free(self.clr)
+        self.clr = NULL
+        self.nclr = 0
+        self.clr_n = self.n
+        if self.off == NULL:
+            return 0
+        for i in range(self.n):
+            big += self.big_constant(i)
+        if big == 0:
+            return 0
+        self.clr = <i64*>_resize(NULL, 2 * (big + 1), sizeof(i64))
+        for i in range(self.n):
+            if not self.big_constant(i):
+                continue
+            lo = self.off[i]
+            hi = lo + self.size_of(i)
+            if lo < at:                 # slots out of order: clear everything
+                PyMem_Free(self.clr)
+                self.clr = NULL
+                return 0
+            self.clr[2 * k] = at
+            self.clr[2 * k + 1] = lo - at
+            k += 1
+            at = hi
+        self.clr[2 * k] = at
+        self.clr[2 * k + 1] = -1        # to the end of the arena (nval at the clear)
+        self.nclr = k + 1
         return 0
 
     cdef int alloc_adjoints(self) except -1:
@@ -1213,8 +1270,20 @@ cdef class Tape:
         return 0
 
     cdef void clear_adjoints(self) noexcept nogil:
-        """Zero the (allocated) adjoint arena before seeding a reverse sweep."""
-        memset(self.adj, 0, self.nval * sizeof(double))
+        """Zero the (allocated) adjoint arena before seeding a reverse sweep: by the clear
+        plan when it is the tape's (large constants' slots left as they are), else all
+        of it."""
+        cdef i64 q, start, m
+        if self.clr == NULL or self.clr_n != self.n:
+            memset(self.adj, 0, self.nval * sizeof(double))
+            return
+        for q in range(self.nclr):
+            start = self.clr[2 * q]
+            m = self.clr[2 * q + 1]
+            if m < 0:
+                m = self.nval - start
+            if m > 0:
+                memset(self.adj + start, 0, m * sizeof(double))
 
     # -- Python-facing methods -------------------------------------------------
 
@@ -1315,6 +1384,11 @@ cdef class Tape:
         cdef Var x = _own(self, v, "Tape.adjoint", "v")
         if self.seed < 0:
             raise TapeError("Tape.adjoint: no gradient has been computed on this tape yet")
+        if self.big_constant(x.node):
+            raise TapeError(f"Tape.adjoint: this value is a constant of {x.size} elements; "
+                            f"constants of {BIG_CONSTANT} or more receive no multipliers "
+                            "(the sweeps do not clear them): record it with Tape.var to "
+                            "differentiate with respect to it")
         if x.node >= self.swept:
             raise TapeError(f"Tape.adjoint: this value (node {x.node}) was recorded after the "
                             "last gradient(); call gradient() again to get its adjoint")

@@ -51,6 +51,7 @@ def eager_value_and_grad(fun, tuple args, dict kwargs, tuple nums, bint single, 
     if n > 1 and len(set(nums)) != n:
         return None
     tape = Tape()
+    tape.lean_constants = True      # the transform reads its inputs' multipliers only
     cdef list call = list(args)
     cdef list vs = []
     try:

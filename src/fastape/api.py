@@ -69,6 +69,7 @@ def value_and_grad(fun, argnums=0, holomorphic=False):
         if outer is not None:
             return _nested_value_and_grad(fun, args, kwargs, flat, nums, single, outer, where)
         tape = Tape()
+        tape.lean_constants = True      # only the inputs' multipliers are read
         try:
             with tape:
                 out, inputs = _record(fun, args, kwargs, flat, tape, where)

@@ -202,6 +202,7 @@ class _Recorded:
     def __init__(self, fun, inputs):
         from fastape._tape import Tape
         self.tape = Tape()
+        self.tape.lean_constants = True     # only the inputs' multipliers are read
         self.sizes = [x.size for x in inputs]
         with self.tape, _nesting.recording(self.tape):
             self.vars = [self.tape.var(x) for x in inputs]
