@@ -1376,7 +1376,11 @@ cdef class Tape:
 
     def adjoint(self, v):
         """The multiplier λ_v = ∂output/∂v of the last :meth:`gradient` call, for any
-        recorded value v (inputs and intermediates alike)."""
+        recorded value v (inputs and intermediates alike). On a tape whose
+        ``lean_constants`` is set (the tapes fastape's transforms and compiled functions
+        record on, which read only their inputs' multipliers) the multipliers of
+        constants of 4,096 values or more are not kept, and asking for one raises
+        TapeError."""
         return self._adjoint_of(v)
 
     def _adjoint_of(self, v):
