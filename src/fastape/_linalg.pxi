@@ -47,6 +47,13 @@ from scipy.linalg.cython_lapack cimport dgetrf
 
 import numpy.linalg as _nplinalg
 
+cdef inline bint _gets_adjoint(Tape t, i64 j) noexcept nogil:
+    """Do node j's children add into its multipliers? Every node's, but a constant's on
+    a lean_constants tape (whose owner reads no constant's multipliers): there a
+    product, solve or determinant skips the constant's adjoint product."""
+    return t.op[j] != CONSTANT or not t.lean_constants
+
+
 cdef char* _N = b"N"
 cdef char* _T = b"T"
 cdef char* _L = b"L"
@@ -326,14 +333,14 @@ cdef void matmul_reverse(Tape t, i64 i) noexcept nogil:
     cdef bint ta = p.flags & 1, tb = p.flags & 2, fa = p.flags & 4, fb = p.flags & 8
     for bt in range(p.batch):
         lam = t.adj + t.off[i] + bt * rows * cols
-        if t.op[pa] != CONSTANT:
+        if _gets_adjoint(t, pa):
             if not ta:      # Ā (rows×k) += Λ op(B)ᵀ
                 _adjoint_gemm_f(fb, False, not tb, rows, k, cols, 1.0, lam, cols,
                                 B + bt * p.sB, k if tb else cols, abar + bt * p.sA, k, True)
             else:           # stored A is k×rows: Ā += op(B) Λᵀ
                 _adjoint_gemm_f(fb, tb, True, k, rows, cols, 1.0, B + bt * p.sB,
                                 k if tb else cols, lam, cols, abar + bt * p.sA, rows, False)
-        if t.op[pb] != CONSTANT:
+        if _gets_adjoint(t, pb):
             if not tb:      # B̄ (k×cols) += op(A)ᵀ Λ
                 _adjoint_gemm_f(fa, not ta, False, k, cols, rows, 1.0, A + bt * p.sA,
                                 rows if ta else k, lam, cols, bbar + bt * p.sB, cols, False)
@@ -577,7 +584,7 @@ cdef void lu_reverse(Tape t, i64 i) noexcept nogil:
     cdef const double* lam = t.adj + t.off[i]
     cdef double* abar = t.adj + t.off[t.a[i]]
     cdef i64 j
-    if t.op[t.a[i]] != CONSTANT:
+    if _gets_adjoint(t, t.a[i]):
         for j in range(p.n * p.n):
             abar[j] += lam[j]
 
@@ -651,11 +658,11 @@ cdef void solve_reverse(Tape t, i64 i) noexcept nogil:
     cdef double* bbar
     memcpy(Z, t.adj + t.off[i], n * r * sizeof(double))
     _lu_solve(t.val + t.off[pa], n, r, Z, True)
-    if t.op[pb] != CONSTANT:
+    if _gets_adjoint(t, pb):
         bbar = t.adj + t.off[pb]
         for j in range(n * r):
             bbar[j] += Z[j]
-    if t.op[t.a[pa]] != CONSTANT:
+    if _gets_adjoint(t, t.a[pa]):
         _adjoint_gemm(False, True, n, n, r, -1.0, Z, r, t.val + t.off[i], r,
                       t.adj + t.off[pa], n, True)
 
@@ -783,7 +790,7 @@ cdef void det_reverse(Tape t, i64 i) noexcept nogil:
     cdef const SquareP* p = <const SquareP*>t.params(i)
     cdef i64 pa = t.a[i]
     cdef double w = t.adj[t.off[i]]
-    if t.op[t.a[pa]] != CONSTANT:
+    if _gets_adjoint(t, t.a[pa]):
         if t.op[i] == DET and t.val[t.off[i]] == 0.0 and \
                 _lu_singular(t.val + t.off[pa], p.n):
             _add_cofactors_singular(t.val + t.off[pa], p.n, w, t.adj + t.off[pa], t.work)

@@ -1376,11 +1376,10 @@ cdef class Tape:
 
     def adjoint(self, v):
         """The multiplier λ_v = ∂output/∂v of the last :meth:`gradient` call, for any
-        recorded value v (inputs and intermediates alike). On a tape whose
+        recorded value v (inputs, constants and intermediates alike). On a tape whose
         ``lean_constants`` is set (the tapes fastape's transforms and compiled functions
-        record on, which read only their inputs' multipliers) the multipliers of
-        constants of 4,096 values or more are not kept, and asking for one raises
-        TapeError."""
+        record on, which read only their inputs' multipliers) constants keep none
+        (large ones are not even cleared), and asking for one raises TapeError."""
         return self._adjoint_of(v)
 
     def _adjoint_of(self, v):
@@ -1388,11 +1387,10 @@ cdef class Tape:
         cdef Var x = _own(self, v, "Tape.adjoint", "v")
         if self.seed < 0:
             raise TapeError("Tape.adjoint: no gradient has been computed on this tape yet")
-        if self.big_constant(x.node):
-            raise TapeError(f"Tape.adjoint: this value is a constant of {x.size} elements; "
-                            f"constants of {BIG_CONSTANT} or more receive no multipliers "
-                            "(the sweeps do not clear them): record it with Tape.var to "
-                            "differentiate with respect to it")
+        if self.lean_constants and self.op[x.node] == CONSTANT:
+            raise TapeError("Tape.adjoint: this value is a constant of a lean_constants "
+                            "tape, whose constants keep no multipliers: record it with "
+                            "Tape.var to differentiate with respect to it")
         if x.node >= self.swept:
             raise TapeError(f"Tape.adjoint: this value (node {x.node}) was recorded after the "
                             "last gradient(); call gradient() again to get its adjoint")

@@ -415,6 +415,8 @@ def vjp(fun, *primals):
     leaves, td = _primals(primals, where)
     outer = _outer_tape({0: (leaves, td)}, where)
     tape = outer if outer is not None else Tape()
+    if outer is None:
+        tape.lean_constants = True      # f_vjp reads the inputs' multipliers only
     if outer is not None:
         out, inputs = _record_args(fun, primals, td, leaves, tape, where)
         outs, otd = _outputs(out, where)
@@ -491,6 +493,8 @@ def jacobian(fun, argnums=0, mode="auto"):
                 flat[i] = flatten(args[i], f"args[{i}]", where)
         outer = _outer_tape(flat, where)
         tape = outer if outer is not None else Tape()
+        if outer is None:
+            tape.lean_constants = True  # the rows read the inputs' multipliers only
         try:
             if outer is not None:
                 out, inputs = _record(fun, args, kwargs, flat, tape, where, nested=True)
