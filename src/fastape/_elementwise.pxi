@@ -287,7 +287,7 @@ cdef inline void _run_loop_tan "fastape_run_loop_tan"(
     with the zero terms dropped. A branch, not selects: selects would put a compare
     and a blend on the chain's critical path."""
     cdef i64 i
-    cdef double d0, d1, x, y, tx, ty = 0.0, s
+    cdef double d0, d1, x, y, tx, ty = 0.0
     cdef double last = v[lo - 1] if lo > 0 else 0.0
     cdef double tlast = tan[lo - 1] if lo > 0 else 0.0
     cdef const double* src = pool if has_k(o) else v
@@ -307,15 +307,8 @@ cdef inline void _run_loop_tan "fastape_run_loop_tan"(
                 ty = tan[pb[i]]
         last = vp_loop(o, x, y, &d0, &d1, NULL)
         v[i] = last
-        s = d0 * tx
-        if is_binary(o):
-            s = s + d1 * ty
-        if not _unit_partials(o) and s != s:
-            s = d0 * tx if tx != 0.0 else 0.0
-            if is_binary(o):
-                s = s + (d1 * ty if ty != 0.0 else 0.0)
-        tan[i] = s
-        tlast = s
+        tlast = _tangent_sum(o, d0, d1, tx, ty)
+        tan[i] = tlast
 
 
 cdef inline bint _unit_partials(int o) noexcept nogil:
@@ -323,6 +316,21 @@ cdef inline bint _unit_partials(int o) noexcept nogil:
     # ẋ or ẏ is NaN or they are opposite infinities, and dropping the zero terms gives
     # that NaN again, so the tangent run loops need no redo for them
     return o == ADD or o == SUB or o == NEG or o == COPY or o == ADD_K or o == RSUB_K
+
+
+cdef inline double _tangent_sum(int o, double d0, double d1, double tx,
+                                double ty) noexcept nogil:
+    """d0·ẋ + d1·ẏ (ẏ ignored for a unary op) for the tangent run loops, a zero tangent
+    contributing nothing: summed plainly, and only a NaN sum (an inf or NaN partial
+    times a zero tangent, or a NaN operand) redone with the zero terms dropped."""
+    cdef double s = d0 * tx
+    if is_binary(o):
+        s = s + d1 * ty
+    if not _unit_partials(o) and s != s:
+        s = d0 * tx if tx != 0.0 else 0.0
+        if is_binary(o):
+            s = s + (d1 * ty if ty != 0.0 else 0.0)
+    return s
 
 
 cdef inline void _run_loop_tan_chain "fastape_run_loop_tan_chain"(
@@ -334,7 +342,7 @@ cdef inline void _run_loop_tan_chain "fastape_run_loop_tan_chain"(
     none: it keeps a chain's two register chains (value and tangent) as short as the
     value's alone, which the general loop's compares and branches did not."""
     cdef i64 i
-    cdef double d0, d1, x, y, tx, ty = 0.0, s
+    cdef double d0, d1, x, y, tx, ty = 0.0
     cdef const double* src = pool if has_k(o) else v
     cdef double last = v[pa[lo]]
     cdef double tlast = tan[pa[lo]]
@@ -346,15 +354,8 @@ cdef inline void _run_loop_tan_chain "fastape_run_loop_tan_chain"(
             ty = tan[pb[i]]
         last = vp_loop(o, x, y, &d0, &d1, NULL)
         v[i] = last
-        s = d0 * tx
-        if is_binary(o):
-            s = s + d1 * ty
-        if not _unit_partials(o) and s != s:
-            s = d0 * tx if tx != 0.0 else 0.0
-            if is_binary(o):
-                s = s + (d1 * ty if ty != 0.0 else 0.0)
-        tan[i] = s
-        tlast = s
+        tlast = _tangent_sum(o, d0, d1, tx, ty)
+        tan[i] = tlast
 
 
 cdef inline void _hvp_share(bint binary, double w, double wd, double d, double dxx,

@@ -353,26 +353,13 @@ cdef void matmul_tangent(Tape t, i64 i, double* T) noexcept nogil:
     """dC = op(dA) op(B) + op(A) op(dB); a factor whose tangents are all zero (a
     constant) is skipped."""
     cdef const MatmulP* p = <const MatmulP*>t.params(i)
-    cdef i64 pa = t.a[i], pb = t.b[i], bt, rows = p.rows, k = p.k, cols = p.cols
+    cdef i64 pa = t.a[i], pb = t.b[i], rows = p.rows, k = p.k, cols = p.cols
     cdef const double* A = t.val + t.off[pa]
     cdef const double* B = t.val + t.off[pb]
     cdef const double* dA = T + t.off[pa]
     cdef const double* dB = T + t.off[pb]
     cdef double* dC = T + t.off[i]
-    cdef bint ta = p.flags & 1, tb = p.flags & 2
     cdef bint za = _zero_tangent(t, pa, dA), zb = _zero_tangent(t, pb, dB)
-    cdef i64 lda = rows if ta else k, ldb = k if tb else cols
-    if za != zb and p.flags & (8 if zb else 4):
-        # one term, its other factor a constant marked finite (no scan needed): one
-        # product a batch written straight into dC (beta = 0, nothing to clear first)
-        for bt in range(p.batch):
-            if zb:
-                _gemm(ta, tb, rows, cols, k, 1.0, dA + bt * p.sA, lda, B + bt * p.sB, ldb,
-                      0.0, dC + bt * rows * cols, cols)
-            else:
-                _gemm(ta, tb, rows, cols, k, 1.0, A + bt * p.sA, lda, dB + bt * p.sB, ldb,
-                      0.0, dC + bt * rows * cols, cols)
-        return
     # A partial factor larger than dC (B when k > rows, A when k > cols) is not scanned
     # for infinities first: its product goes straight to BLAS, and only if dC then holds
     # a non-finite entry (where a zero tangent may have met an inf or NaN) is dC computed
@@ -388,10 +375,21 @@ cdef void _tangent_terms(const MatmulP* p, const double* A, const double* B,
                          const double* dA, const double* dB, double* dC, bint za, bint zb,
                          bint fa, bint fb) noexcept nogil:
     """dC = op(dA) op(B) + op(A) op(dB) over the batches, a term skipped when its tangent
-    is zero (za, zb); fa, fb: take A, B as finite (no scan, straight BLAS)."""
+    is zero (za, zb); fa, fb: take A, B as finite (no scan, straight BLAS). One term
+    whose partial is taken as finite is written straight into dC (beta = 0, nothing
+    to clear first)."""
     cdef i64 bt, rows = p.rows, k = p.k, cols = p.cols
     cdef bint ta = p.flags & 1, tb = p.flags & 2
     cdef i64 lda = rows if ta else k, ldb = k if tb else cols
+    if za != zb and (fb if zb else fa):
+        for bt in range(p.batch):
+            if zb:
+                _gemm(ta, tb, rows, cols, k, 1.0, dA + bt * p.sA, lda, B + bt * p.sB, ldb,
+                      0.0, dC + bt * rows * cols, cols)
+            else:
+                _gemm(ta, tb, rows, cols, k, 1.0, A + bt * p.sA, lda, dB + bt * p.sB, ldb,
+                      0.0, dC + bt * rows * cols, cols)
+        return
     memset(dC, 0, p.size * sizeof(double))
     for bt in range(p.batch):
         if not za:
@@ -414,10 +412,8 @@ cdef bint _zero_tangents(Tape t, i64 j, i64 p, i64 ld) noexcept nogil:
     """Are node j's tangents zero in all p directions (direction d's arena at
     t.tan + d·ld)? A constant's are, without a scan, unless constants were seeded."""
     cdef i64 d
-    if t.op[j] == CONSTANT and not t._tconst:
-        return True
     for d in range(p):
-        if not _all_zero(t.tan + d * ld + t.off[j], t.size_of(j)):
+        if not _zero_tangent(t, j, t.tan + d * ld + t.off[j]):
             return False
     return True
 
