@@ -182,9 +182,17 @@ ctypedef struct BroadcastP:
     i64 dims[1]         # nd output dimensions, then nd input strides (0: broadcast)
 
 
-cdef void _transpose_tiles(double* x, double* out, i64 src, i64 j, i64 rows, i64 cols,
-                           i64 stride, bint reverse) noexcept nogil:
-    """forward: out[j + r·cols + c] = x[src + r + c·stride];  reverse: x̄ += out̄ there.
+cdef extern from *:
+    """
+    static void fastape_broadcast(const double *, double *, const int64_t *, const int64_t *,
+        int, int64_t, int) FASTAPE_SIMD_CLONES;
+    """
+
+
+cdef inline void _transpose_tiles(double* x, double* out, i64 src, i64 j, i64 rows,
+                                  i64 cols, i64 stride, i64 ostride,
+                                  bint reverse) noexcept nogil:
+    """forward: out[j + r·ostride + c] = x[src + r + c·stride];  reverse: x̄ += out̄ there.
     In 16 x 16 tiles: a row of out and a column of x each meet only 2 cache lines per
     tile, where the plain loop walked x (or x̄) with the whole stride for every element
     (a quarter of a compiled GMM gradient's sweeps in the reverse transposes)."""
@@ -200,29 +208,35 @@ cdef void _transpose_tiles(double* x, double* out, i64 src, i64 j, i64 rows, i64
                     xs = x + src + c * stride
                     o = out + j + c
                     for r in range(r0, r1):
-                        xs[r] += o[r * cols]
+                        xs[r] += o[r * ostride]
             else:               # the writes along out's contiguous axis
                 for r in range(r0, r1):
-                    o = out + j + r * cols
+                    o = out + j + r * ostride
                     xs = x + src + r
                     for c in range(c0, c1):
                         o[c] = xs[c * stride]
 
 
-cdef void _broadcast(const double* x, double* out, const i64* shape, const i64* stride,
-                     int nd, i64 size, bint reverse) noexcept nogil:
+cdef void _broadcast "fastape_broadcast"(const double* x, double* out, const i64* shape,
+                                         const i64* stride, int nd, i64 size,
+                                         bint reverse) noexcept nogil:
     """forward: out[j] = x[src(j)];  reverse: x̄[src(j)] += out̄[j].
     src(j) walks the output multi-index with the input's strides (0 on broadcast axes).
 
     Axes of length 1 are dropped and neighbours that step through x as one axis would
     are merged, then the innermost axis runs as one loop (a copy, a fill or a sum for
     strides 1 and 0) and only the outer ones walk an odometer: per element it was a
-    compare and a branch, most of the time of small broadcasts (x[:, None] - m)."""
+    compare and a branch, most of the time of small broadcasts (x[:, None] - m). A
+    permutation whose innermost output axis is strided in x while another axis is
+    x's contiguous one is a stack of 2-d transposes between those two axes, in tiles.
+    Compiled for SSE2, AVX2 and AVX-512 (FASTAPE_SIMD_CLONES, as the elementwise
+    kernels), the copies and adds element by element the same."""
     cdef i64 shp[64]
     cdef i64 st[64]
     cdef i64 idx[64]
-    cdef i64 j, q, src = 0, n_in, s_in
-    cdef int d, m = 0
+    cdef i64 ost[64]
+    cdef i64 j, q, src = 0, n_in, s_in, ostride
+    cdef int d, m = 0, a
     cdef double acc
     cdef double* xb = <double*>x
     if size <= 0:
@@ -245,23 +259,38 @@ cdef void _broadcast(const double* x, double* out, const i64* shape, const i64* 
     s_in = st[m - 1]
     memset(idx, 0, sizeof(idx))
     j = 0
-    if m >= 2 and st[m - 2] == 1 and s_in > 1:
-        # a transpose of the last two axes: tiles (see _transpose_tiles); the outer
-        # axes, if any, walk as below
-        n_in = shp[m - 2] * shp[m - 1]
-        while j < size:
-            _transpose_tiles(xb, out, src, j, shp[m - 2], shp[m - 1], s_in, reverse)
-            j += n_in
-            d = m - 3
+    a = -1
+    if s_in > 1:
+        for d in range(m - 2, -1, -1):
+            if st[d] == 1:
+                a = d
+                break
+    if a >= 0:
+        # transposes between axis a (contiguous in x: the tiles' rows) and the innermost
+        # output axis (the tiles' columns); an odometer over the other axes moves both
+        # the source and the output offsets
+        ost[m - 1] = 1
+        for d in range(m - 2, -1, -1):
+            ost[d] = ost[d + 1] * shp[d + 1]
+        ostride = ost[a]
+        while True:
+            _transpose_tiles(xb, out, src, j, shp[a], n_in, s_in, ostride, reverse)
+            d = m - 2
             while d >= 0:
+                if d == a:
+                    d -= 1
+                    continue
                 idx[d] += 1
                 src += st[d]
+                j += ost[d]
                 if idx[d] < shp[d]:
                     break
                 src -= st[d] * shp[d]
+                j -= ost[d] * shp[d]
                 idx[d] = 0
                 d -= 1
-        return
+            if d < 0:
+                return
     while j < size:
         if reverse:
             if s_in == 0:
@@ -517,6 +546,72 @@ cdef double _pairwise_sum_threaded(const double* x, i64 n, i64 stride) noexcept 
     return _pairwise_join(sums, n, depth, &k)
 
 
+# Short sums (n < 8 terms, where _pairwise_sum is one running sum: the GMM's sum of
+# Q x_c squared over d = 5, its log-sum-exp over k = 8 components) run as loops over
+# whole rows instead of one _pairwise_sum call per output, and their reverse adds each
+# multiplier to its row in one loop: both vectorise along the inner axis, and the
+# additions, element by element, are those of the general loops (the same bits).
+cdef extern from *:
+    """
+    static void fastape_short_sums(const double *, double *, int64_t, int64_t, int64_t)
+        FASTAPE_SIMD_CLONES;
+    static void fastape_sum_rows_reverse(double *, const double *, int64_t, int64_t,
+        int64_t) FASTAPE_SIMD_CLONES;
+    """
+
+
+cdef void _short_sums "fastape_short_sums"(const double* x, double* z, i64 outer, i64 n,
+                                           i64 inner) noexcept nogil:
+    """z[p, s] = Σ_q x[p, q, s] for n < 8, each a running sum from 0.0 in q order (as
+    _pairwise_sum computes it below 8 terms)."""
+    cdef i64 p, q, s
+    cdef double acc
+    cdef const double* xr
+    cdef double* zp
+    if inner == 1:
+        for p in range(outer):
+            xr = x + p * n
+            acc = 0.0
+            for q in range(n):
+                acc = acc + xr[q]
+            z[p] = acc
+        return
+    for p in range(outer):
+        zp = z + p * inner
+        for s in range(inner):
+            zp[s] = 0.0
+        for q in range(n):
+            xr = x + (p * n + q) * inner
+            for s in range(inner):
+                zp[s] = zp[s] + xr[s]
+
+
+cdef void _sum_rows_reverse "fastape_sum_rows_reverse"(double* x_bar, const double* lam,
+                                                       i64 outer, i64 n,
+                                                       i64 inner) noexcept nogil:
+    """x̄[p, q, s] += λ[p, s] where λ[p, s] != 0 (SUM's reverse, skipping zero
+    multipliers as every reverse kernel does)."""
+    cdef i64 p, q, s
+    cdef double w
+    cdef double* xb
+    cdef const double* lp
+    if inner == 1:
+        for p in range(outer):
+            w = lam[p]
+            if w != 0.0:
+                xb = x_bar + p * n
+                for q in range(n):
+                    xb[q] = xb[q] + w
+        return
+    for p in range(outer):
+        lp = lam + p * inner
+        for q in range(n):
+            xb = x_bar + (p * n + q) * inner
+            for s in range(inner):
+                if lp[s] != 0.0:
+                    xb[s] = xb[s] + lp[s]
+
+
 cdef void reduce_tangent(Tape t, i64 i, double* T) noexcept nogil:
     """SUM: ż = Σ_q ẋ_q, summed pairwise (on the values, SUM's forward kernel);  PROD: ż = Σ_l ẋ_l
     Π_{m≠l} x_m;  AMAX, AMIN: ż = ẋ of the selected element (the first maximum,
@@ -528,6 +623,9 @@ cdef void reduce_tangent(Tape t, i64 i, double* T) noexcept nogil:
     cdef double* tz = T + t.off[i]
     cdef i64 p, q, s, base, zeros, zpos, n = P.n, inner = P.inner
     cdef double v, w, nz
+    if o == SUM and n < 8 and P.outer * inner > 1:
+        _short_sums(tx, tz, P.outer, n, inner)
+        return
     for p in range(P.outer):
         for s in range(inner):
             base = p * n * inner + s
@@ -594,6 +692,9 @@ cdef void reduce_reverse(Tape t, i64 i) noexcept nogil:
     cdef const double* lam = t.adj + t.off[i]
     cdef i64 p, q, s, base, zeros, zpos, n = P.n, inner = P.inner
     cdef double w, nz
+    if o == SUM and P.outer * inner > 1:
+        _sum_rows_reverse(x_bar, lam, P.outer, n, inner)
+        return
     for p in range(P.outer):
         for s in range(inner):
             w = lam[p * inner + s]
