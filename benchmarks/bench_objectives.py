@@ -62,7 +62,7 @@ def case(key, rounds):
     f = getattr(obj, f"{key}_objective")
     nums = tuple(range(len(params)))
     eager = ft.value_and_grad(lambda *p: f(*p, *data), argnums=nums)
-    want = eager(*params)[1]
+    want_value, want = eager(*params)
     F = ft.compile(lambda *p: f(*p, *data), *params, argnums=nums)
     _close(F.value_and_grad(*params)[1], want, "compiled")
     by_hand = getattr(obj, f"{key}_value_and_grad")
@@ -88,7 +88,9 @@ def case(key, rounds):
             loss = tf(*tp, *tdata)
             loss.backward()
             return loss.item(), [p.grad.numpy() for p in tp]
-        _close(torch_vg()[1], want, "torch")
+        tv, tg = torch_vg()
+        _close(tg, want, "torch")
+        _close([tv], [want_value], "torch value")      # the same function, constants too
         tools["torch eager"] = torch_vg
     if _have("jax"):
         import jax

@@ -133,7 +133,7 @@ def mvn_objective(mu, A, x, xp=np):
 # -- PyTorch versions --------------------------------------------------------------------
 
 def torch_gmm(alphas, means, icf, x, wishart_gamma, wishart_m):
-    """gmm_objective less its constants (the same gradient)."""
+    """gmm_objective in PyTorch, its constants included (the same value)."""
     import torch
     n, d = x.shape
     k = alphas.shape[0]
@@ -146,8 +146,12 @@ def torch_gmm(alphas, means, icf, x, wishart_gamma, wishart_m):
     main = alphas[None, :] + sum_qs[None, :] - 0.5 * (Qxc * Qxc).sum(2)
     slse = torch.logsumexp(main, 1).sum()
     frob = (qdiag * qdiag).sum() + (icf[:, d:] ** 2).sum()
-    prior = 0.5 * wishart_gamma ** 2 * frob - wishart_m * sum_qs.sum()
-    return slse - n * torch.logsumexp(alphas, 0) + prior
+    m = wishart_m + d + 1                                   # the Wishart prior's constant
+    C = m * d * (math.log(wishart_gamma) - 0.5 * math.log(2)) - \
+        scipy.special.multigammaln(0.5 * m, d)
+    prior = 0.5 * wishart_gamma ** 2 * frob - wishart_m * sum_qs.sum() - k * C
+    c = -n * d * 0.5 * math.log(2 * math.pi)
+    return c + slse - n * torch.logsumexp(alphas, 0) + prior
 
 
 def torch_lstm(main, extra, state, sequence):
