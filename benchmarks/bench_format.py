@@ -18,12 +18,15 @@
     shards, cluster time per task minus the compiled call's own time);
 (d) ``--large N``: a scalar tape of N nodes (10⁸ on a 24 GiB machine): recording,
     bytes held per node (after a gradient), forward and reverse sweeps, save/load,
-    then the same loop compiled and replayed (value and gradient).
+    then the same loop compiled and replayed (value and gradient);
+(e) fastape.load of a compiled function of ``--function-nodes`` nodes (10⁶): eager,
+    with mmap=True (O(1)) and that function's first use.
 
 Medians over ``--rounds`` rounds, ratios within a round. BLAS pinned to 1 thread.
 
     PYTHONPATH=src python benchmarks/bench_format.py [--nodes N] [--rounds R] [--dask]
-        [--rows N] [--large N] [--json PATH]
+        [--rows N] [--large N] [--function-nodes N] [--skip files function checkpoint]
+        [--json PATH]
 """
 
 from __future__ import annotations
@@ -108,6 +111,45 @@ def bench_files(n, rounds, folder):
                                                               rows["numpy_savez"])])
     out["mmap_first_use_over_load"] = med([a / b for a, b in zip(rows["load_mmap_first_use"],
                                                                  rows["load"])])
+    return out
+
+
+def _loop(n):
+    def loop(x):
+        s = x
+        for _ in range(max(1, (n - 1) // 2)):
+            s = s * 0.999999 + x
+        return s
+    return loop
+
+
+def bench_function_files(n, rounds, folder):
+    """A compiled function of about n nodes (the scalar loop): fastape.load eagerly,
+    with mmap=True (O(1): the directory and the header) and that function's first use
+    (a call: every member read, checksummed, validated and the traces built)."""
+    F = ft.compile(_loop(n), 0.5)
+    path = os.path.join(folder, "function.npz")
+    F.save(path)
+    size = os.path.getsize(path)
+    rows = {k: [] for k in ("load", "load_mmap", "load_mmap_first_use")}
+    for _ in range(rounds):
+        gc.collect()
+        t0 = time.perf_counter()
+        ft.load(path)
+        rows["load"].append(time.perf_counter() - t0)
+        gc.collect()
+        t0 = time.perf_counter()
+        G = ft.load(path, mmap=True)
+        rows["load_mmap"].append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        v = G(0.5)
+        rows["load_mmap_first_use"].append(time.perf_counter() - t0)
+        assert v == F(0.5)
+        del G
+    out = {"nodes": F.nodes, "file_bytes": size}
+    for key, ts in rows.items():
+        out[key] = {"median_s": med(ts), "GB_per_s": size / med(ts) / 1e9}
+    os.remove(path)
     return out
 
 
@@ -276,13 +318,8 @@ def bench_large(n, folder):
     os.remove(path)
     gc.collect()
 
-    def loop(x):
-        s = x
-        for _ in range(max(1, (n - 1) // 2)):
-            s = s * 0.999999 + x
-        return s
     t0 = time.perf_counter()
-    F = ft.compile(loop, 0.5)                   # records, prunes, tries grouping
+    F = ft.compile(_loop(n), 0.5)                   # records, prunes, tries grouping
     out["compile_s"] = time.perf_counter() - t0
     out["compiled_nodes"] = F.nodes
     out["compiled_nbytes"] = F.nbytes
@@ -304,7 +341,8 @@ def main():
     ap.add_argument("--dask", action="store_true")
     ap.add_argument("--rows", type=int, default=10**7)
     ap.add_argument("--large", type=float, default=0)
-    ap.add_argument("--skip", nargs="*", default=[], help="files checkpoint")
+    ap.add_argument("--function-nodes", type=int, default=10**6)
+    ap.add_argument("--skip", nargs="*", default=[], help="files function checkpoint")
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
     res = {"machine": {"platform": platform.platform(), "python": platform.python_version(),
@@ -315,6 +353,9 @@ def main():
         if "files" not in a.skip:
             res["files"] = bench_files(a.nodes, a.rounds, folder)
             print(json.dumps(res["files"], indent=1), flush=True)
+        if "function" not in a.skip:
+            res["function_files"] = bench_function_files(a.function_nodes, a.rounds, folder)
+            print(json.dumps(res["function_files"], indent=1), flush=True)
         if "checkpoint" not in a.skip:
             res["checkpoint"] = bench_checkpoint(max(3, a.rounds // 2))
             print(json.dumps(res["checkpoint"], indent=1), flush=True)

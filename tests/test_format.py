@@ -17,6 +17,7 @@ under the ASan build (.ci/asan) proves that no accepted file reads out of bounds
 import io
 import json
 import os
+import pickle
 import re
 import zipfile
 
@@ -751,6 +752,88 @@ def test_mmap_load_of_mutated_files():
             continue
         at["clean"] += 1
         _exercise(t, None)
+    assert min(at.values()) > 0, at
+
+
+def test_function_mmap_load_reads_no_records_until_first_use(tmp_path, monkeypatch):
+    """fastape.load(path, mmap=True) of a compiled function reads the directory and the
+    header only: its traces' members are read, checksummed and validated at the first
+    use of any method or attribute (and a damaged one then raises, at every use), while
+    the eager load refuses the same file at once. Counting the members read makes it
+    fail if the load reads a trace."""
+    x = np.linspace(0.1, 0.5, 5)
+    F = _fuzz_subjects()[1][0]
+    path = tmp_path / "f.npz"
+    F.save(path)
+    read = []
+    real = _format._read_array
+
+    def counting(f, member, name, *a, **k):
+        read.append(name)
+        return real(f, member, name, *a, **k)
+    monkeypatch.setattr(_format, "_read_array", counting)
+    G = ft.load(path, mmap=True)
+    assert isinstance(G, ft.Function) and set(read) == {"header", "checksum"}
+    assert G(x) == F(x)                                 # first use: reads everything
+    E = ft.load(path)
+    E(x)
+    assert G.nbytes == E.nbytes and G.nodes == F.nodes
+    assert {f"t0.{f}" for f in F.traces[0].tape.export()} | {"r0.inputs", "example"} \
+        <= set(read)
+    np.testing.assert_array_equal(G.grad(x), F.grad(x))
+    np.testing.assert_array_equal(G.hvp((x,), x), F.hvp((x,), x))
+    H = ft.load(path, mmap=True)
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(H)).grad(x), F.grad(x))
+
+    start, length = _member_data(path, "t0.a")
+    data = bytearray(path.read_bytes())
+    data[start + length // 2] ^= 4
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(ft.TapeFormatError, match="'t0.a': checksum"):
+        ft.load(bad)
+    read.clear()
+    B = ft.load(bad, mmap=True)
+    assert set(read) == {"header", "checksum"}
+    for use in (lambda: B(x), lambda: B.grad(x), lambda: B.traces, lambda: B.nbytes):
+        with pytest.raises(ft.TapeFormatError, match="'t0.a': checksum.*first use"):
+            use()
+    with pytest.raises(ft.TapeFormatError, match="custom rule"):
+        ft.load(_bytes_of(_fuzz_subjects()[2][0]), mmap=True)   # needs callbacks=, at once
+
+
+def test_mmap_load_of_mutated_function_files():
+    """Mutated function files (raw damage, and forged fields with fresh checksums)
+    loaded with mmap=True: each raises TapeFormatError at the load or at the first
+    use, or loads and sweeps (under ASan: nothing out of bounds)."""
+    rng = np.random.default_rng(FUZZ_SEED + 2)
+    subjects = [s for s in _fuzz_subjects() if isinstance(s[0], ft.Function)]
+    gens = [_mutations(data, rng) for _, _, data, _ in subjects]
+    at = {"load": 0, "first use": 0, "clean": 0}
+    for q in range(max(FUZZ_N // 5, 300)):
+        k = q % len(subjects)
+        _, args, _, rules = subjects[k]
+        how, m = next(gens[k])
+        if how == "parts":
+            h, a = m
+            try:
+                m = _format._to_bytes({k: v for k, v in h.items() if k != "arrays"}, a)
+            except (TypeError, ValueError, KeyError, AttributeError):
+                continue                # a header the writer cannot even write
+        try:
+            G = ft.load(m, mmap=True, callbacks=rules or None)
+        except ft.TapeFormatError:
+            at["load"] += 1
+            continue
+        if not isinstance(G, ft.Function):
+            continue
+        try:
+            assert G.traces
+        except ft.TapeFormatError:
+            at["first use"] += 1
+            continue
+        at["clean"] += 1
+        _exercise(G, args)
     assert min(at.values()) > 0, at
 
 

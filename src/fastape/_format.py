@@ -60,8 +60,16 @@ the above, at its first use (any method that reads it: a sweep, ``node``,
 fail, then and at every later use; until then the tape is unusable, so no sweep
 reads an unchecked field. The file stays open until then (a file changed meanwhile
 is read as it is then, and checked). They are read, not mapped: a sweep writes the
-value arena, and the tape owns its buffers (the arena pool, release). A compiled
-function's file is loaded at once also with ``mmap=True``.
+value arena, and the tape owns its buffers (the arena pool, release).
+
+``fastape.load(path, mmap=True)`` of a compiled function's file is O(1) as well: the
+same checks of the directory and the header at the load, and the custom rules the
+file names (``callbacks=``); it returns a Function (of a subclass,
+_mapped_function_class) whose every method and attribute first reads all members,
+checksums and validates them and builds the function in place, exactly as the eager
+load (_DeferredFunction), or raises TapeFormatError then and at every later use.
+Until then its compiled state is empty and unreachable: only Function's own methods
+read it, and each of them passes through that wrapper first.
 """
 
 import functools
@@ -1094,8 +1102,11 @@ def _int_vector(arrays, name, where, length=None):
     return np.asarray(a)
 
 
-def load_function(source, fun=None, callbacks=None, mmap=False, _rules=None, _read=None):
+def load_function(source, fun=None, callbacks=None, mmap=False, _rules=None, _read=None,
+                  _into=None):
     from fastape._compiled import Function
+    if mmap and _read is None and _rules is None:
+        return _load_function_deferred(source, fun, callbacks)
     from fastape._tree import normalize_argnums
     header, arrays, where = _read or read(source)
     if header.get("kind") != "function":
@@ -1145,7 +1156,118 @@ def load_function(source, fun=None, callbacks=None, mmap=False, _rules=None, _re
         tape, size, off = _load_tape(arrays, info, k, rules[k], where)
         d = _check_trace(arrays, tr, k, tape, size, off, shapes, f"{where}: trace {k}")
         built.append((tape, d))
-    return Function._from_state(meta, fun, treedef, example, built)
+    return Function._from_state(meta, fun, treedef, example, built, _into)
+
+
+def _load_function_deferred(source, fun, callbacks):
+    """fastape.load(..., mmap=True) of a function's file: the directory, the header,
+    its checksum, version, registry and list of arrays, and the custom rules it names,
+    checked now (O(1) in the size of the traces); everything else read and validated at
+    the function's first use (_DeferredFunction), exactly as an eager load does."""
+    f, where = _open(source)
+    try:
+        header, members = _read_header(f, where)
+        if header.get("kind") != "function":
+            raise TapeFormatError(f"{where}: field 'kind': {header.get('kind')!r}, not a "
+                                  "compiled function")
+        rules = _split_rules(header, None, callbacks, where)[1]
+        cls = _mapped_function_class()
+        G = cls.__new__(cls)
+        G._deferred = _DeferredFunction(f, header, members, where, fun,
+                                        [r for rs in rules for r in rs])
+        return G
+    except BaseException:
+        f.close()
+        raise
+
+
+class _DeferredFunction:
+    """The first use of a function loaded with mmap=True (any method or attribute of
+    it, through _MappedFunction): every member read from the file held open since the
+    load (the tapes' records straight into their tapes), checksummed and validated, and
+    the function built in place; a file that fails raises TapeFormatError, at this use
+    and every later one (nothing of it is ever swept)."""
+
+    def __init__(self, f, header, members, where, fun, rules):
+        import threading
+        self.f, self.header, self.members, self.where = f, header, members, where
+        self.fun, self.rules = fun, rules
+        self.error = None
+        self.lock = threading.Lock()
+
+    def __del__(self):
+        f = getattr(self, "f", None)
+        if f is not None:
+            f.close()
+
+    def __call__(self, G):
+        with self.lock:
+            if self.error is not None:
+                raise TapeFormatError(self.error)
+            if self.f is None:              # loaded by another thread meanwhile
+                return
+            try:
+                arrays = _Arrays()
+                views = _homes(self.header, self.header["arrays"], self.members,
+                               arrays.homes)
+                _read_arrays(self.f, self.header["arrays"], self.members, views, arrays,
+                             self.where)
+                load_function(None, fun=self.fun, _rules=self.rules,
+                              _read=(self.header, arrays, self.where), _into=G)
+            except TapeFormatError as e:
+                self.error = f"{e} (read at the function's first use: it was loaded " \
+                    "with mmap=True)"
+                raise TapeFormatError(self.error) from None
+            finally:
+                self.f.close()
+                self.f = None
+                self.header = self.members = None
+
+
+@functools.cache
+def _mapped_function_class():
+    """The class of a function loaded with mmap=True: a Function whose every method and
+    attribute (those of Function, derived from its class, so a new one cannot be
+    forgotten) first builds it from its file (_DeferredFunction, once). Its compiled
+    state is empty until then, and nothing reads it but Function's own methods."""
+    from fastape._compiled import Function
+
+    def ready(self):
+        d = self._deferred
+        if d is not None:
+            d(self)
+            self._deferred = None
+
+    def method(name, m):
+        def wrapper(self, *args, **kwargs):
+            if self._deferred is not None:      # (inline: ~0.3 µs a call after it)
+                ready(self)
+            return m(self, *args, **kwargs)
+        wrapper.__name__ = wrapper.__qualname__ = name
+        wrapper.__doc__ = getattr(m, "__doc__", None)
+        return wrapper
+
+    def attribute(name, d):
+        def get(self):
+            ready(self)
+            return d.__get__(self, Function)
+
+        def put(self, value):
+            ready(self)
+            d.__set__(self, value)
+        return property(get, put, doc=getattr(d, "__doc__", None))
+
+    members = {"__slots__": ("_deferred",), "__module__": Function.__module__,
+               "__doc__": Function.__doc__}
+    for name, d in vars(Function).items():
+        if name in ("__new__", "__init__", "__doc__", "__pyx_vtable__") or \
+                isinstance(d, (staticmethod, classmethod)):
+            continue
+        if hasattr(d, "__set__"):                   # properties and attributes
+            members[name] = attribute(name, d)
+        elif callable(d):
+            members[name] = method(name, d)
+    return type("Function", (Function,), members)
 
 
 class _NodeIds:
@@ -1225,8 +1347,8 @@ def load(source, fun=None, callbacks=None, mmap=False):
     ``callbacks``: the custom rules (``custom_vjp``/``custom_jvp``) of a file that
     has CALLBACK nodes (the file names them): ``F.rules`` of the saved function, as a
     list in that order or a dict by rule name. ``mmap=True`` defers a tape file's
-    records to the tape's first use (an O(1) load: see ``fastape._format``); a
-    compiled function loads at once.
+    records to the tape's first use, and a compiled function's traces to the
+    function's first use (an O(1) load: see ``fastape._format``).
 
     >>> import numpy as np, fastape as ft, tempfile, os
     >>> F = ft.compile(lambda x: ft.sum(x ** 2), np.ones(3))
@@ -1236,12 +1358,14 @@ def load(source, fun=None, callbacks=None, mmap=False):
     >>> G.grad(np.array([1.0, 2.0, 3.0]))
     array([2., 4., 6.])
     """
-    if mmap and not isinstance(source, (bytes, bytearray, memoryview)):
+    if mmap:
         f, where = _open(source)
         with f:
             kind = _read_header(f, where)[0].get("kind")
         if kind == "tape" and fun is None:
             return load_tape(source, callbacks=callbacks, mmap=True)
+        if kind == "function":
+            return load_function(source, fun=fun, callbacks=callbacks, mmap=True)
     return from_parts(read(source), fun=fun, callbacks=callbacks)
 
 
