@@ -837,6 +837,44 @@ def test_mmap_load_of_mutated_function_files():
     assert min(at.values()) > 0, at
 
 
+def test_two_thread_read_is_the_sequential_read(tmp_path, monkeypatch):
+    """A large file is read by two threads (forced here on small files): the same
+    tape and function, and of a file damaged in two members the same refusal (the
+    first bad field in the file's order) as the one-thread read of its bytes."""
+    monkeypatch.setattr(_format, "_PARALLEL_FROM", 0)
+    threads = []
+    real = _format._read_array
+
+    def spy(*a, **k):
+        import threading
+        threads.append(threading.current_thread().name)
+        return real(*a, **k)
+    monkeypatch.setattr(_format, "_read_array", spy)
+    t, s, x = _scalar_tape(3000)
+    t.save(tmp_path / "t.npz")
+    u = ft.Tape.load(tmp_path / "t.npz")
+    assert "fastape-load" in threads
+    for k, v in t.export().items():
+        np.testing.assert_array_equal(u.export()[k], v)
+    F = _fuzz_subjects()[2][0]
+    F.save(tmp_path / "f.npz")
+    args = _structural_args()
+    G = ft.load(tmp_path / "f.npz", callbacks=F.rules)
+    np.testing.assert_array_equal(G.grad(*args)[0], F.grad(*args)[0])
+    data = bytearray((tmp_path / "t.npz").read_bytes())
+    for name in ("t0.val", "t0.a"):                   # a is first in the file's order
+        start, length = _member_data(tmp_path / "t.npz", name)
+        data[start + length // 3] ^= 1
+    (tmp_path / "bad.npz").write_bytes(bytes(data))
+    with pytest.raises(ft.TapeFormatError) as par:
+        ft.Tape.load(tmp_path / "bad.npz")
+    with pytest.raises(ft.TapeFormatError) as seq:
+        ft.Tape.load(bytes(data))                     # bytes: read in one thread
+    assert "'t0.a': checksum" in str(par.value)
+    assert str(par.value).replace(str(tmp_path / "bad.npz"), "") == \
+        str(seq.value).replace("fastape data", "")
+
+
 def test_files_of_another_zip_writer_load(tmp_path):
     """The reader takes any zip writer's container of the same members: numpy.savez
     (zipfile's layout, which fastape wrote itself before) of a saved function's
