@@ -801,6 +801,14 @@ def test_function_mmap_load_reads_no_records_until_first_use(tmp_path, monkeypat
     with pytest.raises(ft.TapeFormatError, match="custom rule"):
         ft.load(_bytes_of(_fuzz_subjects()[2][0]), mmap=True)   # needs callbacks=, at once
 
+    def no_memory(*a, **k):
+        raise MemoryError("no memory")
+    M = ft.load(path, mmap=True)
+    monkeypatch.setattr(_format, "_check_trace", no_memory)
+    for _ in range(2):          # a failed first use leaves it unusable, never half built
+        with pytest.raises(MemoryError, match="no memory.*first use"):
+            M(x)
+
 
 def test_mmap_load_of_mutated_function_files():
     """Mutated function files (raw damage, and forged fields with fresh checksums)

@@ -1255,7 +1255,7 @@ class _DeferredFunction:
     def __call__(self, G):
         with self.lock:
             if self.error is not None:
-                raise TapeFormatError(self.error)
+                raise self.error[0](self.error[1])
             if self.f is None:              # loaded by another thread meanwhile
                 return
             try:
@@ -1266,10 +1266,14 @@ class _DeferredFunction:
                              self.where)
                 load_function(None, fun=self.fun, _rules=self.rules,
                               _read=(self.header, arrays, self.where), _into=G)
-            except TapeFormatError as e:
-                self.error = f"{e} (read at the function's first use: it was loaded " \
-                    "with mmap=True)"
-                raise TapeFormatError(self.error) from None
+            except BaseException as e:
+                # any failure (a MemoryError too) leaves G unbuilt, perhaps half: it
+                # raises at every later use, never reaching Function's methods
+                cls = e.__class__ if isinstance(e, (TapeFormatError, MemoryError,
+                                                    KeyboardInterrupt)) else TapeFormatError
+                self.error = (cls, f"{e} (read at the function's first use: it was "
+                              "loaded with mmap=True)")
+                raise cls(self.error[1]) from (None if cls is e.__class__ else e)
             finally:
                 self.f.close()
                 self.f = None
