@@ -22,8 +22,9 @@
     the shard loss over one (what the second core gives in this run, which the
     cluster's ratio cannot beat on a shared machine);
 (d) ``--large N``: a scalar tape of N nodes (10⁸ on a 24 GiB machine): recording,
-    bytes held per node (after a gradient), forward and reverse sweeps, save/load,
-    then the same loop compiled and replayed (value and gradient);
+    bytes held per node (after a gradient), forward and reverse sweeps, save, load
+    (6 rounds: as it is, two threads, and by one thread, taking turns), then the
+    same loop compiled and replayed (value and gradient);
 (e) fastape.load of a compiled function of ``--function-nodes`` nodes (10⁶): eager,
     with mmap=True (O(1)) and that function's first use.
 
@@ -332,7 +333,7 @@ def bench_dask(rows, rounds):
 
 # -- (d) a very large tape ---------------------------------------------------------------
 
-def bench_large(n, folder):
+def bench_large(n, folder, large_rounds=3):
     out = {"nodes_requested": n}
     t0 = time.perf_counter()
     t, s, x = scalar_tape(n)
@@ -352,23 +353,32 @@ def bench_large(n, folder):
     path = os.path.join(folder, "large.npz")
     # twice: the first write of a file this size also pays the kernel making room in
     # the page cache (numpy's own tofile/readinto of 1.7 GB: 0.6 GB/s, then 3 GB/s)
-    saves, loads = [], []
-    for _ in range(2):
-        if os.path.exists(path):
-            os.remove(path)
-        t0 = time.perf_counter()
-        t.save(path)
-        saves.append(time.perf_counter() - t0)
-        gc.collect()
-        t0 = time.perf_counter()
-        u = ft.Tape.load(path)
-        loads.append(time.perf_counter() - t0)
-        u.release()
-        del u
+    from fastape import _format
+    saves, loads, one_thread = [], [], []
+    parallel_from = _format._PARALLEL_FROM
+    for r in range(2 * large_rounds):
+        if r < 2:
+            if os.path.exists(path):
+                os.remove(path)
+            t0 = time.perf_counter()
+            t.save(path)
+            saves.append(time.perf_counter() - t0)
+        # the load as it is (two threads), and read by one thread, taking turns
+        for threads in ((2, 1) if r % 2 == 0 else (1, 2)):
+            _format._PARALLEL_FROM = parallel_from if threads == 2 else 1 << 62
+            gc.collect()
+            t0 = time.perf_counter()
+            u = ft.Tape.load(path)
+            (loads if threads == 2 else one_thread).append(time.perf_counter() - t0)
+            u.release()
+            del u
+    _format._PARALLEL_FROM = parallel_from
     out["file_bytes"] = os.path.getsize(path)
-    out["save_s"], out["load_s"] = saves, loads
+    out["save_s"], out["load_s"], out["load_one_thread_s"] = saves, loads, one_thread
     out["save_GB_per_s"] = [out["file_bytes"] / x / 1e9 for x in saves]
     out["load_GB_per_s"] = [out["file_bytes"] / x / 1e9 for x in loads]
+    out["load_GB_per_s_median"] = out["file_bytes"] / med(loads) / 1e9
+    out["load_one_thread_GB_per_s_median"] = out["file_bytes"] / med(one_thread) / 1e9
     del s, x
     t.release()
     t0 = time.perf_counter()
