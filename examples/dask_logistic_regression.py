@@ -2,9 +2,10 @@
 (fastape.distributed), compared with the same training in this process.
 
 The data are generated on the workers as dask arrays (row chunks: the shards) and
-stay there; the per-shard loss is compiled once and sent once to every worker;
-every L-BFGS-B evaluation is one round of the cluster: one task per shard (its
-compiled value and gradient) and a tree of additions. The single-process run
+stay there, as many on each worker (shard k on worker k mod W); the per-shard
+loss is compiled once and sent once to every worker; every L-BFGS-B evaluation
+is one round of the cluster: one task per shard (its compiled value and
+gradient) and a tree of additions. The single-process run
 computes the same sums in the same order, so the two trainings take the same
 steps and end at the same weights, bit for bit.
 

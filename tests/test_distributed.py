@@ -93,6 +93,23 @@ def test_the_function_is_shipped_once_to_every_worker(client):
     assert len(holders) == 2
 
 
+def test_shards_are_spread_evenly_over_the_workers(client):
+    """Shard k of a dask array or bag is made on worker k mod 2 (in address order) and
+    stays there, so an evaluation's tasks, which run where their shard is, split
+    evenly (the scheduler alone put 10 shards as 4 and 6); scattered lists too."""
+    X, y = data()
+    n = ROWS // 10
+    workers = sorted(client.scheduler_info()["workers"])
+    for on_cluster in (fd.shards(client, da.from_array(X, chunks=(n, D)),
+                                 da.from_array(y, chunks=n)),
+                       fd.shards(client, db.from_sequence(list(zip(X, y)), npartitions=9)),
+                       fd.shards(client, [(X[k:k + n], y[k:k + n]) for k in range(0, ROWS, n)])):
+        distributed.wait(on_cluster.items)
+        homes = client.who_has(on_cluster.items)
+        counts = [sum(1 for s in on_cluster.items if w in homes[s.key]) for w in workers]
+        assert sum(counts) == len(on_cluster) and max(counts) - min(counts) <= 1, counts
+
+
 def row_loss(x):
     return ft.sum(ft.sin(x) * x)
 

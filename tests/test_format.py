@@ -17,6 +17,7 @@ under the ASan build (.ci/asan) proves that no accepted file reads out of bounds
 import io
 import json
 import os
+import pickle
 import re
 import zipfile
 
@@ -752,6 +753,134 @@ def test_mmap_load_of_mutated_files():
         at["clean"] += 1
         _exercise(t, None)
     assert min(at.values()) > 0, at
+
+
+def test_function_mmap_load_reads_no_records_until_first_use(tmp_path, monkeypatch):
+    """fastape.load(path, mmap=True) of a compiled function reads the directory and the
+    header only: its traces' members are read, checksummed and validated at the first
+    use of any method or attribute (and a damaged one then raises, at every use), while
+    the eager load refuses the same file at once. Counting the members read makes it
+    fail if the load reads a trace."""
+    x = np.linspace(0.1, 0.5, 5)
+    F = _fuzz_subjects()[1][0]
+    path = tmp_path / "f.npz"
+    F.save(path)
+    read = []
+    real = _format._read_array
+
+    def counting(f, member, name, *a, **k):
+        read.append(name)
+        return real(f, member, name, *a, **k)
+    monkeypatch.setattr(_format, "_read_array", counting)
+    G = ft.load(path, mmap=True)
+    assert isinstance(G, ft.Function) and set(read) == {"header", "checksum"}
+    assert G(x) == F(x)                                 # first use: reads everything
+    E = ft.load(path)
+    E(x)
+    assert G.nbytes == E.nbytes and G.nodes == F.nodes
+    assert {f"t0.{f}" for f in F.traces[0].tape.export()} | {"r0.inputs", "example"} \
+        <= set(read)
+    np.testing.assert_array_equal(G.grad(x), F.grad(x))
+    np.testing.assert_array_equal(G.hvp((x,), x), F.hvp((x,), x))
+    H = ft.load(path, mmap=True)
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(H)).grad(x), F.grad(x))
+
+    start, length = _member_data(path, "t0.a")
+    data = bytearray(path.read_bytes())
+    data[start + length // 2] ^= 4
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(ft.TapeFormatError, match="'t0.a': checksum"):
+        ft.load(bad)
+    read.clear()
+    B = ft.load(bad, mmap=True)
+    assert set(read) == {"header", "checksum"}
+    for use in (lambda: B(x), lambda: B.grad(x), lambda: B.traces, lambda: B.nbytes):
+        with pytest.raises(ft.TapeFormatError, match="'t0.a': checksum.*first use"):
+            use()
+    with pytest.raises(ft.TapeFormatError, match="custom rule"):
+        ft.load(_bytes_of(_fuzz_subjects()[2][0]), mmap=True)   # needs callbacks=, at once
+
+    def no_memory(*a, **k):
+        raise MemoryError("no memory")
+    M = ft.load(path, mmap=True)
+    monkeypatch.setattr(_format, "_check_trace", no_memory)
+    for _ in range(2):          # a failed first use leaves it unusable, never half built
+        with pytest.raises(MemoryError, match="no memory.*first use"):
+            M(x)
+
+
+def test_mmap_load_of_mutated_function_files():
+    """Mutated function files (raw damage, and forged fields with fresh checksums)
+    loaded with mmap=True: each raises TapeFormatError at the load or at the first
+    use, or loads and sweeps (under ASan: nothing out of bounds)."""
+    rng = np.random.default_rng(FUZZ_SEED + 2)
+    subjects = [s for s in _fuzz_subjects() if isinstance(s[0], ft.Function)]
+    gens = [_mutations(data, rng) for _, _, data, _ in subjects]
+    at = {"load": 0, "first use": 0, "clean": 0}
+    for q in range(max(FUZZ_N // 5, 300)):
+        k = q % len(subjects)
+        _, args, _, rules = subjects[k]
+        how, m = next(gens[k])
+        if how == "parts":
+            h, a = m
+            try:
+                m = _format._to_bytes({k: v for k, v in h.items() if k != "arrays"}, a)
+            except (TypeError, ValueError, KeyError, AttributeError):
+                continue                # a header the writer cannot even write
+        try:
+            G = ft.load(m, mmap=True, callbacks=rules or None)
+        except ft.TapeFormatError:
+            at["load"] += 1
+            continue
+        if not isinstance(G, ft.Function):
+            continue
+        try:
+            assert G.traces
+        except ft.TapeFormatError:
+            at["first use"] += 1
+            continue
+        at["clean"] += 1
+        _exercise(G, args)
+    assert min(at.values()) > 0, at
+
+
+def test_two_thread_read_is_the_sequential_read(tmp_path, monkeypatch):
+    """A large file is read by two threads (forced here on small files): the same
+    tape and function, and of a file damaged in two members the same refusal (the
+    first bad field in the file's order) as the one-thread read of its bytes."""
+    monkeypatch.setattr(_format, "_PARALLEL_FROM", 0)
+    threads = []
+    real = _format._read_array
+
+    def spy(*a, **k):
+        import threading
+        threads.append(threading.current_thread().name)
+        return real(*a, **k)
+    monkeypatch.setattr(_format, "_read_array", spy)
+    t, s, x = _scalar_tape(3000)
+    t.save(tmp_path / "t.npz")
+    u = ft.Tape.load(tmp_path / "t.npz")
+    assert "fastape-load" in threads
+    for k, v in t.export().items():
+        np.testing.assert_array_equal(u.export()[k], v)
+    F = _fuzz_subjects()[2][0]
+    F.save(tmp_path / "f.npz")
+    args = _structural_args()
+    G = ft.load(tmp_path / "f.npz", callbacks=F.rules)
+    np.testing.assert_array_equal(G.grad(*args)[0], F.grad(*args)[0])
+    data = bytearray((tmp_path / "t.npz").read_bytes())
+    for name in ("t0.val", "t0.a"):                   # a is first in the file's order
+        start, length = _member_data(tmp_path / "t.npz", name)
+        data[start + length // 3] ^= 1
+    (tmp_path / "bad.npz").write_bytes(bytes(data))
+    with pytest.raises(ft.TapeFormatError) as par:
+        ft.Tape.load(tmp_path / "bad.npz")
+    with pytest.raises(ft.TapeFormatError) as seq:
+        ft.Tape.load(bytes(data))                     # bytes: read in one thread
+    assert "'t0.a': checksum" in str(par.value)
+    assert str(par.value).replace(str(tmp_path / "bad.npz"), "") == \
+        str(seq.value).replace("fastape data", "")
 
 
 def test_files_of_another_zip_writer_load(tmp_path):

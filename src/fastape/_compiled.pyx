@@ -803,7 +803,9 @@ cdef inline int _write(Tape t, i64 node, object leaf) except -1:
 # the compiled function
 # ---------------------------------------------------------------------------
 
-@cython.final
+# not final: fastape._format subclasses it (in Python) for a function loaded with
+# mmap=True, whose traces are read at its first use; the cdef methods stay direct
+# calls on self, and the subclass's wrappers cost only that loaded function
 cdef class Function:
     """A function recorded once and replayed on new inputs by the compiled sweeps.
 
@@ -1734,9 +1736,10 @@ cdef class Function:
         return meta, self.treedef, flatten(self.example, "args", self.where)[0], traces
 
     @staticmethod
-    def _from_state(dict meta, fun, treedef, example, list traces):
-        """The function of :meth:`_state`'s parts (validated by fastape._format)."""
-        cdef Function F = Function.__new__(Function)
+    def _from_state(dict meta, fun, treedef, example, list traces, Function into=None):
+        """The function of :meth:`_state`'s parts (validated by fastape._format), made
+        in `into` when given (a function loaded with mmap=True, at its first use)."""
+        cdef Function F = Function.__new__(Function) if into is None else into
         cdef Trace tr
         argnums = meta["argnums"]
         F._signature(fun, meta["name"], meta["nargs"],

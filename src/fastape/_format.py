@@ -48,7 +48,8 @@ length and fields that fit its parents' sizes; per trace: inputs, output and gua
 point inside the tape. A file never runs code when loaded: it holds no pickle, and
 the classes of a function's argument structure are looked up among the modules
 already imported, never imported. A tape's records are read straight into the
-tape's own buffers, 1 MiB at a time, each chunk checksummed while it is in cache.
+tape's own buffers, 1 MiB at a time, each chunk checksummed while it is in cache; a
+file of 64 MiB or more by two threads, each its half of the members (_read_arrays).
 
 ``Tape.load(path, mmap=True)`` (and ``fastape.load`` of a tape file) is O(1) in the
 size of the records: at the load it checks the zip directory, every member's place
@@ -60,8 +61,16 @@ the above, at its first use (any method that reads it: a sweep, ``node``,
 fail, then and at every later use; until then the tape is unusable, so no sweep
 reads an unchecked field. The file stays open until then (a file changed meanwhile
 is read as it is then, and checked). They are read, not mapped: a sweep writes the
-value arena, and the tape owns its buffers (the arena pool, release). A compiled
-function's file is loaded at once also with ``mmap=True``.
+value arena, and the tape owns its buffers (the arena pool, release).
+
+``fastape.load(path, mmap=True)`` of a compiled function's file is O(1) as well: the
+same checks of the directory and the header at the load, and the custom rules the
+file names (``callbacks=``); it returns a Function (of a subclass,
+_mapped_function_class) whose every method and attribute first reads all members,
+checksums and validates them and builds the function in place, exactly as the eager
+load (_DeferredFunction), or raises TapeFormatError then and at every later use.
+Until then its compiled state is empty and unreachable: only Function's own methods
+read it, and each of them passes through that wrapper first.
 """
 
 import functools
@@ -442,11 +451,12 @@ def _npy_header(dtype, shape):
     return buf.getvalue()
 
 
-def _read_array(f, member, name, dtype, shape, where, out=None):
+def _read_array(f, member, name, dtype, shape, where, out=None, fd=None):
     """(array, its member's CRC-32) of member `name` (its bytes at member = (start,
     length)), read into `out` if given: the member's .npy header must be the one numpy
     writes for this dtype and shape (so the file reads the same with numpy.load), the
-    data exactly as long as they say."""
+    data exactly as long as they say. With `fd` (f's descriptor) it reads by pread,
+    which leaves f's position alone, so that two threads can read one file."""
     start, length = member[:2]
     if not (isinstance(shape, (list, tuple)) and len(shape) <= 32 and
             all(type(d) is int and 0 <= d < 2**62 for d in shape)):
@@ -459,8 +469,10 @@ def _read_array(f, member, name, dtype, shape, where, out=None):
         raise TapeFormatError(f"{where}: field {name!r}: not a numeric dtype")
     nbytes = _prod(shape) * dtype.itemsize
     hdr = _npy_header(dtype.str, tuple(shape))
-    f.seek(start)
-    if length != len(hdr) + nbytes or f.read(len(hdr)) != hdr:
+    if fd is None:
+        f.seek(start)
+    if length != len(hdr) + nbytes or (f.read(len(hdr)) if fd is None else
+                                       os.pread(fd, len(hdr), start)) != hdr:
         raise TapeFormatError(f"{where}: field {name!r}: the member is not a .npy array of "
                               f"dtype {dtype} and shape {tuple(shape)} (damaged or truncated)")
     try:
@@ -470,10 +482,12 @@ def _read_array(f, member, name, dtype, shape, where, out=None):
         raise MemoryError(f"{where}: cannot allocate {nbytes} bytes for member "
                           f"{name!r}") from None
     crc = zlib.crc32(hdr)
+    at = start + len(hdr)
     for c in _chunks(memoryview(out.reshape(-1).view(np.uint8))) if nbytes else ():
-        if f.readinto(c) != len(c):
+        if (f.readinto(c) if fd is None else os.preadv(fd, [c], at)) != len(c):
             raise TapeFormatError(f"{where}: field {name!r} is truncated")
         crc = _crc32(c, crc)
+        at += len(c)
     return out, crc
 
 
@@ -549,15 +563,61 @@ def _read_header(f, where):
     return header, members
 
 
+#: bytes of members from which a file is read by two threads (each its own members)
+_PARALLEL_FROM = 64 << 20
+
+
 def _read_arrays(f, declared, members, views, arrays, where):
     """Every declared array into `arrays` (into views[name] where given), each CRC-32
-    checked against the zip's."""
-    for name, d in declared.items():
-        arrays[name], crc = _read_array(f, members[name], name, d[0], d[1], where,
-                                        views.get(name))
-        if crc != members[name][2]:
-            raise TapeFormatError(f"{where}: field {name!r}: checksum mismatch (the "
-                                  "file is corrupt)")
+    checked against the zip's. A large file on disk is read by two threads, the members
+    split in two halves of about equal size: most of a large load is the kernel
+    zeroing the fresh pages it reads into (clear_page: 47 % of a 10^8-node load's
+    profile) and copying from the page cache, which the second core halves. Every
+    member is read even after a bad one, so that the bad field refused is the first
+    in the order of `declared`, as when they are read in turn."""
+    names = list(declared)
+    fd = None
+    if sum(members[nm][1] for nm in names) >= _PARALLEL_FROM and len(names) > 1 \
+            and os.cpu_count() and os.cpu_count() > 1 and hasattr(os, "preadv"):
+        try:
+            fd = f.fileno()
+        except (AttributeError, OSError, io.UnsupportedOperation):
+            fd = None
+    if fd is None:
+        for name in names:
+            _read_member(f, declared, members, views, arrays, where, name, None)
+        return
+    import threading
+    halves, sizes = ([], []), [0, 0]
+    for name in sorted(names, key=lambda nm: -members[nm][1]):     # largest first
+        k = int(sizes[1] < sizes[0])
+        halves[k].append(name)
+        sizes[k] += members[name][1]
+    errors = {}
+
+    def read(half):
+        for name in half:
+            try:
+                _read_member(f, declared, members, views, arrays, where, name, fd)
+            except BaseException as e:          # re-raised below, in declared order
+                errors[name] = e
+    helper = threading.Thread(target=read, args=(halves[1],), name="fastape-load")
+    helper.start()
+    try:
+        read(halves[0])
+    finally:
+        helper.join()
+    if errors:
+        raise errors[min(errors, key=names.index)]
+
+
+def _read_member(f, declared, members, views, arrays, where, name, fd):
+    d = declared[name]
+    arrays[name], crc = _read_array(f, members[name], name, d[0], d[1], where,
+                                    views.get(name), fd)
+    if crc != members[name][2]:
+        raise TapeFormatError(f"{where}: field {name!r}: checksum mismatch (the "
+                              "file is corrupt)")
 
 
 class _Arrays(dict):
@@ -1094,8 +1154,11 @@ def _int_vector(arrays, name, where, length=None):
     return np.asarray(a)
 
 
-def load_function(source, fun=None, callbacks=None, mmap=False, _rules=None, _read=None):
+def load_function(source, fun=None, callbacks=None, mmap=False, _rules=None, _read=None,
+                  _into=None):
     from fastape._compiled import Function
+    if mmap and _read is None and _rules is None:
+        return _load_function_deferred(source, fun, callbacks)
     from fastape._tree import normalize_argnums
     header, arrays, where = _read or read(source)
     if header.get("kind") != "function":
@@ -1145,7 +1208,122 @@ def load_function(source, fun=None, callbacks=None, mmap=False, _rules=None, _re
         tape, size, off = _load_tape(arrays, info, k, rules[k], where)
         d = _check_trace(arrays, tr, k, tape, size, off, shapes, f"{where}: trace {k}")
         built.append((tape, d))
-    return Function._from_state(meta, fun, treedef, example, built)
+    return Function._from_state(meta, fun, treedef, example, built, _into)
+
+
+def _load_function_deferred(source, fun, callbacks):
+    """fastape.load(..., mmap=True) of a function's file: the directory, the header,
+    its checksum, version, registry and list of arrays, and the custom rules it names,
+    checked now (O(1) in the size of the traces); everything else read and validated at
+    the function's first use (_DeferredFunction), exactly as an eager load does."""
+    f, where = _open(source)
+    try:
+        header, members = _read_header(f, where)
+        if header.get("kind") != "function":
+            raise TapeFormatError(f"{where}: field 'kind': {header.get('kind')!r}, not a "
+                                  "compiled function")
+        rules = _split_rules(header, None, callbacks, where)[1]
+        cls = _mapped_function_class()
+        G = cls.__new__(cls)
+        G._deferred = _DeferredFunction(f, header, members, where, fun,
+                                        [r for rs in rules for r in rs])
+        return G
+    except BaseException:
+        f.close()
+        raise
+
+
+class _DeferredFunction:
+    """The first use of a function loaded with mmap=True (any method or attribute of
+    it, through _MappedFunction): every member read from the file held open since the
+    load (the tapes' records straight into their tapes), checksummed and validated, and
+    the function built in place; a file that fails raises TapeFormatError, at this use
+    and every later one (nothing of it is ever swept)."""
+
+    def __init__(self, f, header, members, where, fun, rules):
+        import threading
+        self.f, self.header, self.members, self.where = f, header, members, where
+        self.fun, self.rules = fun, rules
+        self.error = None
+        self.lock = threading.Lock()
+
+    def __del__(self):
+        f = getattr(self, "f", None)
+        if f is not None:
+            f.close()
+
+    def __call__(self, G):
+        with self.lock:
+            if self.error is not None:
+                raise self.error[0](self.error[1])
+            if self.f is None:              # loaded by another thread meanwhile
+                return
+            try:
+                arrays = _Arrays()
+                views = _homes(self.header, self.header["arrays"], self.members,
+                               arrays.homes)
+                _read_arrays(self.f, self.header["arrays"], self.members, views, arrays,
+                             self.where)
+                load_function(None, fun=self.fun, _rules=self.rules,
+                              _read=(self.header, arrays, self.where), _into=G)
+            except BaseException as e:
+                # any failure (a MemoryError too) leaves G unbuilt, perhaps half: it
+                # raises at every later use, never reaching Function's methods
+                cls = e.__class__ if isinstance(e, (TapeFormatError, MemoryError,
+                                                    KeyboardInterrupt)) else TapeFormatError
+                self.error = (cls, f"{e} (read at the function's first use: it was "
+                              "loaded with mmap=True)")
+                raise cls(self.error[1]) from (None if cls is e.__class__ else e)
+            finally:
+                self.f.close()
+                self.f = None
+                self.header = self.members = None
+
+
+@functools.cache
+def _mapped_function_class():
+    """The class of a function loaded with mmap=True: a Function whose every method and
+    attribute (those of Function, derived from its class, so a new one cannot be
+    forgotten) first builds it from its file (_DeferredFunction, once). Its compiled
+    state is empty until then, and nothing reads it but Function's own methods."""
+    from fastape._compiled import Function
+
+    def ready(self):
+        d = self._deferred
+        if d is not None:
+            d(self)
+            self._deferred = None
+
+    def method(name, m):
+        def wrapper(self, *args, **kwargs):
+            if self._deferred is not None:      # (inline: ~0.3 µs a call after it)
+                ready(self)
+            return m(self, *args, **kwargs)
+        wrapper.__name__ = wrapper.__qualname__ = name
+        wrapper.__doc__ = getattr(m, "__doc__", None)
+        return wrapper
+
+    def attribute(name, d):
+        def get(self):
+            ready(self)
+            return d.__get__(self, Function)
+
+        def put(self, value):
+            ready(self)
+            d.__set__(self, value)
+        return property(get, put, doc=getattr(d, "__doc__", None))
+
+    members = {"__slots__": ("_deferred",), "__module__": Function.__module__,
+               "__doc__": Function.__doc__}
+    for name, d in vars(Function).items():
+        if name in ("__new__", "__init__", "__doc__", "__pyx_vtable__") or \
+                isinstance(d, (staticmethod, classmethod)):
+            continue
+        if hasattr(d, "__set__"):                   # properties and attributes
+            members[name] = attribute(name, d)
+        elif callable(d):
+            members[name] = method(name, d)
+    return type("Function", (Function,), members)
 
 
 class _NodeIds:
@@ -1225,8 +1403,8 @@ def load(source, fun=None, callbacks=None, mmap=False):
     ``callbacks``: the custom rules (``custom_vjp``/``custom_jvp``) of a file that
     has CALLBACK nodes (the file names them): ``F.rules`` of the saved function, as a
     list in that order or a dict by rule name. ``mmap=True`` defers a tape file's
-    records to the tape's first use (an O(1) load: see ``fastape._format``); a
-    compiled function loads at once.
+    records to the tape's first use, and a compiled function's traces to the
+    function's first use (an O(1) load: see ``fastape._format``).
 
     >>> import numpy as np, fastape as ft, tempfile, os
     >>> F = ft.compile(lambda x: ft.sum(x ** 2), np.ones(3))
@@ -1236,12 +1414,14 @@ def load(source, fun=None, callbacks=None, mmap=False):
     >>> G.grad(np.array([1.0, 2.0, 3.0]))
     array([2., 4., 6.])
     """
-    if mmap and not isinstance(source, (bytes, bytearray, memoryview)):
+    if mmap:
         f, where = _open(source)
         with f:
             kind = _read_header(f, where)[0].get("kind")
         if kind == "tape" and fun is None:
             return load_tape(source, callbacks=callbacks, mmap=True)
+        if kind == "function":
+            return load_function(source, fun=fun, callbacks=callbacks, mmap=True)
     return from_parts(read(source), fun=fun, callbacks=callbacks)
 
 
