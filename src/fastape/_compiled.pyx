@@ -9,7 +9,11 @@ values while recording) are re-checked after each forward sweep: a violated guar
 re-records the function on the new inputs (bounded) or raises BranchChanged.
 
 A tape of scalars whose nodes can be reordered into long runs of one opcode is
-grouped (see _grouped), so that the sweeps dispatch once per run, not per node.
+grouped (see _grouped), so that the sweeps dispatch once per run, not per node. An
+output stacked from scalars (``ft.stack`` of a loop's results, concatenations of
+such) does not take the tape out of the scalar layout: the trace holds the output as
+its elements' scalar nodes (Trace.outs), not as the one array node that assembles
+them (see _make_trace).
 
 Forward mode: ``jvp`` runs the tangent sweep after the forward sweep (and the guard
 check) on the same clone; ``jacobian`` runs it in vector mode, up to 64 directions
@@ -33,7 +37,8 @@ from libc.string cimport memcpy, memset
 from libc.stdint cimport uint8_t
 
 from libc.math cimport fabs, signbit, INFINITY
-from fastape._ops cimport (INPUT, CONSTANT, GATHER1, STRIDED, SUM, TANH, LT, LE, GT, GE, EQ,
+from fastape._ops cimport (INPUT, CONSTANT, GATHER1, GATHER, STRIDED, BROADCAST, CONCAT, COPY,
+                           SUM, TANH, LT, LE, GT, GE, EQ,
                            ISNAN, ISINF, ISFINITE, SIGNBIT, has_k, has_second_partials,
                            is_binary, is_elementwise, is_leaf, b_kind, B_NODE,
                            node_param_count, node_param_pos)
@@ -421,7 +426,13 @@ cdef class Trace:
     cdef readonly Schedule schedule
     cdef readonly Fusion fusion      # the fused runs of an array tape (None: scalar layout)
     cdef readonly list inputs        # node ids of the input leaves, flattened
+    # the output: node `output`, or (outs not None) element e is scalar node outs[e] and
+    # `output` is max(outs), the top of the reverse sweep. Read and seed the output only
+    # through the methods below, which know both.
     cdef readonly i64 output
+    cdef readonly object outs        # int64 array of out_size node ids, or None
+    cdef const i64* outp             # outs' data (nouts entries; 0: no outs)
+    cdef i64 nouts
     cdef readonly tuple out_shape
     cdef i64 out_size
     cdef i64 nguards
@@ -486,10 +497,77 @@ cdef class Trace:
         return mode != MODE_FULL and self.fusion is not None and self.fusion.ngroups > 0
 
     cdef void reverse(self, Tape t) noexcept nogil:
+        self.reverse_from(t, self.output)
+
+    cdef void reverse_from(self, Tape t, i64 top) noexcept nogil:
+        """The reverse sweep from node `top` down (the multipliers above it all zero)."""
         if self.schedule is not None:
-            self.schedule.reverse(t, self.output)
+            self.schedule.reverse(t, top)
         else:
-            t.reverse_sweep(self.output)
+            t.reverse_sweep(top)
+
+    # -- the output: one node, or scalar nodes outs[e] ---------------------------------
+
+    cdef int set_outs(self, object outs) except -1:
+        """Hold the output as scalar nodes outs (an int64 array, length out_size), or as
+        node `output` (outs None); `output` becomes max(outs)."""
+        cdef const i64[::1] ov
+        self.outs = None
+        self.outp = NULL
+        self.nouts = 0
+        if outs is not None:
+            self.outs = np.array(outs, dtype=np.int64)     # (a copy: it is read-only)
+            self.outs.flags.writeable = False
+            ov = self.outs
+            self.nouts = ov.shape[0]
+            self.outp = &ov[0]
+            self.output = int(self.outs.max())
+        return 0
+
+    cdef i64 element_node(self, i64 e) noexcept nogil:
+        """The node holding output element e (its slot in the scalar layout)."""
+        return self.outp[e] if self.nouts else self.output
+
+    cdef object read_output(self, Tape t, double* buf):
+        """The output read from `buf`, an arena indexed like the values (t.val, or t.tan
+        of one direction): a float, or a new array of out_shape."""
+        cdef i64 e
+        cdef double[::1] dst
+        if self.nouts == 0:
+            return read_slot(t, buf, self.output, self.out_shape)
+        arr = np.empty(self.out_shape)
+        dst = arr.reshape(-1)
+        for e in range(self.nouts):
+            dst[e] = buf[self.outp[e]]
+        return arr
+
+    cdef void read_output_tangents(self, Tape t, i64 d, double* buf) noexcept:
+        """buf[e] = the tangent of output element e in direction d (of t.ntan)."""
+        cdef i64 e, p = t.ntan
+        if self.nouts == 0:
+            _tangent_io(t, self.output, d, buf, self.out_size, False)
+            return
+        for e in range(self.nouts):        # scalar layout: node-major
+            buf[e] = t.tan[self.outp[e] * p + d]
+
+    cdef void seed_output(self, Tape t, const double* ct) noexcept nogil:
+        """The output's multipliers after a clear: the cotangent ct (out_size values). An
+        element held by one node twice (outs repeating it) gets the sum of its seeds."""
+        cdef i64 e
+        if self.nouts == 0:
+            if self.out_size:
+                memcpy(t.adjoint_ptr(self.output), ct, self.out_size * sizeof(double))
+            return
+        for e in range(self.nouts):
+            t.adj[self.outp[e]] += ct[e]
+
+    cdef void seed_element(self, Tape t, i64 e, double w) noexcept nogil:
+        """The multiplier of output element e after a clear: w (added to what it has
+        with outs, where two elements may be one node)."""
+        if self.nouts == 0:
+            t.adjoint_ptr(self.output)[e] = w
+        else:
+            t.adj[self.outp[e]] += w
 
     cdef int prepare_hvp(self, Tape t, i64 p) except -1:
         """Seed the forward-over-reverse sweep (p directions): λ = 1 at the output and 0
@@ -541,14 +619,83 @@ cdef class Trace:
         self.spares.append(t)
 
 
+cdef tuple _ASSEMBLY = (CONCAT, STRIDED, GATHER, BROADCAST, COPY, GATHER1)
+
+
+cdef object _elements(Tape rec, i64 i, dict memo):
+    """The scalar node of rec (size 1) behind each element of node i, an int64 array,
+    when node i is assembled from scalar nodes by structural ops only (_ASSEMBLY: a stack
+    or concatenation of scalars, slices and copies of those); else None. x.flat[k] of
+    anything else, an input for instance, is a scalar node of its own."""
+    cdef int o = rec.op[i]
+    cdef i64 m = rec.size_of(i), q, nd, start, ln, outer, inner, total
+    cdef i64* P
+    if i in memo:
+        return memo[i]
+    res = None
+    if m == 0:
+        res = np.empty(0, dtype=np.int64)
+    elif o in _ASSEMBLY:
+        P = rec.params(i) if rec.off != NULL and rec.poff[i] >= 0 else NULL
+        if o == CONCAT:
+            outer, inner, total = P[1], P[2], P[3]
+            res = np.empty(m, dtype=np.int64)
+            for q in range(P[4]):
+                part = _elements(rec, P[5 + 3 * q], memo)
+                if part is None:
+                    res = None
+                    break
+                start, ln = P[6 + 3 * q], P[7 + 3 * q]
+                res.reshape(outer, total * inner)[:, start * inner:(start + ln) * inner] = \
+                    part.reshape(outer, ln * inner)
+        else:
+            src = _elements(rec, rec.a[i], memo)
+            if src is not None:
+                if o == GATHER1:
+                    res = src[[<i64>rec.pool[rec.b[i]]]]
+                elif o == COPY:
+                    res = src if src.shape[0] == m else np.repeat(src, m)
+                elif o == STRIDED:
+                    res = src[P[1] + P[2] * np.arange(m, dtype=np.int64)]
+                elif o == GATHER:
+                    res = src[np.asarray(<i64[:m]>(P + 1))]
+                else:                               # BROADCAST: x[Σ j_d stride_d]
+                    nd = P[1]
+                    strides = np.asarray(<i64[:nd]>(P + 2 + nd)) if nd else None
+                    res = src[strides @ np.indices(tuple(np.asarray(<i64[:nd]>(P + 2))))
+                              .reshape(nd, -1)] if nd else src[[0] * m]
+    if res is None and m == 1:
+        res = np.array([i], dtype=np.int64)     # a scalar node of its own
+    memo[i] = res
+    return res
+
+
 cdef Trace _make_trace(Tape rec, list input_nodes, Var out, list guards):
+    """The trace of recording `rec` (closed): pruned to what reaches the output and the
+    guards, grouped when that makes long runs.
+
+    An output assembled from scalar nodes (ft.stack of a loop's results, concatenations
+    of such) keeps the tape in the scalar layout: it is pruned with its elements' nodes
+    as roots and held as those nodes (Trace.outs), when nothing else left on the tape
+    reads the assembly (a guard on the whole vector, an array op); else it stays one
+    array node, and the whole tape in the general layout."""
     cdef Trace tr = Trace.__new__(Trace)
     cdef i64 i
     cdef i64[::1] remap = np.empty(max(rec.n, 1), dtype=np.int64)
-    roots = list(input_nodes) + [out.node]
+    roots = list(input_nodes)
     for _how, xn, yn, _r in guards:
         roots += [xn, yn]
-    tr.tape = _prune(rec, roots, set(input_nodes), remap)
+    elements = None
+    if rec.off != NULL and out.size and rec.op[out.node] in _ASSEMBLY:
+        elements = _elements(rec, out.node, {})
+    tr.tape = None
+    if elements is not None:
+        tr.tape = _prune(rec, roots + np.unique(elements).tolist(), set(input_nodes), remap)
+        if not tr.tape.scalar_layout:
+            tr.tape = None
+            elements = None
+    if tr.tape is None:
+        tr.tape = _prune(rec, roots + [out.node], set(input_nodes), remap)
     tr.schedule = None
     cdef i64[::1] newid = np.empty(max(tr.tape.n, 1), dtype=np.int64)
     grouped = _grouped(tr.tape, newid)
@@ -561,9 +708,16 @@ cdef Trace _make_trace(Tape rec, list input_nodes, Var out, list guards):
     tr.tape.lean_constants = True       # no caller reads a constant's multipliers
     tr.tape.prepare_adjoints()
     tr.inputs = [remap[i] for i in input_nodes]
-    tr.output = remap[out.node]
     tr.out_shape = out.shape
     tr.out_size = out.size
+    if elements is None:
+        tr.output = remap[out.node]
+        tr.set_outs(None)
+    elif out.size == 1:         # that node is the output
+        tr.output = remap[elements[0]]
+        tr.set_outs(None)
+    else:
+        tr.set_outs(np.asarray(remap)[elements])
     ng = len(guards)
     tr.nguards = ng
     how = np.empty(ng, np.int64)
@@ -888,8 +1042,9 @@ cdef class Function:
                 total += t.nbytes
             if tr.schedule is not None:
                 total += (tr.schedule.nruns + 1) * sizeof(i32) + tr.schedule.nruns
-            # seven int64 fields per guard, and the expected results
+            # seven int64 fields per guard, the expected results, the output's nodes
             total += 7 * tr.g_how.shape[0] * sizeof(i64) + tr.g_expect.shape[0] * sizeof(double)
+            total += tr.nouts * sizeof(i64)
         if self.gradient_function is not None:
             total += self.gradient_function.nbytes
         return int(total)
@@ -1076,7 +1231,7 @@ cdef class Function:
                 tr.fusion.clear(t, True, NULL)
             else:
                 tr.clear_adjoints(t)
-            t.adjoint_ptr(tr.output)[0] = 1.0
+            tr.seed_element(t, 0, 1.0)
         else:
             c = _real_array(cotangent, "vjp", "cotangent")
             if c.shape != tr.out_shape:
@@ -1088,7 +1243,7 @@ cdef class Function:
                 tr.clear_adjoints(t)
             ct = np.ascontiguousarray(c).reshape(-1)
             if tr.out_size:
-                memcpy(t.adjoint_ptr(tr.output), &ct[0], tr.out_size * sizeof(double))
+                tr.seed_output(t, &ct[0])
         with nogil:
             if lean:
                 tr.fusion.reverse(t, tr.output, False, vover, NULL, nt)
@@ -1102,7 +1257,7 @@ cdef class Function:
         cdef Tape t
         tr, t = self._run(self._leaves(args)[0], MODE_LEAN)
         try:
-            return read_slot(t, t.val, tr.output, tr.out_shape)
+            return tr.read_output(t, t.val)
         finally:
             tr.release(t)
 
@@ -1123,7 +1278,7 @@ cdef class Function:
         tr, t = self._run(leaves, MODE_VG, gbuf)
         try:
             g = self._reverse(tr, t, None, td, MODE_VG, leaves, gbuf)
-            return read_slot(t, t.val, tr.output, tr.out_shape), g
+            return tr.read_output(t, t.val), g
         finally:
             tr.release(t)
 
@@ -1141,7 +1296,7 @@ cdef class Function:
         tr, t = self._run(leaves, MODE_LEAN)
         try:
             g = self._reverse(tr, t, cotangent, td, MODE_LEAN, leaves)
-            return read_slot(t, t.val, tr.output, tr.out_shape), g
+            return tr.read_output(t, t.val), g
         finally:
             tr.release(t)
 
@@ -1231,8 +1386,7 @@ cdef class Function:
                 tr.release(t)
                 raise
         try:
-            return (read_slot(t, t.val, tr.output, tr.out_shape),
-                    read_slot(t, t.tan, tr.output, tr.out_shape))
+            return tr.read_output(t, t.val), tr.read_output(t, t.tan)
         finally:
             tr.release(t)
 
@@ -1292,15 +1446,15 @@ cdef class Function:
                         tr.tangent(t, p)
                     t.raise_pending()
                     for d in range(min(p, nin - b0)):
-                        _tangent_io(t, tr.output, d, &col[0], nout, False)
+                        tr.read_output_tangents(t, d, &col[0])
                         for r in range(nout):
                             Jv[r, b0 + d] = col[r]
             elif nin and nout:
                 for r in range(nout):
                     tr.clear_adjoints(t)
-                    t.adjoint_ptr(tr.output)[r] = 1.0
-                    with nogil:
-                        tr.reverse(t)
+                    tr.seed_element(t, r, 1.0)
+                    with nogil:     # (the multipliers above element r's node are zero)
+                        tr.reverse_from(t, tr.element_node(r))
                     t.raise_pending()
                     for q in range(len(diff)):
                         tz = t.adjoint_ptr(tr.inputs[diff[q]])
@@ -1561,10 +1715,9 @@ cdef class Function:
             Bv = B
             for c in range(ncolors):
                 tr.clear_adjoints(t)
-                lam = t.adjoint_ptr(tr.output)
                 for r in range(nout):
                     if col[r] == c:
-                        lam[r] = 1.0
+                        tr.seed_element(t, r, 1.0)
                 with nogil:
                     tr.reverse(t)
                 t.raise_pending()
@@ -1633,7 +1786,7 @@ cdef class Function:
                                 Bv[j + e, c] = t.tan_adj[(node + e) * p + d]
                             j += m
                     else:
-                        _tangent_io(t, tr.output, d, &buf[0], nout, False)
+                        tr.read_output_tangents(t, d, &buf[0])
                         for e in range(nout):
                             Bv[e, c] = buf[e]
             return B, tr
@@ -1720,6 +1873,7 @@ cdef class Function:
             traces.append((tr.tape, {
                 "inputs": np.asarray(tr.inputs, dtype=np.int64).reshape(-1),
                 "output": int(tr.output), "out_shape": list(tr.out_shape),
+                "outs": None if tr.outs is None else np.array(tr.outs),
                 "grouped": tr.schedule is not None,
                 "g_how": np.asarray(tr.g_how), "g_x": np.asarray(tr.g_x),
                 "g_y": np.asarray(tr.g_y), "g_off": np.asarray(tr.g_off),
@@ -1751,7 +1905,8 @@ cdef class Function:
             tr.inputs = [int(x) for x in d["inputs"]]
             tr.output = d["output"]
             tr.out_shape = tuple(d["out_shape"])
-            tr.out_size = tr.tape.size_of(tr.output)
+            tr.set_outs(d.get("outs"))
+            tr.out_size = tr.nouts if tr.nouts else tr.tape.size_of(tr.output)
             tr.nguards = d["g_how"].shape[0]
             tr.g_how, tr.g_x, tr.g_y = d["g_how"].copy(), d["g_x"].copy(), d["g_y"].copy()
             tr.g_off, tr.g_size = d["g_off"].copy(), d["g_size"].copy()
