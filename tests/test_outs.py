@@ -252,6 +252,24 @@ def test_second_order_and_batch_refuse_a_vector_output(rng):
             call()
 
 
+def test_compressed_jacobian_ways_agree(rng):
+    """J S by the vector-mode sweep node by node (way 0), one sweep per color (1) and the
+    vector-mode sweep run by run on the grouped tape (2): the same numbers."""
+    from fastape import sparse
+    x = point(rng, 60)
+    F = ft.compile(loop, x)
+    assert F.traces[-1].run_count > 0
+    F.sparse_jacobian(x)
+    fixed = sparse._fixed_jacobian(F)
+    assert fixed.ncolors > 1
+    y = point(rng, 60)
+    B = [F._compressed((y,), fixed.colors, fixed.ncolors, False, way)[0] for way in (0, 1, 2)]
+    np.testing.assert_array_equal(B[2], B[0])
+    np.testing.assert_allclose(B[1], B[0], rtol=1e-15, atol=0)
+    np.testing.assert_allclose(F.sparse_jacobian(y).toarray(), fd_jacobian(loop, y),
+                               rtol=1e-6, atol=1e-8)
+
+
 def test_nodes_and_nbytes(rng):
     x = point(rng, 40)
     F = ft.compile(loop, x)

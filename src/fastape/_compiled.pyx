@@ -45,7 +45,7 @@ from fastape._ops cimport (INPUT, CONSTANT, GATHER1, GATHER, STRIDED, BROADCAST,
 from fastape._tape cimport (Tape, Var, i64, i32, read_slot, elementwise_forward,
                             elementwise_reverse, elementwise_tangent, run_forward,
                             run_reverse, run_forward_tangent, run_forward_tangent_chain,
-                            run_hvp_reverse, _pairwise_sum)
+                            run_tangents, run_hvp_reverse, _pairwise_sum)
 
 from concurrent.futures import ThreadPoolExecutor
 
@@ -279,6 +279,22 @@ cdef class Schedule:
                 run_forward_tangent(o, t.val, t.tan, t.pool, t.a, t.b, lo, hi)
             else:
                 run_forward(o, t.val, t.pool, t.a, t.b, lo, hi)
+
+    cdef void tangents(self, Tape t, i64 p) noexcept nogil:
+        """The tangent sweep in p > 1 directions after the forward sweep, run by run
+        (run_tangents: partials once a node, every direction written). Every node's
+        support is then all p directions (Tape.tspan stays valid for the node-by-node
+        sweeps)."""
+        cdef i64 r, lo, i
+        cdef int o
+        for r in range(self.nruns):
+            lo = self.runs[r]
+            o = t.op[lo]
+            if not is_leaf(o):
+                run_tangents(o, t.val, t.tan, t.pool, t.a, t.b, lo, self.runs[r + 1], p)
+        for i in range(t.n):
+            t.tspan[2 * i] = 0
+            t.tspan[2 * i + 1] = <i32>p
 
     cdef void hvp_reverse(self, Tape t, i64 top) noexcept nogil:
         """Forward over reverse (one direction, after forward_tangent) from node `top`
@@ -1735,12 +1751,14 @@ cdef class Function:
         """The compiled flat gradient of f (see _gradient)."""
         return self._gradient()
 
-    def _compressed(self, args, colors, i64 ncolors, bint hessian, bint single=False,
+    def _compressed(self, args, colors, i64 ncolors, bint hessian, int single=False,
                     i64 read_leaf=-1):
         """(B, trace): B = J S (m × ncolors) or, hessian, ∇²f S (n × ncolors) on a trace with
         the direct forward-over-reverse sweep (None there otherwise), S the seed matrix
         S[j, colors[j]] = 1, by vector-mode sweeps of at most 64 directions, or (single)
-        one sweep per color, which a grouped tape runs run by run. With read_leaf, the
+        one sweep per color, which a grouped tape runs run by run; single == 2 (J S on a
+        grouped tape): the vector-mode tangent sweep run by run (Schedule.tangents,
+        without supports), else node by node. With read_leaf, the
         adjoints' tangents are read at that input leaf instead: ∂²f/∂leaf∂x S (a
         Lagrangian's weights: J S of its constraints)."""
         cdef Trace tr
@@ -1760,7 +1778,7 @@ cdef class Function:
             B = np.zeros((nout, ncolors))
             Bv = B
             buf = np.zeros(max(nout, max([m for _, m in layout], default=0), 1))
-            p = 1 if single else _block(ncolors)
+            p = 1 if single == 1 else _block(ncolors)
             for b0 in range(0, ncolors, p):
                 t.prepare_tangents(p, True)
                 j = 0
@@ -1773,7 +1791,10 @@ cdef class Function:
                 if hessian:
                     tr.prepare_hvp(t, p)
                 with nogil:
-                    tr.tangent(t, p)
+                    if single == 2 and p > 1 and not hessian and tr.schedule is not None:
+                        tr.schedule.tangents(t, p)
+                    else:
+                        tr.tangent(t, p)
                     if hessian:
                         tr.hvp(t, p)
                 t.raise_pending()

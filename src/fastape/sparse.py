@@ -367,7 +367,9 @@ def sparse_jacobian(F, *args):
             L = _state(F).scalar_lagrangians.get(trace)
             if L is not None and not L.traces[-1].direct_hvp:
                 L = None
-            ways = (False, True) if L is None else (False, True, "L", "L1")
+            # a grouped tape also runs the vector-mode sweep run by run (way 2)
+            ways = (False, True) + ((2,) if trace.run_count else ()) + \
+                (() if L is None else ("L", "L1"))
 
             def compressed(way):
                 if way in ("L", "L1"):
