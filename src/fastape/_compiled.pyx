@@ -557,14 +557,22 @@ cdef class Trace:
             dst[e] = buf[self.outp[e]]
         return arr
 
-    cdef void read_output_tangents(self, Tape t, i64 d, double* buf) noexcept:
-        """buf[e] = the tangent of output element e in direction d (of t.ntan)."""
-        cdef i64 e, p = t.ntan
-        if self.nouts == 0:
-            _tangent_io(t, self.output, d, buf, self.out_size, False)
+    cdef void read_output_tangents(self, Tape t, double* B, i64 ldb, i64 c0,
+                                   i64 nd) noexcept:
+        """B[e·ldb + c0 + d] = the tangent of output element e in direction d < nd, after a
+        tangent sweep in t.ntan directions (vector mode: one row of B per element)."""
+        cdef i64 e, d, p = t.ntan
+        cdef const double* src
+        if self.nouts == 0 and t.tld != 0:     # general layout: direction-major
+            for d in range(nd):
+                src = t.tangent_ptr(self.output, d)
+                for e in range(self.out_size):
+                    B[e * ldb + c0 + d] = src[e]
             return
-        for e in range(self.nouts):        # scalar layout: node-major
-            buf[e] = t.tan[self.outp[e] * p + d]
+        for e in range(self.out_size):          # scalar layout: node-major
+            src = t.tan + self.element_node(e) * p + (0 if self.nouts else e * p)
+            for d in range(nd):
+                B[e * ldb + c0 + d] = src[d]
 
     cdef void seed_output(self, Tape t, const double* ct) noexcept nogil:
         """The output's multipliers after a clear: the cotangent ct (out_size values). An
@@ -1461,10 +1469,7 @@ cdef class Function:
                     with nogil:
                         tr.tangent(t, p)
                     t.raise_pending()
-                    for d in range(min(p, nin - b0)):
-                        tr.read_output_tangents(t, d, &col[0])
-                        for r in range(nout):
-                            Jv[r, b0 + d] = col[r]
+                    tr.read_output_tangents(t, &Jv[0, 0], nin, b0, min(p, nin - b0))
             elif nin and nout:
                 for r in range(nout):
                     tr.clear_adjoints(t)
@@ -1767,6 +1772,7 @@ cdef class Function:
         cdef const i64[::1] col = colors
         cdef double[:, ::1] Bv
         cdef double[::1] buf
+        cdef double* tz
         tr, t, layout = self._sparse_run(args)
         try:
             if hessian and not tr.direct_hvp:
@@ -1783,10 +1789,17 @@ cdef class Function:
                 t.prepare_tangents(p, True)
                 j = 0
                 for node, m in layout:      # direction d seeds the columns of color b0 + d
-                    for d in range(p):
-                        for e in range(m):
-                            buf[e] = 1.0 if col[j + e] == b0 + d else 0.0
-                        _tangent_io(t, node, d, &buf[0], m, True)
+                    if t.tld == 0 and p > 1:
+                        for e in range(m):  # node-major: an input's p seeds side by side
+                            tz = t.tan + (node + e) * p
+                            memset(tz, 0, p * sizeof(double))
+                            if b0 <= col[j + e] < b0 + p:
+                                tz[col[j + e] - b0] = 1.0
+                    else:
+                        for d in range(p):
+                            for e in range(m):
+                                buf[e] = 1.0 if col[j + e] == b0 + d else 0.0
+                            _tangent_io(t, node, d, &buf[0], m, True)
                     j += m
                 if hessian:
                     tr.prepare_hvp(t, p)
@@ -1798,18 +1811,18 @@ cdef class Function:
                     if hessian:
                         tr.hvp(t, p)
                 t.raise_pending()
+                if not hessian:
+                    if nout:
+                        tr.read_output_tangents(t, &Bv[0, 0], ncolors, b0,
+                                                min(p, ncolors - b0))
+                    continue
                 for d in range(min(p, ncolors - b0)):
                     c = b0 + d
-                    if hessian:     # scalar layout: node-major λ̇, p directions
-                        j = 0
-                        for node, m in rows:
-                            for e in range(m):
-                                Bv[j + e, c] = t.tan_adj[(node + e) * p + d]
-                            j += m
-                    else:
-                        tr.read_output_tangents(t, d, &buf[0])
-                        for e in range(nout):
-                            Bv[e, c] = buf[e]
+                    j = 0           # scalar layout: node-major λ̇, p directions
+                    for node, m in rows:
+                        for e in range(m):
+                            Bv[j + e, c] = t.tan_adj[(node + e) * p + d]
+                        j += m
             return B, tr
         finally:
             tr.release(t)
