@@ -652,8 +652,9 @@ cdef object _elements(Tape rec, i64 i, dict memo):
     or concatenation of scalars, slices and copies of those); else None. x.flat[k] of
     anything else, an input for instance, is a scalar node of its own."""
     cdef int o = rec.op[i]
-    cdef i64 m = rec.size_of(i), q, nd, start, ln, outer, inner, total
+    cdef i64 m = rec.size_of(i), q, j, nd, start, ln, outer, inner, total
     cdef i64* P
+    cdef i64[::1] rv
     if i in memo:
         return memo[i]
     res = None
@@ -664,12 +665,17 @@ cdef object _elements(Tape rec, i64 i, dict memo):
         if o == CONCAT:
             outer, inner, total = P[1], P[2], P[3]
             res = np.empty(m, dtype=np.int64)
+            rv = res
             for q in range(P[4]):
-                part = _elements(rec, P[5 + 3 * q], memo)
+                j = P[5 + 3 * q]
+                start, ln = P[6 + 3 * q], P[7 + 3 * q]
+                if m == total and rec.size_of(j) == 1 and rec.op[j] not in _ASSEMBLY:
+                    rv[start] = j       # a stack of scalars: most parts, no array each
+                    continue
+                part = _elements(rec, j, memo)
                 if part is None:
                     res = None
                     break
-                start, ln = P[6 + 3 * q], P[7 + 3 * q]
                 res.reshape(outer, total * inner)[:, start * inner:(start + ln) * inner] = \
                     part.reshape(outer, ln * inner)
         else:
