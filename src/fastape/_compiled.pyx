@@ -9,7 +9,11 @@ values while recording) are re-checked after each forward sweep: a violated guar
 re-records the function on the new inputs (bounded) or raises BranchChanged.
 
 A tape of scalars whose nodes can be reordered into long runs of one opcode is
-grouped (see _grouped), so that the sweeps dispatch once per run, not per node.
+grouped (see _grouped), so that the sweeps dispatch once per run, not per node. An
+output stacked from scalars (``ft.stack`` of a loop's results, concatenations of
+such) does not take the tape out of the scalar layout: the trace holds the output as
+its elements' scalar nodes (Trace.outs), not as the one array node that assembles
+them (see _make_trace).
 
 Forward mode: ``jvp`` runs the tangent sweep after the forward sweep (and the guard
 check) on the same clone; ``jacobian`` runs it in vector mode, up to 64 directions
@@ -33,14 +37,15 @@ from libc.string cimport memcpy, memset
 from libc.stdint cimport uint8_t
 
 from libc.math cimport fabs, signbit, INFINITY
-from fastape._ops cimport (INPUT, CONSTANT, GATHER1, STRIDED, SUM, TANH, LT, LE, GT, GE, EQ,
+from fastape._ops cimport (INPUT, CONSTANT, GATHER1, GATHER, STRIDED, BROADCAST, CONCAT, COPY,
+                           SUM, TANH, LT, LE, GT, GE, EQ,
                            ISNAN, ISINF, ISFINITE, SIGNBIT, has_k, has_second_partials,
                            is_binary, is_elementwise, is_leaf, b_kind, B_NODE,
                            node_param_count, node_param_pos)
 from fastape._tape cimport (Tape, Var, i64, i32, read_slot, elementwise_forward,
                             elementwise_reverse, elementwise_tangent, run_forward,
                             run_reverse, run_forward_tangent, run_forward_tangent_chain,
-                            run_hvp_reverse, _pairwise_sum)
+                            run_tangents, run_hvp_reverse, _pairwise_sum)
 
 from concurrent.futures import ThreadPoolExecutor
 
@@ -275,6 +280,22 @@ cdef class Schedule:
             else:
                 run_forward(o, t.val, t.pool, t.a, t.b, lo, hi)
 
+    cdef void tangents(self, Tape t, i64 p) noexcept nogil:
+        """The tangent sweep in p > 1 directions after the forward sweep, run by run
+        (run_tangents: partials once a node, every direction written). Every node's
+        support is then all p directions (Tape.tspan stays valid for the node-by-node
+        sweeps)."""
+        cdef i64 r, lo, i
+        cdef int o
+        for r in range(self.nruns):
+            lo = self.runs[r]
+            o = t.op[lo]
+            if not is_leaf(o):
+                run_tangents(o, t.val, t.tan, t.pool, t.a, t.b, lo, self.runs[r + 1], p)
+        for i in range(t.n):
+            t.tspan[2 * i] = 0
+            t.tspan[2 * i + 1] = <i32>p
+
     cdef void hvp_reverse(self, Tape t, i64 top) noexcept nogil:
         """Forward over reverse (one direction, after forward_tangent) from node `top`
         down to node 0, run by run: λ and λ̇ together, each run through its op's own
@@ -421,7 +442,13 @@ cdef class Trace:
     cdef readonly Schedule schedule
     cdef readonly Fusion fusion      # the fused runs of an array tape (None: scalar layout)
     cdef readonly list inputs        # node ids of the input leaves, flattened
+    # the output: node `output`, or (outs not None) element e is scalar node outs[e] and
+    # `output` is max(outs), the top of the reverse sweep. Read and seed the output only
+    # through the methods below, which know both.
     cdef readonly i64 output
+    cdef readonly object outs        # int64 array of out_size node ids, or None
+    cdef const i64* outp             # outs' data (nouts entries; 0: no outs)
+    cdef i64 nouts
     cdef readonly tuple out_shape
     cdef i64 out_size
     cdef i64 nguards
@@ -486,10 +513,85 @@ cdef class Trace:
         return mode != MODE_FULL and self.fusion is not None and self.fusion.ngroups > 0
 
     cdef void reverse(self, Tape t) noexcept nogil:
+        self.reverse_from(t, self.output)
+
+    cdef void reverse_from(self, Tape t, i64 top) noexcept nogil:
+        """The reverse sweep from node `top` down (the multipliers above it all zero)."""
         if self.schedule is not None:
-            self.schedule.reverse(t, self.output)
+            self.schedule.reverse(t, top)
         else:
-            t.reverse_sweep(self.output)
+            t.reverse_sweep(top)
+
+    # -- the output: one node, or scalar nodes outs[e] ---------------------------------
+
+    cdef int set_outs(self, object outs) except -1:
+        """Hold the output as scalar nodes outs (an int64 array, length out_size), or as
+        node `output` (outs None); `output` becomes max(outs)."""
+        cdef const i64[::1] ov
+        self.outs = None
+        self.outp = NULL
+        self.nouts = 0
+        if outs is not None:
+            self.outs = np.array(outs, dtype=np.int64)     # (a copy: it is read-only)
+            self.outs.flags.writeable = False
+            ov = self.outs
+            self.nouts = ov.shape[0]
+            self.outp = &ov[0]
+            self.output = int(self.outs.max())
+        return 0
+
+    cdef i64 element_node(self, i64 e) noexcept nogil:
+        """The node holding output element e (its slot in the scalar layout)."""
+        return self.outp[e] if self.nouts else self.output
+
+    cdef object read_output(self, Tape t, double* buf):
+        """The output read from `buf`, an arena indexed like the values (t.val, or t.tan
+        of one direction): a float, or a new array of out_shape."""
+        cdef i64 e
+        cdef double[::1] dst
+        if self.nouts == 0:
+            return read_slot(t, buf, self.output, self.out_shape)
+        arr = np.empty(self.out_shape)
+        dst = arr.reshape(-1)
+        for e in range(self.nouts):
+            dst[e] = buf[self.outp[e]]
+        return arr
+
+    cdef void read_output_tangents(self, Tape t, double* B, i64 ldb, i64 c0,
+                                   i64 nd) noexcept:
+        """B[e·ldb + c0 + d] = the tangent of output element e in direction d < nd, after a
+        tangent sweep in t.ntan directions (vector mode: one row of B per element)."""
+        cdef i64 e, d, p = t.ntan
+        cdef const double* src
+        if self.nouts == 0 and t.tld != 0:     # general layout: direction-major
+            for d in range(nd):
+                src = t.tangent_ptr(self.output, d)
+                for e in range(self.out_size):
+                    B[e * ldb + c0 + d] = src[e]
+            return
+        for e in range(self.out_size):          # scalar layout: node-major
+            src = t.tan + self.element_node(e) * p + (0 if self.nouts else e * p)
+            for d in range(nd):
+                B[e * ldb + c0 + d] = src[d]
+
+    cdef void seed_output(self, Tape t, const double* ct) noexcept nogil:
+        """The output's multipliers after a clear: the cotangent ct (out_size values). An
+        element held by one node twice (outs repeating it) gets the sum of its seeds."""
+        cdef i64 e
+        if self.nouts == 0:
+            if self.out_size:
+                memcpy(t.adjoint_ptr(self.output), ct, self.out_size * sizeof(double))
+            return
+        for e in range(self.nouts):
+            t.adj[self.outp[e]] += ct[e]
+
+    cdef void seed_element(self, Tape t, i64 e, double w) noexcept nogil:
+        """The multiplier of output element e after a clear: w (added to what it has
+        with outs, where two elements may be one node)."""
+        if self.nouts == 0:
+            t.adjoint_ptr(self.output)[e] = w
+        else:
+            t.adj[self.outp[e]] += w
 
     cdef int prepare_hvp(self, Tape t, i64 p) except -1:
         """Seed the forward-over-reverse sweep (p directions): λ = 1 at the output and 0
@@ -541,14 +643,89 @@ cdef class Trace:
         self.spares.append(t)
 
 
+cdef tuple _ASSEMBLY = (CONCAT, STRIDED, GATHER, BROADCAST, COPY, GATHER1)
+
+
+cdef object _elements(Tape rec, i64 i, dict memo):
+    """The scalar node of rec (size 1) behind each element of node i, an int64 array,
+    when node i is assembled from scalar nodes by structural ops only (_ASSEMBLY: a stack
+    or concatenation of scalars, slices and copies of those); else None. x.flat[k] of
+    anything else, an input for instance, is a scalar node of its own."""
+    cdef int o = rec.op[i]
+    cdef i64 m = rec.size_of(i), q, j, nd, start, ln, outer, inner, total
+    cdef i64* P
+    cdef i64[::1] rv
+    if i in memo:
+        return memo[i]
+    res = None
+    if m == 0:
+        res = np.empty(0, dtype=np.int64)
+    elif o in _ASSEMBLY:
+        P = rec.params(i) if rec.off != NULL and rec.poff[i] >= 0 else NULL
+        if o == CONCAT:
+            outer, inner, total = P[1], P[2], P[3]
+            res = np.empty(m, dtype=np.int64)
+            rv = res
+            for q in range(P[4]):
+                j = P[5 + 3 * q]
+                start, ln = P[6 + 3 * q], P[7 + 3 * q]
+                if m == total and rec.size_of(j) == 1 and rec.op[j] not in _ASSEMBLY:
+                    rv[start] = j       # a stack of scalars: most parts, no array each
+                    continue
+                part = _elements(rec, j, memo)
+                if part is None:
+                    res = None
+                    break
+                res.reshape(outer, total * inner)[:, start * inner:(start + ln) * inner] = \
+                    part.reshape(outer, ln * inner)
+        else:
+            src = _elements(rec, rec.a[i], memo)
+            if src is not None:
+                if o == GATHER1:
+                    res = src[[<i64>rec.pool[rec.b[i]]]]
+                elif o == COPY:
+                    res = src if src.shape[0] == m else np.repeat(src, m)
+                elif o == STRIDED:
+                    res = src[P[1] + P[2] * np.arange(m, dtype=np.int64)]
+                elif o == GATHER:
+                    res = src[np.asarray(<i64[:m]>(P + 1))]
+                else:                               # BROADCAST: x[Σ j_d stride_d]
+                    nd = P[1]
+                    strides = np.asarray(<i64[:nd]>(P + 2 + nd)) if nd else None
+                    res = src[strides @ np.indices(tuple(np.asarray(<i64[:nd]>(P + 2))))
+                              .reshape(nd, -1)] if nd else src[[0] * m]
+    if res is None and m == 1:
+        res = np.array([i], dtype=np.int64)     # a scalar node of its own
+    memo[i] = res
+    return res
+
+
 cdef Trace _make_trace(Tape rec, list input_nodes, Var out, list guards):
+    """The trace of recording `rec` (closed): pruned to what reaches the output and the
+    guards, grouped when that makes long runs.
+
+    An output assembled from scalar nodes (ft.stack of a loop's results, concatenations
+    of such) keeps the tape in the scalar layout: it is pruned with its elements' nodes
+    as roots and held as those nodes (Trace.outs), when nothing else left on the tape
+    reads the assembly (a guard on the whole vector, an array op); else it stays one
+    array node, and the whole tape in the general layout."""
     cdef Trace tr = Trace.__new__(Trace)
     cdef i64 i
     cdef i64[::1] remap = np.empty(max(rec.n, 1), dtype=np.int64)
-    roots = list(input_nodes) + [out.node]
+    roots = list(input_nodes)
     for _how, xn, yn, _r in guards:
         roots += [xn, yn]
-    tr.tape = _prune(rec, roots, set(input_nodes), remap)
+    elements = None
+    if rec.off != NULL and out.size and rec.op[out.node] in _ASSEMBLY:
+        elements = _elements(rec, out.node, {})
+    tr.tape = None
+    if elements is not None:
+        tr.tape = _prune(rec, roots + np.unique(elements).tolist(), set(input_nodes), remap)
+        if not tr.tape.scalar_layout:
+            tr.tape = None
+            elements = None
+    if tr.tape is None:
+        tr.tape = _prune(rec, roots + [out.node], set(input_nodes), remap)
     tr.schedule = None
     cdef i64[::1] newid = np.empty(max(tr.tape.n, 1), dtype=np.int64)
     grouped = _grouped(tr.tape, newid)
@@ -561,9 +738,16 @@ cdef Trace _make_trace(Tape rec, list input_nodes, Var out, list guards):
     tr.tape.lean_constants = True       # no caller reads a constant's multipliers
     tr.tape.prepare_adjoints()
     tr.inputs = [remap[i] for i in input_nodes]
-    tr.output = remap[out.node]
     tr.out_shape = out.shape
     tr.out_size = out.size
+    if elements is None:
+        tr.output = remap[out.node]
+        tr.set_outs(None)
+    elif out.size == 1:         # that node is the output
+        tr.output = remap[elements[0]]
+        tr.set_outs(None)
+    else:
+        tr.set_outs(np.asarray(remap)[elements])
     ng = len(guards)
     tr.nguards = ng
     how = np.empty(ng, np.int64)
@@ -890,8 +1074,9 @@ cdef class Function:
                 total += t.nbytes
             if tr.schedule is not None:
                 total += (tr.schedule.nruns + 1) * sizeof(i32) + tr.schedule.nruns
-            # seven int64 fields per guard, and the expected results
+            # seven int64 fields per guard, the expected results, the output's nodes
             total += 7 * tr.g_how.shape[0] * sizeof(i64) + tr.g_expect.shape[0] * sizeof(double)
+            total += tr.nouts * sizeof(i64)
         if self.gradient_function is not None:
             total += self.gradient_function.nbytes
         return int(total)
@@ -1078,7 +1263,7 @@ cdef class Function:
                 tr.fusion.clear(t, True, NULL)
             else:
                 tr.clear_adjoints(t)
-            t.adjoint_ptr(tr.output)[0] = 1.0
+            tr.seed_element(t, 0, 1.0)
         else:
             c = _real_array(cotangent, "vjp", "cotangent")
             if c.shape != tr.out_shape:
@@ -1090,7 +1275,7 @@ cdef class Function:
                 tr.clear_adjoints(t)
             ct = np.ascontiguousarray(c).reshape(-1)
             if tr.out_size:
-                memcpy(t.adjoint_ptr(tr.output), &ct[0], tr.out_size * sizeof(double))
+                tr.seed_output(t, &ct[0])
         with nogil:
             if lean:
                 tr.fusion.reverse(t, tr.output, False, vover, NULL, nt)
@@ -1104,7 +1289,7 @@ cdef class Function:
         cdef Tape t
         tr, t = self._run(self._leaves(args)[0], MODE_LEAN)
         try:
-            return read_slot(t, t.val, tr.output, tr.out_shape)
+            return tr.read_output(t, t.val)
         finally:
             tr.release(t)
 
@@ -1125,7 +1310,7 @@ cdef class Function:
         tr, t = self._run(leaves, MODE_VG, gbuf)
         try:
             g = self._reverse(tr, t, None, td, MODE_VG, leaves, gbuf)
-            return read_slot(t, t.val, tr.output, tr.out_shape), g
+            return tr.read_output(t, t.val), g
         finally:
             tr.release(t)
 
@@ -1143,7 +1328,7 @@ cdef class Function:
         tr, t = self._run(leaves, MODE_LEAN)
         try:
             g = self._reverse(tr, t, cotangent, td, MODE_LEAN, leaves)
-            return read_slot(t, t.val, tr.output, tr.out_shape), g
+            return tr.read_output(t, t.val), g
         finally:
             tr.release(t)
 
@@ -1233,8 +1418,7 @@ cdef class Function:
                 tr.release(t)
                 raise
         try:
-            return (read_slot(t, t.val, tr.output, tr.out_shape),
-                    read_slot(t, t.tan, tr.output, tr.out_shape))
+            return tr.read_output(t, t.val), tr.read_output(t, t.tan)
         finally:
             tr.release(t)
 
@@ -1293,16 +1477,13 @@ cdef class Function:
                     with nogil:
                         tr.tangent(t, p)
                     t.raise_pending()
-                    for d in range(min(p, nin - b0)):
-                        _tangent_io(t, tr.output, d, &col[0], nout, False)
-                        for r in range(nout):
-                            Jv[r, b0 + d] = col[r]
+                    tr.read_output_tangents(t, &Jv[0, 0], nin, b0, min(p, nin - b0))
             elif nin and nout:
                 for r in range(nout):
                     tr.clear_adjoints(t)
-                    t.adjoint_ptr(tr.output)[r] = 1.0
-                    with nogil:
-                        tr.reverse(t)
+                    tr.seed_element(t, r, 1.0)
+                    with nogil:     # (the multipliers above element r's node are zero)
+                        tr.reverse_from(t, tr.element_node(r))
                     t.raise_pending()
                     for q in range(len(diff)):
                         tz = t.adjoint_ptr(tr.inputs[diff[q]])
@@ -1563,10 +1744,9 @@ cdef class Function:
             Bv = B
             for c in range(ncolors):
                 tr.clear_adjoints(t)
-                lam = t.adjoint_ptr(tr.output)
                 for r in range(nout):
                     if col[r] == c:
-                        lam[r] = 1.0
+                        tr.seed_element(t, r, 1.0)
                 with nogil:
                     tr.reverse(t)
                 t.raise_pending()
@@ -1584,12 +1764,14 @@ cdef class Function:
         """The compiled flat gradient of f (see _gradient)."""
         return self._gradient()
 
-    def _compressed(self, args, colors, i64 ncolors, bint hessian, bint single=False,
+    def _compressed(self, args, colors, i64 ncolors, bint hessian, int single=False,
                     i64 read_leaf=-1):
         """(B, trace): B = J S (m × ncolors) or, hessian, ∇²f S (n × ncolors) on a trace with
         the direct forward-over-reverse sweep (None there otherwise), S the seed matrix
         S[j, colors[j]] = 1, by vector-mode sweeps of at most 64 directions, or (single)
-        one sweep per color, which a grouped tape runs run by run. With read_leaf, the
+        one sweep per color, which a grouped tape runs run by run; single == 2 (J S on a
+        grouped tape): the vector-mode tangent sweep run by run (Schedule.tangents,
+        without supports), else node by node. With read_leaf, the
         adjoints' tangents are read at that input leaf instead: ∂²f/∂leaf∂x S (a
         Lagrangian's weights: J S of its constraints)."""
         cdef Trace tr
@@ -1598,6 +1780,7 @@ cdef class Function:
         cdef const i64[::1] col = colors
         cdef double[:, ::1] Bv
         cdef double[::1] buf
+        cdef double* tz
         tr, t, layout = self._sparse_run(args)
         try:
             if hessian and not tr.direct_hvp:
@@ -1609,35 +1792,45 @@ cdef class Function:
             B = np.zeros((nout, ncolors))
             Bv = B
             buf = np.zeros(max(nout, max([m for _, m in layout], default=0), 1))
-            p = 1 if single else _block(ncolors)
+            p = 1 if single == 1 else _block(ncolors)
             for b0 in range(0, ncolors, p):
                 t.prepare_tangents(p, True)
                 j = 0
                 for node, m in layout:      # direction d seeds the columns of color b0 + d
-                    for d in range(p):
-                        for e in range(m):
-                            buf[e] = 1.0 if col[j + e] == b0 + d else 0.0
-                        _tangent_io(t, node, d, &buf[0], m, True)
+                    if t.tld == 0 and p > 1:
+                        for e in range(m):  # node-major: an input's p seeds side by side
+                            tz = t.tan + (node + e) * p
+                            memset(tz, 0, p * sizeof(double))
+                            if b0 <= col[j + e] < b0 + p:
+                                tz[col[j + e] - b0] = 1.0
+                    else:
+                        for d in range(p):
+                            for e in range(m):
+                                buf[e] = 1.0 if col[j + e] == b0 + d else 0.0
+                            _tangent_io(t, node, d, &buf[0], m, True)
                     j += m
                 if hessian:
                     tr.prepare_hvp(t, p)
                 with nogil:
-                    tr.tangent(t, p)
+                    if single == 2 and p > 1 and not hessian and tr.schedule is not None:
+                        tr.schedule.tangents(t, p)
+                    else:
+                        tr.tangent(t, p)
                     if hessian:
                         tr.hvp(t, p)
                 t.raise_pending()
+                if not hessian:
+                    if nout:
+                        tr.read_output_tangents(t, &Bv[0, 0], ncolors, b0,
+                                                min(p, ncolors - b0))
+                    continue
                 for d in range(min(p, ncolors - b0)):
                     c = b0 + d
-                    if hessian:     # scalar layout: node-major λ̇, p directions
-                        j = 0
-                        for node, m in rows:
-                            for e in range(m):
-                                Bv[j + e, c] = t.tan_adj[(node + e) * p + d]
-                            j += m
-                    else:
-                        _tangent_io(t, tr.output, d, &buf[0], nout, False)
-                        for e in range(nout):
-                            Bv[e, c] = buf[e]
+                    j = 0           # scalar layout: node-major λ̇, p directions
+                    for node, m in rows:
+                        for e in range(m):
+                            Bv[j + e, c] = t.tan_adj[(node + e) * p + d]
+                        j += m
             return B, tr
         finally:
             tr.release(t)
@@ -1722,6 +1915,7 @@ cdef class Function:
             traces.append((tr.tape, {
                 "inputs": np.asarray(tr.inputs, dtype=np.int64).reshape(-1),
                 "output": int(tr.output), "out_shape": list(tr.out_shape),
+                "outs": None if tr.outs is None else np.array(tr.outs),
                 "grouped": tr.schedule is not None,
                 "g_how": np.asarray(tr.g_how), "g_x": np.asarray(tr.g_x),
                 "g_y": np.asarray(tr.g_y), "g_off": np.asarray(tr.g_off),
@@ -1754,7 +1948,8 @@ cdef class Function:
             tr.inputs = [int(x) for x in d["inputs"]]
             tr.output = d["output"]
             tr.out_shape = tuple(d["out_shape"])
-            tr.out_size = tr.tape.size_of(tr.output)
+            tr.set_outs(d.get("outs"))
+            tr.out_size = tr.nouts if tr.nouts else tr.tape.size_of(tr.output)
             tr.nguards = d["g_how"].shape[0]
             tr.g_how, tr.g_x, tr.g_y = d["g_how"].copy(), d["g_x"].copy(), d["g_y"].copy()
             tr.g_off, tr.g_size = d["g_off"].copy(), d["g_size"].copy()

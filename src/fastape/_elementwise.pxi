@@ -98,7 +98,7 @@ cdef extern from *:
     } fastape_ew_args;
     typedef struct {
         double *val; double *adj; const double *pool; const int32_t *pa;
-        const int32_t *pb; int64_t lo; int64_t hi; double *tan; double *tlam;
+        const int32_t *pb; int64_t lo; int64_t hi; double *tan; double *tlam; int64_t p;
     } fastape_run_args;
     static inline void fastape_kernel(int, int, fastape_ew_args *, fastape_run_args *)
         FASTAPE_KERNEL_INLINE;
@@ -130,6 +130,8 @@ cdef extern from *:
         const int32_t *, const int32_t *, int64_t, int64_t) FASTAPE_KERNEL_INLINE;
     static inline void fastape_run_loop_tan_chain(int, double *, double *, const double *,
         const int32_t *, const int32_t *, int64_t, int64_t) FASTAPE_KERNEL_INLINE;
+    static inline void fastape_run_loop_tanp(int, const double *, double *, const double *,
+        const int32_t *, const int32_t *, int64_t, int64_t, int64_t) FASTAPE_KERNEL_INLINE;
     static inline void fastape_run_loop_hvp(int, const double *, double *, const double *,
         double *, const double *, const int32_t *, const int32_t *, int64_t,
         int64_t) FASTAPE_KERNEL_INLINE;
@@ -159,8 +161,10 @@ cdef extern from *:
         const i32* pb
         i64 lo                   # the run: nodes lo..hi-1
         i64 hi
-        double* tan              # RUN_TAN, RUN_HVP: the tangent arena (one direction)
+        double* tan              # RUN_TAN, RUN_HVP: the tangent arena (one direction),
+        #                          RUN_TANP: p directions, node-major
         double* tlam             # RUN_HVP: the adjoints' tangents (one direction)
+        i64 p                    # RUN_TANP: directions
 
 
 cdef inline void _ew_loop "fastape_ew_loop"(
@@ -358,6 +362,35 @@ cdef inline void _run_loop_tan_chain "fastape_run_loop_tan_chain"(
         tan[i] = tlast
 
 
+cdef inline void _run_loop_tanp "fastape_run_loop_tanp"(
+        int o, const double* v, double* tan, const double* pool, const i32* pa,
+        const i32* pb, i64 lo, i64 hi, i64 p) noexcept nogil:
+    """Scalar layout, p directions node-major (node i's direction k at tan[i·p + k]), a
+    run lo..hi-1 of opcode o after the forward sweep: ż_i = ∂f/∂x ż_a + ∂f/∂y ż_b in
+    every direction, the partials once a node from its stored value. The numbers of
+    Tape.tangent_sweep's vector loop (a zero tangent contributes nothing, by selects, so
+    the direction loop vectorises), without its supports: for a few dense directions
+    (a compressed Jacobian's colors) tracking them cost more than it saved."""
+    cdef i64 i, k
+    cdef double d0, d1
+    cdef const double* src = pool if has_k(o) else v
+    cdef const double* ta
+    cdef const double* tb
+    cdef double* tz
+    for i in range(lo, hi):
+        vp_loop(o, v[pa[i]], src[pb[i]], &d0, &d1, v + i)
+        ta = tan + pa[i] * p
+        tz = tan + i * p
+        if is_binary(o):
+            tb = tan + pb[i] * p
+            for k in range(p):
+                tz[k] = ((d0 * ta[k] if ta[k] != 0.0 else 0.0)
+                         + (d1 * tb[k] if tb[k] != 0.0 else 0.0))
+        else:
+            for k in range(p):
+                tz[k] = d0 * ta[k] if ta[k] != 0.0 else 0.0
+
+
 cdef inline void _hvp_share(bint binary, double w, double wd, double d, double dxx,
                             double dxy, double tx, double ty, double* g,
                             double* gd) noexcept nogil:
@@ -440,7 +473,7 @@ cdef inline void _run_loop_hvp "fastape_run_loop_hvp"(
 # run loops lose their dispatch. `kind` picks the loop; the arguments travel in a
 # struct that the forced inlining dissolves.
 cdef enum:
-    EW_FWD, EW_REV, EW_TAN, RUN_FWD, RUN_REV, RUN_TAN, RUN_HVP, RUN_TAN_CHAIN
+    EW_FWD, EW_REV, EW_TAN, RUN_FWD, RUN_REV, RUN_TAN, RUN_HVP, RUN_TAN_CHAIN, RUN_TANP
 
 
 cdef inline void _kernel "fastape_kernel"(int kind, int o, _EwArgs* e,
@@ -463,6 +496,8 @@ cdef inline void _kernel "fastape_kernel"(int kind, int o, _EwArgs* e,
         _run_loop_tan(o, r.val, r.tan, r.pool, r.pa, r.pb, r.lo, r.hi)
     elif kind == RUN_TAN_CHAIN:
         _run_loop_tan_chain(o, r.val, r.tan, r.pool, r.pa, r.pb, r.lo, r.hi)
+    elif kind == RUN_TANP:
+        _run_loop_tanp(o, r.val, r.tan, r.pool, r.pa, r.pb, r.lo, r.hi, r.p)
     elif kind == RUN_HVP:
         _run_loop_hvp(o, r.val, r.adj, r.tan, r.tlam, r.pool, r.pa, r.pb, r.lo, r.hi)
     else:
@@ -488,7 +523,8 @@ cdef inline void _pick "fastape_pick"(int kind, int o, _EwArgs* e, _RunArgs* r,
     # o and ops are constants wherever _hot calls this: the test folds away, and an op
     # the call site cannot see costs no loop (its branch, never taken, goes to _cold)
     if (ops == OPS_ALL or (ops == OPS_UNARY) == (not is_binary(o) and not has_k(o))) and \
-            (kind != RUN_HVP or _hvp_hot(o)) and (kind != RUN_TAN_CHAIN or _chain_hot(o)):
+            (kind != RUN_HVP and kind != RUN_TANP or _hvp_hot(o)) and \
+            (kind != RUN_TAN_CHAIN or _chain_hot(o)):
         _kernel(kind, o, e, r)
     else:
         _cold(kind, o, e, r)
@@ -614,6 +650,16 @@ cdef void run_forward_tangent_chain(int o, double* val, double* tan, const doubl
     cdef _RunArgs r
     r.val = val; r.tan = tan; r.pool = pool; r.pa = pa; r.pb = pb; r.lo = lo; r.hi = hi
     _hot(RUN_TAN_CHAIN, o, NULL, &r, OPS_ALL)
+
+
+cdef void run_tangents(int o, const double* val, double* tan, const double* pool,
+                       const i32* pa, const i32* pb, i64 lo, i64 hi, i64 p) noexcept nogil:
+    """The tangent sweep over a run of nodes lo..hi-1 of opcode o in p directions
+    (scalar layout, node-major), after the forward sweep; see _run_loop_tanp."""
+    cdef _RunArgs r
+    r.val = <double*>val; r.tan = tan; r.pool = pool; r.pa = pa; r.pb = pb; r.lo = lo
+    r.hi = hi; r.p = p
+    _hot(RUN_TANP, o, NULL, &r, OPS_ALL)
 
 
 cdef void run_hvp_reverse(int o, const double* val, double* adj, const double* tan,

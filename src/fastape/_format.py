@@ -20,10 +20,12 @@ opens it (``allow_pickle=False``: no member holds an object array):
     tape k's struct-of-arrays buffers, as :meth:`fastape.Tape.export` returns them,
     the last three for the general layout only (uint8 opcodes, int32 parents, float64
     values and immediates, int64 offsets and parameter arena).
-``r{k}.inputs``, ``r{k}.guards``, ``r{k}.expect``
+``r{k}.inputs``, ``r{k}.guards``, ``r{k}.expect`` (and ``r{k}.outs``)
     trace k of a function: its input nodes (int64, one per argument leaf), its
     branch guards (int64, one row per guard: comparison, x node, y node, offset and
-    count of its expected results, x and y strides) and their expected results.
+    count of its expected results, x and y strides) and their expected results; for
+    an output held as scalar nodes (a scalar-layout trace of a stacked output), the
+    node of each output element (int64; the trace's output node is then their maximum).
 ``example``
     the example arguments a function was compiled on, their leaves flattened and
     concatenated (float64).
@@ -282,6 +284,8 @@ def _function_parts(F):
                                            for g in _GUARD_FIELDS], axis=1) \
             if d["g_how"].shape[0] else np.zeros((0, len(_GUARD_FIELDS)), np.int64)
         arrays[f"r{k}.expect"] = np.asarray(d["g_expect"], dtype=np.float64)
+        if d.get("outs") is not None:
+            arrays[f"r{k}.outs"] = np.asarray(d["outs"], dtype=np.int64)
         trs.append({"output": d["output"], "out_shape": d["out_shape"],
                     "grouped": d["grouped"]})
     arrays["example"] = np.concatenate([np.asarray(x, dtype=np.float64).reshape(-1)
@@ -1354,8 +1358,16 @@ def _check_trace(arrays, tr, k, tape, size, off, shapes, where):
             raise TapeFormatError(f"{where}: field 'inputs' entry {q}: node {j} is not an "
                                   f"input of {m} value(s)")
     out = tr["output"]
-    if not 0 <= out < n or not all(type(d) is int and d >= 0 for d in tr["out_shape"]) or \
-            _prod(tr["out_shape"]) != size[out]:
+    shape_ok = all(type(d) is int and d >= 0 for d in tr["out_shape"])
+    outs = arrays.get(f"r{k}.outs")
+    if outs is not None and shape_ok:
+        outs = _int_vector(arrays, f"r{k}.outs", where, _prod(tr["out_shape"]))
+        if not tape.scalar_layout or outs.shape[0] < 2 or (outs < 0).any() or \
+                (outs >= n).any() or (np.asarray(size)[outs] != 1).any() or out != outs.max():
+            raise TapeFormatError(f"{where}: field 'outs': the output's nodes must be "
+                                  f"scalar nodes of a scalar-layout tape of {n} nodes, their "
+                                  f"maximum the output node ({out})")
+    elif not 0 <= out < n or not shape_ok or _prod(tr["out_shape"]) != size[out]:
         raise TapeFormatError(f"{where}: field 'output': node {out} with shape "
                               f"{tr['out_shape']}")
     if tr["grouped"] and not tape.scalar_layout:
@@ -1382,7 +1394,7 @@ def _check_trace(arrays, tr, k, tape, size, off, shapes, where):
                                   f"{gs} value(s) at {go}, strides {sx}, {sy} does not fit "
                                   "the tape")
     g = {name: np.ascontiguousarray(guards[:, j]) for j, name in enumerate(_GUARD_FIELDS)}
-    return {"inputs": inputs, "output": out, "out_shape": tr["out_shape"],
+    return {"inputs": inputs, "output": out, "out_shape": tr["out_shape"], "outs": outs,
             "grouped": tr["grouped"], **g, "g_expect": np.ascontiguousarray(expect)}
 
 

@@ -783,12 +783,13 @@ cdef class _Pass:
 
 
 def patterns(Tape t not None, const uint8_t[::1] kinds, const uint8_t[::1] flags,
-             const i64[:, ::1] inputs, i64 ncols, i64 output, bint hessian):
+             const i64[:, ::1] inputs, i64 ncols, i64 output, bint hessian, outs=None):
     """Propagate the index sets over tape `t`.
 
     kinds, flags: per opcode (see KINDS, FLAGS); inputs: rows (node, count, first
     column) of the differentiated input leaves (an array input's values are
-    contiguous: one node, or `count` consecutive scalar nodes); output: the output node.
+    contiguous: one node, or `count` consecutive scalar nodes); output: the output node,
+    or outs (an int64 array): output element e is scalar node outs[e] (fastape's Trace).
     Returns (indptr, indices) of the output's Jacobian pattern (rows: its elements)
     and, if `hessian`, of the symmetric Lagrangian Hessian pattern (ncols × ncols),
     else None."""
@@ -796,6 +797,8 @@ def patterns(Tape t not None, const uint8_t[::1] kinds, const uint8_t[::1] flags
     cdef _Pass ps = _Pass.__new__(_Pass)
     cdef i64 n = t.n, i, q, p, e, nout
     cdef int kd
+    cdef const i64[::1] ov = np.asarray([output] if outs is None else outs, dtype=np.int64)
+    cdef ISet** rows
     _peak = _held
     ps.t = t
     ps.kind = &kinds[0]
@@ -829,10 +832,15 @@ def patterns(Tape t not None, const uint8_t[::1] kinds, const uint8_t[::1] flags
             if p >= 0:
                 ps.last[p] = i
                 ps.varies[i] |= ps.varies[p]
-    ps.last[output] = n            # the output's sets are read at the end
+    for e in range(ov.shape[0]):
+        ps.last[ov[e]] = n         # the output's sets are read at the end
     if hessian:
-        for e in range(t.size_of(output)):
-            ps.setlv(output, e)
+        if outs is None:
+            for e in range(t.size_of(output)):
+                ps.setlv(output, e)
+        else:
+            for e in range(ov.shape[0]):
+                ps.setlv(ov[e], 0)
         for i in range(n - 1, -1, -1):
             if ps.nlive[i] and kinds[t.op[i]] > K_CONSTANT:
                 ps.mark(i)
@@ -848,8 +856,19 @@ def patterns(Tape t not None, const uint8_t[::1] kinds, const uint8_t[::1] flags
                 ps.release(p)
         if ps.last[i] < 0:          # read by nothing (a guard's operand)
             ps.release(i)
-    nout = t.size_of(output)
-    jac = _to_csr(ps.S + _slot(t, output), nout)
+    if outs is None:
+        jac = _to_csr(ps.S + _slot(t, output), t.size_of(output))
+    else:
+        nout = ov.shape[0]
+        rows = <ISet**>malloc((nout + 1) * sizeof(ISet*))
+        if rows == NULL:
+            raise MemoryError("sparsity: out of memory")
+        for e in range(nout):
+            rows[e] = ps.S[_slot(t, ov[e])]
+        try:
+            jac = _to_csr(rows, nout)
+        finally:
+            free(rows)
     hess = _to_csr(ps.N, ncols) if hessian else None
     return jac, hess
 

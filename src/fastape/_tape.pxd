@@ -150,6 +150,8 @@ cdef void run_forward_tangent(int o, double* val, double* tan, const double* poo
 cdef void run_forward_tangent_chain(int o, double* val, double* tan, const double* pool,
                                     const i32* pa, const i32* pb, i64 lo,
                                     i64 hi) noexcept nogil
+cdef void run_tangents(int o, const double* val, double* tan, const double* pool,
+                       const i32* pa, const i32* pb, i64 lo, i64 hi, i64 p) noexcept nogil
 cdef void run_hvp_reverse(int o, const double* val, double* adj, const double* tan,
                           double* tan_adj, const double* pool, const i32* pa, const i32* pb,
                           i64 lo, i64 hi) noexcept nogil

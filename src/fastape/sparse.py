@@ -131,7 +131,7 @@ def _trace_patterns(trace, layout, hessian):
         rows[q] = (node, m, ncols)
         ncols += m
     jac, hess = _sparsity.patterns(trace.tape, kinds, flags, rows, ncols, trace.output,
-                                   hessian)
+                                   hessian, trace.outs)
     return jac, hess, ncols
 
 
@@ -367,7 +367,9 @@ def sparse_jacobian(F, *args):
             L = _state(F).scalar_lagrangians.get(trace)
             if L is not None and not L.traces[-1].direct_hvp:
                 L = None
-            ways = (False, True) if L is None else (False, True, "L", "L1")
+            # a grouped tape also runs the vector-mode sweep run by run (way 2)
+            ways = (False, True) + ((2,) if trace.run_count else ()) + \
+                (() if L is None else ("L", "L1"))
 
             def compressed(way):
                 if way in ("L", "L1"):
@@ -478,11 +480,13 @@ def _lagrangian(F, args, w):
 # the Lagrangian of a vector output replayed on scalars
 # ---------------------------------------------------------------------------
 
-# A vector output built from scalar ops (ft.stack of a loop's results) is one CONCAT
-# node, and slices of the input are STRIDED nodes: the tape is in the general layout,
-# where Hessians go through the compiled gradient (recorded in Python, then swept node
-# by node). Replaying such a trace element by element, Σ vᵢ fᵢ becomes a tape of scalar
-# ops, on which the direct forward-over-reverse sweep runs run by run. The replay
+# The direct forward-over-reverse sweep needs a scalar output on the scalar layout. A
+# vector output has neither: even when its trace is in the scalar layout (ft.stack of a
+# loop's results, held as the elements' nodes, Trace.outs), the Hessian of Σ vᵢ fᵢ is
+# that of another function, and slices of the input (STRIDED nodes) put a trace in the
+# general layout, where Hessians go through the compiled gradient (recorded in Python,
+# then swept node by node). Replaying such a trace element by element, Σ vᵢ fᵢ becomes
+# a tape of scalar ops, on which the direct sweep runs run by run. The replay
 # records every elementwise node with its own opcode (the same value, bit for bit) and
 # only moves elements for the structural ops below; a trace with any other op is not
 # replayed. It holds one branch: it is made per trace, and used only after the call's
@@ -514,7 +518,7 @@ def _scalar_lagrangian(F, trace, args, w):
     plan = _replay_plan(trace)
     L = None
     if plan is not None:
-        replay = _replayer(plan, list(trace.inputs), trace.output)
+        replay = _replayer(plan, list(trace.inputs), trace.output, trace.outs)
 
         def lagrangian(weights, *a):
             return replay(weights, a)
@@ -525,10 +529,11 @@ def _scalar_lagrangian(F, trace, args, w):
     return L
 
 
-def _replayer(plan, inputs, output):
+def _replayer(plan, inputs, output, outs=None):
     """fun(weights, args): Σ weights[i] · (element i of the output), the trace's nodes
     recorded again element by element. A node's elements are one scalar value (a Var,
-    or a float for a constant) when it has one, else a list of them."""
+    or a float for a constant) when it has one, else a list of them. The output is node
+    `output`, or (outs) element i is scalar node outs[i]."""
     from fastape import _tape
     from fastape._tree import flatten
     ex, ops, names = plan
@@ -642,7 +647,8 @@ def _replayer(plan, inputs, output):
                                 = ys[s_ * ln:(s_ + 1) * ln]
                 el[i] = out[0] if m == 1 else out
         total = 0.0
-        for e, z in enumerate(elements(el[output], sizes[output])):
+        for e, z in enumerate(elements(el[output], sizes[output]) if outs is None
+                              else [el[j] for j in outs]):
             if type(z) is not float:
                 total = total + (weights if weights.shape == () else item(weights, e)) * z
         return total
