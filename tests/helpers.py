@@ -21,6 +21,18 @@ def central_diff(f, args, argnum, h=1e-6):
     return g if g.ndim else float(g)
 
 
+def fd_jacobian(f, x, h=1e-6):
+    """Central differences of the plain numpy function f at x: the Jacobian of its
+    flattened output, one column per element of x (an independent check)."""
+    x = np.asarray(x, dtype=float)
+    cols = []
+    for j in range(x.size):
+        e = np.zeros_like(x)
+        e[j] = h * max(1.0, abs(x[j]))
+        cols.append((np.asarray(f(x + e)) - np.asarray(f(x - e))).reshape(-1) / (2 * e[j]))
+    return np.stack(cols, axis=1)
+
+
 def ridders_diff(f, x, h=0.1, steps=10):
     """Derivative of scalar f at float x by Ridders' extrapolation of central differences
     (Numerical Recipes §5.7): returns (estimate, error estimate). Far more accurate than

@@ -655,6 +655,19 @@ def _member_data(path, name):
     return start + hdr, info.file_size - hdr
 
 
+def _count_reads(monkeypatch):
+    """The names of the members the format reads from now on, in order (a list that
+    grows as they are read)."""
+    read = []
+    real = _format._read_array
+
+    def counting(f, member, name, *a, **k):
+        read.append(name)
+        return real(f, member, name, *a, **k)
+    monkeypatch.setattr(_format, "_read_array", counting)
+    return read
+
+
 def test_mmap_load_reads_no_records_until_first_use(tmp_path, monkeypatch):
     """Tape.load(mmap=True) reads the directory and the header only: a damaged value
     is found at the first use (and at every later one), not at the load; the eager
@@ -663,13 +676,7 @@ def test_mmap_load_reads_no_records_until_first_use(tmp_path, monkeypatch):
     t, s, x = _scalar_tape(2000)
     path = tmp_path / "t.npz"
     t.save(path)
-    read = []
-    real = _format._read_array
-
-    def counting(f, member, name, *a, **k):
-        read.append(name)
-        return real(f, member, name, *a, **k)
-    monkeypatch.setattr(_format, "_read_array", counting)
+    read = _count_reads(monkeypatch)
     u = ft.Tape.load(path, mmap=True)
     assert read == ["header", "checksum"]
     assert len(u) == len(t) and not u.released and u.nbytes == t.nbytes
@@ -765,13 +772,7 @@ def test_function_mmap_load_reads_no_records_until_first_use(tmp_path, monkeypat
     F = _fuzz_subjects()[1][0]
     path = tmp_path / "f.npz"
     F.save(path)
-    read = []
-    real = _format._read_array
-
-    def counting(f, member, name, *a, **k):
-        read.append(name)
-        return real(f, member, name, *a, **k)
-    monkeypatch.setattr(_format, "_read_array", counting)
+    read = _count_reads(monkeypatch)
     G = ft.load(path, mmap=True)
     assert isinstance(G, ft.Function) and set(read) == {"header", "checksum"}
     assert G(x) == F(x)                                 # first use: reads everything

@@ -12,20 +12,10 @@ import pickle
 
 import numpy as np
 import pytest
+from helpers import fd_jacobian
 
 import fastape as ft
 from fastape.errors import ShapeError, TapeFormatError
-
-
-def fd_jacobian(f, x, h=1e-6):
-    """Central differences of the plain numpy function (an independent check)."""
-    x = np.asarray(x, dtype=float)
-    cols = []
-    for j in range(x.size):
-        e = np.zeros_like(x)
-        e[j] = h * max(1.0, abs(x[j]))
-        cols.append((np.asarray(f(x + e)) - np.asarray(f(x - e))).reshape(-1) / (2 * e[j]))
-    return np.stack(cols, axis=1)
 
 
 def stacked(x):

@@ -10,6 +10,7 @@ them); every coloring with a validity check written here from the definitions.
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from helpers import fd_jacobian
 from scipy.sparse.csgraph import connected_components
 
 import fastape as ft
@@ -18,16 +19,6 @@ from fastape import sparse as fs
 from fastape.errors import ShapeError
 
 # -- independent checks --------------------------------------------------------------
-
-
-def fd_jacobian(f, x, h=1e-6):
-    x = np.asarray(x, dtype=float)
-    cols = []
-    for j in range(x.size):
-        e = np.zeros_like(x)
-        e[j] = h * max(1.0, abs(x[j]))
-        cols.append((np.asarray(f(x + e)) - np.asarray(f(x - e))).reshape(-1) / (2 * e[j]))
-    return np.stack(cols, axis=1)
 
 
 def assert_columns_valid(P, colors):

@@ -1108,7 +1108,24 @@ def _load_deferred(source, callbacks):
         raise
 
 
-class _Deferred:
+class _HeldFile:
+    """What an mmap=True load keeps for the first use: the file, open since the load,
+    its checked header and member directory, and the error of a first use that failed
+    (raised again at every later use); closed once read, or when dropped unread."""
+
+    def __init__(self, f, header, members, where):
+        import threading
+        self.f, self.header, self.members, self.where = f, header, members, where
+        self.error = None
+        self.lock = threading.Lock()
+
+    def __del__(self):
+        f = getattr(self, "f", None)
+        if f is not None:
+            f.close()
+
+
+class _Deferred(_HeldFile):
     """The first use of a tape loaded with mmap=True (Tape._check calls it): its
     records are read from the file held open since the load, checksummed and validated
     exactly as an eager load does them, then the tape is adopted; a file that fails
@@ -1117,16 +1134,8 @@ class _Deferred:
     unused tape frees it at once, not at the next cyclic collection."""
 
     def __init__(self, f, header, members, views, rules, where):
-        import threading
-        self.f, self.header, self.members, self.views = f, header, members, views
-        self.rules, self.where = rules, where
-        self.error = None
-        self.lock = threading.Lock()
-
-    def __del__(self):
-        f = getattr(self, "f", None)
-        if f is not None:
-            f.close()
+        super().__init__(f, header, members, where)
+        self.views, self.rules = views, rules
 
     def __call__(self, tape):
         with self.lock:
@@ -1237,7 +1246,7 @@ def _load_function_deferred(source, fun, callbacks):
         raise
 
 
-class _DeferredFunction:
+class _DeferredFunction(_HeldFile):
     """The first use of a function loaded with mmap=True (any method or attribute of
     it, through _MappedFunction): every member read from the file held open since the
     load (the tapes' records straight into their tapes), checksummed and validated, and
@@ -1245,16 +1254,8 @@ class _DeferredFunction:
     and every later one (nothing of it is ever swept)."""
 
     def __init__(self, f, header, members, where, fun, rules):
-        import threading
-        self.f, self.header, self.members, self.where = f, header, members, where
+        super().__init__(f, header, members, where)
         self.fun, self.rules = fun, rules
-        self.error = None
-        self.lock = threading.Lock()
-
-    def __del__(self):
-        f = getattr(self, "f", None)
-        if f is not None:
-            f.close()
 
     def __call__(self, G):
         with self.lock:
