@@ -839,9 +839,10 @@ def test_hessian_with_tuple_argnums_on_the_direct_sweep(rng):
     assert_covers(F.hessian_sparsity(), [Hd])
 
 
-def test_scalar_output_read_from_slices_takes_the_replay(rng):
-    """An objective over slices of its input (STRIDED nodes: the general layout) is
-    replayed on scalars, so its Hessian takes the direct sweep too."""
+def test_slices_read_element_by_element_keep_the_scalar_layout(rng):
+    """An objective over slices of its input read element by element (``u = z[N+1:]``
+    then ``u[k]``) is pruned to scalar inputs, slices and their elements gone: its own
+    trace takes the direct Hessian sweep (no replay), equal to the eager Hessian."""
     N = 30
 
     def objective(z):
@@ -849,6 +850,30 @@ def test_scalar_output_read_from_slices_takes_the_replay(rng):
         s = 0.0
         for k in range(N):
             s = s + u[k] ** 2 + 0.1 * ft.cos(x[k]) * u[k] + x[k + 1] * x[k]
+        return s
+    z = rng.uniform(-1, 1, 2 * N + 1)
+    F = ft.compile(objective, z)
+    assert F.traces[-1].tape.scalar_layout and F.traces[-1].direct_hvp
+    want = ft.hessian(objective)(z)
+    np.testing.assert_allclose(F.hessian(z), want, rtol=1e-13, atol=1e-14)
+    np.testing.assert_allclose(F.sparse_hessian(z).toarray(), want, rtol=1e-13, atol=1e-14)
+    np.testing.assert_allclose(F.grad(z), ft.grad(objective)(z), rtol=1e-13, atol=1e-15)
+    z2 = rng.uniform(-1, 1, 2 * N + 1)       # (grouped: the same sums in another order)
+    np.testing.assert_allclose(F.grad(z2), ft.grad(objective)(z2), rtol=1e-13, atol=1e-15)
+
+
+def test_scalar_output_read_from_slices_takes_the_replay(rng):
+    """An objective over slices of its input that are also read whole (an array
+    product: STRIDED nodes, the general layout) is replayed on scalars, so its Hessian
+    takes the direct sweep too."""
+    N = 30
+
+    def objective(z):
+        x, u = z[:N + 1], z[N + 1:]
+        w = x[1:] * x[:-1]
+        s = 0.0
+        for k in range(N):
+            s = s + u[k] ** 2 + 0.1 * ft.cos(x[k]) * u[k] + w[k]
         return s
     z = rng.uniform(-1, 1, 2 * N + 1)
     F = ft.compile(objective, z)
@@ -864,7 +889,7 @@ def test_scalar_output_read_from_slices_takes_the_replay(rng):
 def test_scalar_replay_per_branch():
     """Each recorded branch of a general-layout scalar function gets its own replay."""
     def f(z):
-        x, u = z[:3], z[3:]
+        x, u = z[:3] * 1.0, z[3:]           # an array op: the general layout
         if x[0] > 0:
             return x[0] * u[0] + x[1] ** 2 * u[1]
         return x[0] * u[0] * 2.0 + x[1] ** 3        # inside the first pattern

@@ -67,7 +67,10 @@ cdef Tape _prune(Tape src, list roots, set inputs, i64[::1] remap):
     An array input read only element by element (``x[i]``: GATHER1 nodes) becomes
     consecutive scalar inputs and its GATHER1 nodes disappear, so a scalar loop
     over an array replays on the scalar layout; its values stay contiguous, so
-    writing the input remains one copy."""
+    writing the input remains one copy. So does an input read through slices
+    (STRIDED nodes) that are themselves read only element by element
+    (``u = z[2*N:]`` then ``u[k]``): the slice disappears too, its elements' GATHER1
+    nodes becoming the input's own elements."""
     cdef i64 n = src.n, i, j, k, q, base, parent, blk
     cdef int o
     cdef i64* P
@@ -92,7 +95,10 @@ cdef Tape _prune(Tape src, list roots, set inputs, i64[::1] remap):
             if not live[i] or is_leaf(o):
                 continue
             live[src.a[i]] = 1
-            if o != GATHER1:
+            # a slice of an input read only element by element (its readers, all
+            # later, are known by now) leaves the input to be read element by element
+            if o != GATHER1 and not (o == STRIDED and not whole[i] and
+                                     src.op[src.a[i]] == INPUT):
                 whole[src.a[i]] = 1
             if b_kind(o) == B_NODE and src.b[i] >= 0:
                 live[src.b[i]] = 1
@@ -133,6 +139,14 @@ cdef Tape _prune(Tape src, list roots, set inputs, i64[::1] remap):
             elif o == GATHER1 and src.op[src.a[i]] == INPUT and not whole[src.a[i]] and \
                     src.size_of(src.a[i]) > 1:
                 remap[i] = remap[src.a[i]] + <i64>src.pool[src.b[i]]
+            elif o == STRIDED and not whole[i] and src.op[src.a[i]] == INPUT and \
+                    not whole[src.a[i]] and src.size_of(src.a[i]) > 1:
+                remap[i] = -1               # read through its elements only (below)
+            elif o == GATHER1 and src.op[src.a[i]] == STRIDED and not whole[src.a[i]] and \
+                    src.op[src.a[src.a[i]]] == INPUT and not whole[src.a[src.a[i]]] and \
+                    src.size_of(src.a[src.a[i]]) > 1:
+                P = src.params(src.a[i])        # StridedP: size, start, step
+                remap[i] = remap[src.a[src.a[i]]] + P[1] + P[2] * <i64>src.pool[src.b[i]]
             else:
                 remap[i] = dst.copy_node(src, i, &remap[0])
     finally:
