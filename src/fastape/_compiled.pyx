@@ -60,6 +60,14 @@ from fastape.errors import BranchChanged, NoTangentRule, ShapeError, TapeError
 # pruning: the nodes that reach the output
 # ---------------------------------------------------------------------------
 
+cdef inline bint _element_slice(Tape src, const uint8_t* whole, i64 j) noexcept:
+    """Is node j a slice (STRIDED) of an array input, both read only element by element
+    (whole: _prune's marks)? Pruning then drops it, its readers' elements becoming the
+    input's own scalar inputs."""
+    return (src.op[j] == STRIDED and not whole[j] and src.op[src.a[j]] == INPUT and
+            not whole[src.a[j]] and src.size_of(src.a[j]) > 1)
+
+
 cdef Tape _prune(Tape src, list roots, set inputs, i64[::1] remap):
     """A new tape holding the nodes of `src` that reach `roots`, in tape order;
     remap[i] is node i's id in it (-1 if dropped).
@@ -139,12 +147,9 @@ cdef Tape _prune(Tape src, list roots, set inputs, i64[::1] remap):
             elif o == GATHER1 and src.op[src.a[i]] == INPUT and not whole[src.a[i]] and \
                     src.size_of(src.a[i]) > 1:
                 remap[i] = remap[src.a[i]] + <i64>src.pool[src.b[i]]
-            elif o == STRIDED and not whole[i] and src.op[src.a[i]] == INPUT and \
-                    not whole[src.a[i]] and src.size_of(src.a[i]) > 1:
+            elif _element_slice(src, whole, i):
                 remap[i] = -1               # read through its elements only (below)
-            elif o == GATHER1 and src.op[src.a[i]] == STRIDED and not whole[src.a[i]] and \
-                    src.op[src.a[src.a[i]]] == INPUT and not whole[src.a[src.a[i]]] and \
-                    src.size_of(src.a[src.a[i]]) > 1:
+            elif o == GATHER1 and _element_slice(src, whole, src.a[i]):
                 P = src.params(src.a[i])        # StridedP: size, start, step
                 remap[i] = remap[src.a[src.a[i]]] + P[1] + P[2] * <i64>src.pool[src.b[i]]
             else:

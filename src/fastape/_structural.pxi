@@ -692,8 +692,11 @@ cdef void reduce_reverse(Tape t, i64 i) noexcept nogil:
     cdef const double* lam = t.adj + t.off[i]
     cdef i64 p, q, s, base, zeros, zpos, n = P.n, inner = P.inner
     cdef double w, nz
-    if o == SUM and P.outer * inner > 1:
-        _sum_rows_reverse(x_bar, lam, P.outer, n, inner)
+    if o == SUM:        # ∂z/∂x = 1: each multiplier added to its row
+        if P.outer * inner > 1:
+            _sum_rows_reverse(x_bar, lam, P.outer, n, inner)
+        elif P.outer * inner == 1 and lam[0] != 0.0:
+            _add_w(x_bar, lam[0], n)        # one sum of all: threaded when long
         return
     for p in range(P.outer):
         for s in range(inner):
@@ -701,12 +704,7 @@ cdef void reduce_reverse(Tape t, i64 i) noexcept nogil:
             if w == 0.0:
                 continue
             base = p * n * inner + s
-            if o == SUM and inner == 1 and P.outer == 1:
-                _add_w(x_bar, w, n)
-            elif o == SUM:
-                for q in range(n):
-                    x_bar[base + q * inner] += w
-            elif o == PROD:
+            if o == PROD:
                 # ∂/∂x_l = Π_{m≠l} x_m, computed without dividing by a zero
                 zeros = _prod_zeros(x + base, n, inner, &zpos, &nz)
                 if zeros == 0:

@@ -483,9 +483,10 @@ def _lagrangian(F, args, w):
 # The direct forward-over-reverse sweep needs a scalar output on the scalar layout. A
 # vector output has neither: even when its trace is in the scalar layout (ft.stack of a
 # loop's results, held as the elements' nodes, Trace.outs), the Hessian of Σ vᵢ fᵢ is
-# that of another function, and slices of the input (STRIDED nodes) put a trace in the
-# general layout, where Hessians go through the compiled gradient (recorded in Python,
-# then swept node by node). Replaying such a trace element by element, Σ vᵢ fᵢ becomes
+# that of another function, and slices of the input that are also read whole (by an
+# array op: STRIDED nodes that pruning keeps) put a trace in the general layout, where
+# Hessians go through the compiled gradient (recorded in Python, then swept node by
+# node). Replaying such a trace element by element, Σ vᵢ fᵢ becomes
 # a tape of scalar ops, on which the direct sweep runs run by run. The replay
 # records every elementwise node with its own opcode (the same value, bit for bit) and
 # only moves elements for the structural ops below; a trace with any other op is not
